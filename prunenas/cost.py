@@ -1,0 +1,155 @@
+"""Cost of a genotype: MACs and parameters in the convention of Li et al. and the Rethinking paper.
+
+`macs` = multiply-accumulates of conv and linear layers for one image (batch 1); BatchNorm, ReLU,
+additions and pooling are not counted. fvcore counts one multiply-add as one "flop", so its numbers
+are MACs once every non conv/linear handle is made to return 0. For density genotypes each layer's
+MACs are multiplied by its density and `params` counts the weights the masks keep.
+
+`analytic_macs` is an independent count from forward hooks (output size x kernel volume), used by
+the tests as a cross-check of the fvcore path.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunenas.genotype import Genotype
+from prunenas.spaces.base import Space
+from prunenas.spaces.density import PRUNABLE, mask_count
+
+# fvcore ops that are not conv/linear but have default handles: count them as 0.
+_ZERO_OPS = (
+    "aten::batch_norm",
+    "aten::group_norm",
+    "aten::layer_norm",
+    "aten::instance_norm",
+    "aten::upsample_nearest2d",
+    "aten::upsample_bilinear2d",
+    "aten::adaptive_avg_pool2d",
+    "aten::grid_sampler",
+)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Cost of one genotype; ratios are relative to its space's reference genotype."""
+
+    macs: int
+    params: int
+    reference_macs: int
+    reference_params: int
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs / self.reference_macs
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params / self.reference_params
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "macs_ratio": self.macs_ratio, "params_ratio": self.params_ratio}
+
+
+def _zero_handle(inputs: Any, outputs: Any) -> int:
+    return 0
+
+
+def fvcore_macs_by_layer(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """MACs of every Conv2d/Linear module (by module path) for one input, counted by fvcore."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore/iopath import and torch.jit.trace deprecation noise
+        from fvcore.nn import FlopCountAnalysis
+
+        was_training = model.training
+        model.eval()
+        try:
+            x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+            analysis = FlopCountAnalysis(model, x)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            for op in _ZERO_OPS:
+                analysis.set_op_handle(op, _zero_handle)
+            by_module = analysis.by_module()
+        finally:
+            model.train(was_training)
+    return {name: int(by_module.get(name, 0)) for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+
+
+def analytic_macs_by_layer(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Independent count: conv = output elements x (in/groups) x kernel area; linear = in x out."""
+    counts: dict[str, int] = {}
+    hooks = []
+
+    def make_hook(name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                per_out = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+                counts[name] = counts.get(name, 0) + output[0].numel() * per_out
+            elif isinstance(module, nn.Linear):
+                counts[name] = counts.get(name, 0) + module.in_features * module.out_features
+
+        return hook
+
+    for name, m in model.named_modules():
+        if isinstance(m, PRUNABLE):
+            hooks.append(m.register_forward_hook(make_hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {name: counts.get(name, 0) for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+
+
+def count_params(model: nn.Module, densities: Mapping[str, float] | None = None) -> int:
+    """All parameters; with `densities`, the weights of those layers count as their kept number."""
+    total = 0
+    modules = dict(model.named_modules())
+    for mod_name, module in modules.items():
+        for p_name, p in module.named_parameters(recurse=False):
+            if densities is not None and p_name == "weight" and mod_name in densities:
+                total += mask_count(densities[mod_name], p.numel())
+            else:
+                total += p.numel()
+    return total
+
+
+def model_cost(
+    model: nn.Module, input_shape: tuple[int, ...], densities: Mapping[str, float] | None = None
+) -> tuple[int, int]:
+    """(macs, params) of a model; `densities` weights each named layer's MACs and weights."""
+    by_layer = fvcore_macs_by_layer(model, input_shape)
+    d = densities or {}
+    macs = sum(round(n * float(d.get(name, 1.0))) for name, n in by_layer.items())
+    return int(macs), count_params(model, densities)
+
+
+@lru_cache(maxsize=4096)
+def _cost_cached(space: Space, canonical: str, num_classes: int) -> tuple[int, int]:
+    genotype = Genotype.from_json(canonical)
+    if space.kind == "density":
+        # The masks do not change the shapes: count the dense model, weight by the densities.
+        model = space.build(space.reference(), num_classes=num_classes)
+        return model_cost(model, space.input_shape, {k: float(v) for k, v in genotype.genes.items()})
+    return model_cost(space.build(genotype, num_classes=num_classes), space.input_shape)
+
+
+def genotype_cost(space: Space, genotype: Genotype, num_classes: int | None = None) -> Cost:
+    """MACs and params of `genotype` and of its space's reference genotype (memoised by key)."""
+    genotype = space.validate(genotype)
+    n = num_classes or space.num_classes
+    macs, params = _cost_cached(space, genotype.canonical_json(), n)
+    ref_macs, ref_params = _cost_cached(space, space.reference().canonical_json(), n)
+    return Cost(macs, params, ref_macs, ref_params)

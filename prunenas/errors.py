@@ -1,0 +1,22 @@
+"""Errors that mean "the user gave bad input" (exit code 2) rather than "prunenas has a bug" (exit 1)."""
+
+from __future__ import annotations
+
+
+class PrunenasError(Exception):
+    """Bad input: the message is one line saying what is wrong, what is valid and how to fix it.
+
+    The CLI prints it without a traceback and exits with code 2. Anything else that escapes is a bug.
+    """
+
+
+class GenotypeError(PrunenasError):
+    """A genotype is malformed or does not fit its space."""
+
+
+class SpaceError(PrunenasError):
+    """A space is unknown or its TOML is malformed."""
+
+
+class DataError(PrunenasError):
+    """A dataset is unknown, missing, corrupt or laid out in a way prunenas cannot read."""

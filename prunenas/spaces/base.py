@@ -1,0 +1,208 @@
+"""The Space protocol: a model family plus its genes.
+
+A space knows its genes (name, type, bounds, reference value) in network order, validates
+genotypes against them, and builds an `nn.Module` from a valid genotype. Families (classes) are
+registered through the `prunenas.spaces` entry-point group; named spaces are TOML files that pick a
+family and its settings (see `prunenas.spaces.registry`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from torch import nn
+
+from prunenas.errors import GenotypeError, SpaceError
+from prunenas.genotype import GeneValue, Genotype
+
+SpaceKind = Literal["channels", "density", "ratios"]
+
+
+@dataclass(frozen=True)
+class Gene:
+    """One searchable decision.
+
+    `kind` is "int" (a channel count) or "float" (a density or a ratio). Bounds are inclusive,
+    except that `low_open=True` excludes `low` itself (densities live in (0, 1]).
+    """
+
+    name: str
+    kind: Literal["int", "float"]
+    low: float
+    high: float
+    reference: GeneValue
+    low_open: bool = False
+    description: str = ""
+
+    def bounds_text(self) -> str:
+        left = "(" if self.low_open else "["
+        low = int(self.low) if self.kind == "int" else self.low
+        high = int(self.high) if self.kind == "int" else self.high
+        return f"{left}{low}, {high}]"
+
+    def check(self, value: GeneValue) -> GeneValue:
+        """Return the value normalised to the gene's type, or raise naming gene, value and range."""
+        if self.kind == "int":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise GenotypeError(
+                        f"gene {self.name!r} = {value!r}: must be an integer channel count in {self.bounds_text()}"
+                    )
+                value = int(value)
+        else:
+            value = float(value)
+        too_low = value <= self.low if self.low_open else value < self.low
+        if too_low or value > self.high:
+            hint = ""
+            if value == 0:
+                hint = " (0 would remove the layer; the smallest allowed value keeps it)"
+            raise GenotypeError(f"gene {self.name!r} = {value!r} is out of range {self.bounds_text()}{hint}")
+        return value
+
+    def sample(self, rng: random.Random) -> GeneValue:
+        if self.kind == "int":
+            return rng.randint(math.ceil(self.low + (1 if self.low_open else 0)), int(self.high))
+        lo = self.low
+        value = rng.uniform(lo, self.high)
+        while self.low_open and value <= lo:
+            value = rng.uniform(lo, self.high)
+        return value
+
+
+class Space(ABC):
+    """A named search space: a family (the subclass) with settings from its TOML file.
+
+    Subclasses define `family`, `kind`, `_make_genes()` and `_build()`. Third-party families need
+    one such class and one `prunenas.spaces` entry-point line; a class that sets `default_config`
+    is also listed as a space of its own under its entry-point name.
+    """
+
+    family: ClassVar[str] = ""
+    kind: ClassVar[SpaceKind] = "channels"
+    #: When not None, the entry point itself is a usable space with these settings.
+    default_config: ClassVar[Mapping[str, Any] | None] = None
+
+    def __init__(
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        description: str = "",
+        recipe: Mapping[str, Any] | None = None,
+        source: str = "",
+    ) -> None:
+        self.name = name
+        self.config: dict[str, Any] = dict(config or {})
+        self.description = description
+        self.recipe: dict[str, Any] = dict(recipe or {})
+        self.source = source
+        shape = tuple(int(v) for v in self.config.get("input_shape", (3, 32, 32)))
+        if len(shape) != 3:
+            raise SpaceError(f"space {name!r}: input_shape must be [channels, height, width], got {shape!r}")
+        self.input_shape: tuple[int, int, int] = (shape[0], shape[1], shape[2])
+        self.num_classes: int = int(self.config.get("num_classes", 10))
+        self.genes: tuple[Gene, ...] = tuple(self._make_genes())
+        if not self.genes:
+            raise SpaceError(f"space {name!r} defines no genes")
+        names = [g.name for g in self.genes]
+        if len(set(names)) != len(names):
+            raise SpaceError(f"space {name!r} has duplicate gene names")
+        self._by_name = {g.name: g for g in self.genes}
+
+    # -- to implement --------------------------------------------------------------------------
+    @abstractmethod
+    def _make_genes(self) -> list[Gene]:
+        """The genes in network order, with bounds and reference values."""
+
+    @abstractmethod
+    def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
+        """Build a freshly initialised model from validated gene values."""
+
+    # -- provided ------------------------------------------------------------------------------
+    def gene(self, name: str) -> Gene:
+        return self._by_name[name]
+
+    def reference(self) -> Genotype:
+        """The unpruned model of this space."""
+        return Genotype(self.name, {g.name: g.reference for g in self.genes}, {"origin": "reference"})
+
+    def validate(self, genotype: Genotype) -> Genotype:
+        """Check a genotype against this space; return it with gene values normalised.
+
+        Raises GenotypeError naming the gene, the value and the allowed range.
+        """
+        if genotype.space != self.name:
+            raise GenotypeError(
+                f"genotype is for space {genotype.space!r}, not {self.name!r}; "
+                f"use a genotype of {self.name!r} or pass --space {genotype.space}"
+            )
+        unknown = [n for n in genotype.genes if n not in self._by_name]
+        if unknown:
+            raise GenotypeError(
+                f"unknown gene(s) {unknown[:5]} for space {self.name!r}; valid genes: "
+                f"{_preview([g.name for g in self.genes])} (see `prunenas spaces show {self.name}`)"
+            )
+        missing = [g.name for g in self.genes if g.name not in genotype.genes]
+        if missing:
+            raise GenotypeError(
+                f"missing gene(s) {missing[:5]} for space {self.name!r}; every gene needs a value "
+                f"(see `prunenas spaces show {self.name}`)"
+            )
+        genes = {g.name: g.check(genotype.genes[g.name]) for g in self.genes}  # network order
+        return Genotype(self.name, genes, genotype.provenance)
+
+    def make(self, values: Mapping[str, GeneValue] | list[GeneValue], **provenance: Any) -> Genotype:
+        """A validated genotype from a mapping or a list of values in network order."""
+        if not isinstance(values, Mapping):
+            if len(values) != len(self.genes):
+                raise GenotypeError(f"space {self.name!r} has {len(self.genes)} genes, got {len(values)} values")
+            values = {g.name: v for g, v in zip(self.genes, values, strict=True)}
+        return self.validate(Genotype(self.name, values, provenance))
+
+    def random_genotype(self, seed: int = 0) -> Genotype:
+        rng = random.Random(seed)
+        return self.make({g.name: g.sample(rng) for g in self.genes}, origin="random", seed=seed)
+
+    def build(self, genotype: Genotype | None = None, num_classes: int | None = None) -> nn.Module:
+        """A freshly initialised model for `genotype` (the reference when None)."""
+        genotype = self.validate(genotype if genotype is not None else self.reference())
+        return self._build(dict(genotype.genes), num_classes or self.num_classes)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary (used by `prunenas spaces show`)."""
+        return {
+            "space": self.name,
+            "family": self.family,
+            "kind": self.kind,
+            "description": self.description,
+            "config": self.config,
+            "source": self.source,
+            "recipe": self.recipe,
+            "genes": [
+                {
+                    "name": g.name,
+                    "type": g.kind,
+                    "low": g.low,
+                    "high": g.high,
+                    "low_open": g.low_open,
+                    "reference": g.reference,
+                    "description": g.description,
+                }
+                for g in self.genes
+            ],
+            "reference": dict(self.reference().genes),
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}: {len(self.genes)} genes>"
+
+
+def _preview(items: list[str], n: int = 6) -> str:
+    if len(items) <= n:
+        return ", ".join(items)
+    return ", ".join(items[:n]) + f", ... ({len(items)} in all)"

@@ -1,0 +1,216 @@
+"""CIFAR ResNets (He et al. 2016, section 4.2) with searchable widths.
+
+ResNet-N has a 3->w1 stem conv, three stages of n = (N-2)/6 BasicBlocks with residual widths
+w1/w2/w3 (16/32/64 by default), global average pooling and one FC layer. Li et al. (2017) and the
+Rethinking paper prune only the first conv of each block (its output is the block's "inner width"),
+keeping the residual widths; here both are genes.
+
+Shortcuts where the shape changes:
+  "A": parameter-free: subsample by the stride, then zero-pad the missing channels (half before,
+       half after, as in Li et al.'s code) or, if the block narrows, keep the first channels.
+  "B": a 1x1 conv + BN projection (open_lth, Torch-Pruning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunenas.errors import SpaceError
+from prunenas.genotype import GeneValue
+from prunenas.spaces.base import Gene, Space, SpaceKind
+
+
+class ShortcutA(nn.Module):
+    """Parameter-free shortcut: strided subsampling plus zero-padding (or truncation) of channels."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        extra = self.out_planes - self.in_planes
+        if extra > 0:
+            front = extra // 2
+            x = F.pad(x, (0, 0, 0, 0, front, extra - front))
+        elif extra < 0:
+            x = x[:, : self.out_planes]
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_planes}->{self.out_planes}, stride={self.stride}"
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, mid_planes: int, out_planes: int, stride: int, shortcut: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, mid_planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid_planes)
+        self.conv2 = nn.Conv2d(mid_planes, out_planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_planes)
+        self.shortcut: nn.Module
+        if stride == 1 and in_planes == out_planes:
+            self.shortcut = nn.Identity()
+        elif shortcut == "A":
+            self.shortcut = ShortcutA(in_planes, out_planes, stride)
+        else:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """A CIFAR ResNet with explicit widths: `stage_widths[s]` and `block_widths[s][i]`."""
+
+    def __init__(
+        self,
+        stage_widths: Sequence[int],
+        block_widths: Sequence[Sequence[int]],
+        shortcut: str = "A",
+        num_classes: int = 10,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        self.conv1 = nn.Conv2d(in_channels, stage_widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stage_widths[0])
+        self.layer1: nn.Sequential
+        self.layer2: nn.Sequential
+        self.layer3: nn.Sequential
+        in_planes = stage_widths[0]
+        for s, (width, inner) in enumerate(zip(stage_widths, block_widths, strict=True)):
+            blocks = []
+            for i, mid in enumerate(inner):
+                stride = 2 if (s > 0 and i == 0) else 1
+                blocks.append(BasicBlock(in_planes, mid, width, stride, shortcut))
+                in_planes = width
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        for stage in (self.layer1, self.layer2, self.layer3):
+            x = stage(x)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(x)
+
+
+def blocks_per_stage(depth: int) -> int:
+    if depth < 8 or (depth - 2) % 6 != 0:
+        raise SpaceError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110, ...), got {depth}")
+    return (depth - 2) // 6
+
+
+class _ResNetConfig:
+    """Shared TOML settings of the ResNet families: depth, shortcut, residual widths."""
+
+    def __init__(self, space_name: str, config: Mapping[str, Any]) -> None:
+        self.depth = int(config.get("depth", 56))
+        self.n = blocks_per_stage(self.depth)
+        self.shortcut = str(config.get("shortcut", "A")).upper()
+        if self.shortcut not in ("A", "B"):
+            raise SpaceError(f'space {space_name!r}: shortcut must be "A" or "B", got {self.shortcut!r}')
+        widths = config.get("widths", [16, 32, 64])
+        if len(widths) != 3 or any(int(w) < 1 for w in widths):
+            raise SpaceError(f"space {space_name!r}: widths must be three positive ints, got {widths!r}")
+        self.widths = [int(w) for w in widths]
+
+
+class CifarResNetSpace(Space):
+    """Genes: residual width of each stage, then the inner width of each of its blocks.
+
+    Order (network order): stage1_width, stage1_block1..n, stage2_width, stage2_block1..n, ...
+    Config: depth (6n+2), shortcut ("A"/"B"), widths ([16, 32, 64]), max_width_multiplier (1.0).
+    """
+
+    family: ClassVar[str] = "cifar_resnet"
+    kind: ClassVar[SpaceKind] = "channels"
+
+    def _make_genes(self) -> list[Gene]:
+        self.arch = _ResNetConfig(self.name, self.config)
+        mult = float(self.config.get("max_width_multiplier", 1.0))
+        genes = []
+        for s, width in enumerate(self.arch.widths, start=1):
+            top = max(width, int(width * mult))
+            genes.append(Gene(f"stage{s}_width", "int", 1, top, width, description="residual width"))
+            genes.extend(
+                Gene(f"stage{s}_block{b}", "int", 1, top, width, description="inner width (conv1 of the block)")
+                for b in range(1, self.arch.n + 1)
+            )
+        return genes
+
+    def widths_of(self, genes: Mapping[str, GeneValue]) -> tuple[list[int], list[list[int]]]:
+        """(stage widths, inner widths per stage) from gene values."""
+        stage = [int(genes[f"stage{s}_width"]) for s in (1, 2, 3)]
+        inner = [[int(genes[f"stage{s}_block{b}"]) for b in range(1, self.arch.n + 1)] for s in (1, 2, 3)]
+        return stage, inner
+
+    def inner_widths(self, cfg: Sequence[int], stage_widths: Sequence[int] | None = None) -> dict[str, int]:
+        """Gene values from Li et al.'s cfg (one inner width per block) and optional stage widths."""
+        if len(cfg) != 3 * self.arch.n:
+            raise SpaceError(f"space {self.name!r} has {3 * self.arch.n} blocks, cfg has {len(cfg)}")
+        widths = list(stage_widths or self.arch.widths)
+        genes: dict[str, int] = {}
+        for s in range(3):
+            genes[f"stage{s + 1}_width"] = widths[s]
+            for b in range(self.arch.n):
+                genes[f"stage{s + 1}_block{b + 1}"] = int(cfg[s * self.arch.n + b])
+        return genes
+
+    def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
+        stage, inner = self.widths_of(genes)
+        channels = self.input_shape[0]
+        return CifarResNet(stage, inner, self.arch.shortcut, num_classes, in_channels=channels)
+
+
+class CifarResNetStagesSpace(Space):
+    """The low-dimensional "guided pruning" space: one prune ratio per stage.
+
+    Every block of stage s gets inner width max(1, int(w_s * (1 - ratio_s))) (Li et al.'s rounding);
+    residual widths stay fixed. Config: depth, shortcut, widths, max_ratio (0.9).
+    """
+
+    family: ClassVar[str] = "cifar_resnet_stages"
+    kind: ClassVar[SpaceKind] = "ratios"
+
+    def _make_genes(self) -> list[Gene]:
+        self.arch = _ResNetConfig(self.name, self.config)
+        max_ratio = float(self.config.get("max_ratio", 0.9))
+        if not 0.0 < max_ratio < 1.0:
+            raise SpaceError(f"space {self.name!r}: max_ratio must be in (0, 1), got {max_ratio}")
+        return [
+            Gene(
+                f"stage{s}_ratio",
+                "float",
+                0.0,
+                max_ratio,
+                0.0,
+                description="fraction of inner channels pruned",
+            )
+            for s in (1, 2, 3)
+        ]
+
+    def inner_width(self, stage: int, ratio: float) -> int:
+        return max(1, int(self.arch.widths[stage] * (1.0 - ratio)))
+
+    def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
+        inner = [[self.inner_width(s, float(genes[f"stage{s + 1}_ratio"]))] * self.arch.n for s in range(3)]
+        return CifarResNet(self.arch.widths, inner, self.arch.shortcut, num_classes, self.input_shape[0])

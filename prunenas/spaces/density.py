@@ -1,0 +1,127 @@
+"""Per-layer density spaces (unstructured pruning, Frankle et al. 2021).
+
+A density space wraps a channel space's reference model (its `base`) and has one gene per prunable
+layer (every Conv2d and Linear, shortcut convs and the classifier included), named by module path,
+valued in (0, 1]. Building a genotype gives the dense model with a fixed random mask per layer that
+keeps exactly `mask_count(density, numel)` weights, stored as a `weight_mask` buffer. Surviving
+weights are rescaled by 1/sqrt(density), i.e. He init with the fan scaled by the density. Call
+`apply_masks(model)` after every optimizer step to keep masked weights exactly zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from prunenas.errors import SpaceError
+from prunenas.genotype import GeneValue
+from prunenas.spaces.base import Gene, Space, SpaceKind
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+MASK = "weight_mask"
+
+
+def mask_count(density: float, numel: int) -> int:
+    """Weights kept in a layer of `numel` weights at `density` (at least one)."""
+    return max(1, min(numel, round(density * numel)))
+
+
+def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(module path, module) of every Conv2d/Linear, in registration (network) order."""
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE):
+            yield name, module
+
+
+def masked_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, torch.Tensor]]:
+    """(module path, module, mask) of every layer that carries a mask."""
+    for name, module in model.named_modules():
+        mask = getattr(module, MASK, None)
+        if isinstance(mask, torch.Tensor):
+            yield name, module, mask
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
+def set_mask(module: nn.Module, mask: torch.Tensor, *, rescale: bool = True) -> None:
+    """Attach a 0/1 mask to a layer, zero the masked weights and (optionally) rescale the rest."""
+    weight = weight_of(module)
+    if mask.shape != weight.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(weight.shape)}")
+    mask = mask.to(dtype=weight.dtype, device=weight.device)
+    if MASK in module._buffers:
+        module._buffers[MASK] = mask
+    else:
+        module.register_buffer(MASK, mask)
+    density = float(mask.mean())
+    with torch.no_grad():
+        if rescale and 0 < density < 1:
+            weight.mul_(1.0 / math.sqrt(density))
+        weight.mul_(mask)
+
+
+def random_mask(shape: torch.Size, density: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    numel = math.prod(shape)
+    keep = torch.randperm(numel, generator=generator)[: mask_count(density, numel)]
+    flat = torch.zeros(numel)
+    flat[keep] = 1.0
+    return flat.view(shape)
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module) -> None:
+    """Zero every masked weight (call after each optimizer step)."""
+    for _, module, mask in masked_layers(model):
+        weight_of(module).mul_(mask)
+
+
+def densities(model: nn.Module) -> dict[str, float]:
+    """Measured fraction of nonzero weights per prunable layer."""
+    return {name: float((weight_of(m) != 0).float().mean()) for name, m in prunable_layers(model)}
+
+
+class DensitySpace(Space):
+    """Config: base (a channel space name or TOML path), base_overrides (settings changed in it)."""
+
+    family: ClassVar[str] = "density"
+    kind: ClassVar[SpaceKind] = "density"
+
+    def _make_genes(self) -> list[Gene]:
+        from prunenas.spaces.registry import get_space
+
+        base_name = self.config.get("base")
+        if not base_name:
+            raise SpaceError(f'space {self.name!r}: a density space needs base = "<channel space>"')
+        self.base = get_space(str(base_name), overrides=self.config.get("base_overrides"))
+        if self.base.kind == "density":
+            raise SpaceError(f"space {self.name!r}: base {base_name!r} is itself a density space")
+        self.input_shape = self.base.input_shape
+        model = self.base.build()
+        return [
+            Gene(
+                name,
+                "float",
+                0.0,
+                1.0,
+                1.0,
+                low_open=True,
+                description=f"{type(m).__name__} {tuple(weight_of(m).shape)}",
+            )
+            for name, m in prunable_layers(model)
+        ]
+
+    def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
+        model = self.base.build(num_classes=num_classes)
+        layers = dict(prunable_layers(model))
+        for name, density in genes.items():
+            module = layers[name]
+            set_mask(module, random_mask(weight_of(module).shape, float(density)))
+        return model
