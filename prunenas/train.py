@@ -1,0 +1,489 @@
+"""From-scratch training of a genotype: the engine every search candidate goes through.
+
+Design (GUIDE section 6): the whole dataset lives on the training device as uint8 and is augmented
+per batch there (`prunenas.data.DeviceBatches`); losses and accuracies are summed on the device and
+read once per epoch, so there is no host synchronisation per step. On CUDA: channels_last, bf16
+autocast and cudnn.benchmark (each switchable). Every epoch ends with a checkpoint; a run resumes
+from it to the same result as an uninterrupted run because the batch order and augmentation of
+epoch e depend only on (seed, e) and the RNG states are checkpointed.
+
+Per-epoch callbacks receive an `EpochMetrics`; one may raise `StopTraining(reason)` to end the run
+early (recorded), anything else it raises propagates. This module never imports optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunenas.data import DatasetSplits, DeviceBatches, ImageSet
+from prunenas.errors import PrunenasError
+from prunenas.genotype import Genotype
+from prunenas.recipes import Recipe
+from prunenas.spaces.base import Space
+from prunenas.spaces.density import apply_masks, masked_layers
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+CURVE = "curve.png"
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end a run early; the reason is recorded in the result."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run (not what to learn): device, seed, speed switches, output."""
+
+    device: str = "auto"
+    seed: int = 0
+    channels_last: bool | None = None  # None: on for CUDA
+    amp: bool | None = None  # bf16 autocast; None: on for CUDA
+    compile: bool = False
+    eval_every: int = 1
+    quiet: bool = False
+    resume: bool = True
+    checkpoint: bool = True
+    plot: bool = True
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    train_acc: float
+    lr: float
+    seconds: float
+    images_per_s: float
+    val_loss: float | None = None
+    val_acc: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced. `val_acc`/`test_acc` are of the final model (test: evaluated once)."""
+
+    genotype_key: str
+    recipe: str
+    epochs: int  # epochs planned
+    epochs_run: int
+    val_acc: float | None
+    best_val_acc: float | None
+    best_epoch: int | None
+    test_acc: float | None
+    wall_time_s: float
+    images_per_s: float
+    seed: int
+    stopped: str | None  # None when the run finished; else why it stopped
+    history: tuple[EpochMetrics, ...] = field(default_factory=tuple)
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped is None and self.epochs_run >= self.epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["history"] = [h.to_dict() for h in self.history]
+        d["finished"] = self.finished
+        return d
+
+
+Callback = Callable[[EpochMetrics], None]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PrunenasError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PrunenasError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise PrunenasError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+def run_key(genotype: Genotype, recipe: Recipe, seed: int, data: DatasetSplits) -> dict[str, Any]:
+    """What makes two runs the same run (stored in checkpoints; compared on resume)."""
+    return {
+        "genotype": genotype.key,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "dataset": data.name,
+        "train_size": len(data.train),
+        "val_size": len(data.val),
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: DeviceBatches, amp: bool) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` over one pass of `batches`."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
+    for x, y in batches.epoch(0):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        count += y.numel()
+    model.train(was_training)
+    if count == 0:
+        return math.nan, math.nan
+    return float(loss_sum) / count, float(correct) / count
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise PrunenasError(
+            f"checkpoint {str(path)!r} is unreadable ({type(exc).__name__}); delete it or train with --fresh"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise PrunenasError(f"{str(path)!r} is not a prunenas checkpoint; delete it or train with --fresh")
+    return state
+
+
+def _make_progress(total: int, quiet: bool, desc: str) -> Any:
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True)
+
+
+def train(
+    space: Space,
+    genotype: Genotype,
+    data: DatasetSplits,
+    recipe: Recipe,
+    settings: RunSettings | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    init_state: Mapping[str, torch.Tensor] | None = None,
+    evaluate_test: bool = True,
+    extra_metrics: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Build `genotype` fresh (or from `init_state`) and train it with `recipe` on `data`.
+
+    With `out_dir`, writes checkpoint.pt every epoch, metrics.json and curve.png at the end, and
+    resumes from an existing checkpoint of the same run (same genotype, recipe, seed and data).
+    """
+    settings = settings or RunSettings()
+    genotype = space.validate(genotype)
+    if recipe.needs_weights and init_state is None:
+        raise PrunenasError(f"recipe {recipe.name!r} starts from trained weights; pass them (--weights CKPT)")
+    if len(data.train) == 0:
+        raise PrunenasError("the training set is empty; use a larger --train-subset")
+    device = resolve_device(settings.device)
+    cuda = device.type == "cuda"
+    channels_last = cuda if settings.channels_last is None else settings.channels_last
+    amp = cuda if settings.amp is None else (settings.amp and cuda)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PrunenasError(
+                f"cannot create output folder {str(out)!r}: {exc.strerror}; pass another --out"
+            ) from None
+    key = run_key(genotype, recipe, settings.seed, data)
+
+    # -- model, exactly as a fresh run builds it ------------------------------------------------
+    torch.manual_seed(settings.seed)
+    model = space.build(genotype, num_classes=data.num_classes)
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PrunenasError(f"the given weights do not fit genotype {genotype.key}: {first}") from None
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    masked = any(True for _ in masked_layers(model))
+    # The Rethinking recipe decays every parameter (BN included).
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=recipe.nesterov and recipe.momentum > 0,
+    )
+    loader_dtype = torch.float32
+    train_batches = DeviceBatches(
+        data.train,
+        batch_size=recipe.batch_size,
+        device=device,
+        mean=data.mean,
+        std=data.std,
+        augment=recipe.augment,
+        shuffle=True,
+        drop_last=len(data.train) > recipe.batch_size,
+        seed=settings.seed,
+        channels_last=channels_last,
+        dtype=loader_dtype,
+        flip=data.flip,
+    )
+
+    def eval_batches(split: ImageSet) -> DeviceBatches:
+        return DeviceBatches(
+            split,
+            batch_size=max(256, recipe.batch_size),
+            device=device,
+            mean=data.mean,
+            std=data.std,
+            augment=False,
+            shuffle=False,
+            drop_last=False,
+            channels_last=channels_last,
+            dtype=loader_dtype,
+        )
+
+    val_batches = eval_batches(data.val) if len(data.val) else None
+    steps_per_epoch = len(train_batches)
+    total_steps = steps_per_epoch * recipe.epochs
+
+    history: list[EpochMetrics] = []
+    start_epoch = 0
+    elapsed_before = 0.0
+    ckpt_path = out / CHECKPOINT if out is not None else None
+    if ckpt_path is not None and settings.resume and ckpt_path.exists():
+        state = _load_checkpoint(ckpt_path)
+        if state.get("run_key") != key:
+            raise PrunenasError(
+                f"{str(out)!r} holds a different run (other genotype, recipe, seed or data); "
+                "pass another --out or --fresh to overwrite it"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"])
+        if cuda and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        history = [EpochMetrics(**h) for h in state["history"]]
+        start_epoch = int(state["epoch"])
+        elapsed_before = float(state.get("wall_time_s", 0.0))
+        if state.get("stopped"):
+            # A run stopped on purpose (diverged, pruned by the search) stays stopped.
+            return _finish(
+                model, space, genotype, data, recipe, settings, history, state["stopped"], elapsed_before,
+                out, evaluate_test=False, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
+            )  # fmt: skip
+
+    step_model: nn.Module = model
+    if settings.compile:
+        step_model = torch.compile(model)  # type: ignore[assignment]
+
+    def save_checkpoint(epoch_done: int, stopped: str | None) -> None:
+        if ckpt_path is None or not settings.checkpoint:
+            return
+        _atomic_save(
+            {
+                "run_key": key,
+                "epoch": epoch_done,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if cuda else None,
+                "history": [h.to_dict() for h in history],
+                "stopped": stopped,
+                "wall_time_s": elapsed_before + time.perf_counter() - run_start,
+                "genotype": genotype.to_dict(),
+                "space": space.name,
+                "num_classes": data.num_classes,
+            },
+            ckpt_path,
+        )
+
+    stopped: str | None = None
+    progress = _make_progress(total_steps, settings.quiet, f"{space.name} {genotype.key[:8]} {recipe.name}")
+    if progress is not None and start_epoch:
+        progress.update(start_epoch * steps_per_epoch)
+    run_start = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, recipe.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            lr = recipe.lr
+            for i, (x, y) in enumerate(train_batches.epoch(epoch)):
+                lr = recipe.lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = step_model(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if masked:
+                    apply_masks(model)
+                loss_sum += loss.detach() * y.numel()
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.numel()
+                if progress is not None:
+                    progress.update(1)
+            if cuda:
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            train_loss = float(loss_sum) / max(1, seen)
+            metrics = EpochMetrics(
+                epoch=epoch + 1,
+                epochs=recipe.epochs,
+                train_loss=train_loss,
+                train_acc=float(correct) / max(1, seen),
+                lr=lr,
+                seconds=seconds,
+                images_per_s=seen / seconds if seconds > 0 else 0.0,
+            )
+            if not math.isfinite(train_loss):
+                stopped = f"non-finite training loss ({train_loss}) in epoch {epoch + 1}"
+            elif val_batches is not None and (
+                (epoch + 1) % max(1, settings.eval_every) == 0 or epoch + 1 == recipe.epochs
+            ):
+                val_loss, val_acc = evaluate(model, val_batches, amp)
+                metrics = EpochMetrics(**{**metrics.to_dict(), "val_loss": val_loss, "val_acc": val_acc})
+            history.append(metrics)
+            if progress is not None:
+                post = {"epoch": f"{epoch + 1}/{recipe.epochs}", "loss": f"{train_loss:.3f}"}
+                post["acc"] = f"{metrics.train_acc:.3f}"
+                if metrics.val_acc is not None:
+                    post["val"] = f"{metrics.val_acc:.3f}"
+                post["img/s"] = f"{metrics.images_per_s:.0f}"
+                progress.set_postfix(post, refresh=True)
+            # Checkpoint before the callbacks: a callback that interrupts (Ctrl-C, a killed trial)
+            # leaves this epoch saved; one that stops the run is saved again with its reason.
+            save_checkpoint(epoch + 1, stopped)
+            if stopped is None:
+                try:
+                    for cb in callbacks:
+                        cb(metrics)
+                except StopTraining as exc:
+                    stopped = exc.reason
+                    save_checkpoint(epoch + 1, stopped)
+            if stopped is not None:
+                break
+    finally:
+        if progress is not None:
+            progress.close()
+    wall = elapsed_before + time.perf_counter() - run_start
+    return _finish(
+        model, space, genotype, data, recipe, settings, history, stopped, wall, out,
+        evaluate_test=evaluate_test and stopped is None, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
+    )  # fmt: skip
+
+
+def _finish(
+    model: nn.Module,
+    space: Space,
+    genotype: Genotype,
+    data: DatasetSplits,
+    recipe: Recipe,
+    settings: RunSettings,
+    history: list[EpochMetrics],
+    stopped: str | None,
+    wall: float,
+    out: Path | None,
+    *,
+    evaluate_test: bool,
+    amp: bool,
+    eval_batches: Callable[[ImageSet], DeviceBatches],
+    extra: Mapping[str, Any] | None,
+) -> TrainResult:
+    test_acc = None
+    if evaluate_test and len(data.test):
+        _, test_acc = evaluate(model, eval_batches(data.test), amp)
+    vals = [(h.val_acc, h.epoch) for h in history if h.val_acc is not None]
+    best = max(vals) if vals else (None, None)
+    timed = [h for h in history if h.seconds > 0]
+    ips = sum(h.images_per_s * h.seconds for h in timed) / sum(h.seconds for h in timed) if timed else 0.0
+    result = TrainResult(
+        genotype_key=genotype.key,
+        recipe=recipe.name,
+        epochs=recipe.epochs,
+        epochs_run=len(history),
+        val_acc=history[-1].val_acc if history else None,
+        best_val_acc=best[0],
+        best_epoch=best[1],
+        test_acc=test_acc,
+        wall_time_s=wall,
+        images_per_s=ips,
+        seed=settings.seed,
+        stopped=stopped,
+        history=tuple(history),
+    )
+    if out is not None:
+        write_metrics(out, result, space, genotype, data, recipe, settings, extra)
+        if settings.plot and history:
+            from prunenas.report import plot_training_curve
+
+            plot_training_curve(history, out / CURVE, title=f"{space.name} {genotype.key} ({recipe.name})")
+    return result
+
+
+def write_metrics(
+    out: Path,
+    result: TrainResult,
+    space: Space,
+    genotype: Genotype,
+    data: DatasetSplits,
+    recipe: Recipe,
+    settings: RunSettings,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    payload = {
+        **result.to_dict(),
+        "space": space.name,
+        "genotype": genotype.to_dict(),
+        "recipe_settings": recipe.to_dict(),
+        "run_settings": asdict(settings),
+        "dataset": data.describe(),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        **(extra or {}),
+    }
+    path = out / METRICS
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
