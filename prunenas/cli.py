@@ -116,6 +116,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from prunenas.report import format_table, human
 
     space, genotype = load_genotype(args.genotype, args.space)
+    if args.num_classes is not None and args.num_classes < 1:
+        raise PrunenasError(f"--num-classes must be >= 1 (got {args.num_classes})")
     cost = genotype_cost(space, genotype, num_classes=args.num_classes)
     out = {"space": space.name, "key": genotype.key, **cost.to_dict()}
     if args.json:
@@ -131,10 +133,12 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 # -- prunenas train GENOTYPE ------------------------------------------------------------------------
-def add_data_args(p: argparse.ArgumentParser, default: str = "cifar10") -> None:
+def add_data_args(p: argparse.ArgumentParser, default: str | None = "cifar10") -> None:
     g = p.add_argument_group("data")
     g.add_argument(
-        "--dataset", default=default, help=f"cifar10, cifar100, digits (embedded) or imagefolder (default {default})"
+        "--dataset",
+        default=default,
+        help=f"cifar10, cifar100, digits (embedded) or imagefolder (default {default or 'cifar10 when needed'})",
     )
     g.add_argument(
         "--data-dir",
@@ -214,38 +218,26 @@ def settings_from_args(args: argparse.Namespace, **changes: Any) -> Any:
 
 
 def load_weights(path: str) -> Any:
-    import torch
+    from prunenas.train import load_model_state
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise PrunenasError(f"weights file {path!r} does not exist; pass a checkpoint.pt of a prunenas run") from None
-    except Exception as exc:
-        raise PrunenasError(
-            f"cannot read weights {path!r} ({type(exc).__name__}); pass a prunenas checkpoint.pt"
-        ) from None
-    if isinstance(state, dict) and "model" in state:
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise PrunenasError(f"{path!r} holds no model weights; pass a prunenas checkpoint.pt")
-    return state
+    return load_model_state(path)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def run_training(args: argparse.Namespace, space: Any, genotype: Any, default_out: Any) -> int:
+    """Train `genotype` as the train/pretrain arguments say, write the run folder, print the result."""
     from pathlib import Path
 
     from prunenas.cost import genotype_cost
     from prunenas.report import format_table, human
     from prunenas.train import CHECKPOINT, CURVE, METRICS, train
 
-    space, genotype = load_genotype(args.genotype, args.space)
     recipe = recipe_from_args(args, space, genotype)
     data = data_from_args(args, args.seed)
-    out = Path(args.out or Path("runs") / "train" / f"{space.name}-{genotype.key}-{recipe.name}-s{args.seed}")
+    out = Path(args.out or default_out(recipe))
     if args.fresh and out.exists():
         for name in (CHECKPOINT, METRICS, CURVE):
             (out / name).unlink(missing_ok=True)
-    init = load_weights(args.weights) if args.weights else None
+    init = load_weights(args.weights) if getattr(args, "weights", None) else None
     cost = genotype_cost(space, genotype, num_classes=data.num_classes)
     result = train(
         space,
@@ -255,9 +247,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings_from_args(args),
         out_dir=out,
         init_state=init,
-        extra_metrics={"cost": cost.to_dict(), "weights_from": args.weights},
+        extra_metrics={"cost": cost.to_dict(), "weights_from": getattr(args, "weights", None)},
     )
-    genotype.save(out / "genotype.json")
     if args.json:
         _print_json({**result.to_dict(), "out": str(out), "macs": cost.macs, "params": cost.params})
         return 0
@@ -281,6 +272,394 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    space, genotype = load_genotype(args.genotype, args.space)
+    return run_training(
+        args,
+        space,
+        genotype,
+        lambda recipe: Path("runs") / "train" / f"{space.name}-{genotype.key}-{recipe.name}-s{args.seed}",
+    )
+
+
+def default_pretrain_dir(space: str, dataset: str, seed: int, recipe: str) -> Any:
+    from pathlib import Path
+
+    return Path("runs") / "pretrain" / f"{space}-{dataset}-{recipe}-s{seed}"
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from prunenas.spaces import get_space
+
+    space = get_space(args.space)
+    return run_training(
+        args,
+        space,
+        space.reference(),
+        lambda recipe: default_pretrain_dir(space.name, args.dataset, args.seed, recipe.name),
+    )
+
+
+# -- prunenas proposers / propose / show -----------------------------------------------------------
+def cmd_proposers(args: argparse.Namespace) -> int:
+    from prunenas.proposers.base import proposers
+    from prunenas.report import format_table
+
+    rows = [cls().describe() for cls in proposers()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = [
+        [
+            r["name"],
+            r["kind"],
+            "trained weights" if r["needs_trained"] else "-",
+            "data" if r["needs_data"] else "-",
+            ", ".join("--" + t.replace("_", "-") for t in r["targets"]),
+            r["summary"],
+        ]
+        for r in rows
+    ]
+    print(format_table(table, ["proposer", "kind", "needs", "data", "targets", "what"], "llllll"))
+    print("\noptions: `prunenas proposers --json`; set them with --option NAME=VALUE")
+    return 0
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """--option NAME=VALUE pairs; VALUE parsed as JSON when it can be (numbers, true/false, null)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise PrunenasError(f"--option {item!r} must look like NAME=VALUE (e.g. --option global_ranking=false)")
+        try:
+            out[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.strip()] = value
+    return out
+
+
+def target_from_args(args: argparse.Namespace) -> Any:
+    from prunenas.proposers.base import Target
+
+    given = [
+        (k, v)
+        for k, v in (("ratio", args.ratio), ("macs_ratio", args.macs_ratio), ("density", args.density))
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise PrunenasError("give exactly one target: --ratio R, --macs-ratio R or --density D")
+    return Target(given[0][0], given[0][1])  # type: ignore[arg-type]
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from prunenas.proposers.base import get_proposer
+    from prunenas.proposers.runner import make_context, run_proposer
+    from prunenas.report import format_table, human
+    from prunenas.spaces import get_space
+
+    space = get_space(args.space)
+    target = target_from_args(args)
+    proposer = get_proposer(args.proposer, space.kind, **parse_options(args.option))
+    needs_data = proposer.needs_data or (proposer.needs_trained and args.reference is None and args.pretrain_epochs)
+    data = data_from_args(args, args.seed) if (needs_data or args.dataset) else None
+    reference = args.reference
+    if reference is None and proposer.needs_trained and args.pretrain_epochs:
+        reference = quick_reference(args, space, data)
+    proposer.check(space, target, trained=reference is not None)
+    ctx = make_context(space, data=data, reference=reference, seed=args.seed, device=args.device)
+    proposal = run_proposer(
+        proposer,
+        ctx,
+        target,
+        reference=str(reference) if reference else "random init",
+        dataset=data.name if data is not None else None,
+    )
+    genotype = proposal.genotype
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        genotype.save(out)
+    if args.json:
+        _print_json({**genotype.to_dict(), "key": genotype.key, "file": str(out) if out else None})
+        return 0
+    achieved = genotype.provenance["achieved"]
+    rows = [
+        ["proposer", f"{proposer.name} ({target.describe()})"],
+        ["space / key", f"{space.name} / {genotype.key}"],
+        ["MACs", f"{human(achieved['macs'])} ({achieved['macs_ratio']:.3f} of the reference)"],
+        ["params", human(achieved["params"])],
+    ]
+    if "density" in achieved:
+        rows.append(["density", f"{achieved['density']:.4f}"])
+    clamped = genotype.provenance.get("clamped") or {}
+    if clamped:
+        rows.append(["clamped to the floor", ", ".join(clamped)])
+    rows.append(["took", f"{genotype.provenance['time_s']:.1f} s"])
+    print(format_table(rows, ["", ""], "ll"))
+    print(f"wrote {out}" if out else "(pass -o FILE to save the genotype; `prunenas show FILE` plots it)")
+    return 0
+
+
+def quick_reference(args: argparse.Namespace, space: Any, data: Any) -> Any:
+    """Train (or reuse) a short reference run for proposers that need trained weights."""
+    from prunenas.recipes import make_recipe
+    from prunenas.train import CHECKPOINT, RunSettings, train
+
+    recipe = make_recipe("proxy", space.recipe, overrides={"epochs": args.pretrain_epochs})
+    out = default_pretrain_dir(space.name, data.name, args.seed, f"proxy{args.pretrain_epochs}")
+    train(
+        space,
+        space.reference(),
+        data,
+        recipe,
+        RunSettings(device=args.device, seed=args.seed, quiet=args.quiet),
+        out_dir=out,
+    )
+    return out / CHECKPOINT
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from prunenas.report import format_table, plot_profile
+
+    space, genotype = load_genotype(args.genotype, args.space)
+    reference = space.reference()
+    rows = []
+    for gene in space.genes:
+        value, ref = genotype.genes[gene.name], reference.genes[gene.name]
+        frac = float(value) / float(ref) if float(ref) else 0.0
+        rows.append([gene.name, value, ref, f"{frac:.2f}", "#" * round(20 * min(frac, 1.0))])
+    if args.json:
+        _print_json(
+            {
+                "space": space.name,
+                "key": genotype.key,
+                "genes": dict(genotype.genes),
+                "reference": dict(reference.genes),
+            }
+        )
+    else:
+        print(f"{space.name} genotype {genotype.key}")
+        print(format_table(rows, ["gene", "value", "reference", "fraction", ""], "lrrrl"))
+    if args.plot:
+        path = plot_profile(space, genotype, args.plot)
+        if not args.json:
+            print(f"wrote {path}")
+    return 0
+
+
+# -- prunenas export RUN_DIR / prunenas evaluate MODEL.onnx ------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from prunenas.export import ExportError, export_run
+    from prunenas.report import format_table, human
+
+    try:
+        result = export_run(
+            args.run_dir,
+            args.out,
+            name=args.name,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            benchmark=args.benchmark,
+            latency_batches=tuple(args.batch_sizes),
+            latency_repeats=args.repeats,
+            provider=args.provider,
+        )
+    except ExportError as exc:  # the export itself is wrong, not the input: exit 1, still one line
+        print(f"prunenas: error: {exc}", file=sys.stderr)
+        return 1
+    s = result.sidecar
+    if args.json:
+        _print_json({**s, "out": str(result.out_dir)})
+        return 0
+    exp, parity, acc = s["export"], s["parity"], s["accuracy"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    method = f"{exp['method']}, opset {s['opset']}, {exp['seconds']:.1f} s"
+    if exp["fallback_reason"]:
+        method += f" (dynamo failed: {exp['fallback_reason']})"
+    checks = ", ".join(f"{c['input']} (n={c['batch']}) {c['max_abs_diff']:.1e}" for c in parity["checks"])
+    rows = [
+        ["run", f"{s['source']['run_dir']} (epoch {s['source']['checkpoint_epoch']})"],
+        ["space / genotype", f"{s['space']} / {s['key']}"],
+        ["exporter", method],
+        ["onnx.checker", "passed (full check)"],
+        [
+            "parity vs PyTorch",
+            f"max |diff| {parity['max_abs_diff']:.1e} < {parity['tolerance']:g} on {parity['provider']}",
+        ],
+        ["parity checks", checks],
+        ["MACs / params", f"{human(s['macs'])} / {human(s['params'])}"],
+        ["val / test accuracy", f"{pct(acc['val_acc'])} / {pct(acc['test_acc'])}"],
+    ]
+    if parity["real_inputs_skipped"]:
+        rows.append(["note", parity["real_inputs_skipped"]])
+    if s["sparsity"]:
+        overall = s["sparsity"]["overall"]
+        rows.append(["weight sparsity", f"{100 * overall['sparsity']:.1f}% zeros (no ONNX Runtime speed-up)"])
+    if s["latency"]:
+        lat = s["latency"]
+        for b, v in lat["per_batch"].items():
+            rows.append(
+                [f"latency batch {b}", f"median {v['median_ms']:.2f} ms, p90 {v['p90_ms']:.2f} ms ({lat['provider']})"]
+            )
+    print(format_table(rows, ["", ""], "ll"))
+    out = result.out_dir
+    print(f"wrote {out / 'model.onnx'} ({human(s['files']['bytes'])}B), {out / 'model.json'}, {out / 'README.md'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from prunenas.export import evaluate_onnx
+
+    r = evaluate_onnx(args.onnx, args.dataset, args.data_dir, provider=args.provider, batch_size=args.batch_size)
+    if args.json:
+        _print_json(r)
+        return 0
+    line = (
+        f"{r['dataset']} test accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['images']}) with ONNX Runtime "
+        f"({r['provider']}, {r['images_per_s']:.0f} img/s)"
+    )
+    print(line)
+    if r["torch_test_acc"] is not None:
+        print(
+            f"PyTorch test accuracy (metrics.json, {r['torch_test_acc_precision']}): {100 * r['torch_test_acc']:.2f}%, "
+            f"difference {100 * r['difference']:+.2f} points"
+        )
+    return 0
+
+
+# -- prunenas search ---------------------------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from prunenas.cost import genotype_cost
+    from prunenas.report import format_table, human
+    from prunenas.search import BUDGETS, SearchConfig, default_study_dir, run_search
+    from prunenas.spaces import get_space
+
+    space = get_space(args.space)
+    budget = BUDGETS[args.budget]
+    changes = {
+        "trials": args.trials,
+        "proxy_epochs": args.proxy_epochs,
+        "top_k": args.top_k,
+        "final_epochs": args.final_epochs,
+        "train_subset": args.train_subset,
+    }
+    for name, value in changes.items():
+        if value is not None and value < 1:
+            raise PrunenasError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+    budget = replace(budget, **{k: v for k, v in changes.items() if v is not None})
+    if args.timeout is not None and args.timeout <= 0:
+        raise PrunenasError(f"--timeout must be > 0 seconds (got {args.timeout})")
+    if args.max_macs is not None and args.max_macs_ratio is not None:
+        raise PrunenasError("give either --max-macs N or --max-macs-ratio R, not both")
+    if args.max_macs_ratio is not None and not 0 < args.max_macs_ratio <= 1:
+        raise PrunenasError(f"--max-macs-ratio must be in (0, 1] (got {args.max_macs_ratio})")
+    if args.max_macs is not None and args.max_macs <= 0:
+        raise PrunenasError(f"--max-macs must be a positive number of MACs (got {args.max_macs})")
+    args.train_subset = budget.train_subset
+    dataset = args.dataset or "cifar10"
+    args.dataset = dataset
+    data = data_from_args(args, args.seed)
+    max_macs = args.max_macs
+    if args.max_macs_ratio is not None:
+        max_macs = int(args.max_macs_ratio * genotype_cost(space, space.reference(), data.num_classes).macs)
+    study = args.study or "-".join(
+        [args.budget, args.mode, args.sampler, f"s{args.seed}"]
+        + ([f"max{args.max_macs_ratio:g}"] if args.max_macs_ratio else [f"max{max_macs}"] if max_macs else [])
+    )
+    config = SearchConfig(
+        space=space.name,
+        dataset=dataset,
+        study=study,
+        out=Path(args.out) if args.out else default_study_dir(space.name, dataset, study),
+        budget=budget,
+        budget_name=args.budget,
+        mode=args.mode,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        seed=args.seed,
+        max_macs=max_macs,
+        max_macs_ratio=args.max_macs_ratio,
+        proposer_names=tuple(args.proposers.split(",")) if args.proposers else None,
+        reference=args.reference,
+        final_recipe=args.final_recipe,
+        final=not args.no_final,
+        export=not args.no_export,
+        exports_root=Path(args.exports),
+        storage=args.storage,
+        timeout=args.timeout,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    log = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
+    outcome = run_search(config, space, data, log=log)
+    if args.json:
+        _print_json(
+            {
+                "study": study,
+                "study_dir": str(outcome.study_dir),
+                "trials": outcome.trials,
+                "complete": outcome.complete,
+                "pruned": outcome.pruned,
+                "infeasible": outcome.infeasible,
+                "failed": outcome.failed,
+                "wall_time_s": outcome.wall_time_s,
+                "files": dict(outcome.files),
+                "winners": [
+                    {
+                        "trial": w.trial,
+                        "key": w.genotype.key,
+                        "origin": w.origin,
+                        "macs": w.macs,
+                        "params": w.params,
+                        "val_acc": w.val_acc,
+                        "test_acc": w.final.test_acc if w.final else None,
+                        "export_dir": w.export_dir,
+                    }
+                    for w in outcome.winners
+                ],
+            }
+        )
+        return 0
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    rows = [
+        [
+            rank,
+            w.trial,
+            w.origin,
+            human(w.macs),
+            human(w.params),
+            pct(w.val_acc),
+            pct(w.final.test_acc if w.final else None),
+            w.export_dir or "-",
+        ]
+        for rank, w in enumerate(outcome.winners, start=1)
+    ]
+    print()
+    print(
+        f"study {study!r}: {outcome.trials} trials ({outcome.complete} complete, {outcome.pruned} pruned, "
+        f"{outcome.infeasible} infeasible, {outcome.failed} failed) in {outcome.wall_time_s:.0f} s"
+    )
+    if rows:
+        print(
+            format_table(
+                rows, ["#", "trial", "origin", "MACs", "params", "val (proxy)", "test (final)", "export"], "rrlrrrrl"
+            )
+        )
+    else:
+        print("no trial completed: nothing to retrain or export")
+    print(f"study folder: {outcome.study_dir} (trials.csv, trials.json, pareto.png, best/, summary.json)")
+    if not args.storage:
+        print(f"dashboard: optuna-dashboard {outcome.study_dir / 'study.journal'}")
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -297,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     spaces_sub = p.add_subparsers(dest="spaces_command", metavar="show", parser_class=_Parser)
     ps = spaces_sub.add_parser("show", help="a space's genes in network order, bounds, reference genotype, cost")
     ps.add_argument("space", help="space name (see `prunenas spaces`) or path to a space .toml")
-    ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ps.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of a table")
     ps.set_defaults(handler=cmd_spaces_show)
 
     p = sub.add_parser("cost", help="MACs and params of a genotype (conv+linear multiply-adds, batch 1)")
@@ -318,6 +697,102 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     add_run_args(p)
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("pretrain", help="train a space's reference model (weights for proposers: --reference)")
+    p.add_argument("--space", required=True, help="space name or .toml path")
+    p.add_argument("--out", help="run folder (default runs/pretrain/SPACE-DATASET-RECIPE-sSEED); resumes")
+    p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_recipe_args(p)
+    add_data_args(p)
+    add_run_args(p)
+    p.set_defaults(handler=cmd_pretrain)
+
+    p = sub.add_parser("proposers", help="list the pruning methods that propose architectures")
+    p.add_argument("--json", action="store_true", help="print JSON (with each proposer's options)")
+    p.set_defaults(handler=cmd_proposers)
+
+    p = sub.add_parser("propose", help="run a pruning method and write the genotype it decides")
+    p.add_argument("--space", required=True, help="space name or .toml path")
+    p.add_argument("--proposer", required=True, help="pruning method (see `prunenas proposers`)")
+    tg = p.add_argument_group("target (exactly one)")
+    tg.add_argument("--ratio", type=float, help="fraction of prunable channels/weights removed, in [0, 1)")
+    tg.add_argument("--macs-ratio", type=float, help="target MACs / reference MACs, in (0, 1] (met within 2%%)")
+    tg.add_argument("--density", type=float, help="fraction of prunable weights kept (density spaces), in (0, 1]")
+    p.add_argument("--reference", metavar="CKPT", help="trained reference weights (from `prunenas pretrain`)")
+    p.add_argument(
+        "--pretrain-epochs", type=int, metavar="N", help="train a quick N-epoch reference when none is given"
+    )
+    p.add_argument("--option", action="append", metavar="NAME=VALUE", help="proposer option (repeatable)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the genotype JSON here")
+    p.add_argument("--json", action="store_true", help="print the genotype as JSON")
+    add_data_args(p, default=None)
+    add_run_args(p)
+    p.set_defaults(handler=cmd_propose)
+
+    p = sub.add_parser("show", help="per-layer widths or densities of a genotype against the reference")
+    p.add_argument("genotype", help="genotype JSON file, shipped genotype name, or space name")
+    p.add_argument("--space", help="space name or .toml path instead of the genotype's own")
+    p.add_argument("--plot", metavar="FILE", help="also write a PNG bar chart of the profile")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("search", help="search architectures: proposer-seeded Optuna study, proxy training, export")
+    p.add_argument("--space", required=True, help="space name or .toml path")
+    p.add_argument(
+        "--budget", default="fast", choices=["smoke", "fast", "paper"],
+        help="preset: smoke (minutes on a CPU), fast (hours on a GPU), paper (full retraining); default fast",
+    )  # fmt: skip
+    p.add_argument("--trials", type=int, help="trials in the study (study-wide; a resumed study counts its old ones)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting new trials after this long")
+    p.add_argument(
+        "--mode", default="genes", choices=["genes", "proposers"], help="what Optuna samples (default genes)"
+    )
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "random"], help="default tpe")
+    p.add_argument("--pruner", default="none", choices=["none", "median", "hyperband"], help="needs --max-macs-ratio")
+    p.add_argument("--max-macs-ratio", type=float, metavar="R", help="single objective under MACs <= R x reference")
+    p.add_argument("--max-macs", type=int, metavar="N", help="single objective under MACs <= N")
+    p.add_argument("--proposers", metavar="A,B", help="proposers that seed (genes) or are sampled (proposers mode)")
+    p.add_argument("--reference", metavar="CKPT", help="trained reference: adds proposers that score trained weights")
+    p.add_argument("--proxy-epochs", type=int, metavar="E", help="epochs per candidate (proxy recipe)")
+    p.add_argument("--top-k", type=int, metavar="K", help="winners retrained with the full recipe and exported")
+    p.add_argument("--final-recipe", default="scratch-e", choices=["scratch-e", "scratch-b"], help="default scratch-e")
+    p.add_argument("--final-epochs", type=int, metavar="E", help="epochs of the final retraining (E of scratch-b)")
+    p.add_argument("--no-final", action="store_true", help="skip the retraining and export of the winners")
+    p.add_argument("--no-export", action="store_true", help="retrain the winners but do not export them")
+    p.add_argument(
+        "--exports", default="exports", metavar="DIR", help="root of exports/<space>/<study>/ (default exports)"
+    )
+    p.add_argument("--study", help="study name (default from budget, mode, sampler, seed and limit)")
+    p.add_argument("--out", help="study folder (default runs/search/SPACE-DATASET-STUDY); rerun to resume")
+    p.add_argument(
+        "--storage", metavar="URL", help="Optuna RDB storage URL (default: a journal file in the study folder)"
+    )
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    add_data_args(p, default="cifar10")
+    add_run_args(p)
+    p.set_defaults(handler=cmd_search)
+    p = sub.add_parser("export", help="export a trained run to ONNX (verified with onnx.checker and ONNX Runtime)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `prunenas train` (checkpoint.pt etc.)")
+    p.add_argument("-o", "--out", metavar="DIR", help="export folder (default exports/SPACE/NAME)")
+    p.add_argument("--name", help="export name (default: the genotype key, or the run folder's name if taken)")
+    p.add_argument("--benchmark", action="store_true", help="measure ONNX Runtime latency and store it in model.json")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64], metavar="N", help="latency batch sizes")
+    p.add_argument("--repeats", type=int, default=50, metavar="N", help="timed runs per batch size (default 50)")
+    p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda")
+    p.add_argument("--dataset", default=None, help="test images for the parity check (default: the run's dataset)")
+    p.add_argument("--data-dir", default=None, help="dataset folder or archive (default: $PRUNENAS_DATA / the run's)")
+    p.add_argument("--json", action="store_true", help="print model.json (plus the output folder) as JSON")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("evaluate", help="test accuracy of an exported model.onnx with ONNX Runtime")
+    p.add_argument("onnx", metavar="MODEL_ONNX", help="model.onnx written by `prunenas export` (model.json beside it)")
+    p.add_argument("--dataset", default=None, help="cifar10, cifar100, digits, imagefolder (default: the model's)")
+    p.add_argument("--data-dir", default=None, help="dataset folder or archive (default: $PRUNENAS_DATA, the cache)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per ONNX Runtime call")
+    p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=cmd_evaluate)
     return parser
 
 
@@ -336,6 +811,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prunenas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

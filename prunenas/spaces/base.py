@@ -123,6 +123,11 @@ class Space(ABC):
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         """Build a freshly initialised model from validated gene values."""
 
+    def structured_genes(self) -> dict[str, str]:
+        """Genes that structured (channel) pruning may change -> path of the module whose output
+        channels the gene sets, in the reference model. Empty when the family does not say."""
+        return {}
+
     # -- provided ------------------------------------------------------------------------------
     def gene(self, name: str) -> Gene:
         return self._by_name[name]

@@ -175,6 +175,18 @@ class CifarResNetSpace(Space):
                 genes[f"stage{s + 1}_block{b + 1}"] = int(cfg[s * self.arch.n + b])
         return genes
 
+    def structured_genes(self) -> dict[str, str]:
+        """Inner widths always; residual widths only with shortcut B. With the zero-padding shortcut A
+        the residual channels are tied through a parameter-free op that dependency tracing cannot
+        follow (Torch-Pruning corrupts such models), so, as in Li et al., they are not pruned."""
+        genes: dict[str, str] = {}
+        for s in (1, 2, 3):
+            if self.arch.shortcut == "B":
+                genes[f"stage{s}_width"] = "conv1" if s == 1 else f"layer{s}.0.conv2"
+            for b in range(1, self.arch.n + 1):
+                genes[f"stage{s}_block{b}"] = f"layer{s}.{b - 1}.conv1"
+        return genes
+
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         stage, inner = self.widths_of(genes)
         channels = self.input_shape[0]

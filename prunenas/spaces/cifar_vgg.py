@@ -112,5 +112,19 @@ class CifarVGGSpace(Space):
                 out.append(int(genes[f"conv{i}"]))
         return out
 
+    def structured_genes(self) -> dict[str, str]:
+        """Every conv: gene convI -> its module path in `features` (conv, BN, ReLU per conv; one pool per "M")."""
+        genes: dict[str, str] = {}
+        index = 0
+        conv = 0
+        for item in self.cfg:
+            if item == "M":
+                index += 1
+            else:
+                conv += 1
+                genes[f"conv{conv}"] = f"features.{index}"
+                index += 3
+        return genes
+
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         return CifarVGG(self.cfg_of(genes), self.classifier, num_classes, self.input_shape[0])

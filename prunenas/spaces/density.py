@@ -100,7 +100,12 @@ class DensitySpace(Space):
         base_name = self.config.get("base")
         if not base_name:
             raise SpaceError(f'space {self.name!r}: a density space needs base = "<channel space>"')
-        self.base = get_space(str(base_name), overrides=self.config.get("base_overrides"))
+        overrides = self.config.get("base_overrides")
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise SpaceError(
+                f"space {self.name!r}: base_overrides must be a table like {{ shortcut = \"B\" }}, got {overrides!r}"
+            )
+        self.base = get_space(str(base_name), overrides=overrides)
         if self.base.kind == "density":
             raise SpaceError(f"space {self.name!r}: base {base_name!r} is itself a density space")
         self.input_shape = self.base.input_shape

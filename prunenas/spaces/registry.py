@@ -169,6 +169,8 @@ def _space_from_data(name: str, data: Mapping[str, Any], source: str, overrides:
     recipe = data.get("recipe", {})
     if not isinstance(model, Mapping) or not isinstance(recipe, Mapping):
         raise SpaceError(f"space {name!r} ({source}): [model] and [recipe] must be TOML tables")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise SpaceError(f"space {name!r} ({source}): overrides must be a table of [model] settings, got {overrides!r}")
     config = _merge(model, overrides or {})
     try:
         return fams[family](name, config, description=str(data.get("description", "")), recipe=recipe, source=source)

@@ -1,0 +1,175 @@
+"""Plugins: a third-party space is one class plus one `prunenas.spaces` entry-point line (GUIDE section 2).
+
+The distribution in tests/plugin_fixture/ is "installed" by writing its dist-info (METADATA and
+entry_points.txt, from the fixture's pyproject.toml) and module into tmp_path and putting that on sys.path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunenas.cli import main
+from prunenas.cost import analytic_macs_by_layer, fvcore_macs_by_layer, genotype_cost
+from prunenas.errors import GenotypeError
+from prunenas.genotype import Genotype
+from prunenas.spaces import Space, get_space, registry, space_names
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FIXTURE = Path(__file__).parent / "plugin_fixture"
+MODULE = "tinyspace_plugin"
+BUILTIN_FAMILIES = {"cifar_resnet", "cifar_resnet_stages", "cifar_vgg", "density"}
+
+
+def fixture_entry_points() -> dict[str, str]:
+    with (FIXTURE / "pyproject.toml").open("rb") as fh:
+        return tomllib.load(fh)["project"]["entry-points"]["prunenas.spaces"]
+
+
+def install_dist(site: Path, name: str, entry_points: dict[str, str]) -> None:
+    """Write NAME-0.1.dist-info with METADATA and entry_points.txt, as pip would."""
+    dist = site / f"{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n", encoding="utf-8")
+    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
+    (dist / "entry_points.txt").write_text(f"[prunenas.spaces]\n{lines}", encoding="utf-8")
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """tmp_path/site on sys.path, registry caches cleared before and after."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("PRUNENAS_SPACES_PATH", raising=False)
+    sys.modules.pop(MODULE, None)
+    registry.clear_cache()
+    yield site
+    registry.clear_cache()
+    sys.modules.pop(MODULE, None)
+
+
+@pytest.fixture
+def tiny(site: Path) -> Path:
+    """The fixture distribution installed into `site`."""
+    shutil.copy(FIXTURE / f"{MODULE}.py", site / f"{MODULE}.py")
+    install_dist(site, MODULE, fixture_entry_points())
+    return site
+
+
+def test_fixture_is_one_class_and_one_entry_point_line() -> None:
+    assert fixture_entry_points() == {"tiny": "tinyspace_plugin:TinySpace"}
+    text = (FIXTURE / f"{MODULE}.py").read_text(encoding="utf-8")
+    assert text.count("\nclass ") == 1
+
+
+def test_space_names_include_the_plugin(tiny: Path) -> None:
+    names = space_names()
+    assert "tiny" in names
+    assert "resnet56_channels" in names
+    fams = registry.families()
+    assert set(fams) >= BUILTIN_FAMILIES
+    cls = fams["tiny"]
+    assert issubclass(cls, Space)
+    assert cls.family == "tiny"
+    assert Path(sys.modules[MODULE].__file__).parent == tiny  # loaded from the installed copy
+
+
+def test_get_space_builds_and_counts_macs(tiny: Path) -> None:
+    space = get_space("tiny")
+    assert space.name == "tiny"
+    assert (space.family, space.kind) == ("tiny", "channels")
+    assert space.config == {"width": 8}
+    assert space.source == "entry point tiny"
+    assert space.description == "A tiny two-conv network for plugin tests."
+    assert [(g.name, g.low, g.high, g.reference) for g in space.genes] == [("conv1", 1, 8, 8), ("conv2", 1, 8, 8)]
+
+    g = space.make([4, 6], proposer="test")
+    model = space.build(g)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    cost = genotype_cost(space, g)
+    assert cost.macs == 32 * 32 * 4 * 3 * 9 + 32 * 32 * 6 * 4 * 9 + 6 * 10
+    assert cost.params == sum(p.numel() for p in model.parameters())
+    assert cost.reference_macs == 32 * 32 * 8 * 3 * 9 + 32 * 32 * 8 * 8 * 9 + 8 * 10
+    assert fvcore_macs_by_layer(model, space.input_shape) == analytic_macs_by_layer(model, space.input_shape)
+    with pytest.raises(GenotypeError, match="'conv2' = 9"):
+        space.make([4, 9])
+
+
+def test_plugin_overrides(tiny: Path) -> None:
+    wide = get_space("tiny", overrides={"width": 16})
+    assert wide.config == {"width": 16}
+    assert wide.gene("conv1").high == 16
+    assert get_space("tiny").gene("conv1").high == 8
+
+
+def test_cli_lists_and_costs_the_plugin(tiny: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capsys.readouterr()
+    assert main(["spaces"]) == 0
+    out, err = capsys.readouterr()
+    assert any(line.split()[:3] == ["tiny", "tiny", "channels"] for line in out.splitlines() if line.strip())
+    assert "warning" not in err
+
+    assert main(["spaces", "--json"]) == 0
+    rows = {r["space"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["tiny"]["family"] == "tiny"
+    assert rows["tiny"]["genes"] == 2
+    assert rows["tiny"]["reference_macs"] == 32 * 32 * 8 * 3 * 9 + 32 * 32 * 8 * 8 * 9 + 8 * 10
+    assert "resnet56_channels" in rows
+
+    assert main(["spaces", "show", "tiny", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [g["name"] for g in info["genes"]] == ["conv1", "conv2"]
+
+    path = tmp_path / "tiny_g.json"
+    Genotype("tiny", {"conv1": 2, "conv2": 3}, {"proposer": "me"}).save(path)
+    assert main(["cost", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["macs"] == 32 * 32 * 2 * 3 * 9 + 32 * 32 * 3 * 2 * 9 + 3 * 10
+
+
+def test_toml_naming_the_plugin_family(tiny: Path, tmp_path: Path) -> None:
+    path = tmp_path / "tiny_narrow.toml"
+    path.write_text('family = "tiny"\ndescription = "narrow tiny"\n[model]\nwidth = 4\n[recipe]\nepochs = 3\n')
+    space = get_space(str(path))
+    assert space.name == "tiny_narrow"
+    assert isinstance(space, registry.families()["tiny"])
+    assert space.description == "narrow tiny"
+    assert space.recipe == {"epochs": 3}
+    assert [g.high for g in space.genes] == [4, 4]
+    assert genotype_cost(space, space.reference()).macs == 32 * 32 * 4 * 3 * 9 + 32 * 32 * 4 * 4 * 9 + 4 * 10
+
+
+def test_broken_plugins_warn_but_do_not_break(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(FIXTURE / f"{MODULE}.py", site / f"{MODULE}.py")
+    install_dist(site, MODULE, fixture_entry_points())
+    install_dist(
+        site,
+        "brokenspace_plugin",
+        {
+            "broken": "no_such_module_for_prunenas_tests:Space",
+            "notaspace": "json:dumps",
+        },
+    )
+    capsys.readouterr()
+    names = space_names()
+    err = capsys.readouterr().err
+    assert "resnet56_channels" in names
+    assert "tiny" in names  # a good plugin still loads beside a broken one
+    assert "broken" not in names
+    assert "notaspace" not in names
+    assert "prunenas: warning: cannot load space plugin 'broken'" in err
+    assert "no_such_module_for_prunenas_tests" in err
+    assert "prunenas: warning: space plugin 'notaspace' is not a Space subclass" in err
+    assert "Traceback" not in err
+    assert get_space("resnet20_channels").build() is not None
