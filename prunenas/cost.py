@@ -153,3 +153,18 @@ def genotype_cost(space: Space, genotype: Genotype, num_classes: int | None = No
     macs, params = _cost_cached(space, genotype.canonical_json(), n)
     ref_macs, ref_params = _cost_cached(space, space.reference().canonical_json(), n)
     return Cost(macs, params, ref_macs, ref_params)
+
+
+@lru_cache(maxsize=65536)
+def _fast_macs_cached(space: Space, canonical: str) -> int:
+    genotype = Genotype.from_json(canonical)
+    if space.kind == "density":
+        by_layer = analytic_macs_by_layer(space.build(space.reference()), space.input_shape)
+        return int(sum(round(n * float(genotype.genes.get(k, 1.0))) for k, n in by_layer.items()))
+    return int(sum(analytic_macs_by_layer(space.build(genotype), space.input_shape).values()))
+
+
+def fast_macs(space: Space, genotype: Genotype) -> int:
+    """MACs by the forward-hook count (no tracing; several times faster than fvcore), for inner loops
+    such as a proposer's bisection. Equal to `genotype_cost(...).macs` (the tests check it per space)."""
+    return _fast_macs_cached(space, space.validate(genotype).canonical_json())

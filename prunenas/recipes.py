@@ -40,6 +40,7 @@ class Recipe:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     augment: bool = True
+    bn_l1: float = 0.0  # network slimming: L1 penalty on BatchNorm scales (1e-4 VGG, 1e-5 ResNet)
     needs_weights: bool = False  # finetune: starts from given weights instead of a fresh init
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -55,6 +56,8 @@ class Recipe:
             problems.append("weight_decay must be >= 0 and momentum in [0, 1)")
         if self.schedule not in ("step", "constant", "cosine"):
             problems.append(f"schedule must be step, constant or cosine (got {self.schedule!r})")
+        if self.bn_l1 < 0:
+            problems.append(f"bn_l1 must be >= 0 (got {self.bn_l1})")
         if any(not 0 < m < 1 for m in self.milestones):
             problems.append(f"milestones are fractions of the run in (0, 1) (got {list(self.milestones)})")
         if problems:

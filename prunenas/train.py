@@ -177,6 +177,26 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights from a prunenas checkpoint.pt (or a bare state_dict file)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise PrunenasError(f"weights file {str(p)!r} does not exist; pass a checkpoint.pt of a prunenas run") from None
+    except Exception as exc:
+        raise PrunenasError(
+            f"cannot read weights {str(p)!r} ({type(exc).__name__}); pass a prunenas checkpoint.pt"
+        ) from None
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PrunenasError(f"{str(p)!r} holds no model weights; pass a prunenas checkpoint.pt")
+    return state
+
+
 def _make_progress(total: int, quiet: bool, desc: str) -> Any:
     if quiet:
         return None
@@ -226,6 +246,7 @@ def train(
             raise PrunenasError(
                 f"cannot create output folder {str(out)!r}: {exc.strerror}; pass another --out"
             ) from None
+        genotype.save(out / "genotype.json")  # every run folder says what it trained
     key = run_key(genotype, recipe, settings.seed, data)
 
     # -- model, exactly as a fresh run builds it ------------------------------------------------
@@ -241,6 +262,7 @@ def train(
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     masked = any(True for _ in masked_layers(model))
+    bn_scales = [m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
     # The Rethinking recipe decays every parameter (BN included).
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -356,6 +378,10 @@ def train(
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if recipe.bn_l1 > 0:  # subgradient of bn_l1 * sum |gamma| (network slimming)
+                    for gamma in bn_scales:
+                        if gamma.grad is not None:
+                            gamma.grad.add_(torch.sign(gamma.detach()), alpha=recipe.bn_l1)
                 optimizer.step()
                 if masked:
                     apply_masks(model)
@@ -433,7 +459,8 @@ def _finish(
 ) -> TrainResult:
     test_acc = None
     if evaluate_test and len(data.test):
-        _, test_acc = evaluate(model, eval_batches(data.test), amp)
+        # fp32 for the one number that is reported (and that an fp32 ONNX export must match)
+        _, test_acc = evaluate(model, eval_batches(data.test), amp=False)
     vals = [(h.val_acc, h.epoch) for h in history if h.val_acc is not None]
     best = max(vals) if vals else (None, None)
     timed = [h for h in history if h.seconds > 0]
@@ -475,6 +502,7 @@ def write_metrics(
     payload = {
         **result.to_dict(),
         "space": space.name,
+        "space_source": space.source,
         "genotype": genotype.to_dict(),
         "recipe_settings": recipe.to_dict(),
         "run_settings": asdict(settings),

@@ -103,7 +103,7 @@ class DensitySpace(Space):
         overrides = self.config.get("base_overrides")
         if overrides is not None and not isinstance(overrides, Mapping):
             raise SpaceError(
-                f"space {self.name!r}: base_overrides must be a table like {{ shortcut = \"B\" }}, got {overrides!r}"
+                f'space {self.name!r}: base_overrides must be a table like {{ shortcut = "B" }}, got {overrides!r}'
             )
         self.base = get_space(str(base_name), overrides=overrides)
         if self.base.kind == "density":

@@ -216,6 +216,10 @@ def get_space(name: str, overrides: Mapping[str, Any] | None = None) -> Space:
             source=f"entry point {name}",
         )
     _CACHE[cache_key] = space
+    if not overrides and space.name != name and space.name not in _toml_index():
+        # A space loaded from a path is also found by its name for the rest of the process (runs
+        # and genotypes refer to spaces by name), unless that name is a shipped space.
+        _CACHE.setdefault((space.name, ()), space)
     return space
 
 

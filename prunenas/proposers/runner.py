@@ -1,0 +1,116 @@
+"""Running a proposer: build the context (reference weights, data), call it, check the target was
+met, and stamp the genotype with its provenance."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunenas.cost import genotype_cost
+from prunenas.data import DatasetSplits
+from prunenas.errors import PrunenasError
+from prunenas.genotype import Genotype
+from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target
+from prunenas.spaces.base import Space
+from prunenas.train import load_model_state, resolve_device
+
+MACS_TOLERANCE = 0.02  # relative, for --macs-ratio
+DENSITY_TOLERANCE = 0.005  # absolute, for --density / --ratio on density spaces
+
+
+def load_reference(space: Space, path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a trained reference model of `space` (a prunenas checkpoint.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoint.pt"
+    state_all = torch.load(p, map_location="cpu", weights_only=False) if p.exists() else None
+    if state_all is None:
+        raise PrunenasError(
+            f"reference checkpoint {str(p)!r} does not exist; create one with `prunenas pretrain --space {space.name}`"
+        )
+    if isinstance(state_all, dict) and "genotype" in state_all:
+        genotype = Genotype.from_dict(state_all["genotype"], origin=str(p))
+        if genotype.space != space.name or genotype != space.reference():
+            raise PrunenasError(
+                f"{str(p)!r} holds a model of {genotype.space!r} genotype {genotype.key}, not the reference of "
+                f"{space.name!r}; pass a checkpoint from `prunenas pretrain --space {space.name}`"
+            )
+    return load_model_state(p)
+
+
+def make_context(
+    space: Space,
+    *,
+    data: DatasetSplits | None = None,
+    reference: str | Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> ProposalContext:
+    """The reference genotype built with a seeded init, with the reference weights loaded when given."""
+    dev = resolve_device(device)
+    num_classes = data.num_classes if data is not None else space.num_classes
+    torch.manual_seed(seed)
+    model = space.build(space.reference(), num_classes=num_classes)
+    trained = False
+    if reference is not None:
+        state = load_reference(space, reference)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PrunenasError(f"reference weights do not fit {space.name!r}: {first}") from None
+        trained = True
+    return ProposalContext(space=space, model=model.to(dev), trained=trained, device=dev, seed=seed, data=data)
+
+
+def overall_density(space: Space, genotype: Genotype) -> float:
+    """Kept fraction of all prunable weights of a density genotype."""
+    model = space.build(space.reference())
+    modules = dict(model.named_modules())
+    total = kept = 0
+    from prunenas.spaces.density import mask_count, weight_of
+
+    for name, density in genotype.genes.items():
+        n = weight_of(modules[name]).numel()
+        total += n
+        kept += mask_count(float(density), n)
+    return kept / total
+
+
+def run_proposer(proposer: Proposer, ctx: ProposalContext, target: Target, **provenance: Any) -> Proposal:
+    """Call `proposer`, verify the target is met and return the proposal with a stamped genotype."""
+    proposer.check(ctx.space, target, ctx.trained)
+    if proposer.needs_data and ctx.data is None:
+        raise PrunenasError(f"proposer {proposer.name!r} looks at training images; pass --dataset (e.g. digits)")
+    t0 = time.perf_counter()
+    proposal = proposer.propose(ctx, target)
+    seconds = time.perf_counter() - t0
+    space = ctx.space
+    genotype = space.validate(proposal.genotype)
+    cost = genotype_cost(space, genotype)
+    achieved: dict[str, float] = {"macs_ratio": cost.macs_ratio}
+    if space.kind == "density":
+        achieved["density"] = overall_density(space, genotype)
+    if target.kind == "macs_ratio" and abs(cost.macs_ratio - target.value) > MACS_TOLERANCE * target.value:
+        raise RuntimeError(f"proposer {proposer.name} missed --macs-ratio {target.value}: got {cost.macs_ratio:.4f}")
+    if space.kind == "density" and target.kind in ("density", "ratio"):
+        want = target.value if target.kind == "density" else 1.0 - target.value
+        if abs(achieved["density"] - want) > DENSITY_TOLERANCE:
+            raise RuntimeError(f"proposer {proposer.name} missed density {want}: got {achieved['density']:.4f}")
+    clamped = dict(proposal.info.get("clamped", {}))
+    stamped = genotype.with_provenance(
+        proposer=proposer.name,
+        proposer_options={k: v for k, v in proposer.settings.items()},
+        target=target.to_dict(),
+        achieved={**achieved, "macs": cost.macs, "params": cost.params},
+        seed=ctx.seed,
+        trained_reference=ctx.trained,
+        clamped=clamped,
+        proposer_info={k: v for k, v in proposal.info.items() if k != "clamped"},
+        time_s=round(seconds, 3),
+        **provenance,
+    )
+    return Proposal(stamped, proposal.masks, proposal.info)

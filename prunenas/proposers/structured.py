@@ -1,0 +1,456 @@
+"""Structured (channel) proposers: how many channels each gene keeps.
+
+Score-based methods get one importance per output channel of every prunable gene from a
+Torch-Pruning importance criterion applied to the gene's dependency group (importance kept apart
+from structure: nothing is pruned in place, so Torch-Pruning's option-A corruption cannot occur; the
+genotype is rebuilt from scratch). Then:
+
+  local  (global_ranking=False): every gene keeps int(n * (1 - r)) channels: the same multiplier
+         everywhere, so every criterion gives the same widths (as the GUIDE warns);
+  global (default): the r-fraction of lowest-scoring channels over all prunable genes is removed,
+         with scores normalised per group (Torch-Pruning's default) except for slimming, which
+         uses ONE threshold over the raw |gamma| as in the paper.
+
+No gene falls below `min_channels` (default 1); clamped genes are reported. A `macs_ratio` target is
+met within 2% by bisection on r. `l1-paper` reproduces Li et al.'s skip lists and per-stage ratios.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunenas.cost import fast_macs, genotype_cost
+from prunenas.errors import PrunenasError
+from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, TargetKind
+from prunenas.spaces.base import Space
+
+MACS_TOLERANCE = 0.02  # relative
+Widths = dict[str, int]
+
+
+# -- targets -----------------------------------------------------------------------------------------
+def macs_ratio_of(space: Space, genes: Mapping[str, int]) -> float:
+    return fast_macs(space, space.make(dict(genes))) / fast_macs(space, space.reference())
+
+
+def solve_ratio(
+    space: Space, widths_for: Callable[[float], Widths], target: Target, reference: Mapping[str, Any]
+) -> tuple[float, Widths]:
+    """The pruning ratio r and widths that meet `target`: given directly, or by bisection on r so that
+    the MACs ratio is within MACS_TOLERANCE (relative) of a macs_ratio target."""
+    if target.kind == "ratio":
+        return target.value, widths_for(target.value)
+
+    def ratio_of(w: Widths) -> float:
+        return macs_ratio_of(space, {**reference, **w})
+
+    goal = target.value
+    lo, hi = 0.0, 0.999
+    best = (math.inf, 0.0, widths_for(0.0))
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        widths = widths_for(mid)
+        achieved = ratio_of(widths)
+        err = abs(achieved - goal) / goal
+        if err < best[0]:
+            best = (err, mid, widths)
+        if err <= MACS_TOLERANCE / 4:
+            break
+        if achieved > goal:
+            lo = mid
+        else:
+            hi = mid
+    if best[0] > MACS_TOLERANCE:
+        floor = ratio_of(widths_for(0.999))
+        closest = ratio_of(best[2])
+        if goal < floor:
+            why = f"the smallest reachable is about {floor:.3f}; ask for a larger ratio or a lower min_channels"
+        else:
+            why = f"the widths are too coarse here: the closest is {closest:.3f}; ask for another ratio"
+        raise PrunenasError(f"cannot reach --macs-ratio {goal:g} within 2% in {space.name!r}: {why}")
+    return best[1], best[2]
+
+
+# -- widths from scores ------------------------------------------------------------------------------
+def local_widths(sizes: Mapping[str, int], ratio: float, floor: int) -> tuple[Widths, dict[str, int]]:
+    """Every gene keeps int(n * (1 - ratio)) channels (Li et al.'s rounding), at least `floor`."""
+    widths, clamped = {}, {}
+    for gene, n in sizes.items():
+        keep = int(n * (1.0 - ratio) + 1e-9)
+        if keep < min(floor, n):
+            clamped[gene] = keep
+            keep = min(floor, n)
+        widths[gene] = keep
+    return widths, clamped
+
+
+def global_widths(scores: Mapping[str, torch.Tensor], ratio: float, floor: int) -> tuple[Widths, dict[str, int]]:
+    """Remove the int(ratio * N) lowest-scoring channels over all genes, none below `floor`."""
+    genes = list(scores)
+    sizes = [int(scores[g].numel()) for g in genes]
+    flat = torch.cat([scores[g].detach().double().flatten().cpu() for g in genes])
+    owner = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
+    to_remove = int(ratio * flat.numel() + 1e-9)
+    order = torch.argsort(flat, stable=True)
+    # Removing in ascending order, a gene stops losing channels at its floor. Counting the removals
+    # per gene among the first k candidates and capping them gives the exact result in one pass
+    # once k is grown to cover the capped removals.
+    caps = torch.tensor([max(0, n - min(floor, n)) for n in sizes])
+    k = to_remove
+    while True:
+        removed = torch.bincount(owner[order[:k]], minlength=len(genes)).clamp(max=caps)
+        total = int(removed.sum())
+        if total >= to_remove or k >= flat.numel():
+            break
+        k += to_remove - total
+    widths = {g: sizes[i] - int(removed[i]) for i, g in enumerate(genes)}
+    wanted = torch.bincount(owner[order[:to_remove]], minlength=len(genes))
+    clamped = {
+        g: sizes[i] - int(wanted[i]) for i, g in enumerate(genes) if sizes[i] - int(wanted[i]) < min(floor, sizes[i])
+    }
+    return widths, clamped
+
+
+# -- scores through Torch-Pruning ------------------------------------------------------------------------
+def _is_out_channel_dep(item: Any) -> bool:
+    return getattr(item.dep.handler, "__name__", "") == "prune_out_channels"
+
+
+def group_scores(space: Space, model: nn.Module, importance: Any, example: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Importance per output channel of every structured gene, from its Torch-Pruning dependency group."""
+    import torch_pruning as tp
+
+    wanted = space.structured_genes()
+    if not wanted:
+        raise PrunenasError(f"space {space.name!r} does not declare which genes channel pruning may change")
+    modules = dict(model.named_modules())
+    by_module = {modules[path]: gene for gene, path in wanted.items()}
+    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    found: dict[str, torch.Tensor] = {}
+    for group in graph.get_all_groups(ignored_layers=classifier, root_module_types=[nn.Conv2d]):
+        for item in group:
+            gene = by_module.get(item.dep.target.module)
+            if gene is not None and _is_out_channel_dep(item) and gene not in found:
+                score = importance(group)
+                if score is not None:
+                    found[gene] = score.detach().float().cpu()
+    missing = [g for g in wanted if g not in found]
+    if missing:
+        raise RuntimeError(f"no dependency group found for genes {missing} of {space.name}")
+    return {g: found[g] for g in wanted}
+
+
+def _example(ctx: ProposalContext) -> torch.Tensor:
+    return torch.zeros(1, *ctx.space.input_shape, device=ctx.device)
+
+
+def _batch(ctx: ProposalContext, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded, normalised, unaugmented batch of training images."""
+    if ctx.data is None:
+        raise PrunenasError("this proposer needs data; pass --dataset (e.g. --dataset digits)")
+    from prunenas.data import DeviceBatches
+
+    g = torch.Generator().manual_seed(ctx.seed)
+    n = len(ctx.data.train)
+    idx = torch.randperm(n, generator=g)[: min(size, n)]
+    part = ctx.data.train.take(idx)
+    batches = DeviceBatches(
+        part, batch_size=len(part), device=ctx.device, mean=ctx.data.mean, std=ctx.data.std,
+        augment=False, shuffle=False, drop_last=False,
+    )  # fmt: skip
+    return next(iter(batches.epoch(0)))
+
+
+# -- proposers -------------------------------------------------------------------------------------------
+class _ChannelProposer(Proposer):
+    """Shared flow: scores per gene -> widths for a ratio -> target met -> genotype with provenance."""
+
+    kind = "channels"
+    targets: ClassVar[tuple[TargetKind, ...]] = ("ratio", "macs_ratio")
+    options: ClassVar[Mapping[str, Any]] = {"global_ranking": True, "min_channels": 1}
+    uses_scores: ClassVar[bool] = True
+
+    def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def propose(self, ctx: ProposalContext, target: Target) -> Proposal:
+        t0 = time.perf_counter()
+        space = ctx.space
+        reference = dict(space.reference().genes)
+        prunable = space.structured_genes()
+        if not prunable:
+            raise PrunenasError(f"space {space.name!r} does not support channel proposers")
+        sizes = {g: int(reference[g]) for g in prunable}
+        floor = int(self.settings["min_channels"])
+        if floor < 1:
+            raise PrunenasError(f"proposer {self.name!r}: min_channels must be >= 1 (got {floor})")
+        scored = self.uses_scores and bool(self.settings.get("global_ranking", False))
+        scores = self.scores(ctx) if scored else {}
+        clamp_log: dict[str, int] = {}
+
+        def widths_for(r: float) -> Widths:
+            widths, clamped = global_widths(scores, r, floor) if scored else local_widths(sizes, r, floor)
+            clamp_log.clear()
+            clamp_log.update(clamped)
+            return widths
+
+        ratio, widths = solve_ratio(space, widths_for, target, reference)
+        widths_for(ratio)  # leaves the clamping of the chosen ratio in clamp_log
+        genotype = space.make({**reference, **widths})
+        cost = genotype_cost(space, genotype)
+        info = {
+            "ratio": ratio,
+            "ranking": "global" if scored else "local",
+            "achieved_macs_ratio": cost.macs_ratio,
+            "channels_kept": sum(widths.values()) / sum(sizes.values()),
+            "clamped": dict(clamp_log),
+            "time_s": time.perf_counter() - t0,
+        }
+        return Proposal(genotype, None, info)
+
+
+class UniformProposer(_ChannelProposer):
+    name = "uniform"
+    summary = "same keep ratio in every prunable layer (int(n * (1 - r)))"
+    uses_scores = False
+    options: ClassVar[Mapping[str, Any]] = {"min_channels": 1}
+
+
+class _TPProposer(_ChannelProposer):
+    """A Torch-Pruning importance criterion on the context's model."""
+
+    needs_trained = True
+
+    def importance(self) -> Any:
+        raise NotImplementedError
+
+    def prepare(self, ctx: ProposalContext, model: nn.Module) -> None:
+        """Hook for criteria that need gradients."""
+
+    def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(ctx.model).to(ctx.device).eval()
+        torch.manual_seed(ctx.seed)
+        self.prepare(ctx, model)
+        return group_scores(ctx.space, model, self.importance(), _example(ctx))
+
+
+class RandomProposer(_TPProposer):
+    name = "random"
+    needs_trained = False
+    summary = "random channel scores ranked globally (seeded): a random but target-meeting architecture"
+
+    def importance(self) -> Any:
+        import torch_pruning as tp
+
+        return tp.importance.RandomImportance()
+
+
+class L1Proposer(_TPProposer):
+    name = "l1"
+    summary = "filter L1 norm (Li et al. 2017), group-aggregated by Torch-Pruning"
+
+    def importance(self) -> Any:
+        import torch_pruning as tp
+
+        return tp.importance.MagnitudeImportance(p=1)
+
+
+class L2Proposer(_TPProposer):
+    name = "l2"
+    summary = "filter L2 norm, group-aggregated by Torch-Pruning"
+
+    def importance(self) -> Any:
+        import torch_pruning as tp
+
+        return tp.importance.MagnitudeImportance(p=2)
+
+
+class FPGMProposer(_TPProposer):
+    name = "fpgm"
+    summary = "filter pruning via geometric median (He et al. 2019)"
+
+    def importance(self) -> Any:
+        import torch_pruning as tp
+
+        return tp.importance.FPGMImportance()
+
+
+class LAMPProposer(_TPProposer):
+    name = "lamp"
+    summary = "layer-adaptive magnitude pruning scores (Lee et al. 2021)"
+
+    def importance(self) -> Any:
+        import torch_pruning as tp
+
+        return tp.importance.LAMPImportance()
+
+
+class TaylorProposer(_TPProposer):
+    name = "taylor"
+    needs_data = True
+    summary = "first-order Taylor |w * dL/dw| on a batch of training images (Molchanov et al.)"
+    options: ClassVar[Mapping[str, Any]] = {"global_ranking": True, "min_channels": 1, "batch_size": 128}
+
+    def importance(self) -> Any:
+        import torch_pruning as tp
+
+        return tp.importance.TaylorImportance()
+
+    def prepare(self, ctx: ProposalContext, model: nn.Module) -> None:
+        x, y = _batch(ctx, int(self.settings["batch_size"]))
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+
+class SlimmingProposer(_ChannelProposer):
+    """Network slimming (Liu et al. 2017): train with an L1 penalty on BN scales, then ONE global
+    threshold over all |gamma| decides the channels kept per BN (no per-layer normalisation)."""
+
+    name = "slimming"
+    needs_data = True
+    summary = "BN |gamma| after L1-sparsity training (lambda 1e-4 VGG / 1e-5 ResNet), one global threshold"
+    options: ClassVar[Mapping[str, Any]] = {
+        "global_ranking": True,
+        "min_channels": 1,
+        "sparsity_epochs": 10,
+        "lam": None,  # default by family: 1e-4 VGG, 1e-5 ResNet
+        "train_subset": None,
+    }
+
+    def sparsity_train(self, ctx: ProposalContext) -> nn.Module:
+        from prunenas.recipes import make_recipe
+        from prunenas.train import CHECKPOINT, RunSettings, train
+
+        epochs = int(self.settings["sparsity_epochs"])
+        model = copy.deepcopy(ctx.model)
+        if epochs <= 0:
+            if not ctx.trained:
+                raise PrunenasError("slimming with sparsity_epochs=0 needs trained weights: pass --reference CKPT")
+            return model
+        if ctx.data is None:
+            raise PrunenasError("slimming trains with an L1 penalty on BN scales; pass --dataset")
+        lam = self.settings["lam"]
+        if lam is None:
+            lam = 1e-4 if "vgg" in ctx.space.family else 1e-5
+        recipe = make_recipe("proxy", ctx.space.recipe, overrides={"epochs": epochs, "bn_l1": float(lam)})
+        data = ctx.data
+        with tempfile.TemporaryDirectory() as tmp:
+            train(
+                ctx.space,
+                ctx.space.reference(),
+                data,
+                recipe,
+                RunSettings(device=str(ctx.device), seed=ctx.seed, quiet=True, plot=False),
+                out_dir=tmp,
+                init_state=model.state_dict() if ctx.trained else None,
+                evaluate_test=False,
+            )
+            state = torch.load(f"{tmp}/{CHECKPOINT}", map_location="cpu", weights_only=False)["model"]
+        model.load_state_dict(state)
+        return model
+
+    def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
+        import torch_pruning as tp
+
+        model = self.sparsity_train(ctx).to(ctx.device).eval()
+        # Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold.
+        imp = tp.importance.BNScaleImportance(normalizer=None)
+        return group_scores(ctx.space, model, imp, _example(ctx))
+
+
+# -- Li et al. 2017 exactly ---------------------------------------------------------------------------
+# Conv ids count 1..N-1 with 1 = the stem; a block's first conv has an even id (2 + 2 * block index).
+LI_RESNET = {
+    (56, "A"): ([16, 20, 38, 54], [0.1, 0.1, 0.1]),
+    (56, "B"): ([16, 18, 20, 34, 38, 54], [0.6, 0.3, 0.1]),
+    (110, "A"): ([36], [0.5, 0.0, 0.0]),
+    (110, "B"): ([36, 38, 74], [0.5, 0.4, 0.3]),
+}
+# VGG-16-A: conv 1 and convs 8-13 lose 50% of their filters.
+LI_VGG16_A = [0.5, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+
+
+class LiPaperProposer(Proposer):
+    """Li et al.'s hand-set rule: per-stage prune ratios on each block's first conv, except the
+    sensitive convs of the variant's skip list; keep = int(out * (1 - ratio)).
+
+    The variant fixes the skip list and the ratio profile; `--ratio R` scales the profile so that its
+    largest ratio is R (the paper's own R: 56-A 0.1, 56-B 0.6, 110-A 0.5, 110-B 0.5, VGG-16-A 0.5),
+    and `--macs-ratio` finds R by bisection. Only the counts matter, so no trained weights are needed.
+    """
+
+    name = "l1-paper"
+    kind = "channels"
+    targets: ClassVar[tuple[TargetKind, ...]] = ("ratio", "macs_ratio")
+    summary = "Li et al. 2017 skip lists + per-stage ratios (ResNet-56/110 A/B, VGG-16-A), exactly"
+    options: ClassVar[Mapping[str, Any]] = {"variant": "A"}
+
+    def _profile(self, space: Space) -> tuple[list[float], Callable[[float], Widths]]:
+        variant = str(self.settings["variant"]).upper()
+        reference = dict(space.reference().genes)
+        if space.family == "cifar_resnet":
+            depth = int(space.config.get("depth", 56))
+            if (depth, variant) not in LI_RESNET:
+                raise PrunenasError(
+                    f"l1-paper defines ResNet-56 and ResNet-110 variants A and B; {space.name!r} is ResNet-{depth} "
+                    f"variant {variant!r}: use resnet56_channels or resnet110_channels with variant A or B"
+                )
+            skip, ratios = LI_RESNET[(depth, variant)]
+            n = (depth - 2) // 6
+
+            def widths(scale: float) -> Widths:
+                out: Widths = {}
+                for b in range(3 * n):
+                    s = b // n
+                    gene = f"stage{s + 1}_block{b % n + 1}"
+                    full = int(reference[gene])
+                    ratio = 0.0 if 2 + 2 * b in skip else ratios[s] * scale
+                    out[gene] = max(1, int(full * (1.0 - ratio) + 1e-9))
+                return out
+
+            return ratios, widths
+        if space.family == "cifar_vgg" and len(space.genes) == 13 and variant == "A":
+
+            def vgg_widths(scale: float) -> Widths:
+                return {
+                    f"conv{i + 1}": max(1, int(int(reference[f"conv{i + 1}"]) * (1.0 - r * scale) + 1e-9))
+                    for i, r in enumerate(LI_VGG16_A)
+                }
+
+            return LI_VGG16_A, vgg_widths
+        raise PrunenasError(
+            f"l1-paper covers ResNet-56/110 (variants A, B) and VGG-16 (variant A), not {space.name!r} "
+            f"variant {variant!r}"
+        )
+
+    def propose(self, ctx: ProposalContext, target: Target) -> Proposal:
+        t0 = time.perf_counter()
+        space = ctx.space
+        profile, widths_at = self._profile(space)
+        top = max(profile)
+        reference = dict(space.reference().genes)
+
+        def widths_for(r: float) -> Widths:
+            # scale 1 reproduces the paper exactly; r == top is the paper's own setting.
+            return widths_at(1.0 if abs(r - top) < 1e-12 else min(r / top, 0.999 / top))
+
+        ratio, widths = solve_ratio(space, widths_for, target, reference)
+        genotype = space.make({**reference, **widths})
+        info = {
+            "variant": str(self.settings["variant"]).upper(),
+            "stage_ratios": [p * (ratio / top) for p in profile],
+            "achieved_macs_ratio": genotype_cost(space, genotype).macs_ratio,
+            "clamped": {},
+            "time_s": time.perf_counter() - t0,
+        }
+        return Proposal(genotype, None, info)

@@ -1,0 +1,906 @@
+"""Unstructured proposers: magnitude pruning and pruning at initialization as density proposers.
+
+Each score-based proposer scores every weight of every prunable layer (each Conv2d and Linear,
+shortcut convs and the classifier included), ranks the scores GLOBALLY and keeps the best ones; the
+genotype it proposes is the per-layer density vector (kept_L / numel_L). The mask it chose comes back
+in `Proposal.masks` for the ablations of Frankle et al. (ICLR 2021): shuffle it within each layer
+(`shuffle_masks`), apply it to a freshly built model (`apply_masks_to_model`, "reinitialize"), or
+invert the scores (option `invert`).
+
+Scores (w: a layer's weights; L: cross-entropy on a class-balanced batch, no augmentation):
+  magnitude  |w| of trained weights
+  snip       |w * dL/dw|                                    (Lee et al. 2019)
+  grasp      -w * (H g), g = dL/dw, logits divided by T = 200 (Wang et al. 2020). The original
+             prunes the HIGHEST scores, i.e. keeps the lowest, and so does "grasp".
+  graspabs   |grasp score|, keeps the highest
+  synflow    |w * dR/dw|, R = sum(f(1)) on a float64 eval-mode copy whose parameters and buffers are
+             all made absolute; data-free; K = 100 iterations, step k pruning to density d^(k/K)
+             (Tanaka et al. 2020)
+  random     uniform random scores
+Allocation rules without scores (random positions within each layer):
+  erk        Erdős–Rényi-Kernel: layer density proportional to sum(shape) / prod(shape), capped at 1
+  uniform    the same density in every layer
+
+Targets: `density` d (fraction of prunable weights kept, met to one weight), `ratio` (1 - d), or
+`macs_ratio` (the global kept count is found by bisection so that the density-weighted MACs ratio is
+within 2%). Collapse guard: every layer keeps at least `min_weights` weights and `min_density` of its
+weights; the extra weights are taken from the other layers, so the overall target still holds, and
+the guarded layers are reported in `Proposal.info["clamped"]` (layer -> count before the guard).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from abc import abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunenas.cost import fvcore_macs_by_layer
+from prunenas.data import DatasetSplits
+from prunenas.errors import PrunenasError
+from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, TargetKind
+from prunenas.spaces.base import Space
+from prunenas.spaces.density import prunable_layers, set_mask, weight_of
+
+__all__ = [
+    "ERKProposer",
+    "GraspAbsProposer",
+    "GraspProposer",
+    "MagnitudeProposer",
+    "RandomDensityProposer",
+    "SnipProposer",
+    "SynflowProposer",
+    "SynflowRun",
+    "UniformDensityProposer",
+    "apply_masks_to_model",
+    "class_balanced_batch",
+    "erk_weights",
+    "grasp_scores",
+    "magnitude_scores",
+    "shuffle_masks",
+    "snip_scores",
+    "synflow_iterative",
+    "synflow_scores",
+]
+
+Scores = dict[str, torch.Tensor]
+MACS_TOLERANCE = 0.02  # relative, as the runner checks it
+_NEG_INF = float("-inf")
+
+
+# --------------------------------------------------------------------------------------------- scores
+
+
+def _named_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(name, weight_of(module)) for name, module in prunable_layers(model)]
+
+
+@contextmanager
+def _tracking(weights: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Grad mode on and every weight requiring grad for the duration; the flags are restored after."""
+    flags = [w.requires_grad for w in weights]
+    with torch.enable_grad():
+        for w in weights:
+            w.requires_grad_(True)
+        try:
+            yield
+        finally:
+            for w, flag in zip(weights, flags, strict=True):
+                w.requires_grad_(flag)
+
+
+def _grads(output: torch.Tensor, weights: Sequence[torch.Tensor], *, create_graph: bool = False) -> list[torch.Tensor]:
+    """d output / d weight for each weight (zeros for a weight the output does not depend on)."""
+    if not output.requires_grad:
+        return [torch.zeros_like(w) for w in weights]
+    grads = torch.autograd.grad(output, list(weights), create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(w) if g is None else g for g, w in zip(grads, weights, strict=True)]
+
+
+def magnitude_scores(model: nn.Module) -> Scores:
+    """|w| of every prunable layer (on the CPU)."""
+    return {name: w.detach().abs().cpu() for name, w in _named_weights(model)}
+
+
+def snip_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Scores:
+    """SNIP: |w * dL/dw| with L the mean cross-entropy of `model(x)` against `y`.
+
+    Runs `model` as it is (a train-mode model updates its BatchNorm running statistics: pass a copy);
+    the weights themselves are not changed and no `.grad` is accumulated.
+    """
+    named = _named_weights(model)
+    weights = [w for _, w in named]
+    with _tracking(weights):
+        loss = F.cross_entropy(model(x), y)
+        grads = _grads(loss, weights)
+    return {name: (w.detach() * g).abs().cpu() for (name, w), g in zip(named, grads, strict=True)}
+
+
+def grasp_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, temperature: float = 200.0) -> Scores:
+    """GraSP: -w * (H g), g = dL/dw and L the cross-entropy of `model(x) / temperature`.
+
+    H g is computed by double backward as d/dw (g . stopgrad(g)). Same caveats as `snip_scores`.
+    """
+    named = _named_weights(model)
+    weights = [w for _, w in named]
+    with _tracking(weights):
+        loss = F.cross_entropy(model(x) / temperature, y)
+        grads = _grads(loss, weights, create_graph=True)
+        z = sum(((g * g.detach()).sum() for g in grads), torch.zeros((), device=loss.device, dtype=loss.dtype))
+        hg = _grads(z, weights)
+    return {name: (-w.detach() * h).cpu() for (name, w), h in zip(named, hg, strict=True)}
+
+
+def _synflow_net(model: nn.Module) -> nn.Module:
+    """A float64, eval-mode copy of `model` with every floating parameter and buffer made absolute
+    (as Tanaka et al.'s code does with the whole state_dict); no parameter requires grad."""
+    net = copy.deepcopy(model).to(torch.float64).eval()
+    with torch.no_grad():
+        for tensor in net.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.abs_()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def _synflow_objective(net: nn.Module, input_shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
+    r = net(ones).sum()
+    if not bool(torch.isfinite(r.detach())):
+        raise PrunenasError(
+            "SynFlow's R = sum(f(1)) overflows float64 for this model; it cannot be scored with synflow "
+            "(pick another proposer)"
+        )
+    return r
+
+
+def synflow_scores(
+    model: nn.Module, input_shape: Sequence[int], masks: Mapping[str, torch.Tensor] | None = None
+) -> Scores:
+    """One SynFlow iteration: |w * dR/dw| in float64, R = sum(f(1)) on the absolute-valued eval copy of
+    `model` (after multiplying each layer named in `masks` by its mask). `model` is not changed."""
+    net = _synflow_net(model)
+    named = _named_weights(net)
+    with torch.no_grad():
+        for name, w in named:
+            if masks is not None and name in masks:
+                w.mul_(masks[name].to(device=w.device, dtype=w.dtype))
+    weights = [w for _, w in named]
+    with _tracking(weights):
+        grads = _grads(_synflow_objective(net, input_shape, weights[0].device), weights)
+    return {name: (w.detach() * g).abs().cpu() for (name, w), g in zip(named, grads, strict=True)}
+
+
+@dataclass(frozen=True)
+class SynflowRun:
+    """Result of iterative SynFlow.
+
+    `scores`: |w * dR/dw| of the last iteration (float64; 0 for weights pruned earlier).
+    `survived`: per weight, the number of iterations it was alive in: `iterations` for the weights
+    alive in the last one, else the step that pruned it (so a later-pruned weight ranks higher).
+    `guarded_steps`: intermediate steps where the collapse guard changed the mask; `clamped`: the
+    layers it raised there (layer -> the lowest count it would have had).
+    """
+
+    scores: Scores
+    survived: dict[str, torch.Tensor]
+    iterations: int
+    guarded_steps: int
+    clamped: dict[str, int]
+
+
+def _top_m(key: torch.Tensor, m: int) -> torch.Tensor:
+    """Boolean mask of the `m` largest entries of 1-D `key`, ties broken by position (as a stable sort)."""
+    n = key.numel()
+    if m >= n:
+        return torch.ones(n, dtype=torch.bool, device=key.device)
+    if m <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=key.device)
+    threshold = torch.kthvalue(key, n - m + 1).values  # the m-th largest value, O(n)
+    keep = key >= threshold
+    extra = int(keep.sum()) - m
+    if extra > 0:  # ties at the threshold: a stable sort keeps the first ones
+        ties = torch.nonzero(key == threshold).flatten()
+        keep[ties[ties.numel() - extra :]] = False
+    return keep
+
+
+def _guarded_top_m(
+    key: torch.Tensor, m: int, sizes: Sequence[int], floors: Sequence[int]
+) -> tuple[torch.Tensor, dict[int, int]]:
+    """`_top_m` over consecutive layers of `sizes` with a floor per layer: a layer below its floor keeps
+    its own best `floor` entries and the rest are the top of the other layers (same rule as
+    `_GlobalRanking.allocate`). Returns the mask and {layer index: count before the guard}."""
+    keep = _top_m(key, m)
+    counts = [int(part.sum()) for part in keep.split(list(sizes))]
+    unguarded = list(counts)
+    clamped: set[int] = set()
+    while True:
+        low = [i for i, (c, f) in enumerate(zip(counts, floors, strict=True)) if i not in clamped and c < f]
+        if not low:
+            return keep, {i: unguarded[i] for i in sorted(clamped)}
+        clamped.update(low)
+        work = key.clone()
+        parts = work.split(list(sizes))
+        for i in clamped:
+            parts[i].fill_(_NEG_INF)
+        keep = _top_m(work, m - sum(floors[i] for i in clamped))
+        kept_parts = keep.split(list(sizes))
+        for i, part in enumerate(key.split(list(sizes))):
+            if i in clamped:
+                kept_parts[i].copy_(_top_m(part, floors[i]))
+        counts = [int(part.sum()) for part in kept_parts]
+
+
+def synflow_iterative(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    density: float,
+    *,
+    iterations: int = 100,
+    invert: bool = False,
+    min_counts: Sequence[int] | None = None,
+) -> SynflowRun:
+    """Iterative SynFlow: at step k = 1..K-1 score the current masked float64 copy and keep the top
+    round(N * density**(k/K)) weights globally (the lowest with `invert`); returns the scores of
+    iteration K, which the caller ranks to prune to `density` (the K-th step).
+
+    Speed: one float64 copy whose prunable weights are views of one flat buffer, so a step is one
+    forward/backward plus a few vector ops: the scores of the live weights are gathered, the global
+    threshold is a kthvalue over them (O(live), no sort), and only the newly pruned weights are
+    zeroed; no model copies and no Python per-weight work in the loop. `min_counts` (the collapse
+    guard, per layer in network order) is enforced at every step.
+    """
+    if iterations < 1:
+        raise PrunenasError(f"synflow iterations must be >= 1, got {iterations}")
+    net = _synflow_net(model)
+    layers = list(prunable_layers(net))
+    shapes = [weight_of(m).shape for _, m in layers]
+    numels = [math.prod(s) for s in shapes]
+    total = sum(numels)
+    device = weight_of(layers[0][1]).device
+    flat = torch.empty(total, dtype=torch.float64, device=device)
+    params: list[nn.Parameter] = []
+    offset = 0
+    with torch.no_grad():
+        for (_, module), n in zip(layers, numels, strict=True):
+            w = weight_of(module)
+            view = flat[offset : offset + n]
+            view.copy_(w.detach().reshape(-1))
+            param = nn.Parameter(view.view(w.shape))  # shares storage with `flat`
+            module.weight = param
+            params.append(param)
+            offset += n
+    grad = torch.empty_like(flat)
+    score = torch.empty_like(flat)
+    live = torch.arange(total, device=device)  # indices of the live weights, ascending
+    edges = torch.tensor([0, *itertools.accumulate(numels)], device=device)
+    survived = torch.full((total,), iterations, dtype=torch.int64, device=device)
+    guarded = 0
+    clamped: dict[str, int] = {}
+    names = [name for name, _ in layers]
+    floors = list(min_counts) if min_counts is not None else [0] * len(layers)
+    for step in range(1, iterations + 1):
+        with torch.enable_grad():
+            r = _synflow_objective(net, input_shape, device)
+            grads = _grads(r, params)
+        with torch.no_grad():
+            torch.cat([g.reshape(-1) for g in grads], out=grad)
+            torch.mul(flat, grad, out=score).abs_()
+            kept = round(total * density ** (step / iterations))
+            if step == iterations or kept >= live.numel():
+                continue
+            # Rank the live weights only: the threshold and the bookkeeping cost O(live), and
+            # only the newly pruned weights are written.
+            key = score.index_select(0, live)
+            if invert:
+                key.neg_()
+            keep = _top_m(key, kept)
+            survivors = live[keep]
+            positions = torch.searchsorted(survivors, edges)
+            counts = (positions[1:] - positions[:-1]).tolist()
+            if any(c < f for c, f in zip(counts, floors, strict=True)):
+                full = torch.full_like(flat, _NEG_INF).index_copy_(0, live, key)
+                guarded_keep, low = _guarded_top_m(full, kept, numels, floors)
+                guarded += 1
+                for i, count in low.items():
+                    clamped[names[i]] = min(count, clamped.get(names[i], count))
+                keep = guarded_keep.index_select(0, live)
+                survivors = live[keep]
+            pruned = live[~keep]
+            flat.index_fill_(0, pruned, 0.0)
+            survived.index_fill_(0, pruned, step)
+            live = survivors
+    return SynflowRun(
+        scores={name: s.view(shape).cpu() for name, s, shape in zip(names, score.split(numels), shapes, strict=True)},
+        survived={
+            name: s.view(shape).cpu() for name, s, shape in zip(names, survived.split(numels), shapes, strict=True)
+        },
+        iterations=iterations,
+        guarded_steps=guarded,
+        clamped=clamped,
+    )
+
+
+def erk_weights(shapes: Sequence[Sequence[int]]) -> list[float]:
+    """Erdős–Rényi-Kernel: the kept count of each layer is proportional to these values.
+
+    ERK's density is proportional to sum(shape) / prod(shape), so the kept count (density * numel)
+    is proportional to sum(shape) (out + in + kh + kw for a conv, out + in for a linear layer).
+    """
+    return [float(sum(shape)) for shape in shapes]
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def class_balanced_batch(
+    data: DatasetSplits, samples_per_class: int, seed: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`samples_per_class` seeded training images of every class (all of a class that has fewer),
+    normalized with the training mean/std, without augmentation: (float32 images, int64 labels)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = data.train.y
+    picks = []
+    for c in range(data.num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        if idx.numel():
+            picks.append(idx[torch.randperm(idx.numel(), generator=generator)[:samples_per_class]])
+    if not picks:
+        raise PrunenasError(f"dataset {data.name!r} has no training images to score with; pass another --dataset")
+    index = torch.cat(picks)
+    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(data.std, dtype=torch.float32).view(1, 3, 1, 1)
+    x = (data.train.x.index_select(0, index).to(torch.float32) / 255.0 - mean) / std
+    return x.to(device), labels.index_select(0, index).to(device)
+
+
+# --------------------------------------------------------------------------------------------- allocation
+
+
+@dataclass(frozen=True)
+class _Allocation:
+    counts: list[int]  # weights kept per layer, network order
+    clamped: dict[str, int]  # layer -> count before the collapse guard raised it
+
+
+class _Ranker(Protocol):
+    def allocate(self, kept: int) -> _Allocation: ...
+
+    def masks(self, counts: Sequence[int]) -> list[torch.Tensor]: ...
+
+
+def _descending(key: torch.Tensor, tier: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices by (tier, key) descending, ties by position; NaN keys last."""
+    key = torch.where(torch.isnan(key), _NEG_INF, key)
+    order = torch.sort(key, descending=True, stable=True).indices
+    if tier is not None:
+        order = order[torch.sort(tier[order], descending=True, stable=True).indices]
+    return order
+
+
+class _GlobalRanking:
+    """Keeps the weights with the highest keys over all layers (one global threshold), with per-layer
+    floors: a layer below its floor keeps its floor's best weights and the threshold rises for the
+    others so the total stays the same. `tiers` rank before `keys` (SynFlow's survival step)."""
+
+    def __init__(
+        self,
+        keys: Sequence[torch.Tensor],
+        names: Sequence[str],
+        floors: Sequence[int],
+        tiers: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        self.keys = [k.detach().reshape(-1).to("cpu", torch.float64) for k in keys]
+        self.tiers = None if tiers is None else [t.detach().reshape(-1).cpu() for t in tiers]
+        self.names = list(names)
+        self.floors = list(floors)
+        numels = torch.tensor([k.numel() for k in self.keys])
+        order = _descending(torch.cat(self.keys), None if self.tiers is None else torch.cat(self.tiers))
+        self.sorted_layer = torch.repeat_interleave(torch.arange(len(self.keys)), numels)[order]
+
+    def allocate(self, kept: int) -> _Allocation:
+        n_layers = len(self.keys)
+        unguarded = torch.bincount(self.sorted_layer[:kept], minlength=n_layers).tolist()
+        counts = list(unguarded)
+        clamped: set[int] = set()
+        while True:
+            low = [i for i in range(n_layers) if i not in clamped and counts[i] < self.floors[i]]
+            if not low:
+                break
+            clamped.update(low)
+            budget = kept - sum(self.floors[i] for i in clamped)
+            active = torch.ones(n_layers, dtype=torch.bool)
+            active[sorted(clamped)] = False
+            rest = self.sorted_layer[active[self.sorted_layer]]
+            counts = torch.bincount(rest[: max(budget, 0)], minlength=n_layers).tolist()
+            for i in clamped:
+                counts[i] = self.floors[i]
+        return _Allocation(counts, {self.names[i]: int(unguarded[i]) for i in sorted(clamped)})
+
+    def masks(self, counts: Sequence[int]) -> list[torch.Tensor]:
+        out = []
+        for i, (key, count) in enumerate(zip(self.keys, counts, strict=True)):
+            mask = torch.zeros(key.numel(), dtype=torch.bool)
+            mask[_descending(key, None if self.tiers is None else self.tiers[i])[:count]] = True
+            out.append(mask)
+        return out
+
+
+class _FormulaRanking:
+    """Kept count of layer L = clip(eps * weight_L, floor_L, numel_L), eps solved so that the counts sum
+    to the total (water-filling: layers that would exceed 1 stay dense and the rest are re-scaled),
+    rounded by largest remainder; positions within each layer are random (seeded)."""
+
+    def __init__(
+        self, weights: Sequence[float], numels: Sequence[int], names: Sequence[str], floors: Sequence[int], seed: int
+    ) -> None:
+        self.weights = [float(w) for w in weights]
+        self.numels = list(numels)
+        self.names = list(names)
+        self.floors = list(floors)
+        self.seed = seed
+
+    def _filled(self, eps: float) -> list[float]:
+        return [
+            min(float(n), max(float(f), eps * w))
+            for w, n, f in zip(self.weights, self.numels, self.floors, strict=True)
+        ]
+
+    def allocate(self, kept: int) -> _Allocation:
+        lo, hi = 0.0, max(n / w for n, w in zip(self.numels, self.weights, strict=True) if w > 0)
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            if sum(self._filled(mid)) < kept:
+                lo = mid
+            else:
+                hi = mid
+        real = self._filled(hi)
+        counts = [max(f, min(n, math.floor(r))) for r, n, f in zip(real, self.numels, self.floors, strict=True)]
+        by_remainder = sorted(range(len(counts)), key=lambda i: (counts[i] - real[i], i))  # largest remainder first
+        diff = kept - sum(counts)
+        while diff > 0:
+            grew = False
+            for i in by_remainder:
+                if diff and counts[i] < self.numels[i]:
+                    counts[i] += 1
+                    diff -= 1
+                    grew = True
+            if not grew:
+                break
+        while diff < 0:
+            shrank = False
+            for i in reversed(by_remainder):
+                if diff and counts[i] > self.floors[i]:
+                    counts[i] -= 1
+                    diff += 1
+                    shrank = True
+            if not shrank:
+                break
+        clamped = {
+            name: round(hi * w) for name, w, f in zip(self.names, self.weights, self.floors, strict=True) if hi * w < f
+        }
+        return _Allocation(counts, clamped)
+
+    def masks(self, counts: Sequence[int]) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        out = []
+        for n, count in zip(self.numels, counts, strict=True):
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[torch.randperm(n, generator=generator)[:count]] = True
+            out.append(mask)
+        return out
+
+
+# --------------------------------------------------------------------------------------------- the layers
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """The prunable layers of a context's model: names (= genes), shapes, floors and MACs."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    floors: tuple[int, ...]
+    macs: tuple[int, ...]
+
+    @property
+    def numels(self) -> list[int]:
+        return [math.prod(s) for s in self.shapes]
+
+    @property
+    def total(self) -> int:
+        return sum(self.numels)
+
+    def macs_ratio(self, counts: Sequence[int]) -> float:
+        """Density-weighted MACs / dense MACs, rounded per layer as `prunenas.cost` does."""
+        dense = sum(self.macs)
+        if dense == 0:
+            return 1.0
+        kept = sum(round(m * (k / n)) for m, k, n in zip(self.macs, counts, self.numels, strict=True))
+        return kept / dense
+
+
+_MACS_CACHE: OrderedDict[tuple[Space, tuple[tuple[str, tuple[int, ...]], ...]], tuple[int, ...]] = OrderedDict()
+
+
+def _layer_macs(space: Space, model: nn.Module, key: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[int, ...]:
+    """fvcore MACs per prunable layer, computed once per (space, layer shapes) and memoised."""
+    cache_key = (space, key)
+    if cache_key not in _MACS_CACHE:
+        by_layer = fvcore_macs_by_layer(model, space.input_shape)
+        _MACS_CACHE[cache_key] = tuple(int(by_layer[name]) for name, _ in key)
+        while len(_MACS_CACHE) > 32:
+            _MACS_CACHE.popitem(last=False)
+    return _MACS_CACHE[cache_key]
+
+
+def _layer_table(ctx: ProposalContext, min_weights: int, min_density: float) -> _Layers:
+    found = [(name, tuple(int(d) for d in weight_of(m).shape)) for name, m in prunable_layers(ctx.model)]
+    genes = [g.name for g in ctx.space.genes]
+    if [name for name, _ in found] != genes:
+        raise PrunenasError(
+            f"the model's prunable layers do not match the genes of space {ctx.space.name!r}; "
+            f"score a model built by that space (space.build())"
+        )
+    floors = tuple(min(math.prod(s), max(min_weights, math.ceil(min_density * math.prod(s) - 1e-9))) for _, s in found)
+    return _Layers(
+        names=tuple(genes),
+        shapes=tuple(s for _, s in found),
+        floors=floors,
+        macs=_layer_macs(ctx.space, ctx.model, tuple(found)),
+    )
+
+
+def _target_density(target: Target) -> float:
+    return target.value if target.kind == "density" else 1.0 - target.value
+
+
+def _solve(layers: _Layers, target: Target, ranker: _Ranker, options: str) -> _Allocation:
+    """The allocation meeting `target`: the global kept count from the density, or by bisection on the
+    kept count for a MACs ratio (the MACs ratio grows with the kept count)."""
+    total, least = layers.total, sum(layers.floors)
+    if target.kind != "macs_ratio":
+        kept = round(_target_density(target) * total)
+        if kept < least:
+            raise PrunenasError(
+                f"{target.describe()} keeps {kept} of {total} weights but the collapse guard ({options}) keeps at "
+                f"least {least}; ask for a higher density or lower min_weights/min_density"
+            )
+        return ranker.allocate(kept)
+    want = target.value
+    lo, hi = least, total
+    if layers.macs_ratio(ranker.allocate(lo).counts) >= want:
+        hi = lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if layers.macs_ratio(ranker.allocate(mid).counts) >= want:
+            hi = mid
+        else:
+            lo = mid
+    best = min((ranker.allocate(k) for k in {lo, hi}), key=lambda a: abs(layers.macs_ratio(a.counts) - want))
+    got = layers.macs_ratio(best.counts)
+    if abs(got - want) > MACS_TOLERANCE * want:
+        raise PrunenasError(
+            f"--macs-ratio {want:g} cannot be met within 2% (closest: {got:.4f}) with the collapse guard "
+            f"({options}); ask for a larger --macs-ratio or lower min_weights/min_density"
+        )
+    return best
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def shuffle_masks(masks: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """The layer-wise shuffle ablation: each mask's entries permuted at random (same count per layer)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, mask in masks.items():
+        flat = mask.reshape(-1)
+        perm = torch.randperm(flat.numel(), generator=generator).to(flat.device)
+        out[name] = flat[perm].view(mask.shape).clone()
+    return out
+
+
+def apply_masks_to_model(model: nn.Module, masks: Mapping[str, torch.Tensor], rescale: bool = True) -> nn.Module:
+    """Attach `masks` (layer path -> 0/1 tensor) to `model` with `set_mask` and return it.
+
+    Apply to a freshly built model to train a proposer's own mask from scratch ("reinitialize");
+    `rescale` multiplies kept weights by 1/sqrt(density) (He init with the fan scaled by the density).
+    """
+    layers = dict(prunable_layers(model))
+    unknown = sorted(set(masks) - set(layers))
+    if unknown:
+        raise PrunenasError(f"masks for unknown layer(s) {unknown[:5]}; valid layers: {list(layers)[:5]}...")
+    for name, mask in masks.items():
+        try:
+            set_mask(layers[name], mask, rescale=rescale)
+        except ValueError as exc:
+            raise PrunenasError(f"mask of layer {name!r}: {exc}") from None
+    return model
+
+
+def _as_bool(proposer: str, name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise PrunenasError(f"proposer {proposer!r}: option {name}={value!r} must be true or false")
+
+
+def _as_number(proposer: str, name: str, value: Any, kind: type, low: float, high: float, text: str) -> Any:
+    try:
+        number = kind(value)
+        if isinstance(value, bool) or (kind is int and float(value) != number):
+            raise ValueError
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not (low <= number <= high):
+        raise PrunenasError(f"proposer {proposer!r}: option {name}={value!r} must be {text}")
+    return number
+
+
+# --------------------------------------------------------------------------------------------- proposers
+
+_DENSITY_TARGETS: tuple[TargetKind, ...] = ("density", "ratio", "macs_ratio")
+
+
+class _DensityProposer(Proposer):
+    """The shared pipeline: layer table -> a ranker -> the allocation meeting the target (with the
+    collapse guard) -> masks, genotype and info. Subclasses provide `_ranker`."""
+
+    kind = "density"
+    targets = _DENSITY_TARGETS
+    options: ClassVar[Mapping[str, Any]] = {"min_weights": 1, "min_density": 0.0}
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        s, name = self.settings, self.name
+        s["min_weights"] = _as_number(name, "min_weights", s["min_weights"], int, 1, math.inf, "an integer >= 1")
+        s["min_density"] = _as_number(name, "min_density", s["min_density"], float, 0.0, 1.0, "a number in [0, 1]")
+        if "invert" in s:
+            s["invert"] = _as_bool(name, "invert", s["invert"])
+        if "samples_per_class" in s:
+            s["samples_per_class"] = _as_number(
+                name, "samples_per_class", s["samples_per_class"], int, 1, math.inf, "an integer >= 1"
+            )
+        if "temperature" in s:
+            s["temperature"] = _as_number(name, "temperature", s["temperature"], float, 1e-12, math.inf, "a number > 0")
+        if "iterations" in s:
+            s["iterations"] = _as_number(name, "iterations", s["iterations"], int, 1, 100_000, "an integer >= 1")
+
+    @abstractmethod
+    def _ranker(self, ctx: ProposalContext, target: Target, layers: _Layers) -> tuple[_Ranker, dict[str, Any]]:
+        """What ranks the weights (and extra info for `Proposal.info`)."""
+
+    def _guard(self) -> str:
+        return f"min_weights={self.settings['min_weights']}, min_density={self.settings['min_density']:g}"
+
+    def propose(self, ctx: ProposalContext, target: Target) -> Proposal:
+        """Rank the weights, meet `target` with the collapse guard, return genotype, masks and info."""
+        self.check(ctx.space, target, ctx.trained)
+        start = time.perf_counter()
+        layers = _layer_table(ctx, self.settings["min_weights"], self.settings["min_density"])
+        ranker, extra = self._ranker(ctx, target, layers)
+        allocation = _solve(layers, target, ranker, self._guard())
+        masks = ranker.masks(allocation.counts)
+        clamped = dict(extra.pop("clamped", {}))
+        for layer, count in allocation.clamped.items():
+            clamped[layer] = min(count, clamped.get(layer, count))
+        kept = sum(allocation.counts)
+        genes = {name: count / n for name, count, n in zip(layers.names, allocation.counts, layers.numels, strict=True)}
+        genotype = ctx.space.make(genes, proposer=self.name)
+        info: dict[str, Any] = {
+            "density": kept / layers.total,
+            "macs_ratio": layers.macs_ratio(allocation.counts),
+            "kept_weights": kept,
+            "prunable_weights": layers.total,
+            "clamped": {name: clamped[name] for name in layers.names if name in clamped},
+            "target": target.to_dict(),
+            "options": dict(self.settings),
+            **extra,
+            "time_s": round(time.perf_counter() - start, 3),
+        }
+        shaped = {
+            name: mask.view(shape).to(torch.float32)
+            for name, mask, shape in zip(layers.names, masks, layers.shapes, strict=True)
+        }
+        return Proposal(genotype=genotype, masks=shaped, info=info)
+
+
+class _ScoreProposer(_DensityProposer):
+    """Ranks `scores(ctx)` globally: keeps the highest (or, with `keep_highest=False`, the lowest);
+    the option `invert` flips which end is kept."""
+
+    options: ClassVar[Mapping[str, Any]] = {**_DensityProposer.options, "invert": False}
+    keep_highest: ClassVar[bool] = True
+
+    @abstractmethod
+    def scores(self, ctx: ProposalContext) -> Scores:
+        """One score per weight of every prunable layer (layer path -> tensor shaped like the weight)."""
+
+    def _sign(self) -> float:
+        """+1 when the highest scores are kept, -1 when the lowest are."""
+        return 1.0 if self.keep_highest != self.settings["invert"] else -1.0
+
+    def _ranker(self, ctx: ProposalContext, target: Target, layers: _Layers) -> tuple[_Ranker, dict[str, Any]]:
+        scores = self.scores(ctx)
+        keys = [self._sign() * scores[name].to(torch.float64) for name in layers.names]
+        return _GlobalRanking(keys, layers.names, layers.floors), {}
+
+
+class _DataProposer(_ScoreProposer):
+    """Scores on a class-balanced batch of training images, on a train-mode copy of the model
+    (batch statistics in BatchNorm, as the original implementations run a freshly built model)."""
+
+    needs_data = True
+    options: ClassVar[Mapping[str, Any]] = {**_ScoreProposer.options, "samples_per_class": 10}
+
+    def _net_and_batch(self, ctx: ProposalContext) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+        if ctx.data is None:
+            raise PrunenasError(
+                f"proposer {self.name!r} scores weights on training images; pass --dataset (e.g. digits)"
+            )
+        last = list(prunable_layers(ctx.model))[-1][1]
+        if isinstance(last, nn.Linear) and last.out_features < ctx.data.num_classes:
+            raise PrunenasError(
+                f"dataset {ctx.data.name!r} has {ctx.data.num_classes} classes but the model has {last.out_features} "
+                "outputs; build the model for the dataset's classes"
+            )
+        net = copy.deepcopy(ctx.model).train()
+        x, y = class_balanced_batch(ctx.data, self.settings["samples_per_class"], ctx.seed, ctx.device)
+        dtype = next(net.parameters()).dtype
+        return net, x.to(dtype), y
+
+
+class MagnitudeProposer(_ScoreProposer):
+    name = "magnitude"
+    needs_trained = True
+    summary = "global |w| of trained weights over all conv+linear layers (unstructured)"
+
+    def scores(self, ctx: ProposalContext) -> Scores:
+        return magnitude_scores(ctx.model)
+
+
+class SnipProposer(_DataProposer):
+    name = "snip"
+    summary = "SNIP |w * dL/dw| on a class-balanced batch at initialization (Lee et al. 2019)"
+
+    def scores(self, ctx: ProposalContext) -> Scores:
+        net, x, y = self._net_and_batch(ctx)
+        return snip_scores(net, x, y)
+
+
+class GraspProposer(_DataProposer):
+    """GraSP as published: the score is -w * Hg and the HIGHEST scores are pruned (the lowest kept)."""
+
+    name = "grasp"
+    keep_highest = False
+    summary = "GraSP -w * Hg (logits / T, T = 200); prunes the highest scores as the original (Wang et al. 2020)"
+    options: ClassVar[Mapping[str, Any]] = {**_DataProposer.options, "temperature": 200.0}
+
+    def scores(self, ctx: ProposalContext) -> Scores:
+        net, x, y = self._net_and_batch(ctx)
+        return grasp_scores(net, x, y, self.settings["temperature"])
+
+
+class GraspAbsProposer(GraspProposer):
+    """GraSP magnitude variant (Frankle et al. 2021): prunes the lowest |-w * Hg|."""
+
+    name = "graspabs"
+    keep_highest = True
+    summary = "GraSP with |score|: keeps the highest |w * Hg| (Frankle et al. 2021's variant)"
+
+    def scores(self, ctx: ProposalContext) -> Scores:
+        return {name: s.abs() for name, s in super().scores(ctx).items()}
+
+
+class SynflowProposer(_ScoreProposer):
+    """Iterative SynFlow (data-free).
+
+    For a `macs_ratio` target the density to iterate to is not known in advance: it is estimated by
+    bisection on the single-shot (first-iteration) scores, the K iterations run to it, and the kept
+    count is found by bisection on the final-iteration scores (weights pruned at earlier steps rank
+    below the survivors, later-pruned first), so the MACs target is met by the last step. When that
+    count is more than 2% away from the density iterated to, the iterations run once more to the
+    new estimate and the bisection is repeated on that run (at most `MACS_PASSES` runs).
+    """
+
+    name = "synflow"
+    summary = "SynFlow |w * dR/dw|, data-free, float64, 100 iterations (Tanaka et al. 2020)"
+    options: ClassVar[Mapping[str, Any]] = {**_ScoreProposer.options, "iterations": 100}
+    MACS_PASSES: ClassVar[int] = 2
+
+    def scores(self, ctx: ProposalContext) -> Scores:
+        """Single-shot (first-iteration) scores."""
+        return synflow_scores(ctx.model, ctx.space.input_shape)
+
+    def _run(self, ctx: ProposalContext, layers: _Layers, density: float) -> tuple[_GlobalRanking, SynflowRun]:
+        run = synflow_iterative(
+            ctx.model,
+            ctx.space.input_shape,
+            density,
+            iterations=self.settings["iterations"],
+            invert=bool(self.settings["invert"]),
+            min_counts=layers.floors,
+        )
+        keys = [self._sign() * run.scores[name] for name in layers.names]
+        tiers = [run.survived[name] for name in layers.names]
+        return _GlobalRanking(keys, layers.names, layers.floors, tiers), run
+
+    def _ranker(self, ctx: ProposalContext, target: Target, layers: _Layers) -> tuple[_Ranker, dict[str, Any]]:
+        passes = 1
+        if target.kind != "macs_ratio":
+            density = _target_density(target)
+            ranking, run = self._run(ctx, layers, density)
+        else:
+            single, _ = super()._ranker(ctx, target, layers)
+            density = sum(_solve(layers, target, single, self._guard()).counts) / layers.total
+            ranking, run = self._run(ctx, layers, density)
+            while passes < self.MACS_PASSES:
+                found = sum(_solve(layers, target, ranking, self._guard()).counts) / layers.total
+                if abs(found - density) <= 0.02 * density:
+                    break
+                density = found
+                ranking, run = self._run(ctx, layers, density)
+                passes += 1
+        extra = {
+            "synflow_density": density,
+            "synflow_passes": passes,
+            "guarded_steps": run.guarded_steps,
+            "clamped": run.clamped,
+        }
+        return ranking, extra
+
+
+class RandomDensityProposer(_ScoreProposer):
+    name = "random"
+    summary = "random scores ranked globally (seeded): about the same density in every layer"
+
+    def scores(self, ctx: ProposalContext) -> Scores:
+        generator = torch.Generator().manual_seed(ctx.seed)
+        return {
+            name: torch.rand(weight_of(m).shape, generator=generator, dtype=torch.float64)
+            for name, m in prunable_layers(ctx.model)
+        }
+
+
+class _FormulaProposer(_DensityProposer):
+    """Per-layer kept counts from a formula (no scores); random positions within each layer."""
+
+    @abstractmethod
+    def layer_weights(self, layers: _Layers) -> list[float]:
+        """Kept count of each layer is proportional to its weight (before the caps and floors)."""
+
+    def _ranker(self, ctx: ProposalContext, target: Target, layers: _Layers) -> tuple[_Ranker, dict[str, Any]]:
+        ranker = _FormulaRanking(self.layer_weights(layers), layers.numels, layers.names, layers.floors, ctx.seed)
+        return ranker, {}
+
+
+class ERKProposer(_FormulaProposer):
+    name = "erk"
+    summary = "Erdős–Rényi-Kernel densities ∝ sum(shape)/prod(shape), dense where >1 (Evci et al. 2020)"
+
+    def layer_weights(self, layers: _Layers) -> list[float]:
+        return erk_weights(layers.shapes)
+
+
+class UniformDensityProposer(_FormulaProposer):
+    name = "uniform"
+    summary = "the same density in every conv+linear layer"
+
+    def layer_weights(self, layers: _Layers) -> list[float]:
+        return [float(n) for n in layers.numels]

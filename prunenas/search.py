@@ -1,0 +1,740 @@
+"""Architecture search with Optuna: the only module that imports optuna.
+
+Flow per trial: a genotype (sampled gene by gene, or produced by a sampled proposer) -> its cost
+(MACs, params; an infeasible genotype under --max-macs is recorded and never trained) -> a proxy
+training run from scratch (cached by genotype key + recipe + seed, so the same architecture is never
+trained twice, and a killed trial resumes from its last epoch) -> validation accuracy.
+
+Objectives: by default a Pareto front of (validation accuracy up, MACs down). With a MACs limit, one
+objective (accuracy) under the constraint, which lets a pruner (median, Hyperband) stop weak candidates
+from their per-epoch reports. After the search the winners are retrained with the full recipe,
+evaluated once on the test set and exported to ONNX.
+
+Everything lives in the study folder: the journal storage (resume = run the same command again),
+the runs, trials.csv/json, pareto.png, the winners' genotypes and a summary.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from prunenas.cost import genotype_cost
+from prunenas.data import DatasetSplits
+from prunenas.errors import PrunenasError
+from prunenas.genotype import Genotype
+from prunenas.proposers.base import Target, get_proposer, proposers
+from prunenas.proposers.runner import make_context, run_proposer
+from prunenas.recipes import Recipe, make_recipe
+from prunenas.spaces.base import Space
+from prunenas.train import EpochMetrics, RunSettings, StopTraining, TrainResult, train
+
+SAMPLERS = ("tpe", "nsga2", "random")
+PRUNERS = ("none", "median", "hyperband")
+MODES = ("genes", "proposers")
+JOURNAL = "study.journal"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a search spends: trials, proxy length, proposer seeds, winners and their retraining."""
+
+    trials: int
+    proxy_epochs: int
+    seed_targets: tuple[float, ...]  # MACs ratios (density: densities) at which proposers seed the study
+    top_k: int
+    final_epochs: int | None  # None: the recipe's own (160 for CIFAR)
+    train_subset: int | None = None
+
+
+BUDGETS: dict[str, Budget] = {
+    # Minutes on a 2-core CPU with the embedded digits set: a handful of 1-epoch candidates.
+    "smoke": Budget(trials=6, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=2, train_subset=600),
+    # An hour or two on one GPU for ResNet-56 on CIFAR-10.
+    "fast": Budget(trials=40, proxy_epochs=8, seed_targets=(0.3, 0.5, 0.7), top_k=3, final_epochs=60),
+    # The Rethinking protocol for the winners: full 160-epoch retraining.
+    "paper": Budget(trials=120, proxy_epochs=15, seed_targets=(0.2, 0.35, 0.5, 0.65, 0.8), top_k=5, final_epochs=None),
+}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str
+    dataset: str
+    study: str
+    out: Path
+    budget: Budget
+    budget_name: str = "fast"
+    mode: str = "genes"
+    sampler: str = "tpe"
+    pruner: str = "none"
+    seed: int = 0
+    max_macs: int | None = None  # absolute limit; set from --max-macs or --max-macs-ratio
+    max_macs_ratio: float | None = None
+    proposer_names: tuple[str, ...] | None = None  # None: every applicable proposer
+    reference: str | None = None
+    final_recipe: str = "scratch-e"
+    final: bool = True
+    export: bool = True
+    exports_root: Path = Path("exports")
+    storage: str | None = None
+    timeout: float | None = None
+    device: str = "auto"
+    quiet: bool = False
+    min_density: float = 0.01
+    recipe_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def constrained(self) -> bool:
+        return self.max_macs is not None
+
+    def settings_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["exports_root"] = str(self.exports_root)
+        d["recipe_overrides"] = dict(self.recipe_overrides)
+        return d
+
+
+def default_study_dir(space: str, dataset: str, study: str) -> Path:
+    return Path("runs") / "search" / f"{space}-{dataset}-{study}"
+
+
+# -- storage -------------------------------------------------------------------------------------------------
+def make_storage(config: SearchConfig) -> Any:
+    """Optuna storage: a journal file in the study folder, or the --storage URL (PostgreSQL, ...)."""
+    if config.storage:
+        url = config.storage
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=60,
+                grace_period=180,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PrunenasError(
+                f"cannot open storage {url!r} ({first[:200]}); check the URL "
+                "(e.g. postgresql://user:pass@host/db) and that the server is reachable"
+            ) from None
+    from optuna.storages.journal import JournalFileBackend
+
+    config.out.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(config.out / JOURNAL)))
+
+
+def _alive(host: str, pid: int) -> bool:
+    if host != socket.gethostname():
+        return True  # cannot tell: leave it to heartbeats
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_stale_trials(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials whose worker process on this machine is gone as FAIL and enqueue them
+    again (same genotype: the retry resumes the run folder's last checkpoint). Returns their numbers."""
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
+        if host is None or pid is None or _alive(str(host), int(pid)):
+            continue
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        attrs = {k: v for k, v in t.user_attrs.items() if k not in ("host", "pid")}
+        attrs["retry_of"] = t.number
+        study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+        recovered.append(t.number)
+    return recovered
+
+
+# -- the objective ---------------------------------------------------------------------------------------------
+def _recipe_key(recipe: Recipe, seed: int, data: DatasetSplits) -> str:
+    blob = json.dumps({"recipe": recipe.to_dict(), "seed": seed, "data": data.describe()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+class Objective:
+    """Turns an Optuna trial into a genotype, trains it (or not) and returns its objective values."""
+
+    def __init__(self, config: SearchConfig, space: Space, data: DatasetSplits) -> None:
+        self.config = config
+        self.space = space
+        self.data = data
+        self.reference_cost = genotype_cost(space, space.reference(), num_classes=data.num_classes)
+        self.proxy = make_recipe(
+            "proxy", space.recipe, overrides={"epochs": config.budget.proxy_epochs, **config.recipe_overrides}
+        )
+        self.runs = config.out / "runs"
+        self._proposers: list[str] = list(config.proposer_names or applicable_proposers(space, config.reference))
+        self._context: Any = None
+
+    # genes mode ---------------------------------------------------------------------------------------------
+    def search_bounds(self, seeds: Sequence[Genotype] = ()) -> dict[str, tuple[float, float, bool]]:
+        """Per-gene sampling range (low, high, log). Densities start at min_density (or lower to admit
+        the seeds); widths and ratios use the gene's own bounds."""
+        bounds: dict[str, tuple[float, float, bool]] = {}
+        for gene in self.space.genes:
+            if gene.kind == "int":
+                bounds[gene.name] = (gene.low, gene.high, False)
+            elif self.space.kind == "density":
+                low = min([self.config.min_density] + [float(g.genes[gene.name]) for g in seeds])
+                bounds[gene.name] = (low, gene.high, True)
+            else:
+                bounds[gene.name] = (gene.low, gene.high, False)
+        return bounds
+
+    def sample_genes(self, trial: optuna.Trial) -> Genotype:
+        values: dict[str, int | float] = {}
+        bounds = json.loads(trial.study.user_attrs.get("bounds", "{}")) or {
+            k: list(v) for k, v in self.search_bounds().items()
+        }
+        for gene in self.space.genes:
+            low, high, log = bounds[gene.name]
+            if gene.kind == "int":
+                values[gene.name] = trial.suggest_int(gene.name, int(low), int(high))
+            else:
+                values[gene.name] = trial.suggest_float(gene.name, float(low), float(high), log=bool(log))
+        return self.space.make(values)
+
+    # proposers mode -----------------------------------------------------------------------------------------
+    def context(self) -> Any:
+        if self._context is None:
+            self._context = make_context(
+                self.space, data=self.data, reference=self.config.reference, seed=self.config.seed,
+                device=self.config.device,
+            )  # fmt: skip
+        return self._context
+
+    def propose(self, trial: optuna.Trial) -> Genotype:
+        name = trial.suggest_categorical("proposer", self._proposers)
+        proposer = get_proposer(name, self.space.kind)
+        options: dict[str, Any] = {}
+        if "global_ranking" in proposer.options:
+            options["global_ranking"] = trial.suggest_categorical("global_ranking", [True, False])
+        proposer = get_proposer(name, self.space.kind, **options)
+        kind = "macs_ratio" if "macs_ratio" in proposer.targets else proposer.targets[0]
+        value = trial.suggest_float("target", 0.15, 0.95)
+        trial.set_user_attr("origin", "proposer")
+        trial.set_user_attr("proposer", name)
+        trial.set_user_attr("target", {"kind": kind, "value": value})
+        try:
+            proposal = run_proposer(proposer, self.context(), Target(kind, value))
+        except PrunenasError as exc:  # e.g. a target the space's coarse widths cannot meet within 2%
+            trial.set_user_attr("stopped", f"proposer failed: {exc}")
+            raise optuna.TrialPruned(str(exc)) from None
+        return proposal.genotype
+
+    # the trial ----------------------------------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        genotype = self.propose(trial) if self.config.mode == "proposers" else self.sample_genes(trial)
+        cost = genotype_cost(self.space, genotype, num_classes=self.data.num_classes)
+        trial.set_user_attr("genotype", genotype.to_dict())
+        trial.set_user_attr("key", genotype.key)
+        trial.set_user_attr("macs", cost.macs)
+        trial.set_user_attr("params", cost.params)
+        trial.set_user_attr("macs_ratio", cost.macs_ratio)
+        trial.set_user_attr("origin", trial.user_attrs.get("origin", "sampler"))
+        if self.config.constrained:
+            assert self.config.max_macs is not None
+            violation = cost.macs / self.config.max_macs - 1.0
+            trial.set_constraint("macs", violation)
+            if violation > 0:
+                # Never trained: recorded with the worst accuracy so the sampler learns the boundary.
+                trial.set_user_attr("infeasible", True)
+                trial.set_user_attr("val_acc", None)
+                return 0.0
+        result, cached = self.train(trial, genotype)
+        trial.set_user_attr("cached", cached)
+        trial.set_user_attr("val_acc", result.val_acc)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("train_time_s", result.wall_time_s)
+        if result.stopped is not None:
+            trial.set_user_attr("stopped", result.stopped)
+            if result.stopped.startswith("pruned"):
+                raise optuna.TrialPruned(result.stopped)
+            raise optuna.TrialPruned(f"stopped: {result.stopped}")
+        val = float(result.val_acc) if result.val_acc is not None else 0.0
+        if self.config.constrained:
+            return val
+        return val, float(cost.macs)
+
+    def run_dir(self, genotype: Genotype) -> Path:
+        return self.runs / f"{genotype.key}-{_recipe_key(self.proxy, self.config.seed, self.data)}"
+
+    def train(self, trial: optuna.Trial, genotype: Genotype) -> tuple[TrainResult, bool]:
+        out = self.run_dir(genotype)
+        cached = (out / "metrics.json").exists()
+        callbacks: list[Callable[[EpochMetrics], None]] = []
+        if self.config.constrained and self.config.pruner != "none":
+
+            def report(m: EpochMetrics) -> None:
+                if m.val_acc is None:
+                    return
+                trial.report(m.val_acc, m.epoch)
+                if trial.should_prune():
+                    raise StopTraining(f"pruned by the {self.config.pruner} pruner at epoch {m.epoch}")
+
+            callbacks.append(report)
+        result = train(
+            self.space,
+            genotype,
+            self.data,
+            self.proxy,
+            RunSettings(device=self.config.device, seed=self.config.seed, quiet=True, plot=False),
+            out_dir=out,
+            callbacks=callbacks,
+            evaluate_test=False,
+            extra_metrics={"trial": trial.number, "study": self.config.study},
+        )
+        return result, cached
+
+
+def applicable_proposers(space: Space, reference: str | None) -> list[str]:
+    """Proposers for this space's kind; those that score trained weights only with a reference."""
+    names = []
+    for cls in proposers(space.kind):
+        if cls.needs_trained and reference is None:
+            continue
+        if cls.name == "l1-paper":
+            continue  # a fixed rule for a few spaces, seeded separately where it applies
+        names.append(cls.name)
+    return sorted(set(names))
+
+
+# -- seeding ---------------------------------------------------------------------------------------------------
+def seed_genotypes(
+    space: Space, data: DatasetSplits, config: SearchConfig, log: Callable[[str], None]
+) -> list[tuple[Genotype, dict[str, Any]]]:
+    """Proposer genotypes to enqueue: every applicable proposer (cheap ones first) at each budget target."""
+    names = list(config.proposer_names or applicable_proposers(space, config.reference))
+    if config.budget_name == "smoke":
+        # keep the smoke budget to a few minutes on a CPU: the data-free and cheapest ones
+        names = [n for n in names if n in ("uniform", "random", "erk", "l1")] or names[:1]
+    if "synflow" in names and torch.cuda.is_available() is False and space.kind == "density":
+        names.remove("synflow")
+        log("seeding: synflow skipped on CPU (100 float64 iterations); run `prunenas propose` to add it")
+    ctx = make_context(space, data=data, reference=config.reference, seed=config.seed, device=config.device)
+    kind = "density" if space.kind == "density" else "macs_ratio"
+    out: list[tuple[Genotype, dict[str, Any]]] = []
+    for name in names:
+        proposer = get_proposer(name, space.kind)
+        if kind not in proposer.targets:
+            continue
+        for value in config.budget.seed_targets:
+            target = Target(kind, value)
+            try:
+                proposal = run_proposer(proposer, ctx, target)
+            except PrunenasError as exc:
+                log(f"seeding: {name} at {target.describe()} skipped: {exc}")
+                continue
+            out.append((proposal.genotype, {"origin": "proposer", "proposer": name, "target": target.to_dict()}))
+    return out
+
+
+# -- running ---------------------------------------------------------------------------------------------------
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    if config.sampler == "tpe":
+        n_startup = max(2, min(10, config.budget.trials // 4))
+        return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=n_startup, multivariate=True)
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=config.seed, population_size=max(4, min(50, config.budget.trials // 4))
+        )
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    raise PrunenasError(f"unknown sampler {config.sampler!r}; valid: {', '.join(SAMPLERS)}")
+
+
+def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
+    if config.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if not config.constrained:
+        raise PrunenasError(
+            f"--pruner {config.pruner} needs a single objective: add --max-macs-ratio R (or --max-macs N); "
+            "Optuna's pruners do not work on a Pareto (two-objective) search"
+        )
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.budget.proxy_epochs)
+    raise PrunenasError(f"unknown pruner {config.pruner!r}; valid: {', '.join(PRUNERS)}")
+
+
+def open_study(config: SearchConfig) -> optuna.Study:
+    storage = make_storage(config)
+    directions: list[optuna.study.StudyDirection] = [optuna.study.StudyDirection.MAXIMIZE]
+    if not config.constrained:
+        directions.append(optuna.study.StudyDirection.MINIMIZE)
+    try:
+        study = optuna.create_study(
+            study_name=config.study,
+            storage=storage,
+            sampler=make_sampler(config),
+            pruner=make_pruner(config),
+            directions=directions,
+            load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise PrunenasError(
+            f"study {config.study!r} exists with other objectives ({exc}); use another --study or --out"
+        ) from None
+    stored = study.user_attrs.get("settings")
+    if stored is not None:
+        mine = _identity(config.settings_dict())
+        theirs = _identity(stored)
+        if mine != theirs:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise PrunenasError(
+                f"study {config.study!r} in {str(config.out)!r} was started with other settings ({', '.join(diff)}); "
+                "rerun with the same options to resume, or pass another --study/--out"
+            )
+    return study
+
+
+def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that must match for a resume (not the ones that only say how long to run)."""
+    keep = ("space", "dataset", "mode", "max_macs", "seed", "reference", "min_density", "recipe_overrides")
+    out = {k: settings.get(k) for k in keep}
+    budget = settings.get("budget") or {}
+    out["proxy_epochs"] = budget.get("proxy_epochs")
+    out["train_subset"] = budget.get("train_subset")
+    return out
+
+
+def n_done(study: optuna.Study) -> int:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+@dataclass(frozen=True)
+class Winner:
+    trial: int
+    genotype: Genotype
+    val_acc: float
+    macs: int
+    params: int
+    origin: str
+    final: TrainResult | None = None
+    export_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    study_dir: Path
+    trials: int
+    complete: int
+    pruned: int
+    infeasible: int
+    failed: int
+    winners: tuple[Winner, ...]
+    wall_time_s: float
+    files: Mapping[str, str]
+
+
+def run_search(
+    config: SearchConfig,
+    space: Space,
+    data: DatasetSplits,
+    log: Callable[[str], None] = print,
+) -> SearchOutcome:
+    """Create or resume the study, run trials until the budget is spent, then retrain and export."""
+    t0 = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if config.max_macs is not None:
+        ref = genotype_cost(space, space.reference(), num_classes=data.num_classes)
+        smallest = _smallest_macs(space, data.num_classes)
+        if config.max_macs < smallest:
+            raise PrunenasError(
+                f"the MACs limit {config.max_macs:,} is below the smallest model of {space.name!r} "
+                f"({smallest:,} MACs, {smallest / ref.macs:.4f} of the reference); raise --max-macs-ratio"
+            )
+    config.out.mkdir(parents=True, exist_ok=True)
+    study = open_study(config)
+    objective = Objective(config, space, data)
+    if "settings" not in study.user_attrs:
+        study.set_user_attr("settings", config.settings_dict())
+        seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []
+        bounds = objective.search_bounds([g for g, _ in seeds])
+        study.set_user_attr("bounds", json.dumps({k: list(v) for k, v in bounds.items()}))
+        for genotype, attrs in seeds:
+            study.enqueue_trial(dict(genotype.genes), user_attrs=attrs, skip_if_exists=True)
+        if seeds:
+            log(
+                f"seeded the study with {len(seeds)} proposer genotypes "
+                f"({', '.join(sorted({a['proposer'] for _, a in seeds}))})"
+            )
+    else:
+        recovered = recover_stale_trials(study)
+        log(
+            f"resuming study {config.study!r}: {n_done(study)} trials done"
+            + (f", retrying {recovered}" if recovered else "")
+        )
+
+    remaining = max(0, config.budget.trials - n_done(study))
+    progress = None
+    if not config.quiet and remaining:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(
+            total=config.budget.trials, initial=config.budget.trials - remaining, desc="trials", unit="trial"
+        )
+
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if n_done(study) >= config.budget.trials:
+            study.stop()
+        if progress is not None:
+            progress.update(1)
+            acc = trial.user_attrs.get("val_acc")
+            progress.set_postfix(
+                {
+                    "last": f"{acc:.3f}" if isinstance(acc, float) else trial.state.name.lower(),
+                    "MACs": f"{trial.user_attrs.get('macs_ratio', 0):.2f}",
+                }
+            )
+        write_tables(study, config.out)
+
+    try:
+        if remaining:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=config.timeout,
+                callbacks=[on_trial],
+                catch=(RuntimeError,),
+                gc_after_trial=False,
+            )
+    finally:
+        if progress is not None:
+            progress.close()
+        write_tables(study, config.out)
+    winners = pick_winners(study, config, space)
+    files = write_outputs(study, config, space, winners)
+    if config.final and winners:
+        winners = finalize(winners, config, space, data, log)
+        files.update(write_outputs(study, config, space, winners))
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    return SearchOutcome(
+        study_dir=config.out,
+        trials=len(trials),
+        complete=states.count(optuna.trial.TrialState.COMPLETE),
+        pruned=states.count(optuna.trial.TrialState.PRUNED),
+        infeasible=sum(1 for t in trials if t.user_attrs.get("infeasible")),
+        failed=states.count(optuna.trial.TrialState.FAIL),
+        winners=tuple(winners),
+        wall_time_s=time.perf_counter() - t0,
+        files=files,
+    )
+
+
+def _smallest_macs(space: Space, num_classes: int) -> int:
+    """MACs of the smallest genotype: the narrowest widths, the largest prune ratios, tiny densities."""
+    smallest: dict[str, int | float] = {}
+    for g in space.genes:
+        if g.kind == "int":
+            smallest[g.name] = int(g.low)
+        elif space.kind == "ratios":
+            smallest[g.name] = g.high
+        else:
+            smallest[g.name] = 1e-6
+    return genotype_cost(space, space.make(smallest), num_classes=num_classes).macs
+
+
+# -- results ---------------------------------------------------------------------------------------------------
+def pick_winners(study: optuna.Study, config: SearchConfig, space: Space) -> list[Winner]:
+    """Top-k by validation accuracy: of the Pareto front (two objectives) or of the feasible trials."""
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not t.user_attrs.get("infeasible") and t.user_attrs.get("val_acc") is not None
+    ]
+    if not complete:
+        return []
+    pool = complete if config.constrained else [t for t in study.best_trials if t in complete] or complete
+    pool = sorted(pool, key=lambda t: (-float(t.user_attrs["val_acc"]), int(t.user_attrs["macs"])))
+    seen: set[str] = set()
+    winners = []
+    for t in pool:
+        key = t.user_attrs["key"]
+        if key in seen:
+            continue
+        seen.add(key)
+        winners.append(
+            Winner(
+                trial=t.number,
+                genotype=Genotype.from_dict(t.user_attrs["genotype"]),
+                val_acc=float(t.user_attrs["val_acc"]),
+                macs=int(t.user_attrs["macs"]),
+                params=int(t.user_attrs["params"]),
+                origin=_origin(t),
+            )
+        )
+        if len(winners) >= config.budget.top_k:
+            break
+    return winners
+
+
+def _origin(t: optuna.trial.FrozenTrial) -> str:
+    if t.user_attrs.get("origin") == "proposer":
+        target = t.user_attrs.get("target") or {}
+        return f"{t.user_attrs.get('proposer')}@{target.get('value', '?')}"
+    return "sampler"
+
+
+def finalize(
+    winners: Sequence[Winner], config: SearchConfig, space: Space, data: DatasetSplits, log: Callable[[str], None]
+) -> list[Winner]:
+    """Retrain each winner with the full recipe, evaluate on the test set once, export to ONNX."""
+    out: list[Winner] = []
+    for i, w in enumerate(winners, start=1):
+        cost = genotype_cost(space, w.genotype, num_classes=data.num_classes)
+        recipe = make_recipe(
+            config.final_recipe,
+            space.recipe,
+            macs=cost.macs,
+            reference_macs=cost.reference_macs,
+            overrides={"epochs": config.budget.final_epochs, **config.recipe_overrides},
+        )
+        run_dir = config.out / "final" / f"{w.genotype.key}-{recipe.name}-e{recipe.epochs}"
+        log(
+            f"winner {i}/{len(winners)}: trial {w.trial} ({w.origin}), "
+            f"retraining with {recipe.name} for {recipe.epochs} epochs"
+        )
+        result = train(
+            space,
+            w.genotype.with_provenance(study=config.study, trial=w.trial, origin=w.origin),
+            data,
+            recipe,
+            RunSettings(device=config.device, seed=config.seed, quiet=config.quiet),
+            out_dir=run_dir,
+            extra_metrics={"cost": cost.to_dict(), "study": config.study, "trial": w.trial},
+        )
+        export_dir = None
+        if config.export and result.finished:
+            from prunenas.export import export_run
+
+            dest = config.exports_root / space.name / config.study / w.genotype.key
+            exported = export_run(run_dir, dest)
+            export_dir = str(exported.out_dir)
+            log(f"  exported {exported.onnx_path} (ONNX Runtime parity checked)")
+        out.append(replace(w, final=result, export_dir=export_dir))
+    return out
+
+
+TRIAL_COLUMNS = (
+    "number", "state", "origin", "proposer", "target", "key", "macs", "params", "macs_ratio", "val_acc",
+    "infeasible", "cached", "epochs_run", "train_time_s", "stopped", "duration_s", "genotype",
+)  # fmt: skip
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        rows.append(
+            {
+                "number": t.number,
+                "state": "INFEASIBLE" if a.get("infeasible") else t.state.name,
+                "origin": a.get("origin", "sampler"),
+                "proposer": a.get("proposer"),
+                "target": (a.get("target") or {}).get("value"),
+                "key": a.get("key"),
+                "macs": a.get("macs"),
+                "params": a.get("params"),
+                "macs_ratio": a.get("macs_ratio"),
+                "val_acc": a.get("val_acc"),
+                "infeasible": bool(a.get("infeasible", False)),
+                "cached": a.get("cached"),
+                "epochs_run": a.get("epochs_run"),
+                "train_time_s": a.get("train_time_s"),
+                "stopped": a.get("stopped"),
+                "duration_s": duration,
+                "genotype": a.get("genotype"),
+            }
+        )
+    return rows
+
+
+def write_tables(study: optuna.Study, out: Path) -> dict[str, str]:
+    rows = trial_rows(study)
+    json_path, csv_path = out / "trials.json", out / "trials.csv"
+    tmp = json_path.with_name("trials.json.tmp")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, json_path)
+    tmp = csv_path.with_name("trials.csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=TRIAL_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "genotype": json.dumps((r["genotype"] or {}).get("genes")) if r["genotype"] else ""})
+    os.replace(tmp, csv_path)
+    return {"trials_json": str(json_path), "trials_csv": str(csv_path)}
+
+
+def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winners: Sequence[Winner]) -> dict[str, str]:
+    from prunenas.report import plot_pareto
+
+    files = write_tables(study, config.out)
+    best_dir = config.out / "best"
+    best_dir.mkdir(exist_ok=True)
+    for rank, w in enumerate(winners, start=1):
+        g = w.genotype.with_provenance(study=config.study, trial=w.trial, origin=w.origin, val_acc=w.val_acc, rank=rank)
+        g.save(best_dir / f"{rank:02d}-{w.genotype.key}.json")
+    rows = trial_rows(study)
+    pareto_keys = {w.genotype.key for w in winners}
+    front = [] if config.constrained else [t.number for t in study.best_trials]
+    title = f"{space.name}: {config.study}"
+    png = plot_pareto(
+        rows, config.out / "pareto.png", front=front, winners=pareto_keys, title=title, max_macs=config.max_macs
+    )
+    files["pareto_png"] = str(png)
+    summary = {
+        "study": config.study,
+        "space": space.name,
+        "settings": config.settings_dict(),
+        "trials": len(rows),
+        "pareto_front": front,
+        "winners": [
+            {
+                "rank": rank,
+                "trial": w.trial,
+                "key": w.genotype.key,
+                "origin": w.origin,
+                "macs": w.macs,
+                "params": w.params,
+                "val_acc_proxy": w.val_acc,
+                "final": None if w.final is None else {k: v for k, v in w.final.to_dict().items() if k != "history"},
+                "export_dir": w.export_dir,
+            }
+            for rank, w in enumerate(winners, start=1)
+        ],
+    }
+    (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    files["summary_json"] = str(config.out / "summary.json")
+    files["best_dir"] = str(best_dir)
+    return files

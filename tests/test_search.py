@@ -1,0 +1,227 @@
+"""Search end to end on a tiny ResNet-8 space and a digits subset (seconds per trial on a CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+
+import prunenas.search as search_mod
+from prunenas.cli import main
+from prunenas.cost import genotype_cost
+from prunenas.data import load_dataset
+from prunenas.search import BUDGETS, Objective, SearchConfig, run_search
+from prunenas.spaces import get_space
+
+TINY_TOML = """
+extends = "resnet20_channels"
+name = "tiny_resnet8"
+[model]
+depth = 8
+shortcut = "B"
+widths = [6, 8, 12]
+[recipe]
+batch_size = 32
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_space(tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "tiny_resnet8.toml"
+    path.write_text(TINY_TOML)
+    return get_space(str(path))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("digits", seed=0, train_subset=96, val_size=48)
+
+
+def config_for(tmp_path: Path, space, **changes) -> SearchConfig:
+    budget = replace(BUDGETS["smoke"], trials=3, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1)
+    base = SearchConfig(
+        space=space.name,
+        dataset="digits",
+        study="t",
+        out=tmp_path / "study",
+        budget=budget,
+        budget_name="test",
+        exports_root=tmp_path / "exports",
+        quiet=True,
+        proposer_names=("uniform", "random"),
+    )
+    return replace(base, **changes)
+
+
+class TrainSpy:
+    """Counts the genotypes the search really trains (cache hits do not reach `train`'s loop)."""
+
+    def __init__(self, monkeypatch):
+        self.keys: list[str] = []
+        real = search_mod.train
+
+        def spy(space, genotype, *args, **kwargs):
+            out = kwargs.get("out_dir")
+            if out is None or not (Path(out) / "metrics.json").exists():
+                self.keys.append(genotype.key)
+            return real(space, genotype, *args, **kwargs)
+
+        monkeypatch.setattr(search_mod, "train", spy)
+
+
+def test_tiny_search_writes_everything(tmp_path, tiny_space, data):
+    config = config_for(tmp_path, tiny_space)
+    outcome = run_search(config, tiny_space, data, log=lambda m: None)
+    assert outcome.trials == 3 and outcome.complete == 3
+    out = config.out
+    rows = json.loads((out / "trials.json").read_text())
+    assert len(rows) == 3
+    for r in rows:
+        assert r["state"] == "COMPLETE"
+        assert r["macs"] > 0 and r["params"] > 0 and 0 <= r["val_acc"] <= 1
+        assert r["genotype"]["space"] == tiny_space.name and r["key"]
+    with (out / "trials.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 3
+    # the two seeds come first and are marked
+    assert [r["origin"] for r in rows[:2]] == ["proposer", "proposer"]
+    assert {r["proposer"] for r in rows[:2]} == {"uniform", "random"}
+    assert (out / "pareto.png").stat().st_size > 1000
+    best = sorted((out / "best").glob("*.json"))
+    assert len(best) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    winner = summary["winners"][0]
+    assert winner["final"]["test_acc"] is not None and winner["final"]["finished"]
+    export_dir = Path(winner["export_dir"])
+    assert export_dir.parent == tmp_path / "exports" / tiny_space.name / "t"
+    assert (export_dir / "model.onnx").exists() and (export_dir / "model.json").exists()
+    assert summary["settings"]["seed"] == 0
+
+
+def test_resume_continues_the_same_study(tmp_path, tiny_space, data, monkeypatch):
+    config = config_for(tmp_path, tiny_space, final=False)
+    run_search(replace(config, budget=replace(config.budget, trials=2)), tiny_space, data, log=lambda m: None)
+    first = json.loads((config.out / "trials.json").read_text())
+    spy = TrainSpy(monkeypatch)
+
+    # interrupt the next run in the middle of its first trial
+    calls = {"n": 0}
+    real = search_mod.train
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(replace(config, budget=replace(config.budget, trials=4)), tiny_space, data, log=lambda m: None)
+    spy = TrainSpy(monkeypatch)
+    outcome = run_search(replace(config, budget=replace(config.budget, trials=4)), tiny_space, data, log=lambda m: None)
+    rows = json.loads((config.out / "trials.json").read_text())
+    done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+    assert len(done) == 4 and outcome.complete == 4
+    # the first two trials are the same records, not recomputed
+    assert [(r["number"], r["key"], r["val_acc"]) for r in rows[:2]] == [
+        (r["number"], r["key"], r["val_acc"]) for r in first
+    ]
+    assert not set(spy.keys) & {r["key"] for r in first}
+    assert len(spy.keys) <= 2
+
+
+def test_seeding_enqueues_proposer_genotypes_with_user_attrs(tmp_path, tiny_space, data):
+    config = config_for(tmp_path, tiny_space, final=False, budget=replace(BUDGETS["smoke"], trials=2, proxy_epochs=1,
+                        seed_targets=(0.4, 0.7), top_k=1, final_epochs=1))  # fmt: skip
+    run_search(config, tiny_space, data, log=lambda m: None)
+    study = optuna.load_study(study_name="t", storage=search_mod.make_storage(config))
+    trials = study.get_trials()
+    seeded = [t for t in trials if t.user_attrs.get("origin") == "proposer"]
+    assert len(seeded) >= 2
+    for t in seeded:
+        assert t.user_attrs["proposer"] in ("uniform", "random")
+        assert t.user_attrs["target"]["kind"] == "macs_ratio"
+        assert t.user_attrs["target"]["value"] in (0.4, 0.7)
+        ratio = genotype_cost(tiny_space, tiny_space.make(t.params)).macs_ratio
+        assert abs(ratio - t.user_attrs["target"]["value"]) <= 0.02 * t.user_attrs["target"]["value"]
+    # the waiting seeds stay in the queue for the next run of the same command
+    assert len(trials) == 2
+
+
+def test_constrained_mode_never_trains_an_infeasible_genotype(tmp_path, tiny_space, data, monkeypatch):
+    spy = TrainSpy(monkeypatch)
+    limit = 0.45
+    config = config_for(
+        tmp_path, tiny_space, final=False, sampler="random", pruner="median",
+        max_macs=int(limit * genotype_cost(tiny_space, tiny_space.reference()).macs), max_macs_ratio=limit,
+        budget=replace(BUDGETS["smoke"], trials=6, proxy_epochs=2, seed_targets=(0.3, 0.9), top_k=1, final_epochs=1),
+    )  # fmt: skip
+    outcome = run_search(config, tiny_space, data, log=lambda m: None)
+    rows = json.loads((config.out / "trials.json").read_text())
+    infeasible = [r for r in rows if r["infeasible"]]
+    assert infeasible and outcome.infeasible == len(infeasible)
+    assert all(r["macs_ratio"] > limit for r in infeasible)
+    trained = set(spy.keys)
+    assert trained and not trained & {r["key"] for r in infeasible}
+    for key in trained:
+        row = next(r for r in rows if r["key"] == key)
+        assert row["macs_ratio"] <= limit
+    assert all(r["epochs_run"] is None for r in infeasible)
+
+
+def test_duplicate_genotype_hits_the_cache(tmp_path, tiny_space, data, monkeypatch):
+    spy = TrainSpy(monkeypatch)
+    config = config_for(tmp_path, tiny_space)
+    objective = Objective(config, tiny_space, data)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    params = dict(tiny_space.random_genotype(5).genes)
+    study.enqueue_trial(params)
+    study.enqueue_trial(params)
+    study.optimize(objective, n_trials=2)
+    first, second = study.trials
+    assert first.user_attrs["cached"] is False and second.user_attrs["cached"] is True
+    assert first.values == second.values
+    assert len(spy.keys) == 1
+
+
+def test_proposers_mode_samples_proposers(tmp_path, tiny_space, data):
+    config = config_for(tmp_path, tiny_space, mode="proposers", final=False)
+    run_search(config, tiny_space, data, log=lambda m: None)
+    rows = json.loads((config.out / "trials.json").read_text())
+    assert len(rows) == 3
+    assert all(r["origin"] == "proposer" and r["proposer"] in ("uniform", "random") for r in rows)
+    assert all(r["state"] == "COMPLETE" or r["stopped"].startswith("proposer failed") for r in rows)
+    assert any(r["state"] == "COMPLETE" for r in rows)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, tiny_space, data):
+    config = config_for(
+        tmp_path, tiny_space, final=False, budget=replace(config_for(tmp_path, tiny_space).budget, trials=1)
+    )
+    run_search(config, tiny_space, data, log=lambda m: None)
+    other = replace(config, budget=replace(config.budget, proxy_epochs=3))
+    with pytest.raises(search_mod.PrunenasError, match="other settings"):
+        run_search(other, tiny_space, data, log=lambda m: None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--space", "nope"], "unknown space"),
+        (["--space", "resnet20_channels", "--trials", "0"], "--trials must be >= 1"),
+        (["--space", "resnet20_channels", "--pruner", "median"], "single objective"),
+        (["--space", "resnet20_channels", "--max-macs-ratio", "0.00001"], "smallest model"),
+        (["--space", "resnet20_channels", "--max-macs-ratio", "1.5"], "--max-macs-ratio"),
+        (["--space", "resnet20_channels", "--timeout", "-1"], "--timeout"),
+        (["--space", "resnet20_channels", "--storage", "postgresql://u:p@127.0.0.1:1/x"], "storage"),
+    ],
+)
+def test_cli_search_bad_input(tmp_path, capsys, argv, message):
+    code = main(["search", *argv, "--dataset", "digits", "--out", str(tmp_path / "s"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("prunenas: error:") and "Traceback" not in err
+    assert message in err
