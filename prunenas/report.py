@@ -134,6 +134,7 @@ def plot_pareto(
     on_front = sorted((r for r in done if r["number"] in set(front)), key=lambda r: r["macs"])
     if on_front:
         ax.plot([r["macs"] / 1e6 for r in on_front], [100 * r["val_acc"] for r in on_front], "-", c="tab:green",
+                marker="s", ms=4, mfc="none",
                 lw=1.2, label="Pareto front")  # fmt: skip
     keys = set(winners)
     chosen = [r for r in done if r.get("key") in keys]
@@ -148,7 +149,7 @@ def plot_pareto(
     if title:
         ax.set_title(title)
     if done or infeasible:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)

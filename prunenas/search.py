@@ -61,7 +61,7 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     # Minutes on a 2-core CPU with the embedded digits set: a handful of 1-epoch candidates.
-    "smoke": Budget(trials=6, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=2, train_subset=600),
+    "smoke": Budget(trials=8, proxy_epochs=3, seed_targets=(0.5,), top_k=1, final_epochs=8),
     # An hour or two on one GPU for ResNet-56 on CIFAR-10.
     "fast": Budget(trials=40, proxy_epochs=8, seed_targets=(0.3, 0.5, 0.7), top_k=3, final_epochs=60),
     # The Rethinking protocol for the winners: full 160-epoch retraining.
