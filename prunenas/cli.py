@@ -531,6 +531,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_argv(raw: Sequence[str]) -> list[str]:
+    """The search command line for a worker process: the same study, without --workers/--gpus."""
+    out: list[str] = []
+    skip = False
+    for tok in raw:
+        if skip:
+            skip = False
+            continue
+        if tok in ("--workers", "--gpus"):
+            skip = True
+            continue
+        if tok.startswith(("--workers=", "--gpus=")) or tok in ("--json", "--worker-only"):
+            continue
+        out.append(tok)
+    return out
+
+
 # -- prunenas search ---------------------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
     from dataclasses import replace
@@ -562,6 +579,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise PrunenasError(f"--max-macs-ratio must be in (0, 1] (got {args.max_macs_ratio})")
     if args.max_macs is not None and args.max_macs <= 0:
         raise PrunenasError(f"--max-macs must be a positive number of MACs (got {args.max_macs})")
+    if args.workers < 1:
+        raise PrunenasError(f"--workers must be >= 1 (got {args.workers})")
+    if args.heartbeat <= 0:
+        raise PrunenasError(f"--heartbeat must be > 0 seconds (got {args.heartbeat})")
+    gpus = tuple(g.strip() for g in args.gpus.split(",")) if args.gpus else ()
+    if any(not g.isdigit() for g in gpus):
+        raise PrunenasError(f"--gpus takes GPU indices like 0,1 (got {args.gpus!r})")
     args.train_subset = budget.train_subset
     dataset = args.dataset or "cifar10"
     args.dataset = dataset
@@ -596,9 +620,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         device=args.device,
         quiet=args.quiet,
+        workers=args.workers,
+        gpus=gpus,
+        heartbeat=args.heartbeat,
+        worker_only=args.worker_only,
+        worker_argv=tuple(worker_argv(args.raw_argv)),
     )
-    log = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
+    log = (lambda _msg: None) if (args.json or args.worker_only) else (lambda msg: print(msg, flush=True))
     outcome = run_search(config, space, data, log=log)
+    if args.worker_only:
+        return 0
     if args.json:
         _print_json(
             {
@@ -657,6 +688,83 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"study folder: {outcome.study_dir} (trials.csv, trials.json, pareto.png, best/, summary.json)")
     if not args.storage:
         print(f"dashboard: optuna-dashboard {outcome.study_dir / 'study.journal'}")
+    return 0
+
+
+# -- prunenas rethink -------------------------------------------------------------------------------------
+def cmd_rethink(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from prunenas.rethink import (
+        RethinkConfig,
+        check_config,
+        dry_run,
+        format_plan,
+        format_results,
+        known_train_images,
+        parse_ablations,
+        run_rethink,
+    )
+    from prunenas.spaces import get_space
+
+    if args.proposer and args.genotype:
+        raise PrunenasError("give either --proposer P (the method decides the genotype) or --genotype FILE, not both")
+    if not args.proposer and not args.genotype:
+        raise PrunenasError(
+            "say what to prune: --proposer P with --ratio R, --macs-ratio R or --density D, or --genotype FILE"
+        )
+    if args.seeds < 1:
+        raise PrunenasError(f"--seeds must be >= 1 (got {args.seeds}); the paper used 5")
+    targets = [v for v in (args.ratio, args.macs_ratio, args.density) if v is not None]
+    if args.genotype and (targets or args.option):
+        raise PrunenasError("--ratio/--macs-ratio/--density/--option go with --proposer; a --genotype is fixed")
+    ablations = parse_ablations(args.ablation)
+    if args.genotype:
+        space, genotype = load_genotype(args.genotype, args.space)
+    else:
+        space, genotype = get_space(args.space), None
+    config = RethinkConfig(
+        space=space,
+        dataset=args.dataset,
+        genotype=genotype,
+        proposer=args.proposer,
+        proposer_options=parse_options(args.option),
+        target=target_from_args(args) if args.proposer else None,
+        reference=args.reference,
+        seeds=args.seeds,
+        budget=args.budget,
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        batch_size=args.batch_size,
+        scratch_b_cap=args.scratch_b_cap,
+        ablations=ablations,
+        out=Path(args.out) if args.out else None,
+        settings=settings_from_args(args),
+    )
+    check_config(config)  # bad input fails here, before any dataset is loaded
+    if args.dry_run:
+        images = known_train_images(
+            args.dataset, train_subset=args.train_subset, val_size=args.val_size, seed=args.seed
+        )
+        plan = dry_run(config, train_images=images)
+        if args.json:
+            _print_json({"dry_run": True, **plan.to_dict()})
+        else:
+            print(format_plan(plan))
+            print("dry run: nothing trained")
+        return 0
+    data = data_from_args(args, args.seed)
+    log = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
+    outcome = run_rethink(config, data, log=log)
+    if args.json:
+        _print_json(outcome.to_dict())
+        return 0
+    print()
+    print(format_results(outcome))
+    print(
+        f"{outcome.trained} run(s) trained, {outcome.skipped} found finished, {outcome.wall_time_s:.0f} s; "
+        f"study folder {outcome.plan.study_dir} (rethink.txt, rethink.json, rethink.png, one folder per run)"
+    )
     return 0
 
 
@@ -768,10 +876,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage", metavar="URL", help="Optuna RDB storage URL (default: a journal file in the study folder)"
     )
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes here (N per GPU with --gpus)")
+    p.add_argument("--gpus", metavar="0,1,...", help="one group of --workers processes per listed GPU")
+    p.add_argument(
+        "--heartbeat", type=float, default=60.0, metavar="SECONDS",
+        help="database storage: heartbeat of running trials; one silent for 3x this is failed and retried",
+    )  # fmt: skip
+    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     add_data_args(p, default="cifar10")
     add_run_args(p)
     p.set_defaults(handler=cmd_search)
+    p = sub.add_parser(
+        "rethink", help="Rethinking the Value of Network Pruning: unpruned vs fine-tuned vs scratch-E/B, N seeds each"
+    )
+    p.add_argument("--space", required=True, help="space name or .toml path (channels or density)")
+    p.add_argument("--proposer", help="pruning method that decides the genotype (see `prunenas proposers`)")
+    tg = p.add_argument_group("target of --proposer (exactly one)")
+    tg.add_argument("--ratio", type=float, help="fraction of prunable channels/weights removed, in [0, 1)")
+    tg.add_argument("--macs-ratio", type=float, help="target MACs / reference MACs, in (0, 1] (met within 2%%)")
+    tg.add_argument("--density", type=float, help="fraction of prunable weights kept (density spaces), in (0, 1]")
+    p.add_argument("--option", action="append", metavar="NAME=VALUE", help="proposer option (repeatable)")
+    p.add_argument("--genotype", metavar="FILE", help="a fixed pruned genotype (file or shipped name), not --proposer")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per arm, from --seed on (default 1)")
+    p.add_argument(
+        "--budget", default="paper", choices=["smoke", "fast", "paper"],
+        help="epochs: paper = the recipe (160, fine-tune 40, scratch-B scaled), fast = 1/4, smoke = 2 per arm",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, metavar="E", help="base epochs E (unpruned, scratch-E; scratch-B scales E)")
+    p.add_argument("--finetune-epochs", type=int, metavar="F", help="fine-tuning epochs (default 40 x budget)")
+    p.add_argument("--batch-size", type=int, help="batch size of every arm (default: the space's recipe)")
+    p.add_argument("--scratch-b-cap", type=float, metavar="X", help="cap scratch-B epochs at X times E")
+    p.add_argument("--reference", metavar="CKPT", help="a trained reference (checkpoint.pt) instead of training one")
+    p.add_argument("--ablation", metavar="A,B", help="density spaces: shuffle,reinit,invert (Frankle et al. 2021)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (arms, seeds, epochs, totals); train nothing")
+    p.add_argument("--out", metavar="DIR", help="study folder (default runs/rethink/SPACE-KEY-DATASET); rerun resumes")
+    p.add_argument("--json", action="store_true", help="print the plan or the outcome as JSON")
+    add_data_args(p, default="cifar10")
+    add_run_args(p)
+    p.set_defaults(handler=cmd_rethink)
     p = sub.add_parser("export", help="export a trained run to ONNX (verified with onnx.checker and ONNX Runtime)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `prunenas train` (checkpoint.pt etc.)")
     p.add_argument("-o", "--out", metavar="DIR", help="export folder (default exports/SPACE/NAME)")
@@ -799,7 +942,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        raw = list(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(raw)
+        args.raw_argv = raw
         handler: Handler | None = getattr(args, "handler", None)
         if handler is None:
             parser.print_help()

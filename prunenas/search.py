@@ -16,14 +16,20 @@ the runs, trials.csv/json, pareto.png, the winners' genotypes and a summary.json
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +101,11 @@ class SearchConfig:
     quiet: bool = False
     min_density: float = 0.01
     recipe_overrides: Mapping[str, Any] = field(default_factory=dict)
+    workers: int = 1  # processes on this machine (per GPU when gpus is set)
+    gpus: tuple[str, ...] = ()
+    heartbeat: float = 60.0  # seconds between heartbeats of a running trial (database storage)
+    worker_only: bool = False  # a spawned worker: run trials, no seeding, no final step
+    worker_argv: tuple[str, ...] = ()  # the command line the workers are started with
 
     @property
     def constrained(self) -> bool:
@@ -105,6 +116,8 @@ class SearchConfig:
         d["out"] = str(self.out)
         d["exports_root"] = str(self.exports_root)
         d["recipe_overrides"] = dict(self.recipe_overrides)
+        for k in ("worker_argv", "worker_only", "workers", "gpus", "heartbeat", "quiet"):
+            d.pop(k, None)  # how this process runs, not what the study is
         return d
 
 
@@ -116,24 +129,88 @@ def default_study_dir(space: str, dataset: str, study: str) -> Path:
 def make_storage(config: SearchConfig) -> Any:
     """Optuna storage: a journal file in the study folder, or the --storage URL (PostgreSQL, ...)."""
     if config.storage:
-        url = config.storage
+        url = _with_driver(config.storage)
         try:
             return optuna.storages.RDBStorage(
                 url,
-                heartbeat_interval=60,
-                grace_period=180,
+                heartbeat_interval=max(1, round(config.heartbeat)),
+                grace_period=max(2, round(3 * config.heartbeat)),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PrunenasError(
-                f"cannot open storage {url!r} ({first[:200]}); check the URL "
-                "(e.g. postgresql://user:pass@host/db) and that the server is reachable"
+                f"cannot open storage {_redact(url)!r} ({_first_line(exc)[:200]}); check the URL "
+                "(e.g. postgresql://user:pass@host:5432/db) and that the server is reachable"
             ) from None
     from optuna.storages.journal import JournalFileBackend
 
     config.out.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(config.out / JOURNAL)))
+
+
+def _with_driver(url: str) -> str:
+    """postgresql:// uses SQLAlchemy's default driver (psycopg 3); fall back to psycopg2 when only it is there."""
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    head, sep, tail = url.partition("://")
+    if sep and "@" in tail:
+        cred, _, host = tail.rpartition("@")
+        user = cred.split(":", 1)[0]
+        return f"{head}://{user}:***@{host}" if ":" in cred else url
+    return url
+
+
+class StorageLost(OSError):
+    """The study storage stopped answering in the middle of a run."""
+
+
+def _silence_storage_errors_in_threads() -> None:
+    """Optuna's heartbeat thread dies with a traceback when the database goes away; the main thread
+    reports that in one line, so the thread's storage errors are not printed."""
+    previous = threading.excepthook
+    if getattr(previous, "_prunenas", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, storage_errors()):
+            return
+        previous(args)
+
+    hook._prunenas = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def storage_reachable(study: optuna.Study) -> bool:
+    try:
+        study.user_attrs  # noqa: B018 - a round trip to the storage
+        return True
+    except Exception:
+        return False
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the storage went away (database down, journal file gone)."""
+    errors: list[type[BaseException]] = [OSError, optuna.exceptions.StorageInternalError]
+    try:
+        import sqlalchemy.exc
+
+        errors.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:  # pragma: no cover - optuna depends on sqlalchemy
+        pass
+    return tuple(errors)
 
 
 def _alive(host: str, pid: int) -> bool:
@@ -156,12 +233,24 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
         host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
         if host is None or pid is None or _alive(str(host), int(pid)):
             continue
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        attrs = {k: v for k, v in t.user_attrs.items() if k not in ("host", "pid")}
-        attrs["retry_of"] = t.number
-        study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+        try:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, RuntimeError):
+            continue  # another process got there first
+        retry(study, t)
         recovered.append(t.number)
     return recovered
+
+
+def retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed trial's genotype again; its run folder makes the retry resume, not restart."""
+    attrs = {k: v for k, v in t.user_attrs.items() if k in ("origin", "proposer", "target")}
+    attrs["retry_of"] = int(t.user_attrs.get("retry_of", t.number))
+    study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+
+
+class SurplusTrial(Exception):
+    """A trial started by a worker after the study-wide cap was already taken by others."""
 
 
 # -- the objective ---------------------------------------------------------------------------------------------
@@ -245,6 +334,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        if trials_ahead(trial.study, trial.number) >= self.config.budget.trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"the study's {self.config.budget.trials} trials were taken by other workers")
         genotype = self.propose(trial) if self.config.mode == "proposers" else self.sample_genes(trial)
         cost = genotype_cost(self.space, genotype, num_classes=self.data.num_classes)
         trial.set_user_attr("genotype", genotype.to_dict())
@@ -264,6 +356,7 @@ class Objective:
                 return 0.0
         result, cached = self.train(trial, genotype)
         trial.set_user_attr("cached", cached)
+        trial.set_user_attr("resumed_from_epoch", result.resumed_from)
         trial.set_user_attr("val_acc", result.val_acc)
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("train_time_s", result.wall_time_s)
@@ -282,7 +375,6 @@ class Objective:
 
     def train(self, trial: optuna.Trial, genotype: Genotype) -> tuple[TrainResult, bool]:
         out = self.run_dir(genotype)
-        cached = (out / "metrics.json").exists()
         callbacks: list[Callable[[EpochMetrics], None]] = []
         if self.config.constrained and self.config.pruner != "none":
 
@@ -294,18 +386,38 @@ class Objective:
                     raise StopTraining(f"pruned by the {self.config.pruner} pruner at epoch {m.epoch}")
 
             callbacks.append(report)
-        result = train(
-            self.space,
-            genotype,
-            self.data,
-            self.proxy,
-            RunSettings(device=self.config.device, seed=self.config.seed, quiet=True, plot=False),
-            out_dir=out,
-            callbacks=callbacks,
-            evaluate_test=False,
-            extra_metrics={"trial": trial.number, "study": self.config.study},
-        )
+        out.mkdir(parents=True, exist_ok=True)
+        with run_lock(out):  # two workers never train the same genotype: the second waits, then reads it
+            cached = (out / "metrics.json").exists()
+            result = train(
+                self.space,
+                genotype,
+                self.data,
+                self.proxy,
+                RunSettings(device=self.config.device, seed=self.config.seed, quiet=True, plot=False),
+                out_dir=out,
+                callbacks=callbacks,
+                evaluate_test=False,
+                extra_metrics={"trial": trial.number, "study": self.config.study},
+            )
         return result, cached
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a run folder across processes (released by the OS if the holder dies)."""
+    with (folder / ".lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def trials_ahead(study: optuna.Study, number: int) -> int:
+    """Trials before `number` that hold a place under the study-wide cap (done or still running)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if t.number < number)
 
 
 def applicable_proposers(space: Space, reference: str | None) -> list[str]:
@@ -456,10 +568,12 @@ def run_search(
     data: DatasetSplits,
     log: Callable[[str], None] = print,
 ) -> SearchOutcome:
-    """Create or resume the study, run trials until the budget is spent, then retrain and export."""
+    """Create or resume the study, run trials until the study-wide budget is spent (here, or in
+    worker processes), then retrain and export the winners."""
     t0 = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     if config.max_macs is not None:
         ref = genotype_cost(space, space.reference(), num_classes=data.num_classes)
         smallest = _smallest_macs(space, data.num_classes)
@@ -469,69 +583,52 @@ def run_search(
                 f"({smallest:,} MACs, {smallest / ref.macs:.4f} of the reference); raise --max-macs-ratio"
             )
     config.out.mkdir(parents=True, exist_ok=True)
-    study = open_study(config)
-    objective = Objective(config, space, data)
-    if "settings" not in study.user_attrs:
-        study.set_user_attr("settings", config.settings_dict())
-        seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []
-        bounds = objective.search_bounds([g for g, _ in seeds])
-        study.set_user_attr("bounds", json.dumps({k: list(v) for k, v in bounds.items()}))
-        for genotype, attrs in seeds:
-            study.enqueue_trial(dict(genotype.genes), user_attrs=attrs, skip_if_exists=True)
-        if seeds:
-            log(
-                f"seeded the study with {len(seeds)} proposer genotypes "
-                f"({', '.join(sorted({a['proposer'] for _, a in seeds}))})"
-            )
-    else:
-        recovered = recover_stale_trials(study)
-        log(
-            f"resuming study {config.study!r}: {n_done(study)} trials done"
-            + (f", retrying {recovered}" if recovered else "")
-        )
-
-    remaining = max(0, config.budget.trials - n_done(study))
-    progress = None
-    if not config.quiet and remaining:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(
-            total=config.budget.trials, initial=config.budget.trials - remaining, desc="trials", unit="trial"
-        )
-
-    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if n_done(study) >= config.budget.trials:
-            study.stop()
-        if progress is not None:
-            progress.update(1)
-            acc = trial.user_attrs.get("val_acc")
-            progress.set_postfix(
-                {
-                    "last": f"{acc:.3f}" if isinstance(acc, float) else trial.state.name.lower(),
-                    "MACs": f"{trial.user_attrs.get('macs_ratio', 0):.2f}",
-                }
-            )
-        write_tables(study, config.out)
-
+    _silence_storage_errors_in_threads()
     try:
-        if remaining:
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=config.timeout,
-                callbacks=[on_trial],
-                catch=(RuntimeError,),
-                gc_after_trial=False,
+        study = open_study(config)
+        objective = Objective(config, space, data)
+        if config.worker_only:
+            pass
+        elif "settings" not in study.user_attrs:
+            study.set_user_attr("settings", config.settings_dict())
+            seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []
+            bounds = objective.search_bounds([g for g, _ in seeds])
+            study.set_user_attr("bounds", json.dumps({k: list(v) for k, v in bounds.items()}))
+            for genotype, attrs in seeds:
+                study.enqueue_trial(dict(genotype.genes), user_attrs=attrs, skip_if_exists=True)
+            if seeds:
+                log(
+                    f"seeded the study with {len(seeds)} proposer genotypes "
+                    f"({', '.join(sorted({a['proposer'] for _, a in seeds}))})"
+                )
+        else:
+            recovered = recover_stale_trials(study)
+            log(
+                f"resuming study {config.study!r}: {n_done(study)} trials done"
+                + (f", retrying {recovered}" if recovered else "")
             )
+        n_procs = config.workers * max(1, len(config.gpus))
+        if not config.worker_only and (n_procs > 1 or config.gpus):
+            run_workers(study, objective, config, log)
+        else:
+            run_trials(study, objective, config)
+    except storage_errors() as exc:
+        raise PrunenasError(
+            f"lost the study storage ({_first_line(exc)[:160]}); the trials that finished are stored: "
+            "rerun the same command when the storage is back to resume"
+        ) from None
     finally:
-        if progress is not None:
-            progress.close()
-        write_tables(study, config.out)
-    winners = pick_winners(study, config, space)
-    files = write_outputs(study, config, space, winners)
-    if config.final and winners:
-        winners = finalize(winners, config, space, data, log)
-        files.update(write_outputs(study, config, space, winners))
+        with contextlib.suppress(Exception):
+            write_tables(study, config.out)
+    if config.worker_only:
+        winners: list[Winner] = []
+        files: dict[str, str] = {}
+    else:
+        winners = pick_winners(study, config, space)
+        files = write_outputs(study, config, space, winners)
+        if config.final and winners:
+            winners = finalize(winners, config, space, data, log)
+            files.update(write_outputs(study, config, space, winners))
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     return SearchOutcome(
@@ -540,11 +637,137 @@ def run_search(
         complete=states.count(optuna.trial.TrialState.COMPLETE),
         pruned=states.count(optuna.trial.TrialState.PRUNED),
         infeasible=sum(1 for t in trials if t.user_attrs.get("infeasible")),
-        failed=states.count(optuna.trial.TrialState.FAIL),
+        failed=sum(1 for t in trials if t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get("surplus")),
         winners=tuple(winners),
         wall_time_s=time.perf_counter() - t0,
         files=files,
     )
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    counts = {"done": 0, "running": 0, "waiting": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            counts["done"] += 1
+        elif t.state == optuna.trial.TrialState.RUNNING:
+            counts["running"] += 1
+        elif t.state == optuna.trial.TrialState.WAITING:
+            counts["waiting"] += 1
+    return counts
+
+
+def run_trials(study: optuna.Study, objective: Objective, config: SearchConfig, poll_s: float = 1.0) -> None:
+    """Run trials one at a time until the study (all workers, all machines) holds `trials` done ones.
+
+    While the last places are held by running trials of other workers this one waits: if such a
+    worker dies, its trial turns stale (heartbeat, or its process is gone) and is queued again."""
+    cap = config.budget.trials
+    deadline = time.monotonic() + config.timeout if config.timeout else None
+    progress = None
+    if not config.quiet and not config.worker_only:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cap, initial=min(cap, n_done(study)), desc="trials", unit="trial")
+
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if progress is not None:
+            progress.n = min(cap, n_done(study))
+            acc = trial.user_attrs.get("val_acc")
+            last = f"{acc:.3f}" if isinstance(acc, float) else trial.state.name.lower()
+            progress.set_postfix({"last": last, "MACs": f"{trial.user_attrs.get('macs_ratio', 0):.2f}"})
+        write_tables(study, config.out)
+
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            counts = _counts(study)
+            if counts["done"] >= cap:
+                break
+            if counts["done"] + counts["running"] >= cap and counts["waiting"] == 0:
+                recover_stale_trials(study)  # a dead worker's trial on this machine
+                optuna.storages.fail_stale_trials(study)  # a no-op without database heartbeats
+                time.sleep(poll_s)
+                continue
+            try:
+                study.optimize(objective, n_trials=1, callbacks=[on_trial], catch=(RuntimeError, SurplusTrial))
+            except storage_errors():
+                raise
+            except Exception as exc:
+                # Optuna can fail in its own bookkeeping when the database vanishes mid-trial: ask
+                # the storage directly whether that is what happened.
+                if storage_reachable(study):
+                    raise
+                raise StorageLost("the storage stopped answering") from exc
+    except KeyboardInterrupt:
+        requeue_own_trials(study)
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def requeue_own_trials(study: optuna.Study) -> None:
+    """After Ctrl-C: this process's interrupted trial is failed and queued again, so the next run of
+    the same command resumes it from its run folder's last checkpoint."""
+    me = (socket.gethostname(), os.getpid())
+    with contextlib.suppress(Exception):
+        retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+        for t in study.get_trials(deepcopy=False):
+            if (t.user_attrs.get("host"), t.user_attrs.get("pid")) != me or t.number in retried:
+                continue
+            if t.state == optuna.trial.TrialState.RUNNING:
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            elif t.state != optuna.trial.TrialState.FAIL or t.user_attrs.get("surplus"):
+                continue
+            retry(study, t)
+
+
+def worker_commands(config: SearchConfig) -> list[tuple[list[str], dict[str, str]]]:
+    """(argv, extra environment) of each worker process of this machine."""
+    base = [sys.executable, "-m", "prunenas.cli", *config.worker_argv, "--worker-only", "--quiet"]
+    gpus = list(config.gpus) or [""]
+    out = []
+    for gpu in gpus:
+        env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu else {}
+        out += [(base, env)] * config.workers
+    return out
+
+
+def run_workers(
+    study: optuna.Study, objective: Objective, config: SearchConfig, log: Callable[[str], None], poll_s: float = 2.0
+) -> None:
+    """Start the worker processes, show the study's progress, and wait for them."""
+    commands = worker_commands(config)
+    log(f"starting {len(commands)} worker processes" + (f" on GPUs {','.join(config.gpus)}" if config.gpus else ""))
+    procs = [subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL) for argv, env in commands]
+    progress = None
+    if not config.quiet:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=config.budget.trials, initial=min(config.budget.trials, n_done(study)), desc="trials")
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(poll_s)
+            if progress is not None:
+                progress.n = min(config.budget.trials, n_done(study))
+                progress.refresh()
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+        raise
+    finally:
+        if progress is not None:
+            progress.n = min(config.budget.trials, n_done(study))
+            progress.close()
+    failed = [p.returncode for p in procs if p.returncode not in (0, None)]
+    if failed:
+        log(f"{len(failed)} worker(s) exited with codes {failed}; their trials were failed and queued again")
+    if n_done(study) < config.budget.trials:
+        log(f"the workers stopped at {n_done(study)}/{config.budget.trials} trials; finishing here")
+        run_trials(study, objective, config)
 
 
 def _smallest_macs(space: Space, num_classes: int) -> int:
@@ -643,7 +866,8 @@ def finalize(
 
 TRIAL_COLUMNS = (
     "number", "state", "origin", "proposer", "target", "key", "macs", "params", "macs_ratio", "val_acc",
-    "infeasible", "cached", "epochs_run", "train_time_s", "stopped", "duration_s", "genotype",
+    "infeasible", "cached", "epochs_run", "resumed_from_epoch", "retry_of", "train_time_s", "stopped", "duration_s",
+    "host", "pid", "genotype",
 )  # fmt: skip
 
 
@@ -659,7 +883,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         rows.append(
             {
                 "number": t.number,
-                "state": "INFEASIBLE" if a.get("infeasible") else t.state.name,
+                "state": "INFEASIBLE" if a.get("infeasible") else "SURPLUS" if a.get("surplus") else t.state.name,
                 "origin": a.get("origin", "sampler"),
                 "proposer": a.get("proposer"),
                 "target": (a.get("target") or {}).get("value"),
@@ -671,6 +895,10 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "infeasible": bool(a.get("infeasible", False)),
                 "cached": a.get("cached"),
                 "epochs_run": a.get("epochs_run"),
+                "resumed_from_epoch": a.get("resumed_from_epoch"),
+                "retry_of": a.get("retry_of", t.system_attrs.get("failed_trial")),
+                "host": a.get("host"),
+                "pid": a.get("pid"),
                 "train_time_s": a.get("train_time_s"),
                 "stopped": a.get("stopped"),
                 "duration_s": duration,

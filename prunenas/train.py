@@ -97,6 +97,7 @@ class TrainResult:
     seed: int
     stopped: str | None  # None when the run finished; else why it stopped
     history: tuple[EpochMetrics, ...] = field(default_factory=tuple)
+    resumed_from: int = 0  # epochs already done in the checkpoint this run resumed from
 
     @property
     def finished(self) -> bool:
@@ -329,6 +330,7 @@ def train(
             return _finish(
                 model, space, genotype, data, recipe, settings, history, state["stopped"], elapsed_before,
                 out, evaluate_test=False, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
+                resumed_from=start_epoch,
             )  # fmt: skip
 
     step_model: nn.Module = model
@@ -437,6 +439,7 @@ def train(
     return _finish(
         model, space, genotype, data, recipe, settings, history, stopped, wall, out,
         evaluate_test=evaluate_test and stopped is None, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
+        resumed_from=start_epoch,
     )  # fmt: skip
 
 
@@ -456,6 +459,7 @@ def _finish(
     amp: bool,
     eval_batches: Callable[[ImageSet], DeviceBatches],
     extra: Mapping[str, Any] | None,
+    resumed_from: int = 0,
 ) -> TrainResult:
     test_acc = None
     if evaluate_test and len(data.test):
@@ -479,6 +483,7 @@ def _finish(
         seed=settings.seed,
         stopped=stopped,
         history=tuple(history),
+        resumed_from=resumed_from,
     )
     if out is not None:
         write_metrics(out, result, space, genotype, data, recipe, settings, extra)
