@@ -353,7 +353,7 @@ def check_parity(
 
     Returns {"provider", "tolerance", "checks": [{label, batch, max_abs_diff, max_abs_logit,
     argmax_agreement}], "max_abs_diff", "passed": True}; raises ExportError when any batch differs by
-    `tolerance` or more (or has a wrong output shape).
+    the allowed difference (`tolerance` + 1e-6 x the largest |logit|) or more (or has a wrong output shape).
     """
     session = make_session(onnx_path, provider, exact=True)
     used = session.get_providers()[0]
