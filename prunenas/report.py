@@ -32,6 +32,11 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], align: s
     return "\n".join(lines)
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend."""
+    return _pyplot()
+
+
 def _pyplot() -> Any:
     import matplotlib
 

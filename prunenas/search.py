@@ -66,7 +66,7 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # Minutes on a 2-core CPU with the embedded digits set: a handful of 1-epoch candidates.
+    # About two minutes on a 2-core CPU with the embedded digits set: 8 candidates of 3 epochs.
     "smoke": Budget(trials=8, proxy_epochs=3, seed_targets=(0.5,), top_k=1, final_epochs=8),
     # An hour or two on one GPU for ResNet-56 on CIFAR-10.
     "fast": Budget(trials=40, proxy_epochs=8, seed_targets=(0.3, 0.5, 0.7), top_k=3, final_epochs=60),

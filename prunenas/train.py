@@ -13,6 +13,7 @@ early (recorded), anything else it raises propagates. This module never imports 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -127,9 +128,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def run_key(genotype: Genotype, recipe: Recipe, seed: int, data: DatasetSplits) -> dict[str, Any]:
-    """What makes two runs the same run (stored in checkpoints; compared on resume)."""
-    return {
+def run_key(
+    genotype: Genotype,
+    recipe: Recipe,
+    seed: int,
+    data: DatasetSplits,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """What makes two runs the same run (stored in checkpoints; compared on resume): the genotype,
+    recipe, seed, data and, for runs that start from given weights, a hash of those weights."""
+    key: dict[str, Any] = {
         "genotype": genotype.key,
         "recipe": recipe.to_dict(),
         "seed": seed,
@@ -137,6 +145,13 @@ def run_key(genotype: Genotype, recipe: Recipe, seed: int, data: DatasetSplits) 
         "train_size": len(data.train),
         "val_size": len(data.val),
     }
+    if init_state is not None:
+        digest = hashlib.sha256()
+        for name in sorted(init_state):
+            digest.update(name.encode())
+            digest.update(init_state[name].detach().cpu().contiguous().numpy().tobytes())
+        key["init"] = digest.hexdigest()[:16]
+    return key
 
 
 @torch.no_grad()
@@ -248,7 +263,7 @@ def train(
                 f"cannot create output folder {str(out)!r}: {exc.strerror}; pass another --out"
             ) from None
         genotype.save(out / "genotype.json")  # every run folder says what it trained
-    key = run_key(genotype, recipe, settings.seed, data)
+    key = run_key(genotype, recipe, settings.seed, data, init_state)
 
     # -- model, exactly as a fresh run builds it ------------------------------------------------
     torch.manual_seed(settings.seed)
