@@ -20,8 +20,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -30,6 +28,7 @@ from torch import nn
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
+from prunenas.plugins import load_group
 from prunenas.spaces.base import Space
 
 TargetKind = Literal["ratio", "macs_ratio", "density"]
@@ -160,11 +159,6 @@ _BUILTINS = {
 }
 
 
-def _load(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    return getattr(import_module(module), attr)
-
-
 def _add(found: dict[tuple[str, str], type[Proposer]], label: str, cls: object) -> None:
     if isinstance(cls, type) and issubclass(cls, Proposer) and cls.name:
         found[(cls.name, cls.kind)] = cls
@@ -175,15 +169,8 @@ def _add(found: dict[tuple[str, str], type[Proposer]], label: str, cls: object) 
 @cache
 def _registry() -> dict[tuple[str, str], type[Proposer]]:
     found: dict[tuple[str, str], type[Proposer]] = {}
-    for label, ref in _BUILTINS.items():
-        _add(found, label, _load(ref))
-    for ep in entry_points(group=GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plugin must not take the tool down
-            print(f"prunenas: warning: cannot load proposer plugin {ep.name!r}: {exc}", file=sys.stderr)
-            continue
-        _add(found, ep.name, cls)
+    for label, cls in load_group(GROUP, _BUILTINS, "proposer"):
+        _add(found, label, cls)
     return found
 
 

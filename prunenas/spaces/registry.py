@@ -22,12 +22,11 @@ import os
 import sys
 from collections.abc import Mapping
 from functools import cache
-from importlib import import_module
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from prunenas.errors import SpaceError
+from prunenas.plugins import load_group
 from prunenas.spaces.base import Space
 
 if sys.version_info >= (3, 11):
@@ -46,36 +45,15 @@ _BUILTIN_FAMILIES = {
 }
 
 
-def _load_ref(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    obj: Any = import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 @cache
 def families() -> dict[str, type[Space]]:
     """Entry-point name -> Space subclass, built-ins included."""
     found: dict[str, type[Space]] = {}
-    for name, ref in _BUILTIN_FAMILIES.items():
-        found[name] = _load_ref(ref)
-    for ep in entry_points(group=GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plugin must not take the tool down
-            print(
-                f"prunenas: warning: cannot load space plugin {ep.name!r} ({ep.value}): {exc}",
-                file=sys.stderr,
-            )
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, Space)):
-            print(
-                f"prunenas: warning: space plugin {ep.name!r} is not a Space subclass; ignored",
-                file=sys.stderr,
-            )
-            continue
-        found[ep.name] = cls
+    for name, cls in load_group(GROUP, _BUILTIN_FAMILIES, "space"):
+        if isinstance(cls, type) and issubclass(cls, Space):
+            found[name] = cls
+        else:
+            print(f"prunenas: warning: space plugin {name!r} is not a Space subclass; ignored", file=sys.stderr)
     return found
 
 
