@@ -625,6 +625,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         worker_only=args.worker_only,
         worker_argv=tuple(worker_argv(args.raw_argv)),
+        amp=False if args.no_amp else None,
+        channels_last=False if args.no_channels_last else None,
+        compile=args.compile,
     )
     log = (lambda _msg: None) if (args.json or args.worker_only) else (lambda msg: print(msg, flush=True))
     outcome = run_search(config, space, data, log=log)

@@ -106,6 +106,15 @@ class SearchConfig:
     heartbeat: float = 60.0  # seconds between heartbeats of a running trial (database storage)
     worker_only: bool = False  # a spawned worker: run trials, no seeding, no final step
     worker_argv: tuple[str, ...] = ()  # the command line the workers are started with
+    amp: bool | None = None  # trainer switches (None: on for CUDA)
+    channels_last: bool | None = None
+    compile: bool = False
+
+    def run_settings(self, **changes: Any) -> RunSettings:
+        base = RunSettings(
+            device=self.device, seed=self.seed, amp=self.amp, channels_last=self.channels_last, compile=self.compile
+        )
+        return replace(base, **changes)
 
     @property
     def constrained(self) -> bool:
@@ -116,7 +125,17 @@ class SearchConfig:
         d["out"] = str(self.out)
         d["exports_root"] = str(self.exports_root)
         d["recipe_overrides"] = dict(self.recipe_overrides)
-        for k in ("worker_argv", "worker_only", "workers", "gpus", "heartbeat", "quiet"):
+        for k in (
+            "worker_argv",
+            "worker_only",
+            "workers",
+            "gpus",
+            "heartbeat",
+            "quiet",
+            "amp",
+            "channels_last",
+            "compile",
+        ):
             d.pop(k, None)  # how this process runs, not what the study is
         return d
 
@@ -394,7 +413,7 @@ class Objective:
                 genotype,
                 self.data,
                 self.proxy,
-                RunSettings(device=self.config.device, seed=self.config.seed, quiet=True, plot=False),
+                self.config.run_settings(quiet=True, plot=False),
                 out_dir=out,
                 callbacks=callbacks,
                 evaluate_test=False,
@@ -848,7 +867,7 @@ def finalize(
             w.genotype.with_provenance(study=config.study, trial=w.trial, origin=w.origin),
             data,
             recipe,
-            RunSettings(device=config.device, seed=config.seed, quiet=config.quiet),
+            config.run_settings(quiet=config.quiet),
             out_dir=run_dir,
             extra_metrics={"cost": cost.to_dict(), "study": config.study, "trial": w.trial},
         )
