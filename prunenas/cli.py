@@ -172,6 +172,11 @@ def add_recipe_args(p: argparse.ArgumentParser, default: str = "standard") -> No
     g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--momentum", type=float, default=None)
     g.add_argument("--scratch-b-cap", type=float, default=None, metavar="X", help="cap scratch-b epochs at X times E")
+    g.add_argument(
+        "--set", action="append", dest="recipe_set", metavar="KEY=VALUE",
+        help="any other recipe setting (repeatable), e.g. --set milestones=[0.3,0.6] --set nesterov=true "
+        "--set label_smoothing=0.1; see prunenas/recipes.py for the names",
+    )  # fmt: skip
 
 
 def data_from_args(args: argparse.Namespace, seed: int) -> Any:
@@ -198,6 +203,7 @@ def recipe_from_args(args: argparse.Namespace, space: Any, genotype: Any) -> Any
             "lr": args.lr,
             "weight_decay": args.weight_decay,
             "momentum": args.momentum,
+            **parse_options(getattr(args, "recipe_set", None)),
         },
     )
 

@@ -93,14 +93,50 @@ class Recipe:
 _FIELDS = {f.name for f in dataclasses.fields(Recipe)}
 
 
+_INTS = ("epochs", "batch_size")
+_FLOATS = ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "label_smoothing", "bn_l1")
+_BOOLS = ("nesterov", "augment", "needs_weights")
+
+
+def _typed(name: str, key: str, value: Any) -> Any:
+    """A recipe value checked and converted to its field's type (TOML and --set give loose types)."""
+
+    def bad(what: str) -> PrunenasError:
+        return PrunenasError(f"recipe {name!r}: {key} must be {what}, got {value!r}")
+
+    if key in _INTS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if key in _FLOATS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if key in _BOOLS:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if key == "milestones":
+        if not isinstance(value, list | tuple) or any(
+            isinstance(m, bool) or not isinstance(m, int | float) for m in value
+        ):
+            raise bad("a list of fractions like [0.5, 0.75]")
+        return tuple(float(m) for m in value)
+    if key == "extra":
+        if not isinstance(value, Mapping):
+            raise bad("a table")
+        return dict(value)
+    if not isinstance(value, str):
+        raise bad("a string")
+    return value
+
+
 def recipe_from_mapping(name: str, values: Mapping[str, Any]) -> Recipe:
     unknown = sorted(set(values) - _FIELDS)
     if unknown:
         raise PrunenasError(f"recipe {name!r}: unknown setting(s) {unknown}; valid: {', '.join(sorted(_FIELDS))}")
-    kwargs = dict(values)
-    if "milestones" in kwargs:
-        kwargs["milestones"] = tuple(kwargs["milestones"])
-    return Recipe(name=name, **{k: v for k, v in kwargs.items() if k != "name"})
+    kwargs = {k: _typed(name, k, v) for k, v in values.items() if k != "name"}
+    return Recipe(name=name, **kwargs)
 
 
 def make_recipe(

@@ -68,6 +68,16 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("missing genotype file", lambda t: ["cost", str(t / "nothing.json")], "does not exist"),
     ("genotype path is a folder", lambda t: ["cost", str(t)], "folder"),
     ("zero epochs", lambda t: ["train", r20(t), "--dataset", "digits", "--epochs", "0"], "epochs"),
+    (
+        "recipe setting of the wrong type",
+        lambda t: ["train", r20(t), "--dataset", "digits", "--set", "milestones=2"],
+        "milestones",
+    ),
+    (
+        "unknown recipe setting",
+        lambda t: ["train", r20(t), "--dataset", "digits", "--set", "warp=9"],
+        "unknown setting",
+    ),
     ("negative batch size", lambda t: ["train", r20(t), "--dataset", "digits", "--batch-size", "-4"], "batch_size"),
     ("zero trials", lambda t: ["search", "--space", r20(t), "--dataset", "digits", "--trials", "0"], "--trials"),
     (

@@ -85,6 +85,16 @@ def test_bad_recipes(name, overrides, message):
         make_recipe(name, {}, overrides=overrides)
 
 
+def test_every_recipe_field_can_be_overridden():
+    recipe = make_recipe(
+        "standard",
+        {},
+        overrides={"milestones": [0.3, 0.6], "nesterov": True, "label_smoothing": 0.1, "gamma": 0.2, "lr": 1},
+    )
+    assert recipe.milestones == (0.3, 0.6) and recipe.nesterov and recipe.label_smoothing == 0.1
+    assert recipe.gamma == 0.2 and recipe.lr == 1.0 and isinstance(recipe.lr, float)
+
+
 def test_scratch_b_needs_macs():
     with pytest.raises(PrunenasError, match="MACs"):
         make_recipe("scratch-b", {})
