@@ -179,6 +179,16 @@ def add_recipe_args(p: argparse.ArgumentParser, default: str = "standard") -> No
     )  # fmt: skip
 
 
+def add_training_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The options of a command that trains one run (train, pretrain)."""
+    p.add_argument("--out", help=f"run folder (default {default_out}); an existing run resumes")
+    p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_recipe_args(p)
+    add_data_args(p)
+    add_run_args(p)
+
+
 def data_from_args(args: argparse.Namespace, seed: int) -> Any:
     from prunenas.data import load_dataset
 
@@ -806,23 +816,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a genotype from scratch (or fine-tune it) and write metrics")
     p.add_argument("genotype", help="genotype JSON file, shipped genotype name, or space name (its reference)")
     p.add_argument("--space", help="space name or .toml path instead of the genotype's own")
-    p.add_argument("--out", help="run folder (default runs/train/SPACE-KEY-RECIPE-sSEED); an existing run resumes")
-    p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
     p.add_argument("--weights", metavar="CKPT", help="start from these weights (required by --recipe finetune)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_recipe_args(p)
-    add_data_args(p)
-    add_run_args(p)
+    add_training_args(p, "runs/train/SPACE-KEY-RECIPE-sSEED")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("pretrain", help="train a space's reference model (weights for proposers: --reference)")
     p.add_argument("--space", required=True, help="space name or .toml path")
-    p.add_argument("--out", help="run folder (default runs/pretrain/SPACE-DATASET-RECIPE-sSEED); resumes")
-    p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_recipe_args(p)
-    add_data_args(p)
-    add_run_args(p)
+    add_training_args(p, "runs/pretrain/SPACE-DATASET-RECIPE-sSEED")
     p.set_defaults(handler=cmd_pretrain)
 
     p = sub.add_parser("proposers", help="list the pruning methods that propose architectures")

@@ -292,6 +292,7 @@ class Objective:
         self.runs = config.out / "runs"
         self._proposers: list[str] = list(config.proposer_names or applicable_proposers(space, config.reference))
         self._context: Any = None
+        self._bounds: dict[str, list[Any]] | None = None
 
     # genes mode ---------------------------------------------------------------------------------------------
     def search_bounds(self, seeds: Sequence[Genotype] = ()) -> dict[str, tuple[float, float, bool]]:
@@ -310,9 +311,11 @@ class Objective:
 
     def sample_genes(self, trial: optuna.Trial) -> Genotype:
         values: dict[str, int | float] = {}
-        bounds = json.loads(trial.study.user_attrs.get("bounds", "{}")) or {
-            k: list(v) for k, v in self.search_bounds().items()
-        }
+        if self._bounds is None:  # fixed when the study was created: read it once
+            self._bounds = json.loads(trial.study.user_attrs.get("bounds", "{}")) or {
+                k: list(v) for k, v in self.search_bounds().items()
+            }
+        bounds = self._bounds
         for gene in self.space.genes:
             low, high, log = bounds[gene.name]
             if gene.kind == "int":

@@ -21,6 +21,27 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_SCRIPT = ROOT / ".ci" / "postgres.sh"
 
 
+# A ResNet-8 (one block per stage) with shortcut B: seconds per trial on a CPU, for search tests.
+TINY_RESNET8_TOML = """
+extends = "resnet20_channels"
+name = "tiny_resnet8"
+[model]
+depth = 8
+shortcut = "B"
+widths = [6, 8, 12]
+[recipe]
+batch_size = 32
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of the tiny ResNet-8 space's TOML (space name "tiny_resnet8")."""
+    path = tmp_path_factory.mktemp("tiny_space") / "tiny_resnet8.toml"
+    path.write_text(TINY_RESNET8_TOML)
+    return path
+
+
 def _have_pg_binaries() -> bool:
     return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) if Path("/usr/lib/postgresql").is_dir() else False
 

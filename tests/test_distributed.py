@@ -16,24 +16,14 @@ from pathlib import Path
 import optuna
 import torch
 
-TINY_TOML = """
-extends = "resnet20_channels"
-name = "tiny_resnet8"
-[model]
-depth = 8
-shortcut = "B"
-widths = [6, 8, 12]
-[recipe]
-batch_size = 32
-"""
 COMPLETE = optuna.trial.TrialState.COMPLETE
 FAIL = optuna.trial.TrialState.FAIL
 RUNNING = optuna.trial.TrialState.RUNNING
 
 
-def search_argv(tmp_path: Path, *extra: str, trials: int = 8, epochs: int = 1, subset: int = 96) -> list[str]:
-    space = tmp_path / "tiny_resnet8.toml"
-    space.write_text(TINY_TOML)
+def search_argv(
+    tmp_path: Path, space: Path, *extra: str, trials: int = 8, epochs: int = 1, subset: int = 96
+) -> list[str]:
     return [
         sys.executable, "-m", "prunenas.cli", "search", "--space", str(space), "--dataset", "digits",
         "--budget", "smoke", "--trials", str(trials), "--proxy-epochs", str(epochs), "--train-subset", str(subset),
@@ -78,9 +68,9 @@ def running_trial_with_checkpoint(study_dir: Path, trials: list[optuna.trial.Fro
     return None
 
 
-def test_two_workers_share_one_study(tmp_path, pg_url):
+def test_two_workers_share_one_study(tmp_path, tiny_toml, pg_url):
     proc = subprocess.run(
-        search_argv(tmp_path, "--workers", "2", "--storage", pg_url, "--heartbeat", "2"),
+        search_argv(tmp_path, tiny_toml, "--workers", "2", "--storage", pg_url, "--heartbeat", "2"),
         env=env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -101,9 +91,9 @@ def test_two_workers_share_one_study(tmp_path, pg_url):
     assert len({t.user_attrs["key"] for t in trained}) == len(trained)
 
 
-def test_kill_9_of_a_worker_loses_nothing(tmp_path, pg_url):
+def test_kill_9_of_a_worker_loses_nothing(tmp_path, tiny_toml, pg_url):
     argv = search_argv(
-        tmp_path, "--workers", "2", "--storage", pg_url, "--heartbeat", "1", trials=6, epochs=4, subset=160
+        tmp_path, tiny_toml, "--workers", "2", "--storage", pg_url, "--heartbeat", "1", trials=6, epochs=4, subset=160
     )
     main = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -131,8 +121,8 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path, pg_url):
     assert all(t.user_attrs.get("surplus") for t in others)
 
 
-def test_sigint_leaves_a_study_that_resumes(tmp_path):
-    argv = search_argv(tmp_path, trials=4, epochs=12, subset=400)
+def test_sigint_leaves_a_study_that_resumes(tmp_path, tiny_toml):
+    argv = search_argv(tmp_path, tiny_toml, trials=4, epochs=12, subset=400)
     proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "study" / "study.journal"
     storage = f"journal:{journal}"
@@ -169,9 +159,9 @@ def test_sigint_leaves_a_study_that_resumes(tmp_path):
     assert retry.state == COMPLETE and retry.user_attrs["resumed_from_epoch"] >= 1
 
 
-def test_unreachable_database_is_one_clear_line(tmp_path):
+def test_unreachable_database_is_one_clear_line(tmp_path, tiny_toml):
     proc = subprocess.run(
-        search_argv(tmp_path, "--storage", "postgresql://postgres@127.0.0.1:1/nothing"),
+        search_argv(tmp_path, tiny_toml, "--storage", "postgresql://postgres@127.0.0.1:1/nothing"),
         env=env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2
@@ -180,9 +170,9 @@ def test_unreachable_database_is_one_clear_line(tmp_path):
     assert "reachable" in lines[0]
 
 
-def test_database_lost_mid_run(tmp_path, pg_server):
+def test_database_lost_mid_run(tmp_path, tiny_toml, pg_server):
     url = pg_server.url
-    argv = search_argv(tmp_path, "--storage", url, "--heartbeat", "1", trials=8, epochs=6, subset=400)
+    argv = search_argv(tmp_path, tiny_toml, "--storage", url, "--heartbeat", "1", trials=8, epochs=6, subset=400)
     proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _exists(url) and sum(t.state == COMPLETE for t in load(url).get_trials()) >= 2,

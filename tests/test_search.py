@@ -17,23 +17,10 @@ from prunenas.data import load_dataset
 from prunenas.search import BUDGETS, Objective, SearchConfig, run_search
 from prunenas.spaces import get_space
 
-TINY_TOML = """
-extends = "resnet20_channels"
-name = "tiny_resnet8"
-[model]
-depth = 8
-shortcut = "B"
-widths = [6, 8, 12]
-[recipe]
-batch_size = 32
-"""
-
 
 @pytest.fixture(scope="module")
-def tiny_space(tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "tiny_resnet8.toml"
-    path.write_text(TINY_TOML)
-    return get_space(str(path))
+def tiny_space(tiny_toml):
+    return get_space(str(tiny_toml))
 
 
 @pytest.fixture(scope="module")
