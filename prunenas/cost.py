@@ -138,12 +138,8 @@ def model_cost(
 
 @lru_cache(maxsize=4096)
 def _cost_cached(space: Space, canonical: str, num_classes: int) -> tuple[int, int]:
-    genotype = Genotype.from_json(canonical)
-    if space.kind == "density":
-        # The masks do not change the shapes: count the dense model, weight by the densities.
-        model = space.build(space.reference(), num_classes=num_classes)
-        return model_cost(model, space.input_shape, {k: float(v) for k, v in genotype.genes.items()})
-    return model_cost(space.build(genotype, num_classes=num_classes), space.input_shape)
+    model, weights = space.counting_model(Genotype.from_json(canonical), num_classes)
+    return model_cost(model, space.input_shape, weights)
 
 
 def genotype_cost(space: Space, genotype: Genotype, num_classes: int | None = None) -> Cost:
@@ -157,11 +153,9 @@ def genotype_cost(space: Space, genotype: Genotype, num_classes: int | None = No
 
 @lru_cache(maxsize=65536)
 def _fast_macs_cached(space: Space, canonical: str) -> int:
-    genotype = Genotype.from_json(canonical)
-    if space.kind == "density":
-        by_layer = analytic_macs_by_layer(space.build(space.reference()), space.input_shape)
-        return int(sum(round(n * float(genotype.genes.get(k, 1.0))) for k, n in by_layer.items()))
-    return int(sum(analytic_macs_by_layer(space.build(genotype), space.input_shape).values()))
+    model, weights = space.counting_model(Genotype.from_json(canonical), space.num_classes)
+    by_layer = analytic_macs_by_layer(model, space.input_shape)
+    return int(sum(round(n * float((weights or {}).get(k, 1.0))) for k, n in by_layer.items()))
 
 
 def fast_macs(space: Space, genotype: Genotype) -> int:

@@ -12,7 +12,7 @@ from prunenas.data import load_dataset
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.proposers.base import Target, get_proposer, proposers
-from prunenas.proposers.runner import MACS_TOLERANCE, make_context, overall_density, run_proposer
+from prunenas.proposers.runner import MACS_TOLERANCE, make_context, run_proposer
 from prunenas.proposers.structured import global_widths, local_widths
 from prunenas.spaces import get_space
 from prunenas.spaces.registry import shipped_genotypes
@@ -64,7 +64,7 @@ def test_contract(name, kind, digits):
     # the target is met
     achieved = first.provenance["achieved"]
     if kind == "density":
-        assert overall_density(space, first) == pytest.approx(0.2, abs=0.005)
+        assert space.achieved(first)["density"] == pytest.approx(0.2, abs=0.005)
         assert achieved["density"] == pytest.approx(0.2, abs=0.005)
     else:
         assert abs(achieved["macs_ratio"] - target.value) <= MACS_TOLERANCE * target.value
@@ -124,6 +124,38 @@ def test_option_a_prunes_only_inner_widths(digits):
     assert [g.genes[f"stage{s}_width"] for s in (1, 2, 3)] == [16, 32, 64]
     # and the genotype builds and runs (Torch-Pruning never touched the option-A model)
     assert space.build(g)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_criteria_table_makes_one_importable_class_per_row():
+    from prunenas.proposers import structured
+    from prunenas.surgery import IMPORTANCES
+
+    for row in structured.CRITERIA:
+        cls = getattr(structured, row.cls)
+        assert cls.__name__ == row.cls and cls.__module__ == structured.__name__
+        assert (cls.name, cls.importance, cls.needs_trained, cls.quick) == (
+            row.proposer, row.importance, row.needs_trained, row.quick,
+        )  # fmt: skip
+        assert row.importance in IMPORTANCES
+        assert get_proposer(row.proposer, "channels").__class__ is cls
+    taylor = structured.TaylorProposer
+    assert taylor.needs_data and taylor.gradient and taylor.options["batch_size"] == 128
+    assert not structured.L1Proposer.needs_data and "batch_size" not in structured.L1Proposer.options
+
+
+@pytest.mark.parametrize(("space_name", "lam"), [("vgg16_channels", 1e-4), ("resnet20_channels", 1e-5)])
+def test_slimming_default_lambda_comes_from_the_space(space_name, lam, digits, monkeypatch):
+    seen = {}
+
+    def recipe(*args, overrides=None, **kwargs):
+        seen.update(overrides or {})
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr("prunenas.recipes.make_recipe", recipe)
+    ctx = context(get_space(space_name), digits)
+    with pytest.raises(RuntimeError, match="stop before training"):
+        get_proposer("slimming", "channels").propose(ctx, Target("ratio", 0.3))
+    assert seen["bn_l1"] == lam
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
+from prunenas import surgery
 from prunenas.cost import fvcore_macs_by_layer, genotype_cost
 from prunenas.data import DatasetSplits, ImageSet, load_dataset
 from prunenas.errors import PrunenasError
 from prunenas.genotype import GeneValue
+from prunenas.proposers import at_init_scores as S
 from prunenas.proposers import unstructured as U
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, get_proposer
 from prunenas.spaces import get_space
@@ -84,6 +86,7 @@ class TinyNet(nn.Module):
 class TinySpace(Space):
     family: ClassVar[str] = "tiny"
     kind: ClassVar[SpaceKind] = "density"
+    proposer_kind: ClassVar[str | None] = "density"  # density proposers serve it
 
     def _make_genes(self) -> list[Gene]:
         return [Gene(name, "float", 0.0, 1.0, 1.0, low_open=True) for name, _ in prunable_layers(TinyNet())]
@@ -222,7 +225,7 @@ def test_snip_scores_equal_autograd() -> None:
         return F.cross_entropy(functional_call(model, p, (x,)), y)
 
     g = grad(loss)(params)
-    scores = U.snip_scores(model, x, y)
+    scores = S.snip_scores(model, x, y)
     for name in weight_names(model):
         torch.testing.assert_close(scores[name.removesuffix(".weight")], (params[name] * g[name]).abs())
 
@@ -239,7 +242,7 @@ def test_grasp_scores_equal_forward_over_reverse_hvp() -> None:
     ws = {n: params[n] for n in names}
     g = grad(loss)(ws)
     _, hg = jvp(grad(loss), (ws,), (g,))  # H g without double backward
-    scores = U.grasp_scores(model, x, y, temperature=200.0)
+    scores = S.grasp_scores(model, x, y, temperature=200.0)
     for name in names:
         torch.testing.assert_close(scores[name.removesuffix(".weight")], -ws[name] * hg[name], rtol=1e-9, atol=1e-30)
 
@@ -263,14 +266,14 @@ def synflow_by_hand(model: nn.Module, masks: Mapping[str, torch.Tensor] | None =
 def test_synflow_scores_equal_autograd_in_float64() -> None:
     model = tiny_model()
     before = snapshot(model)
-    scores = U.synflow_scores(model, (3, 8, 8))
+    scores = S.synflow_scores(model, (3, 8, 8))
     expected = synflow_by_hand(model)
     for name, s in expected.items():
         assert scores[name].dtype == torch.float64
         torch.testing.assert_close(scores[name], s, rtol=1e-12, atol=0.0)
     g = torch.Generator().manual_seed(0)
     masks = {name: (torch.rand(s.shape, generator=g) < 0.5).float() for name, s in expected.items()}
-    masked = U.synflow_scores(model, (3, 8, 8), masks)
+    masked = S.synflow_scores(model, (3, 8, 8), masks)
     for name, s in synflow_by_hand(model, masks).items():
         torch.testing.assert_close(masked[name], s, rtol=1e-12, atol=0.0)
     assert_unchanged(model, before)
@@ -293,7 +296,7 @@ def test_synflow_iterative_matches_a_plain_loop(tiny: ProposalContext) -> None:
     masks = {n: torch.ones(weight_of(m).shape) for n, m in prunable_layers(tiny.model)}
     for k in range(1, iterations + 1):
         masks = naive_top(
-            U.synflow_scores(tiny.model, (3, 8, 8), masks), round(total * density ** (k / iterations)), masks
+            S.synflow_scores(tiny.model, (3, 8, 8), masks), round(total * density ** (k / iterations)), masks
         )
     p = U.SynflowProposer(iterations=iterations).propose(tiny, Target("density", density))
     assert p.masks is not None
@@ -301,7 +304,7 @@ def test_synflow_iterative_matches_a_plain_loop(tiny: ProposalContext) -> None:
         assert torch.equal(p.masks[name], mask), name
     single = U.SynflowProposer(iterations=1).propose(tiny, Target("density", density))
     assert single.masks is not None
-    once = naive_top(U.synflow_scores(tiny.model, (3, 8, 8)), round(total * density), {n: torch.ones(1) for n in masks})
+    once = naive_top(S.synflow_scores(tiny.model, (3, 8, 8)), round(total * density), {n: torch.ones(1) for n in masks})
     assert all(torch.equal(single.masks[n], once[n]) for n in masks)
 
 
@@ -345,6 +348,7 @@ def test_grasp_keeps_the_lowest_scores_and_graspabs_the_highest_magnitudes(
     cls: type[Proposer], invert: bool, expect: str, tiny: ProposalContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scores = constructed_scores(tiny.model)
+    # patched where GraspProposer looks it up: unstructured imports it from at_init_scores
     monkeypatch.setattr(U, "grasp_scores", lambda model, x, y, temperature=200.0: scores)
     p = cls(invert=invert, samples_per_class=1).propose(tiny, Target("density", 0.3))
     flat = torch.cat([s.reshape(-1) for s in scores.values()])
@@ -357,7 +361,7 @@ def test_grasp_keeps_the_lowest_scores_and_graspabs_the_highest_magnitudes(
 def test_invert_keeps_the_smallest_magnitudes(tiny: ProposalContext) -> None:
     with torch.no_grad():
         tiny.model.fc.weight.uniform_(-0.18, 0.18)  # spans the convs' range: no layer needs the guard
-    scores = U.magnitude_scores(tiny.model)
+    scores = S.magnitude_scores(tiny.model)
     flat = torch.cat([s.reshape(-1) for s in scores.values()])
     m = round(0.4 * flat.numel())
     for invert in (True, False):
@@ -403,7 +407,7 @@ def test_guarded_top_m_agrees_with_the_global_ranking() -> None:
     ranking = U._GlobalRanking(keys, ["a", "b", "c", "d"], floors)
     for m in (30, 60, 200):
         allocation = ranking.allocate(m)
-        keep, low = U._guarded_top_m(torch.cat(keys), m, sizes, floors)
+        keep, low = S._guarded_top_m(torch.cat(keys), m, sizes, floors)
         assert torch.equal(keep, torch.cat(ranking.masks(allocation.counts)))
         assert {["a", "b", "c", "d"][i]: c for i, c in low.items()} == allocation.clamped
         assert sum(allocation.counts) == m and all(c >= f for c, f in zip(allocation.counts, floors, strict=True))
@@ -439,11 +443,11 @@ def test_uniform_gives_the_same_density_everywhere(r20: ProposalContext) -> None
 def test_shuffle_masks_keeps_counts_and_moves_positions(r20: ProposalContext) -> None:
     p = U.MagnitudeProposer().propose(r20, Target("density", 0.2))
     assert p.masks is not None
-    shuffled = U.shuffle_masks(p.masks, seed=1)
+    shuffled = surgery.shuffle_masks(p.masks, seed=1)
     assert kept_counts(Proposal(p.genotype, shuffled)) == kept_counts(p)
     assert all(shuffled[n].shape == m.shape for n, m in p.masks.items())
     assert not torch.equal(shuffled["layer2.1.conv2"], p.masks["layer2.1.conv2"])
-    again = U.shuffle_masks(p.masks, seed=1)
+    again = surgery.shuffle_masks(p.masks, seed=1)
     assert all(torch.equal(again[n], shuffled[n]) for n in shuffled)
 
 
@@ -454,7 +458,7 @@ def test_apply_masks_to_model_zeros_the_right_weights(r20: ProposalContext, resc
     torch.manual_seed(5)
     fresh = r20.space.build()
     before = {n: weight_of(m).detach().clone() for n, m in prunable_layers(fresh)}
-    assert U.apply_masks_to_model(fresh, p.masks, rescale=rescale) is fresh
+    assert surgery.apply_masks_to_model(fresh, p.masks, rescale=rescale) is fresh
     for name, module in prunable_layers(fresh):
         mask = p.masks[name]
         w = weight_of(module)
@@ -463,7 +467,7 @@ def test_apply_masks_to_model_zeros_the_right_weights(r20: ProposalContext, resc
         scale = 1.0 / math.sqrt(float(mask.mean())) if rescale and float(mask.mean()) < 1 else 1.0
         torch.testing.assert_close(w[mask > 0], before[name][mask > 0] * scale)
     with pytest.raises(PrunenasError, match="unknown layer"):
-        U.apply_masks_to_model(fresh, {"nope": torch.ones(1)})
+        surgery.apply_masks_to_model(fresh, {"nope": torch.ones(1)})
 
 
 # -- bad input and registry -----------------------------------------------------------------------------------

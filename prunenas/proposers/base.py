@@ -28,12 +28,12 @@ from torch import nn
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
-from prunenas.plugins import load_group
+from prunenas.plugins import PROPOSERS, load_group
 from prunenas.spaces.base import Space
 
 TargetKind = Literal["ratio", "macs_ratio", "density"]
 TARGET_KINDS: tuple[TargetKind, ...] = ("ratio", "macs_ratio", "density")
-GROUP = "prunenas.proposers"
+GROUP = PROPOSERS
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,12 @@ class Proposer(ABC):
     needs_data: ClassVar[bool] = False
     targets: ClassVar[tuple[TargetKind, ...]] = ("ratio", "macs_ratio")
     summary: ClassVar[str] = ""
+    #: Seeds a search by default (False for fixed paper rules that only fit a few spaces).
+    seeds_search: ClassVar[bool] = True
+    #: Among the few a smoke-budget search seeds with (data-free or fast on a CPU).
+    quick: ClassVar[bool] = False
+    #: Skipped when seeding a search on a machine without a GPU (too slow there; run it by hand).
+    gpu_only_seeding: ClassVar[bool] = False
     #: option name -> default value (documented in `prunenas proposers`)
     options: ClassVar[Mapping[str, Any]] = {}
 
@@ -105,10 +111,12 @@ class Proposer(ABC):
 
     def check(self, space: Space, target: Target, trained: bool) -> None:
         """Raise PrunenasError if this proposer cannot serve `space`/`target`."""
-        if space.kind != self.kind:
+        if space.proposer_kind is None:
+            raise PrunenasError(f"no pruning method proposes genotypes of space {space.name!r} ({space.value_label})")
+        if not space.serves(self.kind):
             raise PrunenasError(
                 f"proposer {self.name!r} proposes {self.kind} genotypes but space {space.name!r} is a "
-                f"{space.kind} space; pick a {space.kind} proposer (see `prunenas proposers`)"
+                f"{space.proposer_kind} space; pick a {space.proposer_kind} proposer (see `prunenas proposers`)"
             )
         if target.kind not in self.targets:
             flags = ", ".join("--" + t.replace("_", "-") for t in self.targets)
@@ -132,31 +140,9 @@ class Proposer(ABC):
             "targets": list(self.targets),
             "options": dict(self.options),
             "summary": self.summary,
+            "seeds_search": self.seeds_search,
+            "quick": self.quick,
         }
-
-
-# Used only when the package metadata is absent (a bare source tree on PYTHONPATH). Entry-point
-# names are unique; the user-facing name is the class's `name`, which a structured and an
-# unstructured method may share (random, uniform): the space's kind picks between them.
-_BUILTINS = {
-    "uniform": "prunenas.proposers.structured:UniformProposer",
-    "random": "prunenas.proposers.structured:RandomProposer",
-    "l1": "prunenas.proposers.structured:L1Proposer",
-    "l2": "prunenas.proposers.structured:L2Proposer",
-    "taylor": "prunenas.proposers.structured:TaylorProposer",
-    "fpgm": "prunenas.proposers.structured:FPGMProposer",
-    "lamp": "prunenas.proposers.structured:LAMPProposer",
-    "slimming": "prunenas.proposers.structured:SlimmingProposer",
-    "l1-paper": "prunenas.proposers.structured:LiPaperProposer",
-    "magnitude": "prunenas.proposers.unstructured:MagnitudeProposer",
-    "snip": "prunenas.proposers.unstructured:SnipProposer",
-    "grasp": "prunenas.proposers.unstructured:GraspProposer",
-    "graspabs": "prunenas.proposers.unstructured:GraspAbsProposer",
-    "synflow": "prunenas.proposers.unstructured:SynflowProposer",
-    "random-density": "prunenas.proposers.unstructured:RandomDensityProposer",
-    "erk": "prunenas.proposers.unstructured:ERKProposer",
-    "uniform-density": "prunenas.proposers.unstructured:UniformDensityProposer",
-}
 
 
 def _add(found: dict[tuple[str, str], type[Proposer]], label: str, cls: object) -> None:
@@ -169,7 +155,7 @@ def _add(found: dict[tuple[str, str], type[Proposer]], label: str, cls: object) 
 @cache
 def _registry() -> dict[tuple[str, str], type[Proposer]]:
     found: dict[tuple[str, str], type[Proposer]] = {}
-    for label, cls in load_group(GROUP, _BUILTINS, "proposer"):
+    for label, cls in load_group(GROUP, "proposer"):
         _add(found, label, cls)
     return found
 

@@ -66,20 +66,6 @@ def make_context(
     return ProposalContext(space=space, model=model.to(dev), trained=trained, device=dev, seed=seed, data=data)
 
 
-def overall_density(space: Space, genotype: Genotype) -> float:
-    """Kept fraction of all prunable weights of a density genotype."""
-    model = space.build(space.reference())
-    modules = dict(model.named_modules())
-    total = kept = 0
-    from prunenas.spaces.density import mask_count, weight_of
-
-    for name, density in genotype.genes.items():
-        n = weight_of(modules[name]).numel()
-        total += n
-        kept += mask_count(float(density), n)
-    return kept / total
-
-
 def run_proposer(proposer: Proposer, ctx: ProposalContext, target: Target, **provenance: Any) -> Proposal:
     """Call `proposer`, verify the target is met and return the proposal with a stamped genotype."""
     proposer.check(ctx.space, target, ctx.trained)
@@ -91,12 +77,10 @@ def run_proposer(proposer: Proposer, ctx: ProposalContext, target: Target, **pro
     space = ctx.space
     genotype = space.validate(proposal.genotype)
     cost = genotype_cost(space, genotype)
-    achieved: dict[str, float] = {"macs_ratio": cost.macs_ratio}
-    if space.kind == "density":
-        achieved["density"] = overall_density(space, genotype)
+    achieved: dict[str, float] = {"macs_ratio": cost.macs_ratio, **space.achieved(genotype)}
     if target.kind == "macs_ratio" and abs(cost.macs_ratio - target.value) > MACS_TOLERANCE * target.value:
         raise RuntimeError(f"proposer {proposer.name} missed --macs-ratio {target.value}: got {cost.macs_ratio:.4f}")
-    if space.kind == "density" and target.kind in ("density", "ratio"):
+    if "density" in achieved and target.kind in ("density", "ratio"):
         want = target.value if target.kind == "density" else 1.0 - target.value
         if abs(achieved["density"] - want) > DENSITY_TOLERANCE:
             raise RuntimeError(f"proposer {proposer.name} missed density {want}: got {achieved['density']:.4f}")

@@ -1,9 +1,10 @@
 """Structured (channel) proposers: how many channels each gene keeps.
 
 Score-based methods get one importance per output channel of every prunable gene from a
-Torch-Pruning importance criterion applied to the gene's dependency group (importance kept apart
-from structure: nothing is pruned in place, so Torch-Pruning's option-A corruption cannot occur; the
-genotype is rebuilt from scratch). Then:
+Torch-Pruning importance criterion applied to the gene's dependency group (`prunenas.surgery.channel_scores`;
+importance kept apart from structure: nothing is pruned in place, so Torch-Pruning's option-A corruption
+cannot occur; the genotype is rebuilt from scratch). The criteria proposers are the rows of `CRITERIA`
+(one class each). Then:
 
   local  (global_ranking=False): every gene keeps int(n * (1 - r)) channels: the same multiplier
          everywhere, so every criterion gives the same widths (as the GUIDE warns);
@@ -22,6 +23,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +34,7 @@ from prunenas.cost import fast_macs, genotype_cost
 from prunenas.errors import PrunenasError
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, TargetKind
 from prunenas.spaces.base import Space
+from prunenas.surgery import channel_scores
 
 MACS_TOLERANCE = 0.02  # relative
 Widths = dict[str, int]
@@ -120,34 +123,15 @@ def global_widths(scores: Mapping[str, torch.Tensor], ratio: float, floor: int) 
     return widths, clamped
 
 
-# -- scores through Torch-Pruning ------------------------------------------------------------------------
-def _is_out_channel_dep(item: Any) -> bool:
-    return getattr(item.dep.handler, "__name__", "") == "prune_out_channels"
-
-
-def group_scores(space: Space, model: nn.Module, importance: Any, example: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Importance per output channel of every structured gene, from its Torch-Pruning dependency group."""
-    import torch_pruning as tp
-
+# -- scores through Torch-Pruning (prunenas.surgery) ----------------------------------------------------
+def _channel_scores(ctx: ProposalContext, model: nn.Module, importance: str) -> dict[str, torch.Tensor]:
+    """Importance per output channel of every structured gene of the context's space, by the named
+    criterion of `prunenas.surgery.IMPORTANCES` (from the gene's Torch-Pruning dependency group)."""
+    space = ctx.space
     wanted = space.structured_genes()
     if not wanted:
         raise PrunenasError(f"space {space.name!r} does not declare which genes channel pruning may change")
-    modules = dict(model.named_modules())
-    by_module = {modules[path]: gene for gene, path in wanted.items()}
-    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    found: dict[str, torch.Tensor] = {}
-    for group in graph.get_all_groups(ignored_layers=classifier, root_module_types=[nn.Conv2d]):
-        for item in group:
-            gene = by_module.get(item.dep.target.module)
-            if gene is not None and _is_out_channel_dep(item) and gene not in found:
-                score = importance(group)
-                if score is not None:
-                    found[gene] = score.detach().float().cpu()
-    missing = [g for g in wanted if g not in found]
-    if missing:
-        raise RuntimeError(f"no dependency group found for genes {missing} of {space.name}")
-    return {g: found[g] for g in wanted}
+    return channel_scores(model, wanted, importance, _example(ctx), what=space.name)
 
 
 def _example(ctx: ProposalContext) -> torch.Tensor:
@@ -221,95 +205,102 @@ class _ChannelProposer(Proposer):
 
 class UniformProposer(_ChannelProposer):
     name = "uniform"
+    quick = True
     summary = "same keep ratio in every prunable layer (int(n * (1 - r)))"
     uses_scores = False
     options: ClassVar[Mapping[str, Any]] = {"min_channels": 1}
 
 
-class _TPProposer(_ChannelProposer):
-    """A Torch-Pruning importance criterion on the context's model."""
+@dataclass(frozen=True)
+class Criterion:
+    """One row of CRITERIA: a structured proposer that ranks channels by a Torch-Pruning importance."""
+
+    proposer: str  # the proposer's name (`--proposer`)
+    cls: str  # the class name it is importable under (entry points name it)
+    importance: str  # the criterion, by its name in prunenas.surgery.IMPORTANCES
+    needs_trained: bool  # scores trained weights (else a seeded random init will do)
+    gradient: bool  # needs dL/dw on a batch of training images before scoring (so: data)
+    quick: bool  # among the few a smoke-budget search seeds with
+    summary: str
+
+
+CRITERIA: tuple[Criterion, ...] = (
+    Criterion(
+        "random", "RandomProposer", "random", False, False, True,
+        "random channel scores ranked globally (seeded): a random but target-meeting architecture",
+    ),
+    Criterion(
+        "l1", "L1Proposer", "l1", True, False, True,
+        "filter L1 norm (Li et al. 2017), group-aggregated by Torch-Pruning",
+    ),
+    Criterion(
+        "l2", "L2Proposer", "l2", True, False, False,
+        "filter L2 norm, group-aggregated by Torch-Pruning",
+    ),
+    Criterion(
+        "fpgm", "FPGMProposer", "fpgm", True, False, False,
+        "filter pruning via geometric median (He et al. 2019)",
+    ),
+    Criterion(
+        "lamp", "LAMPProposer", "lamp", True, False, False,
+        "layer-adaptive magnitude pruning scores (Lee et al. 2021)",
+    ),
+    Criterion(
+        "taylor", "TaylorProposer", "taylor", True, True, False,
+        "first-order Taylor |w * dL/dw| on a batch of training images (Molchanov et al.)",
+    ),
+)  # fmt: skip
+
+
+class CriterionProposer(_ChannelProposer):
+    """A Torch-Pruning importance criterion (one row of CRITERIA) on the context's model."""
 
     needs_trained = True
-
-    def importance(self) -> Any:
-        raise NotImplementedError
+    importance: ClassVar[str] = ""
+    #: A gradient pass on a batch of training images comes before scoring (option `batch_size`).
+    gradient: ClassVar[bool] = False
 
     def prepare(self, ctx: ProposalContext, model: nn.Module) -> None:
-        """Hook for criteria that need gradients."""
+        """Leave dL/dw in `model` for the criteria that read gradients."""
+        if not self.gradient:
+            return
+        x, y = _batch(ctx, int(self.settings["batch_size"]))
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
 
     def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
         model = copy.deepcopy(ctx.model).to(ctx.device).eval()
         torch.manual_seed(ctx.seed)
         self.prepare(ctx, model)
-        return group_scores(ctx.space, model, self.importance(), _example(ctx))
+        return _channel_scores(ctx, model, self.importance)
 
 
-class RandomProposer(_TPProposer):
-    name = "random"
-    needs_trained = False
-    summary = "random channel scores ranked globally (seeded): a random but target-meeting architecture"
-
-    def importance(self) -> Any:
-        import torch_pruning as tp
-
-        return tp.importance.RandomImportance()
-
-
-class L1Proposer(_TPProposer):
-    name = "l1"
-    summary = "filter L1 norm (Li et al. 2017), group-aggregated by Torch-Pruning"
-
-    def importance(self) -> Any:
-        import torch_pruning as tp
-
-        return tp.importance.MagnitudeImportance(p=1)
+def _criterion_proposer(row: Criterion) -> type[CriterionProposer]:
+    """The proposer class of a CRITERIA row."""
+    attrs: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": row.cls,
+        "__doc__": row.summary,
+        "name": row.proposer,
+        "importance": row.importance,
+        "needs_trained": row.needs_trained,
+        "gradient": row.gradient,
+        "needs_data": row.gradient,
+        "quick": row.quick,
+        "summary": row.summary,
+    }
+    if row.gradient:
+        attrs["options"] = {**_ChannelProposer.options, "batch_size": 128}
+    return type(row.cls, (CriterionProposer,), attrs)
 
 
-class L2Proposer(_TPProposer):
-    name = "l2"
-    summary = "filter L2 norm, group-aggregated by Torch-Pruning"
-
-    def importance(self) -> Any:
-        import torch_pruning as tp
-
-        return tp.importance.MagnitudeImportance(p=2)
-
-
-class FPGMProposer(_TPProposer):
-    name = "fpgm"
-    summary = "filter pruning via geometric median (He et al. 2019)"
-
-    def importance(self) -> Any:
-        import torch_pruning as tp
-
-        return tp.importance.FPGMImportance()
-
-
-class LAMPProposer(_TPProposer):
-    name = "lamp"
-    summary = "layer-adaptive magnitude pruning scores (Lee et al. 2021)"
-
-    def importance(self) -> Any:
-        import torch_pruning as tp
-
-        return tp.importance.LAMPImportance()
-
-
-class TaylorProposer(_TPProposer):
-    name = "taylor"
-    needs_data = True
-    summary = "first-order Taylor |w * dL/dw| on a batch of training images (Molchanov et al.)"
-    options: ClassVar[Mapping[str, Any]] = {"global_ranking": True, "min_channels": 1, "batch_size": 128}
-
-    def importance(self) -> Any:
-        import torch_pruning as tp
-
-        return tp.importance.TaylorImportance()
-
-    def prepare(self, ctx: ProposalContext, model: nn.Module) -> None:
-        x, y = _batch(ctx, int(self.settings["batch_size"]))
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+_BY_CLASS = {row.cls: _criterion_proposer(row) for row in CRITERIA}
+RandomProposer = _BY_CLASS["RandomProposer"]
+L1Proposer = _BY_CLASS["L1Proposer"]
+L2Proposer = _BY_CLASS["L2Proposer"]
+FPGMProposer = _BY_CLASS["FPGMProposer"]
+LAMPProposer = _BY_CLASS["LAMPProposer"]
+TaylorProposer = _BY_CLASS["TaylorProposer"]
 
 
 class SlimmingProposer(_ChannelProposer):
@@ -323,7 +314,7 @@ class SlimmingProposer(_ChannelProposer):
         "global_ranking": True,
         "min_channels": 1,
         "sparsity_epochs": 10,
-        "lam": None,  # default by family: 1e-4 VGG, 1e-5 ResNet
+        "lam": None,  # default: the space's `slimming_l1` (1e-4 VGG, 1e-5 ResNet)
         "train_subset": None,
     }
 
@@ -340,8 +331,8 @@ class SlimmingProposer(_ChannelProposer):
         if ctx.data is None:
             raise PrunenasError("slimming trains with an L1 penalty on BN scales; pass --dataset")
         lam = self.settings["lam"]
-        if lam is None:
-            lam = 1e-4 if "vgg" in ctx.space.family else 1e-5
+        if lam is None:  # the space's default: 1e-4 for VGG, 1e-5 for ResNet (Liu et al. 2017)
+            lam = getattr(ctx.space, "slimming_l1", 1e-5)
         recipe = make_recipe("proxy", ctx.space.recipe, overrides={"epochs": epochs, "bn_l1": float(lam)})
         data = ctx.data
         with tempfile.TemporaryDirectory() as tmp:
@@ -360,12 +351,9 @@ class SlimmingProposer(_ChannelProposer):
         return model
 
     def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
-        import torch_pruning as tp
-
         model = self.sparsity_train(ctx).to(ctx.device).eval()
         # Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold.
-        imp = tp.importance.BNScaleImportance(normalizer=None)
-        return group_scores(ctx.space, model, imp, _example(ctx))
+        return _channel_scores(ctx, model, "bn_scale")
 
 
 # -- Li et al. 2017 exactly ---------------------------------------------------------------------------
@@ -390,6 +378,7 @@ class LiPaperProposer(Proposer):
     """
 
     name = "l1-paper"
+    seeds_search = False  # a fixed rule for a few spaces
     kind = "channels"
     targets: ClassVar[tuple[TargetKind, ...]] = ("ratio", "macs_ratio")
     summary = "Li et al. 2017 skip lists + per-stage ratios (ResNet-56/110 A/B, VGG-16-A), exactly"

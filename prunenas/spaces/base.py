@@ -11,16 +11,18 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import torch
 from torch import nn
 
 from prunenas.errors import GenotypeError, SpaceError
 from prunenas.genotype import GeneValue, Genotype
 
 SpaceKind = Literal["channels", "density", "ratios"]
+SearchRange = tuple[float, float, bool]  # (low, high, log scale)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,12 @@ class Gene:
             raise GenotypeError(f"gene {self.name!r} = {value!r} is out of range {self.bounds_text()}{hint}")
         return value
 
+    def smallest(self) -> GeneValue:
+        """The lowest allowed value (for an open lower bound, a value just above it)."""
+        if self.kind == "int":
+            return math.ceil(self.low + (1 if self.low_open else 0))
+        return self.low if not self.low_open else min(self.high, self.low + 1e-6)
+
     def sample(self, rng: random.Random) -> GeneValue:
         if self.kind == "int":
             return rng.randint(math.ceil(self.low + (1 if self.low_open else 0)), int(self.high))
@@ -84,6 +92,15 @@ class Space(ABC):
 
     family: ClassVar[str] = ""
     kind: ClassVar[SpaceKind] = "channels"
+    #: Which proposers serve this space: those whose `kind` equals this (None: no proposer applies).
+    proposer_kind: ClassVar[str | None] = "channels"
+    #: The target at which proposers seed a search of this space ("macs_ratio" or "density").
+    seed_target: ClassVar[str] = "macs_ratio"
+    #: Weights carry 0/1 masks (unstructured pruning): the trainer keeps masked weights at zero,
+    #: export folds the masks, rethink offers the mask ablations.
+    masked: ClassVar[bool] = False
+    #: What a gene value is, for tables and plots.
+    value_label: ClassVar[str] = "channels"
     #: When not None, the entry point itself is a usable space with these settings.
     default_config: ClassVar[Mapping[str, Any] | None] = None
 
@@ -127,6 +144,47 @@ class Space(ABC):
         """Genes that structured (channel) pruning may change -> path of the module whose output
         channels the gene sets, in the reference model. Empty when the family does not say."""
         return {}
+
+    # -- what differs between kinds of space (overridden by the families) ----------------------
+    def serves(self, proposer_kind: str) -> bool:
+        """Whether proposers of this kind ("channels", "density") propose genotypes of this space."""
+        return self.proposer_kind is not None and self.proposer_kind == proposer_kind
+
+    def counting_model(self, genotype: Genotype, num_classes: int) -> tuple[nn.Module, dict[str, float] | None]:
+        """The model whose layers the cost model counts, and per-layer weights of those counts
+        (None: every layer counts fully). Channel spaces count the genotype's own model."""
+        return self.build(genotype, num_classes=num_classes), None
+
+    def search_range(self, gene: Gene, seeds: Sequence[Genotype] = (), min_value: float | None = None) -> SearchRange:
+        """(low, high, log) within which a search samples `gene`: its own bounds by default."""
+        return (gene.low, gene.high, False)
+
+    def smallest_genotype(self) -> Genotype:
+        """The cheapest genotype of the space (the lowest value of every gene)."""
+        return self.make({g.name: g.smallest() for g in self.genes}, origin="smallest")
+
+    def achieved(self, genotype: Genotype) -> dict[str, float]:
+        """Measures of a genotype beyond MACs and params that a proposer's target may name
+        (density spaces: the overall kept fraction of the prunable weights)."""
+        return {}
+
+    def export_model(self, model: nn.Module) -> nn.Module:
+        """The model as it is exported for deployment (density spaces fold their masks in)."""
+        return model
+
+    def gene_fraction(self, gene: Gene, value: GeneValue) -> float:
+        """A gene value as a fraction of the reference's (1.0 = unpruned)."""
+        ref = float(gene.reference)
+        return float(value) / ref if ref else 0.0
+
+    def initial_state(
+        self, reference_model: nn.Module, genotype: Genotype, masks: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The weights `genotype` inherits from a trained reference model when it is fine-tuned
+        (Li et al.'s rule for channel spaces: the filters with the largest L1 norm)."""
+        from prunenas.surgery import inherit_channels
+
+        return inherit_channels(self, reference_model, genotype)
 
     # -- provided ------------------------------------------------------------------------------
     def gene(self, name: str) -> Gene:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunenas.errors import SpaceError
-from prunenas.genotype import GeneValue
+from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
 
 
@@ -202,6 +202,8 @@ class CifarResNetStagesSpace(Space):
 
     family: ClassVar[str] = "cifar_resnet_stages"
     kind: ClassVar[SpaceKind] = "ratios"
+    proposer_kind: ClassVar[str | None] = None  # no pruning method proposes stage ratios
+    value_label: ClassVar[str] = "prune ratio"
 
     def _make_genes(self) -> list[Gene]:
         self.arch = _ResNetConfig(self.name, self.config)
@@ -219,6 +221,18 @@ class CifarResNetStagesSpace(Space):
             )
             for s in (1, 2, 3)
         ]
+
+    def smallest_genotype(self) -> Genotype:
+        """The largest prune ratio of every stage."""
+        return self.make({g.name: g.high for g in self.genes}, origin="smallest")
+
+    def gene_fraction(self, gene: Gene, value: GeneValue) -> float:
+        return 1.0 - float(value)
+
+    def initial_state(
+        self, reference_model: nn.Module, genotype: Genotype, masks: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        raise SpaceError(f"space {self.name!r} samples prune ratios; fine-tuning needs a channel or density space")
 
     def inner_width(self, stage: int, ratio: float) -> int:
         return max(1, int(self.arch.widths[stage] * (1.0 - ratio)))

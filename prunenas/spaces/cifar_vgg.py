@@ -77,6 +77,8 @@ class CifarVGGSpace(Space):
 
     family: ClassVar[str] = "cifar_vgg"
     kind: ClassVar[SpaceKind] = "channels"
+    #: Network slimming's L1 penalty on the BN scales (Liu et al. 2017: 1e-4 for VGG, 1e-5 for ResNet).
+    slimming_l1: ClassVar[float] = 1e-4
 
     def _make_genes(self) -> list[Gene]:
         cfg: Any = self.config.get("cfg")

@@ -11,15 +11,15 @@ weights are rescaled by 1/sqrt(density), i.e. He init with the fan scaled by the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from prunenas.errors import SpaceError
-from prunenas.genotype import GeneValue
-from prunenas.spaces.base import Gene, Space, SpaceKind
+from prunenas.genotype import GeneValue, Genotype
+from prunenas.spaces.base import Gene, SearchRange, Space, SpaceKind
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 MASK = "weight_mask"
@@ -93,6 +93,10 @@ class DensitySpace(Space):
 
     family: ClassVar[str] = "density"
     kind: ClassVar[SpaceKind] = "density"
+    proposer_kind: ClassVar[str | None] = "density"
+    seed_target: ClassVar[str] = "density"
+    masked: ClassVar[bool] = True
+    value_label: ClassVar[str] = "density (fraction of weights kept)"
 
     def _make_genes(self) -> list[Gene]:
         from prunenas.spaces.registry import get_space
@@ -106,7 +110,7 @@ class DensitySpace(Space):
                 f'space {self.name!r}: base_overrides must be a table like {{ shortcut = "B" }}, got {overrides!r}'
             )
         self.base = get_space(str(base_name), overrides=overrides)
-        if self.base.kind == "density":
+        if self.base.masked:
             raise SpaceError(f"space {self.name!r}: base {base_name!r} is itself a density space")
         self.input_shape = self.base.input_shape
         model = self.base.build()
@@ -130,3 +134,47 @@ class DensitySpace(Space):
             module = layers[name]
             set_mask(module, random_mask(weight_of(module).shape, float(density)))
         return model
+
+    # -- what differs from channel spaces -------------------------------------------------------
+    def counting_model(self, genotype: Genotype, num_classes: int) -> tuple[nn.Module, dict[str, float] | None]:
+        """The masks do not change the shapes: the dense model, each layer weighted by its density."""
+        model = self.build(self.reference(), num_classes=num_classes)
+        return model, {k: float(v) for k, v in genotype.genes.items()}
+
+    def search_range(self, gene: Gene, seeds: Sequence[Genotype] = (), min_value: float | None = None) -> SearchRange:
+        """Densities are sampled on a log scale from `min_value` (lower where a seed goes lower) to 1."""
+        low = min([0.01 if min_value is None else min_value] + [float(g.genes[gene.name]) for g in seeds])
+        return (low, gene.high, True)
+
+    def achieved(self, genotype: Genotype) -> dict[str, float]:
+        """The kept fraction of all prunable weights."""
+        model = self.build(self.reference())
+        modules = dict(model.named_modules())
+        total = kept = 0
+        for name, density in genotype.genes.items():
+            n = weight_of(modules[name]).numel()
+            total += n
+            kept += mask_count(float(density), n)
+        return {"density": kept / total}
+
+    def export_model(self, model: nn.Module) -> nn.Module:
+        from prunenas.surgery import fold_masks
+
+        return fold_masks(model)
+
+    def initial_state(
+        self, reference_model: nn.Module, genotype: Genotype, masks: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The reference's trained weights under `masks` (by default: per-layer magnitude masks at the
+        genotype's densities)."""
+        from prunenas.surgery import magnitude_masks, masked_state
+
+        linears = [m for m in reference_model.modules() if isinstance(m, nn.Linear)]
+        num_classes = linears[-1].out_features if linears else self.num_classes
+        state = {k: v.detach().cpu() for k, v in reference_model.state_dict().items()}
+        for k, v in self.build(self.reference(), num_classes=num_classes).state_dict().items():
+            if k.endswith(MASK):  # a dense reference (no mask buffers) is a reference with all-ones masks
+                state.setdefault(k, torch.ones_like(v))
+        if masks is None:
+            masks = magnitude_masks(self, state, genotype, num_classes)
+        return masked_state(self, masks, num_classes, weights=state)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from prunenas.errors import SpaceError
-from prunenas.plugins import load_group
+from prunenas.plugins import SPACES, load_group
 from prunenas.spaces.base import Space
 
 if sys.version_info >= (3, 11):
@@ -34,22 +34,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-GROUP = "prunenas.spaces"
+GROUP = SPACES
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
-# Used only when the package metadata is absent (running from a bare source tree on PYTHONPATH).
-_BUILTIN_FAMILIES = {
-    "cifar_resnet": "prunenas.spaces.cifar_resnet:CifarResNetSpace",
-    "cifar_resnet_stages": "prunenas.spaces.cifar_resnet:CifarResNetStagesSpace",
-    "cifar_vgg": "prunenas.spaces.cifar_vgg:CifarVGGSpace",
-    "density": "prunenas.spaces.density:DensitySpace",
-}
 
 
 @cache
 def families() -> dict[str, type[Space]]:
     """Entry-point name -> Space subclass, built-ins included."""
     found: dict[str, type[Space]] = {}
-    for name, cls in load_group(GROUP, _BUILTIN_FAMILIES, "space"):
+    for name, cls in load_group(GROUP, "space"):
         if isinstance(cls, type) and issubclass(cls, Space):
             found[name] = cls
         else:
