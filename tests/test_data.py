@@ -118,13 +118,13 @@ def cache(tmp_path: Path) -> Path:
 @pytest.fixture
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = data._decode_source
+    real = data.sources._decode_source
 
     def counting(name: str, layout: str, path: Path, image_size: int) -> Any:
         calls.append(f"{name}:{layout}:{path}:{image_size}")
         return real(name, layout, path, image_size)
 
-    monkeypatch.setattr(data, "_decode_source", counting)
+    monkeypatch.setattr(data.sources, "_decode_source", counting)
     return calls
 
 
@@ -166,7 +166,7 @@ def test_digits_test_set_fixed_and_native_size() -> None:
     a, b = load_dataset("digits", seed=0, image_size=8), load_dataset("digits", seed=5, image_size=8)
     assert torch.equal(a.test.x, b.test.x) and torch.equal(a.test.y, b.test.y)
     assert not torch.equal(a.val.x, b.val.x)
-    raw = np.load(Path(data.__file__).parent / "_data" / "digits.npz")
+    raw = np.load(Path(data.__file__).parents[1] / "_data" / "digits.npz")
     assert raw["images"].shape == (1797, 8, 8) and raw["images"].dtype == np.uint8
     everything = {img.tobytes() for img in raw["images"]}
     assert {img[0].numpy().tobytes() for img in a.train.x} <= everything  # 8x8 means no resampling
@@ -442,7 +442,7 @@ def test_python2_pickles_load_without_warnings() -> None:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        batch = data._unpickle(blob, "py2")
+        batch = data.decode._unpickle(blob, "py2")
     assert batch[b"labels"] == [1, 2]
     assert batch[b"data"].dtype == np.uint8 and batch[b"data"].tolist() == [[1, 2, 3], [4, 5, 6]]
 
@@ -606,7 +606,7 @@ def test_normalized_statistics() -> None:
     base = torch.tensor([120.0, 60.0, 200.0]).view(1, 3, 1, 1)
     noise = torch.randn(400, 3, 16, 16, generator=g) * torch.tensor([30.0, 15.0, 20.0]).view(1, 3, 1, 1)
     s = ImageSet((base + noise).round().clamp(0, 255).to(torch.uint8), torch.zeros(400, dtype=torch.int64))
-    mean, std = data._channel_stats(s.x)
+    mean, std = data.splits._channel_stats(s.x)
     for kw in ({"augment": False}, {"augment": True, "padding": 0}):
         xs = torch.cat([x for x, _ in _batches(s, batch_size=64, mean=mean, std=std, shuffle=True, **kw).epoch(0)])
         assert xs.mean(dim=(0, 2, 3)).abs().max() < 1e-3

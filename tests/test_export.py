@@ -16,7 +16,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-import prunenas.export as export_mod
+import prunenas.export.exporter as export_mod  # _export_onnx and _destination live (and are looked up) here
 from prunenas.cli import main
 from prunenas.cost import genotype_cost
 from prunenas.data import load_dataset

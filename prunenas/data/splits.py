@@ -1,0 +1,153 @@
+"""The split containers (``ImageSet``, ``DatasetSplits``) and the seeded train/val split.
+
+``ImageSet`` holds one split as uint8 ``(N, 3, H, W)`` images and int64 labels; ``DatasetSplits`` holds a
+dataset's train/val/test splits with its class names and train-set normalization statistics. ``_split``
+carves a seeded validation set (and optional train subset) out of the decoded training images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from prunenas.errors import DataError
+
+# --------------------------------------------------------------------------------------------- containers
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """One split: ``x`` (N, 3, H, W) uint8 contiguous, ``y`` (N,) int64 class ids."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != torch.uint8 or self.x.dim() != 4 or self.x.shape[1] != 3:
+            raise ValueError(f"ImageSet.x must be uint8 (N, 3, H, W), got {self.x.dtype} {tuple(self.x.shape)}")
+        if self.y.dtype != torch.int64 or self.y.shape != (self.x.shape[0],):
+            raise ValueError(f"ImageSet.y must be int64 (N,), got {self.y.dtype} {tuple(self.y.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, indices: torch.Tensor) -> ImageSet:
+        """Return the images at ``indices`` (a 1-D int64 tensor) as a new, contiguous ImageSet."""
+        return ImageSet(self.x.index_select(0, indices).contiguous(), self.y.index_select(0, indices))
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetSplits:
+    """A dataset's train/val/test splits, class names and train-set normalization statistics."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    seed: int
+    source: str
+    flip: bool = True  # horizontal flips are label-preserving (not for digits: a mirrored 2 is no 2)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary: name, sizes, classes, image shape, mean, std, seed, source."""
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes),
+            "image_shape": list(self.image_shape),
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "mean": [round(v, 6) for v in self.mean],
+            "std": [round(v, 6) for v in self.std],
+            "seed": self.seed,
+            "source": self.source,
+            "flip": self.flip,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class _Raw:
+    """Decoded images before any split."""
+
+    classes: tuple[str, ...]
+    train: ImageSet
+    test: ImageSet
+
+
+# --------------------------------------------------------------------------------------------- splitting
+
+
+def _check_positive(label: str, value: object, flag: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"{label} must be a positive integer, got {value!r}; pass a positive {flag}")
+
+
+def _split(
+    name: str, raw: _Raw, source: str, *, val_size: int | None, train_subset: int | None, seed: int
+) -> DatasetSplits:
+    n = len(raw.train)
+    if n < 2:
+        raise DataError(
+            f"{name} from {source} has {n} training image(s); at least 2 are needed (one to train, one to "
+            "validate): add images under train/"
+        )
+    if val_size is None:
+        val_size = max(1, round(n / 10))
+    _check_positive("val_size", val_size, "--val-size")
+    if val_size > n - 1:
+        raise DataError(
+            f"val_size={val_size} is too large for {name}: its training set has {n} images, so the maximum is "
+            f"{n - 1}; pass a smaller --val-size"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx = perm[:val_size].sort().values
+    rest = perm[val_size:]
+    if train_subset is not None:
+        _check_positive("train_subset", train_subset, "--train-subset")
+        if train_subset > len(rest):
+            raise DataError(
+                f"train_subset={train_subset} is too large for {name}: {len(rest)} training images remain after "
+                f"the {val_size}-image validation split; pass at most {len(rest)} to --train-subset"
+            )
+        rest = rest[:train_subset]  # rest is already a seeded random order, so this is a seeded subset
+    train = raw.train.take(rest.sort().values)
+    mean, std = _channel_stats(train.x)
+    return DatasetSplits(
+        name=name,
+        classes=raw.classes,
+        train=train,
+        val=raw.train.take(val_idx),
+        test=raw.test,
+        mean=mean,
+        std=std,
+        seed=seed,
+        source=source,
+        flip=name != "digits",
+    )
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel mean and (population) std of uint8 images in [0, 1] units, exact via 256-bin histograms."""
+    levels = torch.arange(256, dtype=torch.float64)
+    means, stds = [], []
+    for c in range(3):
+        counts = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
+        total = counts.sum()
+        mean = (counts * levels).sum() / total
+        var = (counts * (levels - mean).square()).sum() / total
+        means.append(float(mean) / 255.0)
+        stds.append(float(var.sqrt()) / 255.0)
+    return (means[0], means[1], means[2]), (stds[0], stds[1], stds[2])

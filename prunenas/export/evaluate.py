@@ -1,0 +1,126 @@
+"""Test accuracy of an exported model through ONNX Runtime.
+
+`evaluate_onnx(path, dataset)` needs no CLI and no PyTorch model: the input normalization comes from
+the sidecar model.json beside the .onnx file (`load_sidecar`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prunenas.errors import PrunenasError
+from prunenas.export.common import ONNX_FILE, SIDECAR, _read_json, _three_floats
+from prunenas.export.runtime import make_session, normalize_images
+
+
+def _onnx_file(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_dir() and (p / ONNX_FILE).is_file():
+        return p / ONNX_FILE
+    if not p.exists():
+        raise PrunenasError(f"ONNX file {str(p)!r} does not exist; pass the model.onnx written by `prunenas export`")
+    if not p.is_file():
+        raise PrunenasError(
+            f"{str(p)!r} is a folder without {ONNX_FILE}; pass the model.onnx written by `prunenas export`"
+        )
+    return p
+
+
+def load_sidecar(onnx_path: str | Path) -> dict[str, Any]:
+    """The sidecar of an ONNX file: `<stem>.json` next to it, else `model.json` in its folder."""
+    p = Path(onnx_path)
+    for candidate in (p.with_suffix(".json"), p.parent / SIDECAR):
+        if candidate.is_file():
+            sidecar = _read_json(candidate, "sidecar", "export the model again with `prunenas export RUN_DIR`")
+            inp = sidecar.get("input")
+            mean = _three_floats(inp.get("mean")) if isinstance(inp, Mapping) else None
+            std = _three_floats(inp.get("std")) if isinstance(inp, Mapping) else None
+            if mean is None or std is None or min(std) <= 0:
+                raise PrunenasError(
+                    f"sidecar {str(candidate)!r} has no usable input.mean/std; export the model again with "
+                    "`prunenas export RUN_DIR`"
+                )
+            return sidecar
+    raise PrunenasError(
+        f"no sidecar {SIDECAR} next to {str(p)!r} (it holds the input normalization); keep the model.json that "
+        "`prunenas export` wrote beside the .onnx file"
+    )
+
+
+def evaluate_onnx(
+    onnx_path: str | Path,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    *,
+    provider: str | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Accuracy of an exported model on a dataset's test split, run with ONNX Runtime.
+
+    Inputs are normalized with the mean/std of the sidecar model.json; `dataset` defaults to the one the
+    model was trained on. The result includes the sidecar's PyTorch test accuracy when the datasets match.
+    """
+    from prunenas.data import load_dataset
+
+    path = _onnx_file(onnx_path)
+    sidecar = load_sidecar(path)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PrunenasError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. --batch-size 256")
+    session = make_session(path, provider)
+    meta = session.get_inputs()[0]
+    ds = sidecar.get("dataset")
+    trained_on = ds.get("name") if isinstance(ds, Mapping) else None
+    name = dataset or trained_on
+    if not name:
+        raise PrunenasError(f"the sidecar of {str(path)!r} names no dataset; pass --dataset")
+    folder = data_dir or os.environ.get("PRUNENAS_DATA") or None
+    shape = [int(d) for d in meta.shape[1:] if isinstance(d, int)]
+    if len(shape) != 3:
+        raise PrunenasError(f"{str(path)!r} takes input {meta.shape}; expected [batch, 3, H, W] images")
+    data = load_dataset(name, folder, image_size=shape[1])
+    test = data.test
+    if list(test.x.shape[1:]) != shape:
+        raise PrunenasError(
+            f"{name} images are {list(test.x.shape[1:])} but {str(path)!r} takes {shape}; pass a matching --dataset"
+        )
+    outputs = session.get_outputs()[0].shape
+    n_out = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
+    if n_out is not None and n_out != data.num_classes:
+        raise PrunenasError(
+            f"{str(path)!r} predicts {n_out} classes but {name} has {data.num_classes}; pass the dataset it was "
+            f"trained on (--dataset {trained_on})"
+        )
+    mean, std = sidecar["input"]["mean"], sidecar["input"]["std"]
+    correct = 0
+    t0 = time.perf_counter()
+    for start in range(0, len(test), batch_size):
+        x = normalize_images(test.x[start : start + batch_size], mean, std)
+        logits = np.asarray(session.run(None, {meta.name: x})[0])
+        correct += int((logits.argmax(1) == test.y[start : start + batch_size].numpy()).sum())
+    seconds = time.perf_counter() - t0
+    n = len(test)
+    accuracy = correct / n if n else math.nan
+    found = sidecar.get("accuracy")
+    acc: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    torch_acc = acc.get("test_acc") if name == trained_on else None
+    return {
+        "onnx": str(path),
+        "dataset": name,
+        "trained_on": trained_on,
+        "images": n,
+        "correct": correct,
+        "accuracy": accuracy,
+        "torch_test_acc": torch_acc,
+        "torch_test_acc_precision": acc.get("test_acc_precision") if torch_acc is not None else None,
+        "difference": accuracy - float(torch_acc) if isinstance(torch_acc, int | float) else None,
+        "provider": session.get_providers()[0],
+        "seconds": seconds,
+        "images_per_s": n / seconds if seconds > 0 else math.inf,
+    }

@@ -1,0 +1,125 @@
+"""Parity of an exported ONNX file with its PyTorch model: ONNX Runtime must reproduce the fp32 logits
+within `PARITY_TOLERANCE` on random batches of two sizes (so the batch axis really is dynamic) and on
+real test images when the run's dataset can be loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunenas.errors import PrunenasError
+from prunenas.export.common import ExportError
+from prunenas.export.run import TrainedRun
+from prunenas.export.runtime import make_session, normalize_images
+
+#: Largest allowed |logit(PyTorch) - logit(ONNX Runtime)| in fp32.
+PARITY_TOLERANCE = 1e-4
+PARITY_RELATIVE = 1e-6  # of the largest |logit|, for fp32 rounding of large logits
+#: Random-input parity batch sizes: 1 and a size that is neither 1 nor the export example's 2.
+PARITY_BATCHES = (1, 7)
+#: Real test images used for the parity check (the first N of the test split).
+REAL_PARITY_IMAGES = 256
+
+
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | Path,
+    inputs: Sequence[tuple[str, np.ndarray]],
+    *,
+    tolerance: float = PARITY_TOLERANCE,
+    provider: str | None = None,
+) -> dict[str, Any]:
+    """Run `model` (PyTorch, CPU, fp32, eval) and the ONNX file on each (label, input); compare logits.
+
+    Returns {"provider", "tolerance", "checks": [{label, batch, max_abs_diff, max_abs_logit,
+    argmax_agreement}], "max_abs_diff", "passed": True}; raises ExportError when any batch differs by
+    the allowed difference (`tolerance` + 1e-6 x the largest |logit|) or more (or has a wrong output shape).
+    """
+    session = make_session(onnx_path, provider, exact=True)
+    used = session.get_providers()[0]
+    input_name = session.get_inputs()[0].name
+    model = model.eval()
+    device = next(model.parameters()).device
+    checks: list[dict[str, Any]] = []
+    for label, x in inputs:
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        got = np.asarray(session.run(None, {input_name: x})[0])
+        if got.shape != expected.shape:
+            raise ExportError(
+                f"ONNX Runtime ({used}) returned logits of shape {list(got.shape)} for {label} "
+                f"(batch {x.shape[0]}), PyTorch {list(expected.shape)}; the export is wrong"
+            )
+        diff = float(np.max(np.abs(got.astype(np.float64) - expected))) if got.size else 0.0
+        check = {
+            "input": label,
+            "batch": int(x.shape[0]),
+            "max_abs_diff": diff,
+            "max_abs_logit": float(np.max(np.abs(expected))) if expected.size else 0.0,
+            "argmax_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))) if got.size else 1.0,
+        }
+        # fp32 rounding grows with the size of the logits: on top of the absolute tolerance allow one
+        # part in a million of the largest logit (negligible for logits of a trained model, ~10).
+        allowed = tolerance + PARITY_RELATIVE * float(np.max(np.abs(expected)) if expected.size else 0.0)
+        check["allowed"] = allowed
+        checks.append(check)
+        if not diff < allowed:  # also catches NaN
+            raise ExportError(
+                f"ONNX Runtime ({used}) disagrees with PyTorch on {label} (batch {x.shape[0]}): max |logit "
+                f"difference| {diff:.3g} >= {allowed:.3g} (logits up to {check['max_abs_logit']:.3g}); "
+                "the exported model is not the trained one, so nothing was kept"
+            )
+    return {
+        "provider": used,
+        "tolerance": tolerance,
+        "checks": checks,
+        "max_abs_diff": max((c["max_abs_diff"] for c in checks), default=0.0),
+        "passed": True,
+    }
+
+
+def _random_inputs(shape: tuple[int, int, int], batches: Sequence[int], seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [(f"random batch {b}", torch.randn(b, *shape, generator=gen).numpy()) for b in batches]
+
+
+def _real_inputs(
+    run: TrainedRun, dataset: str | None, data_dir: str | None, limit: int
+) -> tuple[tuple[str, np.ndarray] | None, str | None, str | None]:
+    """(label, normalized test images) for the parity check, the dataset name, and why there are none.
+
+    With an explicit `dataset`, failures to load it are the user's error (raised). Otherwise the run's own
+    dataset is tried without downloading, and a failure only skips the check (the reason is returned).
+    """
+    from prunenas.data import load_dataset
+    from prunenas.errors import DataError
+
+    explicit = dataset is not None
+    name = dataset or run.dataset_name
+    if name is None:
+        return None, None, "metrics.json names no dataset; pass --dataset/--data-dir for a real-input check"
+    folder = data_dir or os.environ.get("PRUNENAS_DATA") or None
+    if folder is None and not explicit:
+        source = run.metrics.get("dataset", {}).get("source")
+        if isinstance(source, str) and source != "embedded" and Path(source).exists():
+            folder = source
+    try:
+        data = load_dataset(name, folder, download=explicit, image_size=run.input_shape[1])
+    except DataError as exc:
+        if explicit:
+            raise
+        return None, name, f"{name} test images not available ({exc}); pass --data-dir for a real-input check"
+    images = data.test.x[:limit]
+    if tuple(images.shape[1:]) != run.input_shape or len(images) == 0:
+        raise PrunenasError(
+            f"{name} test images have shape {list(images.shape[1:])} but the model takes {list(run.input_shape)}; "
+            "pass the dataset the run was trained on with --dataset"
+        )
+    return (f"{name} test images", normalize_images(images, run.mean, run.std)), name, None

@@ -1,0 +1,143 @@
+"""A trained run folder (checkpoint.pt, genotype.json, metrics.json) with its model rebuilt."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunenas.errors import PrunenasError
+from prunenas.export.common import _read_json, _three_floats
+from prunenas.genotype import Genotype
+from prunenas.spaces.base import Space
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedRun:
+    """A run folder written by `prunenas train`, with its model rebuilt (CPU, fp32, eval mode)."""
+
+    run_dir: Path
+    space: Space
+    genotype: Genotype
+    model: nn.Module
+    num_classes: int
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    metrics: Mapping[str, Any]
+    checkpoint_epoch: int
+    run_key: Mapping[str, Any] | None
+    used_cuda: bool
+
+    @property
+    def dataset_name(self) -> str | None:
+        name = self.metrics.get("dataset", {}).get("name")
+        return str(name) if name else None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.space.input_shape
+
+
+def load_run(run_dir: str | Path) -> TrainedRun:
+    """Read a run folder (checkpoint.pt, genotype.json, metrics.json) and rebuild its trained model.
+
+    Raises PrunenasError (one line: what is wrong and how to fix it) for anything missing or inconsistent.
+    """
+    from prunenas.spaces import get_space
+    from prunenas.train import CHECKPOINT, METRICS
+
+    run = Path(run_dir)
+    layout = "a folder written by `prunenas train` (it holds checkpoint.pt, genotype.json and metrics.json)"
+    if not run.exists():
+        raise PrunenasError(f"run folder {str(run)!r} does not exist; pass {layout}")
+    if not run.is_dir():
+        raise PrunenasError(f"{str(run)!r} is a file, not a run folder; pass {layout}")
+    ckpt_path = run / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise PrunenasError(
+            f"run folder {str(run)!r} has no {CHECKPOINT}; train it first (`prunenas train GENOTYPE --out {run}`) "
+            f"or pass {layout}"
+        )
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise PrunenasError(
+            f"checkpoint {str(ckpt_path)!r} is unreadable ({type(exc).__name__}); retrain the run with --fresh"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping):
+        raise PrunenasError(f"{str(ckpt_path)!r} is not a prunenas checkpoint (no model weights); pass {layout}")
+
+    genotype_file = run / "genotype.json"
+    ckpt_genotype = state.get("genotype")
+    if genotype_file.is_file():
+        genotype = Genotype.load(genotype_file)
+    elif isinstance(ckpt_genotype, Mapping):
+        genotype = Genotype.from_dict(ckpt_genotype, origin=f"{ckpt_path} genotype")
+    else:
+        raise PrunenasError(f"run folder {str(run)!r} has no genotype.json; pass {layout}")
+    space = get_space(genotype.space)
+    genotype = space.validate(genotype)
+    if isinstance(ckpt_genotype, Mapping):
+        trained = space.validate(Genotype.from_dict(ckpt_genotype, origin=f"{ckpt_path} genotype"))
+        if trained.key != genotype.key:
+            raise PrunenasError(
+                f"{genotype_file} (genotype {genotype.key}) is not the genotype checkpoint.pt was trained on "
+                f"({trained.key}); restore the run's genotype.json or pass the matching run folder"
+            )
+
+    metrics_path = run / METRICS
+    if not metrics_path.is_file():
+        raise PrunenasError(
+            f"run folder {str(run)!r} has no {METRICS} (it is written when the run finishes); finish the run with "
+            "`prunenas train` (it resumes from checkpoint.pt) and export again"
+        )
+    metrics = _read_json(metrics_path, "metrics file", "pass the folder of a finished `prunenas train` run")
+    dataset = metrics.get("dataset")
+    mean = _three_floats(dataset.get("mean")) if isinstance(dataset, Mapping) else None
+    std = _three_floats(dataset.get("std")) if isinstance(dataset, Mapping) else None
+    if mean is None or std is None or min(std) <= 0:
+        raise PrunenasError(
+            f"{metrics_path} has no usable dataset.mean/std (3 numbers each, std > 0), so the input normalization "
+            "is unknown; pass the folder of a `prunenas train` run"
+        )
+    assert isinstance(dataset, Mapping)
+    num_classes = int(state.get("num_classes") or len(dataset.get("classes") or []) or space.num_classes)
+    classes = tuple(str(c) for c in dataset.get("classes") or [])
+    if len(classes) != num_classes:
+        classes = tuple(str(i) for i in range(num_classes))
+
+    model = space.build(genotype, num_classes=num_classes)
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PrunenasError(
+            f"checkpoint.pt in {str(run)!r} does not fit genotype {genotype.key} ({first}); "
+            "genotype.json must be the genotype the run trained"
+        ) from None
+    model.float().eval()
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise PrunenasError(
+            f"the weights in {str(ckpt_path)!r} are not finite (e.g. {bad[0]}); the run diverged "
+            f"({state.get('stopped') or 'see metrics.json'}): retrain it with a lower --lr"
+        )
+    return TrainedRun(
+        run_dir=run,
+        space=space,
+        genotype=genotype,
+        model=model,
+        num_classes=num_classes,
+        classes=classes,
+        mean=mean,
+        std=std,
+        metrics=metrics,
+        checkpoint_epoch=int(state.get("epoch", 0)),
+        run_key=state.get("run_key"),
+        used_cuda=state.get("rng_cuda") is not None,
+    )
