@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from prunenas.data import DeviceBatches, ImageSet, load_dataset
+from prunenas.recipes import Recipe
 from prunenas.spaces import get_space
-from prunenas.train import resolve_device
+from prunenas.train import TrainStep, resolve_device
 
 
 class Timer:
@@ -247,7 +248,7 @@ def _flag(args: argparse.Namespace, name: str, default: bool) -> bool:
 def prunenas_loop(
     model: torch.nn.Module, data: Any, args: argparse.Namespace, device: torch.device, stats: dict | None = None
 ) -> float:
-    """The trainer's inner loop (prunenas.train.train), timed over a fixed number of steps.
+    """The trainer's inner loop (prunenas.train.TrainStep over DeviceBatches), timed over a fixed number of steps.
 
     Variants through `args` (missing attributes keep the trainer's choices): amp and channels_last (None: on
     for CUDA; bf16 autocast only on CUDA), compile (torch.compile the model; compile_mode if set),
@@ -279,17 +280,12 @@ def prunenas_loop(
         loss_sum = runner.loss_sum
         step = runner.step
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        step_model: Any = torch.compile(model, mode=getattr(args, "compile_mode", None)) if use_compile else model
-        loss_sum = torch.zeros((), device=device)
-
-        def step(x: torch.Tensor, y: torch.Tensor) -> None:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(step_model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum.add_(loss.detach())
+        # The trainer's own step (prunenas.train.TrainStep): SGD 0.9, lr 0.1, wd 1e-4, sums on the device.
+        train_step = TrainStep(model, Recipe(lr=0.1, momentum=0.9, weight_decay=1e-4), amp=amp)
+        if use_compile:
+            train_step.forward = torch.compile(model, mode=getattr(args, "compile_mode", None))
+        loss_sum = train_step.loss_sum  # summed per image on the device (StepRunner sums per step)
+        step = train_step
 
     timer = Timer(device)
     seen, steps, epoch = 0, 0, 0
@@ -311,6 +307,8 @@ def prunenas_loop(
     assert start is not None and loss_before is not None
     seconds = timer.stop()
     timed_loss = float(loss_sum - loss_before)  # one read at the end
+    if not graphs:
+        timed_loss /= args.batch_size  # TrainStep sums loss x images; per-step means like StepRunner's
     if stats is not None:
         stats.update(seconds=seconds, images=seen, steps=args.steps, setup_s=start - t_enter)
         stats.update(loss_mean=timed_loss / max(1, args.steps), amp=amp, channels_last=channels_last)

@@ -1,4 +1,14 @@
-"""Loading plugins: built-in and third-party classes registered under an entry-point group."""
+"""Plugins: spaces, proposers and metrics, registered in one place.
+
+Every plugin, built-in or third-party, is one class and one entry-point line in its group:
+
+    [project.entry-points."prunenas.spaces"]      a Space subclass (a family, or a space of its own)
+    [project.entry-points."prunenas.proposers"]   a Proposer subclass
+    [project.entry-points."prunenas.metrics"]     a Metric subclass
+
+`BUILTINS` repeats the package's own entry points (pyproject.toml) so that a bare source tree on
+PYTHONPATH, which has no package metadata, still finds them; a test checks that the two agree.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,45 @@ from collections.abc import Mapping
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
+
+SPACES = "prunenas.spaces"
+PROPOSERS = "prunenas.proposers"
+METRICS = "prunenas.metrics"
+
+BUILTINS: Mapping[str, Mapping[str, str]] = {
+    SPACES: {
+        "cifar_resnet": "prunenas.spaces.cifar_resnet:CifarResNetSpace",
+        "cifar_resnet_stages": "prunenas.spaces.cifar_resnet:CifarResNetStagesSpace",
+        "cifar_vgg": "prunenas.spaces.cifar_vgg:CifarVGGSpace",
+        "density": "prunenas.spaces.density:DensitySpace",
+    },
+    # Entry-point names are unique; the user-facing name is the class's `name`, which a structured
+    # and an unstructured method may share (random, uniform): the space picks between them.
+    PROPOSERS: {
+        "uniform": "prunenas.proposers.structured:UniformProposer",
+        "random": "prunenas.proposers.structured:RandomProposer",
+        "l1": "prunenas.proposers.structured:L1Proposer",
+        "l2": "prunenas.proposers.structured:L2Proposer",
+        "taylor": "prunenas.proposers.structured:TaylorProposer",
+        "fpgm": "prunenas.proposers.structured:FPGMProposer",
+        "lamp": "prunenas.proposers.structured:LAMPProposer",
+        "slimming": "prunenas.proposers.structured:SlimmingProposer",
+        "l1-paper": "prunenas.proposers.structured:LiPaperProposer",
+        "magnitude": "prunenas.proposers.unstructured:MagnitudeProposer",
+        "snip": "prunenas.proposers.unstructured:SnipProposer",
+        "grasp": "prunenas.proposers.unstructured:GraspProposer",
+        "graspabs": "prunenas.proposers.unstructured:GraspAbsProposer",
+        "synflow": "prunenas.proposers.unstructured:SynflowProposer",
+        "random-density": "prunenas.proposers.unstructured:RandomDensityProposer",
+        "erk": "prunenas.proposers.unstructured:ERKProposer",
+        "uniform-density": "prunenas.proposers.unstructured:UniformDensityProposer",
+    },
+    METRICS: {
+        "val_acc": "prunenas.metrics:ValAccuracy",
+        "macs": "prunenas.metrics:Macs",
+        "params": "prunenas.metrics:Params",
+    },
+}
 
 
 def load_ref(ref: str) -> Any:
@@ -18,11 +67,10 @@ def load_ref(ref: str) -> Any:
     return obj
 
 
-def load_group(group: str, builtins: Mapping[str, str], what: str) -> list[tuple[str, Any]]:
-    """(name, object) for the built-ins, then for every entry point of `group` (entry points win a
-    shared name). The built-ins are listed in the package's own entry points too; the mapping keeps a
-    bare source tree on PYTHONPATH working. A plugin that fails to import is reported and skipped."""
-    found = [(name, load_ref(ref)) for name, ref in builtins.items()]
+def load_group(group: str, what: str) -> list[tuple[str, Any]]:
+    """(name, object) for the built-ins of `group`, then for every entry point of it (entry points
+    win a shared name). A plugin that fails to import is reported and skipped."""
+    found = [(name, load_ref(ref)) for name, ref in BUILTINS[group].items()]
     for ep in entry_points(group=group):
         try:
             found.append((ep.name, ep.load()))

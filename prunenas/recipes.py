@@ -12,58 +12,55 @@ Every field can be overridden (`--epochs`, `--lr`, ...).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from prunenas.config import Config, ConfigError, parse_value, setting
 from prunenas.errors import PrunenasError
 
 RECIPES = ("standard", "scratch-e", "scratch-b", "finetune", "proxy")
+SCHEDULES = ("step", "constant", "cosine")
 PROXY_EPOCHS = 10
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Config):
     """Hyperparameters of one training run. The lr schedule is evaluated per step, so a 2-epoch
-    proxy decays at 50% and 75% of its steps just as a 160-epoch run decays at epochs 80 and 120."""
+    proxy decays at 50% and 75% of its steps just as a 160-epoch run decays at epochs 80 and 120.
 
-    name: str = "standard"
-    epochs: int = 160
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
-    schedule: Literal["step", "constant", "cosine"] = "step"
-    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    augment: bool = True
-    bn_l1: float = 0.0  # network slimming: L1 penalty on BatchNorm scales (1e-4 VGG, 1e-5 ResNet)
-    needs_weights: bool = False  # finetune: starts from given weights instead of a fresh init
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    Every field is also a command-line flag of `train`, `pretrain` and `search` (`--lr 0.05`,
+    `--milestones 0.3,0.6`, `--nesterov`), and a `--set KEY=VALUE` key; all of them change the result
+    and so the run's identity."""
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0 (got {self.lr})")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            problems.append("weight_decay must be >= 0 and momentum in [0, 1)")
-        if self.schedule not in ("step", "constant", "cosine"):
-            problems.append(f"schedule must be step, constant or cosine (got {self.schedule!r})")
-        if self.bn_l1 < 0:
-            problems.append(f"bn_l1 must be >= 0 (got {self.bn_l1})")
-        if any(not 0 < m < 1 for m in self.milestones):
-            problems.append(f"milestones are fractions of the run in (0, 1) (got {list(self.milestones)})")
-        if problems:
-            raise PrunenasError(f"recipe {self.name!r}: " + "; ".join(problems))
-        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
-        object.__setattr__(self, "extra", dict(self.extra))
+    cli_group: ClassVar[str] = "recipe (defaults from the space's TOML [recipe])"
+
+    name: str = setting("standard", "recipe name", choices=RECIPES, cli=False)
+    epochs: int = setting(160, "epochs (scratch-b: the full model's budget E)", low=1)
+    batch_size: int = setting(64, "images per step", low=1)
+    lr: float = setting(0.1, "initial learning rate", low=0.0, low_open=True)
+    momentum: float = setting(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
+    weight_decay: float = setting(1e-4, "L2 weight decay (every parameter, BN included)", low=0.0)
+    nesterov: bool = setting(False, "Nesterov momentum")
+    schedule: str = setting("step", "lr schedule", choices=SCHEDULES)
+    milestones: tuple[float, ...] = setting(
+        (0.5, 0.75), "step schedule: lr x gamma at these fractions of the run", low=0.0, high=1.0, low_open=True,
+        high_open=True, metavar="F,F",
+    )  # fmt: skip
+    gamma: float = setting(0.1, "step schedule: lr factor at each milestone", low=0.0, high=1.0, low_open=True)
+    warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs", low=0.0)
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy", low=0.0, high=1.0, high_open=True)
+    augment: bool = setting(True, "random crop (pad 4) + flip of training images")
+    bn_l1: float = setting(0.0, "network slimming: L1 penalty on BatchNorm scales (1e-4 VGG, 1e-5 ResNet)", low=0.0)
+    needs_weights: bool = setting(False, "starts from given weights (finetune)", cli=False)
+    extra: dict[str, Any] = setting(default_factory=dict, help="derived values (scratch-b factor)", cli=False)
+
+    def check(self) -> None:
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"--warmup-epochs {self.warmup_epochs:g} must be below --epochs {self.epochs} (recipe {self.name!r})"
+            )
 
     def lr_at(self, step: int, total_steps: int, steps_per_epoch: int) -> float:
         """Learning rate for optimizer step `step` (0-based) of `total_steps`."""
@@ -71,8 +68,6 @@ class Recipe:
         if self.schedule == "constant":
             lr = self.lr
         elif self.schedule == "cosine":
-            import math
-
             lr = 0.5 * self.lr * (1 + math.cos(math.pi * t))
         else:
             lr = self.lr * self.gamma ** sum(t >= m for m in self.milestones)
@@ -81,62 +76,23 @@ class Recipe:
             lr *= (step + 1) / warm
         return lr
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["milestones"] = list(self.milestones)
-        return d
-
-    def replace(self, **changes: Any) -> Recipe:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-_FIELDS = {f.name for f in dataclasses.fields(Recipe)}
-
-
-_INTS = ("epochs", "batch_size")
-_FLOATS = ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "label_smoothing", "bn_l1")
-_BOOLS = ("nesterov", "augment", "needs_weights")
-
-
-def _typed(name: str, key: str, value: Any) -> Any:
-    """A recipe value checked and converted to its field's type (TOML and --set give loose types)."""
-
-    def bad(what: str) -> PrunenasError:
-        return PrunenasError(f"recipe {name!r}: {key} must be {what}, got {value!r}")
-
-    if key in _INTS:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if key in _FLOATS:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("a number")
-        return float(value)
-    if key in _BOOLS:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if key == "milestones":
-        if not isinstance(value, list | tuple) or any(
-            isinstance(m, bool) or not isinstance(m, int | float) for m in value
-        ):
-            raise bad("a list of fractions like [0.5, 0.75]")
-        return tuple(float(m) for m in value)
-    if key == "extra":
-        if not isinstance(value, Mapping):
-            raise bad("a table")
-        return dict(value)
-    if not isinstance(value, str):
-        raise bad("a string")
-    return value
-
 
 def recipe_from_mapping(name: str, values: Mapping[str, Any]) -> Recipe:
-    unknown = sorted(set(values) - _FIELDS)
-    if unknown:
-        raise PrunenasError(f"recipe {name!r}: unknown setting(s) {unknown}; valid: {', '.join(sorted(_FIELDS))}")
-    kwargs = {k: _typed(name, k, v) for k, v in values.items() if k != "name"}
-    return Recipe(name=name, **kwargs)
+    """A recipe from a mapping (a space's TOML [recipe], --set values); unknown keys are an error."""
+    return Recipe.from_dict({**values, "name": name}, where=f"recipe {name!r}")
+
+
+def parse_assignments(
+    items: Sequence[str] | None, flag: str = "--set", example: str = "KEY=VALUE (e.g. --set label_smoothing=0.1)"
+) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE parsed as JSON when it can be (numbers, lists, true/false, null)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PrunenasError(f"{flag} {item!r} must look like {example}")
+        out[key.strip()] = parse_value(value)
+    return out
 
 
 def make_recipe(

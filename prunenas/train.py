@@ -13,6 +13,7 @@ early (recorded), anything else it raises propagates. This module never imports 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunenas.config import RunSettings, fingerprint
 from prunenas.data import DatasetSplits, DeviceBatches, ImageSet
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
@@ -46,23 +48,6 @@ class StopTraining(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """How to run (not what to learn): device, seed, speed switches, output."""
-
-    device: str = "auto"
-    seed: int = 0
-    channels_last: bool | None = None  # None: on for CUDA
-    amp: bool | None = None  # bf16 autocast; None: on for CUDA
-    compile: bool = False
-    eval_every: int = 1
-    quiet: bool = False
-    resume: bool = True
-    checkpoint: bool = True
-    plot: bool = True
-    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,15 +113,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def run_key(
+def run_identity(
     genotype: Genotype,
     recipe: Recipe,
     seed: int,
     data: DatasetSplits,
     init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """What makes two runs the same run (stored in checkpoints; compared on resume): the genotype,
-    recipe, seed, data and, for runs that start from given weights, a hash of those weights."""
+    """What makes two runs the same run: the genotype, every recipe field, the seed, the data and, for
+    runs that start from given weights, a hash of those weights. Stored in checkpoints (compared on
+    resume) and hashed by `run_id` into default run folder names and the search's run cache, so a
+    change of any result-changing setting gets a new folder."""
     key: dict[str, Any] = {
         "genotype": genotype.key,
         "recipe": recipe.to_dict(),
@@ -152,6 +139,20 @@ def run_key(
             digest.update(init_state[name].detach().cpu().contiguous().numpy().tobytes())
         key["init"] = digest.hexdigest()[:16]
     return key
+
+
+#: The name used by earlier versions (checkpoints store this dict under "run_key").
+run_key = run_identity
+
+
+def run_id(identity: Mapping[str, Any]) -> str:
+    """8 hex digits naming a run: the hash of its `run_identity` (pinned by a regression test)."""
+    return fingerprint(dict(identity))
+
+
+def run_folder_name(space: Space, genotype: Genotype, recipe: Recipe, identity: Mapping[str, Any]) -> str:
+    """Default run folder name: readable parts, then the identity hash that tells runs apart."""
+    return f"{space.name}-{genotype.key}-{recipe.name}-s{identity['seed']}-{run_id(identity)}"
 
 
 @torch.no_grad()
@@ -221,6 +222,125 @@ def _make_progress(total: int, quiet: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True)
 
 
+class TrainStep:
+    """One optimizer step of the trainer: forward (bf16 autocast when `amp`), cross-entropy, backward,
+    the network-slimming BN penalty, SGD, re-applied masks. Losses and accuracies are summed on the
+    device (`loss_sum`, `correct`, `seen`) and read once per epoch, so a step never syncs the host.
+    `benchmarks/train_throughput.py` times this same object."""
+
+    def __init__(self, model: nn.Module, recipe: Recipe, *, amp: bool, compile: bool = False) -> None:
+        self.model = model
+        self.recipe = recipe
+        self.amp = amp
+        self.device = next(model.parameters()).device
+        self.forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]
+        self.masked = any(True for _ in masked_layers(model))
+        self.bn_scales = [
+            m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+        ]
+        # The Rethinking recipe decays every parameter (BN included).
+        self.optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov and recipe.momentum > 0,
+        )
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.seen = 0
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.bn_l1 > 0:  # subgradient of bn_l1 * sum |gamma| (network slimming)
+            for gamma in self.bn_scales:
+                if gamma.grad is not None:
+                    gamma.grad.add_(torch.sign(gamma.detach()), alpha=self.recipe.bn_l1)
+        self.optimizer.step()
+        if self.masked:
+            apply_masks(self.model)
+        self.loss_sum += loss.detach() * y.numel()
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.seen += y.numel()
+
+
+def train_epoch(step: TrainStep, batches: DeviceBatches, epoch: int, progress: Any = None) -> EpochMetrics:
+    """One epoch of `step` over `batches`, the lr set per step from the recipe's schedule."""
+    recipe = step.recipe
+    steps_per_epoch = len(batches)
+    total_steps = steps_per_epoch * recipe.epochs
+    step.model.train()
+    step.reset_counts()
+    t0 = time.perf_counter()
+    lr = recipe.lr
+    for i, (x, y) in enumerate(batches.epoch(epoch)):
+        lr = recipe.lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
+        step.set_lr(lr)
+        step(x, y)
+        if progress is not None:
+            progress.update(1)
+    if step.device.type == "cuda":
+        torch.cuda.synchronize(step.device)
+    seconds = time.perf_counter() - t0
+    seen = max(1, step.seen)
+    return EpochMetrics(
+        epoch=epoch + 1,
+        epochs=recipe.epochs,
+        train_loss=float(step.loss_sum) / seen,
+        train_acc=float(step.correct) / seen,
+        lr=lr,
+        seconds=seconds,
+        images_per_s=step.seen / seconds if seconds > 0 else 0.0,
+    )
+
+
+def _data_batches(data: DatasetSplits, recipe: Recipe, device: torch.device, seed: int, channels_last: bool) -> Any:
+    """The shuffled, augmented training batches and a factory of evaluation batches."""
+    train_batches = DeviceBatches(
+        data.train, batch_size=recipe.batch_size, device=device, mean=data.mean, std=data.std,
+        augment=recipe.augment, shuffle=True, drop_last=len(data.train) > recipe.batch_size, seed=seed,
+        channels_last=channels_last, dtype=torch.float32, flip=data.flip,
+    )  # fmt: skip
+
+    def eval_batches(split: ImageSet) -> DeviceBatches:
+        return DeviceBatches(
+            split, batch_size=max(256, recipe.batch_size), device=device, mean=data.mean, std=data.std,
+            augment=False, shuffle=False, drop_last=False, channels_last=channels_last, dtype=torch.float32,
+        )  # fmt: skip
+
+    return train_batches, eval_batches
+
+
+def _progress_postfix(m: EpochMetrics) -> dict[str, str]:
+    post = {"epoch": f"{m.epoch}/{m.epochs}", "loss": f"{m.train_loss:.3f}", "acc": f"{m.train_acc:.3f}"}
+    if m.val_acc is not None:
+        post["val"] = f"{m.val_acc:.3f}"
+    post["img/s"] = f"{m.images_per_s:.0f}"
+    return post
+
+
+def _make_out(out_dir: str | Path | None) -> Path | None:
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrunenasError(f"cannot create output folder {str(out)!r}: {exc.strerror}; pass another --out") from None
+    return out
+
+
 def train(
     space: Space,
     genotype: Genotype,
@@ -237,7 +357,7 @@ def train(
     """Build `genotype` fresh (or from `init_state`) and train it with `recipe` on `data`.
 
     With `out_dir`, writes checkpoint.pt every epoch, metrics.json and curve.png at the end, and
-    resumes from an existing checkpoint of the same run (same genotype, recipe, seed and data).
+    resumes from an existing checkpoint of the same run (same `run_identity`).
     """
     settings = settings or RunSettings()
     genotype = space.validate(genotype)
@@ -253,17 +373,10 @@ def train(
         torch.set_num_threads(settings.threads)
     if cuda:
         torch.backends.cudnn.benchmark = True
-
-    out = Path(out_dir) if out_dir is not None else None
+    out = _make_out(out_dir)
     if out is not None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PrunenasError(
-                f"cannot create output folder {str(out)!r}: {exc.strerror}; pass another --out"
-            ) from None
         genotype.save(out / "genotype.json")  # every run folder says what it trained
-    key = run_key(genotype, recipe, settings.seed, data, init_state)
+    key = run_identity(genotype, recipe, settings.seed, data, init_state)
 
     # -- model, exactly as a fresh run builds it ------------------------------------------------
     torch.manual_seed(settings.seed)
@@ -277,53 +390,19 @@ def train(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    masked = any(True for _ in masked_layers(model))
-    bn_scales = [m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
-    # The Rethinking recipe decays every parameter (BN included).
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-        nesterov=recipe.nesterov and recipe.momentum > 0,
-    )
-    loader_dtype = torch.float32
-    train_batches = DeviceBatches(
-        data.train,
-        batch_size=recipe.batch_size,
-        device=device,
-        mean=data.mean,
-        std=data.std,
-        augment=recipe.augment,
-        shuffle=True,
-        drop_last=len(data.train) > recipe.batch_size,
-        seed=settings.seed,
-        channels_last=channels_last,
-        dtype=loader_dtype,
-        flip=data.flip,
-    )
-
-    def eval_batches(split: ImageSet) -> DeviceBatches:
-        return DeviceBatches(
-            split,
-            batch_size=max(256, recipe.batch_size),
-            device=device,
-            mean=data.mean,
-            std=data.std,
-            augment=False,
-            shuffle=False,
-            drop_last=False,
-            channels_last=channels_last,
-            dtype=loader_dtype,
-        )
-
+    step = TrainStep(model, recipe, amp=amp, compile=settings.compile)
+    train_batches, eval_batches = _data_batches(data, recipe, device, settings.seed, channels_last)
     val_batches = eval_batches(data.val) if len(data.val) else None
-    steps_per_epoch = len(train_batches)
-    total_steps = steps_per_epoch * recipe.epochs
+
+    def finish(history: list[EpochMetrics], stopped: str | None, wall: float, resumed_from: int) -> TrainResult:
+        return _finish(
+            model, space, genotype, data, recipe, settings, history, stopped, wall, out,
+            evaluate_test=evaluate_test and stopped is None, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
+            resumed_from=resumed_from,
+        )  # fmt: skip
 
     history: list[EpochMetrics] = []
-    start_epoch = 0
-    elapsed_before = 0.0
+    start_epoch, elapsed_before = 0, 0.0
     ckpt_path = out / CHECKPOINT if out is not None else None
     if ckpt_path is not None and settings.resume and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path)
@@ -333,108 +412,50 @@ def train(
                 "pass another --out or --fresh to overwrite it"
             )
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        step.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
         if cuda and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
         history = [EpochMetrics(**h) for h in state["history"]]
         start_epoch = int(state["epoch"])
         elapsed_before = float(state.get("wall_time_s", 0.0))
-        if state.get("stopped"):
-            # A run stopped on purpose (diverged, pruned by the search) stays stopped.
-            return _finish(
-                model, space, genotype, data, recipe, settings, history, state["stopped"], elapsed_before,
-                out, evaluate_test=False, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
-                resumed_from=start_epoch,
-            )  # fmt: skip
+        if state.get("stopped"):  # a run stopped on purpose (diverged, pruned by the search) stays stopped
+            return finish(history, state["stopped"], elapsed_before, start_epoch)
 
-    step_model: nn.Module = model
-    if settings.compile:
-        step_model = torch.compile(model)  # type: ignore[assignment]
+    run_start = time.perf_counter()
 
     def save_checkpoint(epoch_done: int, stopped: str | None) -> None:
         if ckpt_path is None or not settings.checkpoint:
             return
         _atomic_save(
             {
-                "run_key": key,
-                "epoch": epoch_done,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
+                "run_key": key, "epoch": epoch_done, "model": model.state_dict(),
+                "optimizer": step.optimizer.state_dict(), "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(device) if cuda else None,
-                "history": [h.to_dict() for h in history],
-                "stopped": stopped,
+                "history": [h.to_dict() for h in history], "stopped": stopped,
                 "wall_time_s": elapsed_before + time.perf_counter() - run_start,
-                "genotype": genotype.to_dict(),
-                "space": space.name,
+                "genotype": genotype.to_dict(), "space": space.name, "space_source": space.source,
                 "num_classes": data.num_classes,
             },
             ckpt_path,
-        )
+        )  # fmt: skip
 
     stopped: str | None = None
-    progress = _make_progress(total_steps, settings.quiet, f"{space.name} {genotype.key[:8]} {recipe.name}")
+    desc = f"{space.name} {genotype.key[:8]} {recipe.name}"
+    progress = _make_progress(len(train_batches) * recipe.epochs, settings.quiet, desc)
     if progress is not None and start_epoch:
-        progress.update(start_epoch * steps_per_epoch)
-    run_start = time.perf_counter()
+        progress.update(start_epoch * len(train_batches))
     try:
         for epoch in range(start_epoch, recipe.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            lr = recipe.lr
-            for i, (x, y) in enumerate(train_batches.epoch(epoch)):
-                lr = recipe.lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = step_model(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.bn_l1 > 0:  # subgradient of bn_l1 * sum |gamma| (network slimming)
-                    for gamma in bn_scales:
-                        if gamma.grad is not None:
-                            gamma.grad.add_(torch.sign(gamma.detach()), alpha=recipe.bn_l1)
-                optimizer.step()
-                if masked:
-                    apply_masks(model)
-                loss_sum += loss.detach() * y.numel()
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += y.numel()
-                if progress is not None:
-                    progress.update(1)
-            if cuda:
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
-            train_loss = float(loss_sum) / max(1, seen)
-            metrics = EpochMetrics(
-                epoch=epoch + 1,
-                epochs=recipe.epochs,
-                train_loss=train_loss,
-                train_acc=float(correct) / max(1, seen),
-                lr=lr,
-                seconds=seconds,
-                images_per_s=seen / seconds if seconds > 0 else 0.0,
-            )
-            if not math.isfinite(train_loss):
-                stopped = f"non-finite training loss ({train_loss}) in epoch {epoch + 1}"
-            elif val_batches is not None and (
-                (epoch + 1) % max(1, settings.eval_every) == 0 or epoch + 1 == recipe.epochs
-            ):
+            metrics = train_epoch(step, train_batches, epoch, progress)
+            if not math.isfinite(metrics.train_loss):
+                stopped = f"non-finite training loss ({metrics.train_loss}) in epoch {epoch + 1}"
+            elif val_batches is not None and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == recipe.epochs):
                 val_loss, val_acc = evaluate(model, val_batches, amp)
-                metrics = EpochMetrics(**{**metrics.to_dict(), "val_loss": val_loss, "val_acc": val_acc})
+                metrics = dataclasses.replace(metrics, val_loss=val_loss, val_acc=val_acc)
             history.append(metrics)
             if progress is not None:
-                post = {"epoch": f"{epoch + 1}/{recipe.epochs}", "loss": f"{train_loss:.3f}"}
-                post["acc"] = f"{metrics.train_acc:.3f}"
-                if metrics.val_acc is not None:
-                    post["val"] = f"{metrics.val_acc:.3f}"
-                post["img/s"] = f"{metrics.images_per_s:.0f}"
-                progress.set_postfix(post, refresh=True)
+                progress.set_postfix(_progress_postfix(metrics), refresh=True)
             # Checkpoint before the callbacks: a callback that interrupts (Ctrl-C, a killed trial)
             # leaves this epoch saved; one that stops the run is saved again with its reason.
             save_checkpoint(epoch + 1, stopped)
@@ -450,12 +471,7 @@ def train(
     finally:
         if progress is not None:
             progress.close()
-    wall = elapsed_before + time.perf_counter() - run_start
-    return _finish(
-        model, space, genotype, data, recipe, settings, history, stopped, wall, out,
-        evaluate_test=evaluate_test and stopped is None, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
-        resumed_from=start_epoch,
-    )  # fmt: skip
+    return finish(history, stopped, elapsed_before + time.perf_counter() - run_start, start_epoch)
 
 
 def _finish(
@@ -525,7 +541,7 @@ def write_metrics(
         "space_source": space.source,
         "genotype": genotype.to_dict(),
         "recipe_settings": recipe.to_dict(),
-        "run_settings": asdict(settings),
+        "run_settings": settings.to_dict(),
         "dataset": data.describe(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         **(extra or {}),

@@ -77,7 +77,7 @@ def test_step_schedule_is_compressed_into_short_runs():
         ("bogus", {}, "unknown recipe"),
         ("standard", {"epochs": 0}, "epochs must be >= 1"),
         ("standard", {"lr": -1.0}, "lr must be > 0"),
-        ("standard", {"batch_size": 0}, "batch_size"),
+        ("standard", {"batch_size": 0}, "--batch-size must be >= 1"),
     ],
 )
 def test_bad_recipes(name, overrides, message):
@@ -240,7 +240,7 @@ def test_cli_train_writes_metrics(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--dataset", "imagenet"], "unknown dataset"),
+        (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
         (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "--data-dir"),
         (["--dataset", "digits", "--recipe", "finetune"], "trained weights"),
         (["--dataset", "digits", "--weights", "/nonexistent.pt"], "does not exist"),
