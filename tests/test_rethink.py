@@ -12,16 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from prunenas import rethink
 from prunenas.cli import main
 from prunenas.data import load_dataset
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.proposers.base import Target, get_proposer
 from prunenas.proposers.runner import make_context, run_proposer
-from prunenas.rethink import inherit_weights
+from prunenas.rethink import run as rethink_run
 from prunenas.spaces import get_space
 from prunenas.spaces.base import Space
+from prunenas.surgery import inherit_channels
 from prunenas.train import CHECKPOINT, METRICS, TrainResult, load_model_state
 
 SUBSET = ["--dataset", "digits", "--train-subset", "96", "--val-size", "32"]
@@ -70,13 +70,13 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """Every call of train() made by the study (the real trainer still runs)."""
     calls: list[dict[str, Any]] = []
-    real: Callable[..., TrainResult] = rethink.train
+    real: Callable[..., TrainResult] = rethink_run.train
 
     def wrapper(*args: Any, **kwargs: Any) -> TrainResult:
         calls.append({"recipe": args[3].name, "out": Path(kwargs["out_dir"]), "init_state": kwargs["init_state"]})
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rethink, "train", wrapper)
+    monkeypatch.setattr(rethink_run, "train", wrapper)
     yield calls
 
 
@@ -125,8 +125,10 @@ def test_channel_study_trains_every_arm_writes_the_table_and_a_rerun_trains_noth
     assert (study / "rethink.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # fine-tuning starts from the unpruned model's weights, inherited by filter L1 norm
     ref_model = space.build(space.reference(), num_classes=10)
-    ref_model.load_state_dict(load_model_state(study / f"unpruned-e2-s0/{CHECKPOINT}"))
-    expected = inherit_weights(space, ref_model, genotype)
+    unpruned_dir = Path(arms["unpruned"]["runs"][0]["run_dir"])
+    assert unpruned_dir.name.startswith("unpruned-e2-s0-")  # then the run's identity hash
+    ref_model.load_state_dict(load_model_state(unpruned_dir / CHECKPOINT))
+    expected = inherit_channels(space, ref_model, genotype)
     given = spy[1]["init_state"]
     assert given.keys() == expected.keys() and all(torch.equal(given[k], expected[k]) for k in expected)
     assert spy[0]["init_state"] is None and spy[2]["init_state"] is None  # scratch: fresh init
@@ -317,7 +319,7 @@ def test_inherited_resnet_computes_what_the_kept_channels_of_the_reference_compu
             kept[f"stage{s}_width"] = torch.tensor([i for i in range(width) if i not in drop])
     genotype = space.make(genes)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    state = inherit_weights(space, model, genotype)
+    state = inherit_channels(space, model, genotype)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the reference is untouched
     pruned = space.build(genotype)
     pruned.load_state_dict(state)
@@ -351,19 +353,19 @@ def test_inherited_vgg_computes_what_the_kept_channels_compute(tiny: dict[str, s
         genes[gene] = int(genes[gene]) - len(drop)
     genotype = space.make(genes)
     pruned = space.build(genotype)
-    pruned.load_state_dict(inherit_weights(space, model, genotype))
+    pruned.load_state_dict(inherit_channels(space, model, genotype))
     x = torch.randn(3, *space.input_shape)
     with torch.no_grad():
         torch.testing.assert_close(pruned.eval()(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_inherit_weights_refuses_what_cannot_be_inherited(tiny: dict[str, str]) -> None:
+def test_inherit_channels_refuses_what_cannot_be_inherited(tiny: dict[str, str]) -> None:
     space = get_space(tiny["a"])
     model = space.build()
     residual = {**space.reference().genes, "stage2_width": 5}  # shortcut A: residual widths are not pruned
     with pytest.raises(PrunenasError, match="stage2_width"):
-        inherit_weights(space, model, space.make(residual))
-    assert inherit_weights(space, model, space.reference()).keys() == model.state_dict().keys()
+        inherit_channels(space, model, space.make(residual))
+    assert inherit_channels(space, model, space.reference()).keys() == model.state_dict().keys()
 
 
 # -- bad input -----------------------------------------------------------------------------------------------------
@@ -387,7 +389,9 @@ def test_inherit_weights_refuses_what_cannot_be_inherited(tiny: dict[str, str]) 
 def test_bad_input_is_one_line_and_exit_2(
     argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("prunenas.cli.data_from_args", lambda *_: pytest.fail("data loaded before the input check"))
+    monkeypatch.setattr(
+        "prunenas.cli.run_commands.load_data", lambda *_: pytest.fail("data loaded before the input check")
+    )
     rc, out, err = run_cli(capsys, "rethink", *argv)
     assert rc == 2
     lines = err.strip().splitlines()

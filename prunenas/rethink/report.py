@@ -1,0 +1,223 @@
+"""The tables and the plot of a Rethinking study: its plan, its results (also in the format of Liu et
+al.'s Table 1), and the files written to the study folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prunenas.genotype import Genotype
+from prunenas.rethink.plan import LABELS, Plan
+
+if TYPE_CHECKING:
+    from prunenas.rethink.run import RethinkOutcome
+
+TABLE_JSON, TABLE_TXT, TABLE_PNG = "rethink.json", "rethink.txt", "rethink.png"
+GENOTYPE_FILE, MASKS_FILE = "genotype.json", "masks.pt"
+
+
+# -- tables and plot ---------------------------------------------------------------------------------------
+def _pct(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f} ± {100 * (std or 0.0):.2f}"
+
+
+def _human(n: float | None) -> str:
+    from prunenas.report import human
+
+    return "?" if n is None else human(n)
+
+
+def genotype_name(genotype: Genotype | None) -> str:
+    if genotype is None:
+        return "?"
+    name = genotype.provenance.get("name")
+    return f"{name} ({genotype.key})" if name else genotype.key
+
+
+def paper_row(outcome: RethinkOutcome) -> dict[str, Any]:
+    """One row of Liu et al.'s Table 1: dataset, model, unpruned, pruned model, fine-tuned, scratch-E/B."""
+    plan = outcome.plan
+
+    def cell(name: str) -> dict[str, Any]:
+        a = outcome.arm(name)
+        return {"mean": a.mean(), "std": a.std(), "n": len(a.values("test_acc")), "epochs": a.plan.epochs}
+
+    return {
+        "dataset": plan.dataset,
+        "model": plan.space,
+        "unpruned": cell("unpruned"),
+        "pruned_model": genotype_name(plan.genotype),
+        "fine_tuned": cell("finetune"),
+        "scratch_e": cell("scratch-e"),
+        "scratch_b": cell("scratch-b"),
+    }
+
+
+def format_plan(plan: Plan) -> str:
+    from prunenas.report import format_table
+
+    g = plan.genotype
+    pruned = next((a.macs for a in plan.arms if a.name == "scratch-e"), None)
+    ratio = "" if pruned is None else f" ({_human(pruned)} MACs, {pruned / plan.reference_macs:.3f} of the reference)"
+    lines = [
+        f"rethink plan: space {plan.space} ({plan.kind}), pruned genotype {genotype_name(g)}{ratio} by "
+        f"{plan.decided_by}; dataset {plan.dataset} "
+        f"({'?' if plan.train_images is None else f'{plan.train_images:,}'} training images); budget {plan.budget}; "
+        f"{len(plan.seeds)} seed(s) {', '.join(map(str, plan.seeds))}"
+    ]
+    rows = []
+    for r in plan.rows():
+        epochs = "?" if r["epochs"] is None else ("~" if r["estimated"] else "") + str(r["epochs"])
+        runs = str(r["runs"]) if not r["shared_with"] else f"0 (= {LABELS[r['shared_with']]})"
+        total = "-" if r["training_epochs"] is None else ("~" if r["estimated"] else "") + str(r["training_epochs"])
+        rows.append(
+            [
+                r["label"],
+                r["recipe"] or "?",
+                epochs,
+                runs,
+                total,
+                _human(r["image_epochs"]) if r["runs"] else "0",
+                "?" if r["train_pflop"] is None else f"{r['train_pflop']:.2f}",
+                _human(r["macs"]),
+                r["what"],
+            ]
+        )
+    t = plan.totals()
+    rows.append(
+        [
+            "total",
+            "",
+            "",
+            str(t["runs"]),
+            str(t["training_epochs"]) + (" + ?" if t["unknown"] else ""),
+            _human(t["image_epochs"]),
+            "?" if t["train_pflop"] is None else f"{t['train_pflop']:.2f}",
+            "",
+            "",
+        ]
+    )
+    header = ["arm", "recipe", "epochs", "runs", "train epochs", "image-epochs", "PFLOP", "MACs", "what"]
+    lines.append(format_table(rows, header, "llrrrrrrl"))
+    notes = [f"reference: {_human(plan.reference_macs)} MACs; PFLOP = 6 x MACs executed per image x image-epochs"]
+    if t["estimated"]:
+        notes.append(f"~: estimated from the --macs-ratio target (met within 2%): {', '.join(t['estimated'])}")
+    if t["unknown"]:
+        notes.append(f"?: known once the proposer has decided: {', '.join(t['unknown'])} (not in the totals)")
+    notes.append(f"study folder: {plan.study_dir}")
+    return "\n".join(lines + notes)
+
+
+def format_results(outcome: RethinkOutcome) -> str:
+    from prunenas.report import format_table
+
+    plan = outcome.plan
+    head = (
+        f"rethink: {plan.space} / {genotype_name(plan.genotype)} on {plan.dataset}, budget {plan.budget}, "
+        f"{len(plan.seeds)} seed(s); test accuracy of the final model (%), mean ± std over seeds"
+    )
+    rows = []
+    for a in outcome.arms:
+        n = len(a.values("test_acc"))
+        stopped = sum(1 for r in a.runs if r.stopped)
+        shared = "" if a.plan.runs_of == a.plan.name else f" (= {LABELS[a.plan.runs_of]} runs)"
+        rows.append(
+            [
+                a.plan.label,
+                _pct(a.mean(), a.std()),
+                _pct(a.mean("val_acc"), a.std("val_acc")),
+                f"{n}" + (f" ({stopped} stopped)" if stopped else ""),
+                "-" if a.plan.epochs is None else str(a.plan.epochs),
+                _human(a.plan.macs),
+                _human(a.plan.params),
+                a.plan.what + shared,
+            ]
+        )
+    table = format_table(rows, ["arm", "test acc", "val acc", "n", "epochs", "MACs", "params", "what"], "lrrrrrrl")
+    p = paper_row(outcome)
+
+    def cell(c: Mapping[str, Any]) -> str:
+        return "-" if c["mean"] is None else f"{100 * c['mean']:.2f} (±{100 * (c['std'] or 0):.2f})"
+
+    paper = format_table(
+        [
+            [
+                p["dataset"],
+                p["model"],
+                cell(p["unpruned"]),
+                p["pruned_model"],
+                cell(p["fine_tuned"]),
+                cell(p["scratch_e"]),
+                cell(p["scratch_b"]),
+            ]
+        ],
+        ["dataset", "model", "unpruned", "pruned model", "fine-tuned", "scratch-E", "scratch-B"],
+        "lllllll",
+    )
+    epochs = (
+        f"epochs: unpruned {outcome.arm('unpruned').plan.epochs or '-'} / fine-tuned "
+        f"{outcome.arm('finetune').plan.epochs} / scratch-E {outcome.arm('scratch-e').plan.epochs} / scratch-B "
+        f"{outcome.arm('scratch-b').plan.epochs}"
+    )
+    return "\n".join([head, table, "", "Liu et al. (ICLR 2019) Table 1 format:", paper, epochs])
+
+
+def plot_arms(outcome: RethinkOutcome, path: Path) -> Path:
+    """Bar chart: mean test accuracy per arm with ± std error bars, epochs and MACs under each bar."""
+    from prunenas.report import pyplot as _pyplot
+
+    plt = _pyplot()
+    arms = [a for a in outcome.arms if a.mean() is not None]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(outcome.arms) + 1.5), 4.2))
+    colors = {"unpruned": "tab:gray", "finetune": "tab:blue", "scratch-e": "tab:orange", "scratch-b": "tab:green"}
+    xs = list(range(len(arms)))
+    means = [100 * (a.mean() or 0.0) for a in arms]
+    stds = [100 * (a.std() or 0.0) for a in arms]
+    ax.bar(xs, means, yerr=stds, capsize=4, color=[colors.get(a.plan.name, "tab:purple") for a in arms])
+    for x, m in zip(xs, means, strict=True):
+        ax.annotate(f"{m:.2f}", (x, m), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{a.plan.label}\n{a.plan.epochs or '-'} ep, {_human(a.plan.macs)}" for a in arms], fontsize=8)
+    if means:
+        low = min(m - s for m, s in zip(means, stds, strict=True))
+        high = max(m + s for m, s in zip(means, stds, strict=True))
+        pad = max(1.0, 0.15 * (high - low))
+        ax.set_ylim(max(0.0, low - 4 * pad), min(100.0, high + 2 * pad))
+    ax.set_ylabel("test accuracy (%), mean ± std")
+    plan = outcome.plan
+    ax.set_title(
+        f"{plan.space} {genotype_name(plan.genotype)} on {plan.dataset} ({len(plan.seeds)} seed(s))", fontsize=9
+    )
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(outcome: RethinkOutcome) -> dict[str, str]:
+    study = outcome.plan.study_dir
+    files = {
+        "table_json": str(study / TABLE_JSON),
+        "table_txt": str(study / TABLE_TXT),
+        "plot_png": str(study / TABLE_PNG),
+        "genotype": str(study / GENOTYPE_FILE),
+    }
+    if (study / MASKS_FILE).exists():
+        files["masks"] = str(study / MASKS_FILE)
+    payload = {**outcome.to_dict(), "files": files}
+    _atomic_text(study / TABLE_JSON, json.dumps(payload, indent=2) + "\n")
+    _atomic_text(study / TABLE_TXT, format_results(outcome) + "\n")
+    plot_arms(outcome, study / TABLE_PNG)
+    return files
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

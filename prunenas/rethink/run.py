@@ -1,0 +1,370 @@
+"""Running a Rethinking study: every arm's runs trained (or found finished), and the results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunenas.cost import genotype_cost
+from prunenas.data import DatasetSplits, DeviceBatches
+from prunenas.errors import PrunenasError
+from prunenas.genotype import Genotype
+from prunenas.proposers.base import Proposal, Proposer
+from prunenas.proposers.runner import load_reference, make_context, run_proposer
+from prunenas.recipes import Recipe
+from prunenas.rethink.plan import (
+    REINIT_OFFSET,
+    ArmPlan,
+    Plan,
+    RethinkConfig,
+    check_config,
+    default_study_dir,
+    make_plan,
+)
+from prunenas.rethink.report import GENOTYPE_FILE, MASKS_FILE, paper_row, write_outputs
+from prunenas.spaces.base import Space
+from prunenas.surgery import magnitude_masks, masked_state
+from prunenas.train import CHECKPOINT, METRICS, EpochMetrics, TrainResult, evaluate, train
+
+Log = Callable[[str], None]
+
+
+# -- results -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunRecord:
+    seed: int
+    run_dir: str
+    test_acc: float | None
+    val_acc: float | None
+    epochs_run: int
+    wall_time_s: float
+    stopped: str | None
+    trained: bool  # False: found finished (or evaluated only) and not trained again
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    plan: ArmPlan
+    runs: tuple[RunRecord, ...]
+
+    def values(self, attr: str = "test_acc") -> list[float]:
+        return [float(v) for r in self.runs if (v := getattr(r, attr)) is not None and math.isfinite(float(v))]
+
+    def mean(self, attr: str = "test_acc") -> float | None:
+        values = self.values(attr)
+        return statistics.fmean(values) if values else None
+
+    def std(self, attr: str = "test_acc") -> float | None:
+        values = self.values(attr)
+        if not values:
+            return None
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.plan.name,
+            "label": self.plan.label,
+            "what": self.plan.what,
+            "recipe": self.plan.recipe.name if self.plan.recipe is not None else None,
+            "epochs": self.plan.epochs,
+            "shared_with": None if self.plan.runs_of == self.plan.name else self.plan.runs_of,
+            "genotype_key": self.plan.genotype.key if self.plan.genotype is not None else None,
+            "macs": self.plan.macs,
+            "params": self.plan.params,
+            "n": len(self.values("test_acc")),
+            "test_acc_mean": self.mean(),
+            "test_acc_std": self.std(),
+            "val_acc_mean": self.mean("val_acc"),
+            "val_acc_std": self.std("val_acc"),
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+
+@dataclass(frozen=True)
+class RethinkOutcome:
+    plan: Plan
+    arms: tuple[ArmResult, ...]
+    files: Mapping[str, str]
+    trained: int  # runs trained (or resumed) by this call
+    skipped: int  # runs found finished
+    wall_time_s: float
+
+    def arm(self, name: str) -> ArmResult:
+        return next(a for a in self.arms if a.plan.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study_dir": str(self.plan.study_dir),
+            "plan": self.plan.to_dict(),
+            "arms": [a.to_dict() for a in self.arms],
+            "paper_row": paper_row(self),
+            "files": dict(self.files),
+            "trained": self.trained,
+            "skipped": self.skipped,
+            "wall_time_s": self.wall_time_s,
+        }
+
+
+def _finished_result(
+    out: Path, genotype: Genotype, recipe: Recipe, seed: int, data: DatasetSplits
+) -> TrainResult | None:
+    """The result recorded in `out`/metrics.json when it is this very run and it is over (finished or
+    stopped on purpose); None otherwise (then `train` runs or resumes it)."""
+    path = out / METRICS
+    if not path.exists():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        same = (
+            d["genotype"]["space"] == genotype.space
+            and Genotype.from_dict(d["genotype"]).key == genotype.key
+            and d["recipe_settings"] == json.loads(json.dumps(recipe.to_dict()))
+            and d["seed"] == seed
+            and d["dataset"]["name"] == data.name
+            and d["dataset"]["sizes"] == {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+        )
+        if not same or not (d.get("finished") or d.get("stopped")):
+            return None
+        names = {f.name for f in dataclasses.fields(TrainResult)}
+        values = {k: v for k, v in d.items() if k in names and k != "history"}
+        return TrainResult(**values, history=tuple(EpochMetrics(**h) for h in d["history"]))
+    except (KeyError, TypeError, ValueError):
+        return None  # an unreadable or foreign metrics.json: let train() decide
+
+
+def _evaluate_reference(
+    space: Space, state: Mapping[str, torch.Tensor], data: DatasetSplits, device: str
+) -> tuple[float | None, float | None]:
+    """(val, test) accuracy of given reference weights (fp32)."""
+    from prunenas.train import resolve_device
+
+    dev = resolve_device(device)
+    model = space.build(space.reference(), num_classes=data.num_classes)
+    model.load_state_dict(state, strict=True)
+    model.to(dev)
+    accs: list[float | None] = []
+    for split in (data.val, data.test):
+        if not len(split):
+            accs.append(None)
+            continue
+        batches = DeviceBatches(
+            split, batch_size=256, device=dev, mean=data.mean, std=data.std, augment=False, shuffle=False,
+            drop_last=False,
+        )  # fmt: skip
+        accs.append(evaluate(model, batches, amp=False)[1])
+    return accs[0], accs[1]
+
+
+def _load_reference_state(space: Space, path: str | Path, num_classes: int) -> dict[str, torch.Tensor]:
+    state = load_reference(space, path)
+    try:
+        space.build(space.reference(), num_classes=num_classes).load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PrunenasError(
+            f"reference {str(path)!r} does not fit {space.name!r} with {num_classes} classes: {first}"
+        ) from None
+    return state
+
+
+def _propose(
+    config: RethinkConfig,
+    proposer: Proposer,
+    inverted: Proposer | None,
+    data: DatasetSplits,
+    reference: Path | str | None,
+) -> tuple[Proposal, Proposal | None]:
+    assert config.target is not None
+    ctx = make_context(
+        config.space, data=data, reference=reference if proposer.needs_trained else None,
+        seed=config.settings.seed, device=config.settings.device,
+    )  # fmt: skip
+    provenance = {"reference": str(reference) if proposer.needs_trained else "random init", "dataset": data.name}
+    proposal = run_proposer(proposer, ctx, config.target, **provenance)
+    inv = run_proposer(inverted, ctx, config.target, **provenance) if inverted is not None else None
+    return proposal, inv
+
+
+LAYOUT_FILE = "rethink_layout.json"
+LAYOUT = 2  # run folders end with the run's identity hash
+
+
+def _check_layout(study: Path) -> None:
+    """Refuse a study folder whose runs were named by an earlier prunenas (they would not be found and
+    would be trained again beside the old ones); mark new folders with the current layout."""
+    marker = study / LAYOUT_FILE
+    if marker.exists():
+        try:
+            layout = json.loads(marker.read_text(encoding="utf-8")).get("layout")
+        except (OSError, ValueError, AttributeError):
+            layout = None
+        if layout == LAYOUT:
+            return
+    elif not any(study.glob("*/checkpoint.pt")):
+        marker.write_text(json.dumps({"layout": LAYOUT}) + "\n", encoding="utf-8")
+        return
+    raise PrunenasError(
+        f"the study folder {str(study)!r} was made by an earlier prunenas (other run-folder names); "
+        "pass another --out to start a new study (the old runs stay readable where they are)"
+    )
+
+
+def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) -> RethinkOutcome:
+    """Train (or find finished) every run of the study and write rethink.json/.txt/.png in its folder."""
+    t0 = time.perf_counter()
+    proposer, inverted = check_config(config)
+    if config.dataset != data.name:
+        config = dataclasses.replace(config, dataset=data.name)
+    space = config.space
+    num_classes = data.num_classes
+    seeds = config.seed_list
+    s0 = seeds[0]
+    ref_state: dict[str, torch.Tensor] | None = None
+    if config.reference is not None:
+        ref_state = _load_reference_state(space, config.reference, num_classes)
+    counts = {"trained": 0, "skipped": 0}
+
+    # 1. The genotype, up front unless the proposer scores the reference that this study trains.
+    reference_first = proposer is not None and proposer.needs_trained and config.reference is None
+    proposal: Proposal | None = None
+    inv_proposal: Proposal | None = None
+    genotype = config.genotype
+    if proposer is not None and not reference_first:
+        proposal, inv_proposal = _propose(config, proposer, inverted, data, config.reference)
+        genotype = proposal.genotype
+    study = config.out or default_study_dir(config, genotype)
+    try:
+        study.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrunenasError(
+            f"cannot create the study folder {str(study)!r}: {exc.strerror}; pass another --out"
+        ) from None
+    _check_layout(study)
+
+    def plan_now() -> Plan:
+        return make_plan(
+            config, num_classes=num_classes, train_images=len(data.train), genotype=genotype, study_dir=study,
+            inverted=inv_proposal.genotype if inv_proposal is not None else None,
+            mask_source="the proposer's mask" if config.genotype is None else "per-layer magnitude masks",
+        )  # fmt: skip
+
+    plan = plan_now()
+    total_runs = sum(len(a.seeds) for a in plan.arms if a.trains)
+    done = 0
+
+    def run_arm(arm: ArmPlan, init_for: Callable[[int], Mapping[str, torch.Tensor] | None]) -> list[RunRecord]:
+        nonlocal done
+        assert arm.genotype is not None and arm.recipe is not None
+        records = []
+        for seed in arm.seeds:
+            done += 1
+            out = arm.run_dir(study, seed)
+            prefix = f"[{done}/{total_runs}] {arm.label} seed {seed}"
+            result = _finished_result(out, arm.genotype, arm.recipe, seed, data)
+            trained = result is None
+            if result is None:
+                log(f"{prefix}: {arm.recipe.epochs} epochs ({arm.recipe.name}) -> {out}")
+                result = train(
+                    space,
+                    arm.genotype,
+                    data,
+                    arm.recipe,
+                    dataclasses.replace(config.settings, seed=seed),
+                    out_dir=out,
+                    init_state=init_for(seed),
+                    extra_metrics={
+                        "rethink": {"arm": arm.name, "what": arm.what, "study": str(study)},
+                        "cost": genotype_cost(space, arm.genotype, num_classes=num_classes).to_dict(),
+                    },
+                )
+                counts["trained"] += 1
+            else:
+                counts["skipped"] += 1
+                log(f"{prefix}: finished before ({out}), not trained again")
+            records.append(
+                RunRecord(
+                    seed=seed,
+                    run_dir=str(out),
+                    test_acc=result.test_acc,
+                    val_acc=result.val_acc,
+                    epochs_run=result.epochs_run,
+                    wall_time_s=result.wall_time_s,
+                    stopped=result.stopped,
+                    trained=trained,
+                )
+            )
+        return records
+
+    # 2. The unpruned arm (or the given reference).
+    runs: dict[str, list[RunRecord]] = {}
+    unpruned = plan.arm("unpruned")
+    if config.reference is not None:
+        assert ref_state is not None
+        val_acc, test_acc = _evaluate_reference(space, ref_state, data, config.settings.device)
+        runs["unpruned"] = [RunRecord(s0, str(config.reference), test_acc, val_acc, 0, 0.0, None, False)]
+        reference_path: Path | str = config.reference
+    else:
+        runs["unpruned"] = run_arm(unpruned, lambda _seed: None)
+        reference_path = unpruned.run_dir(study, s0) / CHECKPOINT
+        ref_state = _load_reference_state(space, reference_path, num_classes)
+
+    # 3. The proposer, if it scores the trained reference.
+    if proposer is not None and reference_first:
+        assert config.target is not None
+        log(f"proposer {proposer.name} scores the unpruned seed-{s0} model ({config.target.describe()})")
+        proposal, inv_proposal = _propose(config, proposer, inverted, data, reference_path)
+        genotype = proposal.genotype
+        plan = plan_now()
+        total_runs = sum(len(a.seeds) for a in plan.arms if a.trains)
+    assert genotype is not None and ref_state is not None
+    genotype.save(study / GENOTYPE_FILE)
+
+    # 4. Initial states: the pruned model (fine-tune) and, for masked (density) spaces, masked fresh inits.
+    masks: dict[str, torch.Tensor] | None = None
+    if space.masked:
+        if proposal is not None and proposal.masks is not None:
+            masks = {k: v.detach().cpu().float() for k, v in proposal.masks.items()}
+        else:  # a genotype file (or a proposer that returns no mask): layer-wise magnitude on the reference
+            masks = magnitude_masks(space, ref_state, genotype, num_classes)
+        saved: dict[str, Any] = {"masks": masks, "genotype": genotype.key}
+        if inv_proposal is not None and inv_proposal.masks is not None:
+            saved["invert_masks"] = {k: v.detach().cpu().float() for k, v in inv_proposal.masks.items()}
+        torch.save(saved, study / MASKS_FILE)
+    ref_model = space.build(space.reference(), num_classes=num_classes)
+    ref_model.load_state_dict(ref_state, strict=True)
+    pruned = space.initial_state(ref_model, genotype, masks)
+
+    def fresh(mask_set: Mapping[str, torch.Tensor] | None, offset: int = 0) -> Callable[[int], Any]:
+        if mask_set is None:
+            return lambda _seed: None  # train() builds the genotype fresh (channels; shuffle = the space's masks)
+        return lambda seed: masked_state(space, mask_set, num_classes, init_seed=seed + offset)
+
+    inits: dict[str, Callable[[int], Mapping[str, torch.Tensor] | None]] = {
+        "finetune": lambda _seed: pruned,
+        "scratch-e": fresh(masks),
+        "scratch-b": fresh(masks),
+        "shuffle": fresh(None),
+        "reinit": fresh(masks, REINIT_OFFSET),
+    }
+    if inv_proposal is not None:
+        inv_masks = inv_proposal.masks
+        inits["invert"] = fresh({k: v.detach().cpu().float() for k, v in inv_masks.items()} if inv_masks else None)
+    for arm in plan.arms:
+        if arm.name != "unpruned" and arm.trains:
+            runs[arm.name] = run_arm(arm, inits[arm.name])
+    results = tuple(ArmResult(arm, tuple(runs.get(arm.runs_of, []))) for arm in plan.arms)
+    outcome = RethinkOutcome(plan, results, {}, counts["trained"], counts["skipped"], time.perf_counter() - t0)
+    files = write_outputs(outcome)
+    return dataclasses.replace(outcome, files=files, wall_time_s=time.perf_counter() - t0)
