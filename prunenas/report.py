@@ -82,17 +82,16 @@ def plot_profile(space: Any, genotype: Any, path: str | Path) -> Path:
     names = [g.name for g in space.genes]
     values = [float(genotype.genes[n]) for n in names]
     refs = [float(reference.genes[n]) for n in names]
-    density = space.kind == "density"
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names) + 2), 4))
     xs = range(len(names))
-    if density:
-        ax.bar(xs, values, color="tab:blue", label="density")
-        ax.set_ylabel("density (fraction of weights kept)")
-        ax.set_ylim(0, 1.05)
-    else:
+    if any(refs):  # against the reference's values (channels)
         ax.bar(xs, refs, color="lightgray", label="reference")
         ax.bar(xs, values, color="tab:blue", width=0.6, label=genotype.provenance.get("name") or "genotype")
-        ax.set_ylabel("channels" if space.kind == "channels" else "value")
+    else:
+        ax.bar(xs, values, color="tab:blue", label=genotype.provenance.get("name") or "genotype")
+    ax.set_ylabel(space.value_label)
+    if all(0.0 <= v <= 1.0 for v in values + refs):
+        ax.set_ylim(0, 1.05)
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, rotation=90, fontsize=7)
     origin = genotype.provenance.get("proposer") or genotype.provenance.get("origin") or ""
@@ -114,42 +113,60 @@ def plot_pareto(
     front: Sequence[int] = (),
     winners: Iterable[str] = (),
     title: str = "",
+    x: Any = None,
+    y: Any = None,
+    limit: float | None = None,
     max_macs: int | None = None,
 ) -> Path:
-    """Validation accuracy against MACs for every trained trial; proposer-seeded trials are marked,
-    the Pareto front is joined by a line, the retrained winners are circled."""
+    """One metric against another for every measured trial (default: validation accuracy against MACs);
+    proposer-seeded trials are marked, the Pareto front is joined by a line, the retrained winners are
+    circled, infeasible (never trained) candidates sit on the x axis, `limit` is drawn on x."""
+    from prunenas.metrics import get_metric
+
+    x = x or get_metric("macs")
+    y = y or get_metric("val_acc")
+    if limit is None and max_macs is not None and x.name == "macs":
+        limit = float(max_macs)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    done = [r for r in rows if r.get("val_acc") is not None and r.get("macs") is not None]
+    xs_all = [float(r[x.name]) for r in rows if r.get(x.name) is not None]
+    sx = 1e6 if xs_all and max(xs_all) >= 1e6 else 1.0
+    sy = 100.0 if y.name == "val_acc" else 1.0
+
+    def px(r: Mapping[str, Any]) -> float:
+        return float(r[x.name]) / sx
+
+    def py(r: Mapping[str, Any]) -> float:
+        return float(r[y.name]) * sy
+
+    done = [r for r in rows if r.get(y.name) is not None and r.get(x.name) is not None and not r.get("infeasible")]
     sampled = [r for r in done if r.get("origin") != "proposer"]
     seeded = [r for r in done if r.get("origin") == "proposer"]
     if sampled:
-        ax.scatter([r["macs"] / 1e6 for r in sampled], [100 * r["val_acc"] for r in sampled], s=22, c="tab:blue",
-                   alpha=0.7, label="sampled")  # fmt: skip
+        ax.scatter([px(r) for r in sampled], [py(r) for r in sampled], s=22, c="tab:blue", alpha=0.7, label="sampled")
     if seeded:
-        ax.scatter([r["macs"] / 1e6 for r in seeded], [100 * r["val_acc"] for r in seeded], s=60, marker="*",
-                   c="tab:orange", label="proposer-seeded")  # fmt: skip
+        ax.scatter([px(r) for r in seeded], [py(r) for r in seeded], s=60, marker="*", c="tab:orange",
+                   label="proposer-seeded")  # fmt: skip
         for r in seeded:
-            ax.annotate(str(r.get("proposer") or ""), (r["macs"] / 1e6, 100 * r["val_acc"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
-    infeasible = [r for r in rows if r.get("infeasible")]
+            ax.annotate(str(r.get("proposer") or ""), (px(r), py(r)), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+    infeasible = [r for r in rows if r.get("infeasible") and r.get(x.name) is not None]
     if infeasible:
-        ax.scatter([r["macs"] / 1e6 for r in infeasible], [0] * len(infeasible), marker="x", c="gray",
+        ax.scatter([px(r) for r in infeasible], [0] * len(infeasible), marker="x", c="gray",
                    label="infeasible (not trained)")  # fmt: skip
-    on_front = sorted((r for r in done if r["number"] in set(front)), key=lambda r: r["macs"])
+    on_front = sorted((r for r in done if r["number"] in set(front)), key=px)
     if on_front:
-        ax.plot([r["macs"] / 1e6 for r in on_front], [100 * r["val_acc"] for r in on_front], "-", c="tab:green",
-                marker="s", ms=4, mfc="none",
-                lw=1.2, label="Pareto front")  # fmt: skip
+        ax.plot([px(r) for r in on_front], [py(r) for r in on_front], "-", c="tab:green", marker="s", ms=4,
+                mfc="none", lw=1.2, label="Pareto front")  # fmt: skip
     keys = set(winners)
     chosen = [r for r in done if r.get("key") in keys]
     if chosen:
-        ax.scatter([r["macs"] / 1e6 for r in chosen], [100 * r["val_acc"] for r in chosen], s=160,
-                   facecolors="none", edgecolors="tab:red", linewidths=1.5, label="winners (retrained)")  # fmt: skip
-    if max_macs is not None:
-        ax.axvline(max_macs / 1e6, ls="--", c="tab:red", lw=1, label="MACs limit")
-    ax.set_xlabel("MACs (millions, batch 1)")
-    ax.set_ylabel("validation accuracy (%), proxy training")
+        ax.scatter([px(r) for r in chosen], [py(r) for r in chosen], s=160, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.5, label="winners (retrained)")  # fmt: skip
+    if limit is not None:
+        ax.axvline(limit / sx, ls="--", c="tab:red", lw=1, label=f"{x.name} limit")
+    ax.set_xlabel(f"{x.label or x.name}" + (" (millions)" if sx == 1e6 else ""))
+    ax.set_ylabel(f"{y.label or y.name}" + (" (%), proxy training" if y.name == "val_acc" else ""))
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)

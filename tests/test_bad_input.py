@@ -78,7 +78,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda t: ["train", r20(t), "--dataset", "digits", "--set", "warp=9"],
         "unknown setting",
     ),
-    ("negative batch size", lambda t: ["train", r20(t), "--dataset", "digits", "--batch-size", "-4"], "batch_size"),
+    ("negative batch size", lambda t: ["train", r20(t), "--dataset", "digits", "--batch-size", "-4"], "--batch-size"),
     ("zero trials", lambda t: ["search", "--space", r20(t), "--dataset", "digits", "--trials", "0"], "--trials"),
     (
         "negative timeout",

@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 import prunenas.search as search_mod
+import prunenas.search.objective as objective_mod
 from prunenas.cli import main
 from prunenas.cost import genotype_cost
 from prunenas.data import load_dataset
@@ -49,7 +50,7 @@ class TrainSpy:
 
     def __init__(self, monkeypatch):
         self.keys: list[str] = []
-        real = search_mod.train
+        real = objective_mod.train
 
         def spy(space, genotype, *args, **kwargs):
             out = kwargs.get("out_dir")
@@ -57,7 +58,7 @@ class TrainSpy:
                 self.keys.append(genotype.key)
             return real(space, genotype, *args, **kwargs)
 
-        monkeypatch.setattr(search_mod, "train", spy)
+        monkeypatch.setattr(objective_mod, "train", spy)
 
 
 def test_tiny_search_writes_everything(tmp_path, tiny_space, data):
@@ -96,7 +97,7 @@ def test_resume_continues_the_same_study(tmp_path, tiny_space, data, monkeypatch
 
     # interrupt the next run in the middle of its first trial
     calls = {"n": 0}
-    real = search_mod.train
+    real = objective_mod.train
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -104,7 +105,7 @@ def test_resume_continues_the_same_study(tmp_path, tiny_space, data, monkeypatch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(search_mod, "train", interrupted)
+    monkeypatch.setattr(objective_mod, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_search(replace(config, budget=replace(config.budget, trials=4)), tiny_space, data, log=lambda m: None)
     spy = TrainSpy(monkeypatch)

@@ -1,0 +1,219 @@
+"""Command line: argument parsing only; the work is done by the modules it calls.
+
+The data, recipe, run and search flags are generated from the config tree (`prunenas.config`,
+`prunenas.recipes.Recipe`, `prunenas.search.SearchSettings`): name, default and help text come from
+the dataclass fields, and every value is validated by the dataclass it lands in.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 a bug, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from prunenas import __version__
+from prunenas.config import DataConfig, RunSettings
+from prunenas.errors import PrunenasError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line (what is wrong + where to look) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise PrunenasError(f"{message} (see `{self.prog} --help`)")
+
+
+def _handler(module: str, name: str) -> Handler:
+    """A handler imported when its command runs (keeps `prunenas --help` fast)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from importlib import import_module
+
+        fn: Handler = getattr(import_module(f"prunenas.cli.{module}"), name)
+        return fn(args)
+
+    return run
+
+
+def _json_flag(p: argparse.ArgumentParser, what: str = "print JSON instead of a table") -> None:
+    p.add_argument("--json", action="store_true", help=what)
+
+
+def add_recipe_args(p: argparse.ArgumentParser, default: str | None = "standard") -> None:
+    """The recipe fields as flags; with a `default` recipe name also --recipe and --scratch-b-cap (a
+    search trains candidates with the proxy recipe: its epochs are --proxy-epochs)."""
+    from prunenas.recipes import RECIPES, Recipe
+
+    g = Recipe.add_arguments(p, skip=() if default else ("epochs",))
+    if default:
+        g.add_argument("--recipe", default=default, choices=RECIPES, help=f"training recipe (default {default})")
+        g.add_argument(
+            "--scratch-b-cap", type=float, default=None, metavar="X", help="cap scratch-b epochs at X times E"
+        )
+    g.add_argument(
+        "--set", action="append", dest="recipe_set", metavar="KEY=VALUE",
+        help="a recipe setting by its name (repeatable), e.g. --set milestones=[0.3,0.6] --set nesterov=true",
+    )  # fmt: skip
+
+
+def add_training_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The options of a command that trains one run (train, pretrain)."""
+    p.add_argument("--out", help=f"run folder (default {default_out}); an existing run resumes")
+    p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
+    _json_flag(p, "print the result as JSON")
+    add_recipe_args(p)
+    DataConfig.add_arguments(p)
+    RunSettings.add_arguments(p)
+
+
+def _target_args(p: argparse.ArgumentParser, title: str) -> None:
+    tg = p.add_argument_group(title)
+    tg.add_argument("--ratio", type=float, help="fraction of prunable channels/weights removed, in [0, 1)")
+    tg.add_argument("--macs-ratio", type=float, help="target MACs / reference MACs, in (0, 1] (met within 2%%)")
+    tg.add_argument("--density", type=float, help="fraction of prunable weights kept (density spaces), in (0, 1]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from prunenas.rethink.plan import RethinkSettings
+    from prunenas.search import SearchSettings
+
+    parser = _Parser(
+        prog="prunenas",
+        description="Network pruning as architecture search: pruning methods propose architectures "
+        "(genotypes), Optuna searches them, candidates train from scratch, winners export to ONNX.",
+    )
+    parser.add_argument("--version", action="version", version=f"prunenas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("spaces", help="list the search spaces (or `spaces show SPACE`)")
+    _json_flag(p)
+    p.set_defaults(handler=_handler("commands", "cmd_spaces"))
+    spaces_sub = p.add_subparsers(dest="spaces_command", metavar="show", parser_class=_Parser)
+    ps = spaces_sub.add_parser("show", help="a space's genes in network order, bounds, reference genotype, cost")
+    ps.add_argument("space", help="space name (see `prunenas spaces`) or path to a space .toml")
+    ps.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of a table")
+    ps.set_defaults(handler=_handler("commands", "cmd_spaces_show"))
+
+    p = sub.add_parser("cost", help="MACs and params of a genotype (conv+linear multiply-adds, batch 1)")
+    p.add_argument("genotype", help="genotype JSON file, or the name of a shipped genotype (e.g. li2017_resnet56_b)")
+    p.add_argument("--space", help="space name or .toml path to use instead of the genotype's own `space`")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the space's, 10)")
+    _json_flag(p, "print JSON (macs and params as integers)")
+    p.set_defaults(handler=_handler("commands", "cmd_cost"))
+
+    p = sub.add_parser("train", help="train a genotype from scratch (or fine-tune it) and write metrics")
+    p.add_argument("genotype", help="genotype JSON file, shipped genotype name, or space name (its reference)")
+    p.add_argument("--space", help="space name or .toml path instead of the genotype's own")
+    p.add_argument("--weights", metavar="CKPT", help="start from these weights (required by --recipe finetune)")
+    add_training_args(p, "runs/train/SPACE-KEY-RECIPE-sSEED-RUNID")
+    p.set_defaults(handler=_handler("commands", "cmd_train"))
+
+    p = sub.add_parser("pretrain", help="train a space's reference model (weights for proposers: --reference)")
+    p.add_argument("--space", required=True, help="space name or .toml path")
+    add_training_args(p, "runs/pretrain/SPACE-KEY-RECIPE-sSEED-RUNID")
+    p.set_defaults(handler=_handler("commands", "cmd_pretrain"))
+
+    p = sub.add_parser("proposers", help="list the pruning methods that propose architectures")
+    _json_flag(p, "print JSON (with each proposer's options)")
+    p.set_defaults(handler=_handler("commands", "cmd_proposers"))
+
+    p = sub.add_parser("propose", help="run a pruning method and write the genotype it decides")
+    p.add_argument("--space", required=True, help="space name or .toml path")
+    p.add_argument("--proposer", required=True, help="pruning method (see `prunenas proposers`)")
+    _target_args(p, "target (exactly one)")
+    p.add_argument("--reference", metavar="CKPT", help="trained reference weights (from `prunenas pretrain`)")
+    p.add_argument(
+        "--pretrain-epochs", type=int, metavar="N", help="train a quick N-epoch reference when none is given"
+    )
+    p.add_argument("--option", action="append", metavar="NAME=VALUE", help="proposer option (repeatable)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the genotype JSON here")
+    _json_flag(p, "print the genotype as JSON")
+    DataConfig.add_arguments(p, defaults={"dataset": "none: only proposers that need data load one (cifar10)"})
+    RunSettings.add_arguments(p, only=("device", "seed", "quiet"))
+    p.set_defaults(handler=_handler("commands", "cmd_propose"))
+
+    p = sub.add_parser("show", help="per-layer widths or densities of a genotype against the reference")
+    p.add_argument("genotype", help="genotype JSON file, shipped genotype name, or space name")
+    p.add_argument("--space", help="space name or .toml path instead of the genotype's own")
+    p.add_argument("--plot", metavar="FILE", help="also write a PNG bar chart of the profile")
+    _json_flag(p)
+    p.set_defaults(handler=_handler("commands", "cmd_show"))
+
+    p = sub.add_parser("search", help="search architectures: proposer-seeded Optuna study, proxy training, export")
+    p.add_argument("--space", required=True, help="space name or .toml path")
+    SearchSettings.add_arguments(p)
+    _json_flag(p, "print the outcome as JSON")
+    add_recipe_args(p, default=None)
+    DataConfig.add_arguments(p)
+    RunSettings.add_arguments(p)
+    p.set_defaults(handler=_handler("run_commands", "cmd_search"))
+
+    p = sub.add_parser(
+        "rethink", help="Rethinking the Value of Network Pruning: unpruned vs fine-tuned vs scratch-E/B, N seeds each"
+    )
+    p.add_argument("--space", required=True, help="space name or .toml path (channels or density)")
+    p.add_argument("--proposer", help="pruning method that decides the genotype (see `prunenas proposers`)")
+    _target_args(p, "target of --proposer (exactly one)")
+    p.add_argument("--option", action="append", metavar="NAME=VALUE", help="proposer option (repeatable)")
+    p.add_argument("--genotype", metavar="FILE", help="a fixed pruned genotype (file or shipped name), not --proposer")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (arms, seeds, epochs, totals); train nothing")
+    RethinkSettings.add_arguments(p)
+    _json_flag(p, "print the plan or the outcome as JSON")
+    DataConfig.add_arguments(p)
+    RunSettings.add_arguments(p)
+    p.set_defaults(handler=_handler("run_commands", "cmd_rethink"))
+
+    p = sub.add_parser("export", help="export a trained run to ONNX (verified with onnx.checker and ONNX Runtime)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `prunenas train` (checkpoint.pt etc.)")
+    p.add_argument("-o", "--out", metavar="DIR", help="export folder (default exports/SPACE/NAME)")
+    p.add_argument("--name", help="export name (default: the genotype key, or the run folder's name if taken)")
+    p.add_argument("--benchmark", action="store_true", help="measure ONNX Runtime latency and store it in model.json")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64], metavar="N", help="latency batch sizes")
+    p.add_argument("--repeats", type=int, default=50, metavar="N", help="timed runs per batch size (default 50)")
+    p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda")
+    p.add_argument("--dataset", default=None, help="test images for the parity check (default: the run's dataset)")
+    p.add_argument("--data-dir", default=None, help="dataset folder or archive (default: $PRUNENAS_DATA / the run's)")
+    _json_flag(p, "print model.json (plus the output folder) as JSON")
+    p.set_defaults(handler=_handler("run_commands", "cmd_export"))
+
+    p = sub.add_parser("evaluate", help="test accuracy of an exported model.onnx with ONNX Runtime")
+    p.add_argument("onnx", metavar="MODEL_ONNX", help="model.onnx written by `prunenas export` (model.json beside it)")
+    p.add_argument("--dataset", default=None, help="cifar10, cifar100, digits, imagefolder (default: the model's)")
+    p.add_argument("--data-dir", default=None, help="dataset folder or archive (default: $PRUNENAS_DATA, the cache)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per ONNX Runtime call")
+    p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda")
+    _json_flag(p, "print the result as JSON")
+    p.set_defaults(handler=_handler("run_commands", "cmd_evaluate"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        raw = list(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(raw)
+        args.raw_argv = raw
+        handler: Handler | None = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help()
+            return 2
+        return handler(args)
+    except PrunenasError as exc:
+        print(f"prunenas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prunenas: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

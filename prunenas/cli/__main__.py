@@ -1,0 +1,7 @@
+"""`python -m prunenas.cli ...` is the `prunenas` command."""
+
+import sys
+
+from prunenas.cli import main
+
+sys.exit(main())

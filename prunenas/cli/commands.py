@@ -1,0 +1,287 @@
+"""Handlers of the commands that look at spaces and genotypes and train one run:
+spaces, cost, train, pretrain, proposers, propose, show."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from prunenas.cli.common import (
+    data_config,
+    default_run_dir,
+    load_data,
+    load_genotype,
+    parse_options,
+    pct,
+    print_json,
+    recipe_from_args,
+    run_settings,
+    target_from_args,
+)
+from prunenas.errors import PrunenasError
+
+
+# -- prunenas spaces [show SPACE] ------------------------------------------------------------------
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from prunenas.cost import genotype_cost
+    from prunenas.report import format_table, human
+    from prunenas.spaces import all_spaces
+
+    rows: list[dict[str, Any]] = []
+    for space in all_spaces():
+        cost = genotype_cost(space, space.reference())
+        rows.append(
+            {
+                "space": space.name,
+                "family": space.family,
+                "kind": space.kind,
+                "genes": len(space.genes),
+                "reference_macs": cost.macs,
+                "reference_params": cost.params,
+                "description": space.description,
+            }
+        )
+    if args.json:
+        print_json(rows)
+    else:
+        table = [
+            [
+                r["space"],
+                r["family"],
+                r["kind"],
+                r["genes"],
+                human(r["reference_macs"]),
+                human(r["reference_params"]),
+            ]
+            for r in rows
+        ]
+        print(format_table(table, ["space", "family", "kind", "genes", "ref MACs", "ref params"], "lllrrr"))
+        print("\n`prunenas spaces show SPACE` lists a space's genes; shipped genotypes: search_spaces/genotypes/")
+    return 0
+
+
+def cmd_spaces_show(args: argparse.Namespace) -> int:
+    from prunenas.cost import genotype_cost
+    from prunenas.genotype import Genotype
+    from prunenas.report import format_table, human
+    from prunenas.spaces import get_space, shipped_genotypes
+
+    space = get_space(args.space)
+    info = space.describe()
+    cost = genotype_cost(space, space.reference())
+    info["reference_macs"], info["reference_params"] = cost.macs, cost.params
+    info["shipped_genotypes"] = {
+        name: str(path) for name, path in shipped_genotypes().items() if Genotype.load(path).space == space.name
+    }
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{space.name}  ({space.family}, {space.kind})  {space.description}")
+    print(f"reference: {human(cost.macs)} MACs, {human(cost.params)} params; defined in {space.source}")
+    rows = [[g.name, g.kind, g.bounds_text(), g.reference, g.description] for g in space.genes]
+    print(format_table(rows, ["gene", "type", "range", "reference", "what"], "lllrl"))
+    if info["shipped_genotypes"]:
+        print("shipped genotypes: " + ", ".join(info["shipped_genotypes"]))
+    return 0
+
+
+# -- prunenas cost GENOTYPE ---------------------------------------------------------------------
+def cmd_cost(args: argparse.Namespace) -> int:
+    from prunenas.cost import genotype_cost
+    from prunenas.report import format_table, human
+
+    space, genotype = load_genotype(args.genotype, args.space)
+    if args.num_classes is not None and args.num_classes < 1:
+        raise PrunenasError(f"--num-classes must be >= 1 (got {args.num_classes})")
+    cost = genotype_cost(space, genotype, num_classes=args.num_classes)
+    out = {"space": space.name, "key": genotype.key, **cost.to_dict()}
+    if args.json:
+        print_json(out)
+        return 0
+    rows = [
+        ["MACs", human(cost.macs), human(cost.reference_macs), f"{cost.macs_ratio:.3f}"],
+        ["params", human(cost.params), human(cost.reference_params), f"{cost.params_ratio:.3f}"],
+    ]
+    print(f"{args.genotype}: space {space.name}, key {genotype.key}")
+    print(format_table(rows, ["", "genotype", "reference", "ratio"], "lrrr"))
+    return 0
+
+
+# -- prunenas train GENOTYPE / pretrain -------------------------------------------------------------
+def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str) -> int:
+    """Train `genotype` as the train/pretrain arguments say, write the run folder, print the result."""
+    from prunenas.cost import genotype_cost
+    from prunenas.report import format_table, human
+    from prunenas.train import CHECKPOINT, CURVE, METRICS, load_model_state, train
+
+    settings = run_settings(args)
+    recipe = recipe_from_args(args, space, genotype)
+    data_cfg = data_config(args)
+    init = load_model_state(args.weights) if getattr(args, "weights", None) else None
+    data = load_data(data_cfg, settings.seed)
+    out = Path(args.out) if args.out else default_run_dir(root, space, genotype, recipe, data, settings.seed, init)
+    if args.fresh and out.exists():
+        for name in (CHECKPOINT, METRICS, CURVE):
+            (out / name).unlink(missing_ok=True)
+    cost = genotype_cost(space, genotype, num_classes=data.num_classes)
+    result = train(
+        space,
+        genotype,
+        data,
+        recipe,
+        settings,
+        out_dir=out,
+        init_state=init,
+        extra_metrics={"cost": cost.to_dict(), "weights_from": getattr(args, "weights", None)},
+    )
+    if args.json:
+        print_json({**result.to_dict(), "out": str(out), "macs": cost.macs, "params": cost.params})
+        return 0
+    rows = [
+        ["space / genotype", f"{space.name} / {genotype.key}"],
+        [
+            "recipe",
+            f"{recipe.name}: {result.epochs_run}/{result.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr}",
+        ],
+        ["dataset", f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test"],
+        ["MACs / params", f"{human(cost.macs)} ({cost.macs_ratio:.3f} of ref) / {human(cost.params)}"],
+        ["val accuracy (final)", pct(result.val_acc)],
+        ["test accuracy (final)", pct(result.test_acc)],
+        ["wall time", f"{result.wall_time_s:.1f} s at {result.images_per_s:.0f} img/s"],
+    ]
+    if result.stopped:
+        rows.append(["stopped", result.stopped])
+    print(format_table(rows, ["", ""], "ll"))
+    print(f"wrote {out / METRICS}, {out / CHECKPOINT}, {out / CURVE}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    space, genotype = load_genotype(args.genotype, args.space)
+    return run_training(args, space, genotype, "train")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from prunenas.spaces import get_space
+
+    space = get_space(args.space)
+    return run_training(args, space, space.reference(), "pretrain")
+
+
+# -- prunenas proposers / propose / show -----------------------------------------------------------
+def cmd_proposers(args: argparse.Namespace) -> int:
+    from prunenas.proposers.base import proposers
+    from prunenas.report import format_table
+
+    rows = [cls().describe() for cls in proposers()]
+    if args.json:
+        print_json(rows)
+        return 0
+    table = [
+        [
+            r["name"],
+            r["kind"],
+            "trained weights" if r["needs_trained"] else "-",
+            "data" if r["needs_data"] else "-",
+            ", ".join("--" + t.replace("_", "-") for t in r["targets"]),
+            r["summary"],
+        ]
+        for r in rows
+    ]
+    print(format_table(table, ["proposer", "kind", "needs", "data", "targets", "what"], "llllll"))
+    print("\noptions: `prunenas proposers --json`; set them with --option NAME=VALUE")
+    return 0
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    from prunenas.proposers.base import get_proposer
+    from prunenas.proposers.runner import make_context, run_proposer
+    from prunenas.report import format_table, human
+    from prunenas.spaces import get_space
+
+    space = get_space(args.space)
+    target = target_from_args(args)
+    settings = run_settings(args)
+    proposer = get_proposer(args.proposer, space.proposer_kind, **parse_options(args.option))
+    needs_data = proposer.needs_data or (proposer.needs_trained and args.reference is None and args.pretrain_epochs)
+    if args.pretrain_epochs is not None and args.pretrain_epochs < 1:
+        raise PrunenasError(f"--pretrain-epochs must be >= 1 (got {args.pretrain_epochs})")
+    data = None
+    if needs_data or args.dataset:
+        data = load_data(data_config(args, dataset=args.dataset or "cifar10"), settings.seed)
+    reference = args.reference
+    if reference is None and proposer.needs_trained and args.pretrain_epochs:
+        reference = quick_reference(args, space, data, settings)
+    proposer.check(space, target, trained=reference is not None)
+    ctx = make_context(space, data=data, reference=reference, seed=settings.seed, device=settings.device)
+    proposal = run_proposer(
+        proposer,
+        ctx,
+        target,
+        reference=str(reference) if reference else "random init",
+        dataset=data.name if data is not None else None,
+    )
+    genotype = proposal.genotype
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        genotype.save(out)
+    if args.json:
+        print_json({**genotype.to_dict(), "key": genotype.key, "file": str(out) if out else None})
+        return 0
+    achieved = genotype.provenance["achieved"]
+    rows = [
+        ["proposer", f"{proposer.name} ({target.describe()})"],
+        ["space / key", f"{space.name} / {genotype.key}"],
+        ["MACs", f"{human(achieved['macs'])} ({achieved['macs_ratio']:.3f} of the reference)"],
+        ["params", human(achieved["params"])],
+    ]
+    if "density" in achieved:
+        rows.append(["density", f"{achieved['density']:.4f}"])
+    clamped = genotype.provenance.get("clamped") or {}
+    if clamped:
+        rows.append(["clamped to the floor", ", ".join(clamped)])
+    rows.append(["took", f"{genotype.provenance['time_s']:.1f} s"])
+    print(format_table(rows, ["", ""], "ll"))
+    print(f"wrote {out}" if out else "(pass -o FILE to save the genotype; `prunenas show FILE` plots it)")
+    return 0
+
+
+def quick_reference(args: argparse.Namespace, space: Any, data: Any, settings: Any) -> Any:
+    """Train (or reuse) a short reference run for proposers that need trained weights."""
+    from prunenas.recipes import make_recipe
+    from prunenas.train import CHECKPOINT, train
+
+    recipe = make_recipe("proxy", space.recipe, overrides={"epochs": args.pretrain_epochs})
+    out = default_run_dir("pretrain", space, space.reference(), recipe, data, settings.seed)
+    train(space, space.reference(), data, recipe, settings, out_dir=out)
+    return out / CHECKPOINT
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from prunenas.report import format_table, plot_profile
+
+    space, genotype = load_genotype(args.genotype, args.space)
+    reference = space.reference()
+    rows = []
+    for gene in space.genes:
+        value, ref = genotype.genes[gene.name], reference.genes[gene.name]
+        frac = space.gene_fraction(gene, value)
+        rows.append([gene.name, value, ref, f"{frac:.2f}", "#" * round(20 * min(frac, 1.0))])
+    if args.json:
+        print_json(
+            {
+                "space": space.name,
+                "key": genotype.key,
+                "genes": dict(genotype.genes),
+                "reference": dict(reference.genes),
+            }
+        )
+    else:
+        print(f"{space.name} genotype {genotype.key}")
+        print(format_table(rows, ["gene", "value", "reference", "fraction", ""], "lrrrl"))
+    if args.plot:
+        path = plot_profile(space, genotype, args.plot)
+        if not args.json:
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,105 @@
+"""Helpers shared by the command handlers: options from the config tree, data, recipes, genotypes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prunenas.config import DataConfig, RunSettings
+from prunenas.errors import PrunenasError
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def data_config(args: argparse.Namespace, **changes: Any) -> DataConfig:
+    return DataConfig.from_args(args, **changes)
+
+
+def run_settings(args: argparse.Namespace, **changes: Any) -> RunSettings:
+    return RunSettings.from_args(args, **changes)
+
+
+def load_data(cfg: DataConfig, seed: int) -> Any:
+    from prunenas.api import load_data as load
+
+    return load(cfg, seed=seed)
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe fields given as flags, with --set KEY=VALUE pairs (checked against the Recipe fields)."""
+    from prunenas.recipes import Recipe, parse_assignments
+
+    values = Recipe.values_from_args(args)
+    extra = parse_assignments(getattr(args, "recipe_set", None), "--set")
+    valid = {f for f in Recipe.__dataclass_fields__ if Recipe.__dataclass_fields__[f].metadata.get("cli", True)}
+    unknown = sorted(set(extra) - valid)
+    if unknown:
+        raise PrunenasError(f"--set: unknown setting(s) {unknown}; valid recipe settings: {', '.join(sorted(valid))}")
+    return {**extra, **values}
+
+
+def recipe_from_args(args: argparse.Namespace, space: Any, genotype: Any) -> Any:
+    from prunenas.cost import genotype_cost
+    from prunenas.recipes import make_recipe
+
+    cost = genotype_cost(space, genotype)
+    return make_recipe(
+        args.recipe,
+        space.recipe,
+        macs=cost.macs,
+        reference_macs=cost.reference_macs,
+        scratch_b_cap=args.scratch_b_cap,
+        overrides=recipe_overrides(args),
+    )
+
+
+def load_genotype(arg: str, space_arg: str | None = None) -> tuple[Any, Any]:
+    """(space, validated genotype) from a genotype path, a shipped genotype name or a space name (its
+    reference genotype), and an optional --space."""
+    from prunenas.api import load_genotype as load
+    from prunenas.spaces import get_space
+
+    genotype = load(arg, space_arg)
+    return get_space(space_arg or genotype.space), genotype
+
+
+def parse_options(items: list[str] | None) -> dict[str, Any]:
+    """--option NAME=VALUE pairs; VALUE parsed as JSON when it can be (numbers, true/false, null)."""
+    from prunenas.recipes import parse_assignments
+
+    return parse_assignments(items, "--option", "NAME=VALUE (e.g. --option global_ranking=false)")
+
+
+def target_from_args(args: argparse.Namespace) -> Any:
+    from prunenas.proposers.base import Target
+
+    given = [
+        (k, v)
+        for k, v in (("ratio", args.ratio), ("macs_ratio", args.macs_ratio), ("density", args.density))
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise PrunenasError("give exactly one target: --ratio R, --macs-ratio R or --density D")
+    return Target(given[0][0], given[0][1])  # type: ignore[arg-type]
+
+
+def default_run_dir(root: str, space: Any, genotype: Any, recipe: Any, data: Any, seed: int, init: Any = None) -> Path:
+    """runs/<root>/<space>-<key>-<recipe>-s<seed>-<run id>: the identity hash covers every result-changing
+    setting, so changing any of them (e.g. --lr) gets a new folder."""
+    from prunenas.train import run_folder_name, run_identity
+
+    identity = run_identity(genotype, recipe, seed, data, init)
+    return Path("runs") / root / run_folder_name(space, genotype, recipe, identity)
+
+
+def data_dir_default(cfg: DataConfig) -> str | None:
+    return cfg.data_dir or os.environ.get("PRUNENAS_DATA") or None

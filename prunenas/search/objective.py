@@ -1,0 +1,309 @@
+"""The search objective: an Optuna trial -> a genotype -> its metrics -> (maybe) a proxy training run.
+
+Per trial: a genotype (sampled gene by gene, or produced by a sampled proposer); the metrics that need
+no training (MACs, params, ...) measured first, so a candidate over a `--max` limit on them is recorded
+as infeasible and never trained; otherwise a proxy training run from scratch (cached by the run's
+identity, so the same architecture is never trained twice and a killed trial resumes from its last
+epoch), then the metrics that need the trained candidate. The objective returns the chosen
+`--objectives` in order. Works with `optuna.trial.FixedTrial`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from prunenas.cost import genotype_cost
+from prunenas.data import DatasetSplits
+from prunenas.errors import PrunenasError
+from prunenas.genotype import Genotype
+from prunenas.metrics import Metric, MetricContext, get_metric
+from prunenas.proposers.base import Target, get_proposer, proposers
+from prunenas.proposers.runner import make_context, run_proposer
+from prunenas.recipes import make_recipe
+from prunenas.search.config import SearchConfig
+from prunenas.spaces.base import Space
+from prunenas.train import EpochMetrics, StopTraining, TrainResult, run_id, run_identity, train
+
+#: Metrics recorded for every trial whatever the objectives (the tables and plots use them).
+ALWAYS_RECORDED = ("val_acc", "macs", "params")
+
+
+class SurplusTrial(Exception):
+    """A trial started by a worker after the study-wide cap was already taken by others."""
+
+
+def trials_ahead(study: optuna.Study, number: int) -> int:
+    """Trials before `number` that hold a place under the study-wide cap (done or still running)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if t.number < number)
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a run folder across processes (released by the OS if the holder dies)."""
+    with (folder / ".lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def applicable_proposers(space: Space, reference: str | None) -> list[str]:
+    """Proposers that serve this space and seed searches; those that score trained weights only with a
+    reference."""
+    if space.proposer_kind is None:
+        return []
+    names = [
+        cls.name
+        for cls in proposers(space.proposer_kind)
+        if cls.seeds_search and not (cls.needs_trained and reference is None)
+    ]
+    return sorted(set(names))
+
+
+class Objective:
+    """Turns an Optuna trial into a genotype, trains it (or not) and returns its objective values."""
+
+    def __init__(self, config: SearchConfig, space: Space, data: DatasetSplits) -> None:
+        self.config = config
+        self.space = space
+        self.data = data
+        self.proxy = make_recipe(
+            "proxy", space.recipe, overrides={"epochs": config.budget.proxy_epochs, **config.recipe_overrides}
+        )
+        self.runs = config.out / "runs"
+        self.objectives: list[Metric] = [get_metric(n) for n in config.objectives]
+        names = list(dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *(lim.metric for lim in config.limits)]))
+        self.metrics: dict[str, Metric] = {n: get_metric(n) for n in names}
+        self.references: dict[str, float | None] = {
+            n: m.reference_value(space, data.num_classes) for n, m in self.metrics.items()
+        }
+        self.limits: dict[str, float] = {
+            lim.metric: lim.absolute(self.references.get(lim.metric)) for lim in config.limits
+        }
+        self._proposers: list[str] = list(config.proposer_names or applicable_proposers(space, config.reference))
+        self._context: Any = None
+        self._bounds: dict[str, list[Any]] | None = None
+
+    # genes mode ---------------------------------------------------------------------------------------------
+    def search_bounds(self, seeds: Sequence[Genotype] = ()) -> dict[str, tuple[float, float, bool]]:
+        """Per-gene sampling range (low, high, log), from the space (densities: log scale from
+        --min-density, or lower to admit the seeds)."""
+        return {g.name: self.space.search_range(g, seeds, self.config.min_density) for g in self.space.genes}
+
+    def sample_genes(self, trial: optuna.Trial) -> Genotype:
+        values: dict[str, int | float] = {}
+        if self._bounds is None:  # fixed when the study was created: read it once
+            stored = trial.study.user_attrs.get("bounds", "{}") if hasattr(trial, "study") else "{}"
+            self._bounds = json.loads(stored) or {k: list(v) for k, v in self.search_bounds().items()}
+        for gene in self.space.genes:
+            low, high, log = self._bounds[gene.name]
+            if gene.kind == "int":
+                values[gene.name] = trial.suggest_int(gene.name, int(low), int(high))
+            else:
+                values[gene.name] = trial.suggest_float(gene.name, float(low), float(high), log=bool(log))
+        return self.space.make(values)
+
+    # proposers mode -----------------------------------------------------------------------------------------
+    def context(self) -> Any:
+        if self._context is None:
+            self._context = make_context(
+                self.space, data=self.data, reference=self.config.reference, seed=self.config.seed,
+                device=self.config.device,
+            )  # fmt: skip
+        return self._context
+
+    def propose(self, trial: optuna.Trial) -> Genotype:
+        name = trial.suggest_categorical("proposer", self._proposers)
+        proposer = get_proposer(name, self.space.proposer_kind)
+        options: dict[str, Any] = {}
+        if "global_ranking" in proposer.options:
+            options["global_ranking"] = trial.suggest_categorical("global_ranking", [True, False])
+        proposer = get_proposer(name, self.space.proposer_kind, **options)
+        kind = "macs_ratio" if "macs_ratio" in proposer.targets else proposer.targets[0]
+        value = trial.suggest_float("target", 0.15, 0.95)
+        trial.set_user_attr("origin", "proposer")
+        trial.set_user_attr("proposer", name)
+        trial.set_user_attr("target", {"kind": kind, "value": value})
+        try:
+            proposal = run_proposer(proposer, self.context(), Target(kind, value))
+        except PrunenasError as exc:  # e.g. a target the space's coarse widths cannot meet within 2%
+            trial.set_user_attr("stopped", f"proposer failed: {exc}")
+            raise optuna.TrialPruned(str(exc)) from None
+        return proposal.genotype
+
+    # the trial ----------------------------------------------------------------------------------------------
+    def measure(self, genotype: Genotype, result: TrainResult | None, after_training: bool) -> dict[str, float]:
+        ctx = MetricContext(self.space, genotype, self.data.num_classes, result)
+        return {n: m.measure(ctx) for n, m in self.metrics.items() if m.after_training == after_training}
+
+    def record(self, trial: optuna.Trial, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            metric = self.metrics[name]
+            trial.set_user_attr(name, int(value) if metric.unit in ("MACs", "params") else value)
+            ref = self.references.get(name)
+            if ref:
+                trial.set_user_attr(f"{name}_ratio", value / ref)
+
+    def violations(self, values: dict[str, float]) -> dict[str, float]:
+        """Relative excess over each limit whose metric was measured (<= 0: within the limit)."""
+        return {n: values[n] / lim - 1.0 for n, lim in self.limits.items() if n in values}
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        if hasattr(trial, "study") and trials_ahead(trial.study, trial.number) >= self.config.budget.trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"the study's {self.config.budget.trials} trials were taken by other workers")
+        genotype = self.propose(trial) if self.config.mode == "proposers" else self.sample_genes(trial)
+        trial.set_user_attr("genotype", genotype.to_dict())
+        trial.set_user_attr("key", genotype.key)
+        trial.set_user_attr("origin", trial.user_attrs.get("origin", "sampler"))
+        values = self.measure(genotype, None, after_training=False)
+        self.record(trial, values)
+        violations = self.violations(values)
+        for name, v in violations.items():
+            trial.set_constraint(name, v)
+        if any(v > 0 for v in violations.values()):
+            # Never trained: recorded with the worst training metrics so the sampler learns the boundary.
+            trial.set_user_attr("infeasible", True)
+            for m in self.objectives:
+                if m.after_training:
+                    trial.set_user_attr(m.name, None)
+            return self._returned({**values, **{m.name: m.worst for m in self.objectives if m.after_training}})
+        result, cached = self.train(trial, genotype)
+        trial.set_user_attr("cached", cached)
+        trial.set_user_attr("resumed_from_epoch", result.resumed_from)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("train_time_s", result.wall_time_s)
+        trial.set_user_attr("run", self.run_dir(genotype).name)
+        if result.stopped is not None:
+            trial.set_user_attr("val_acc", result.val_acc)
+            trial.set_user_attr("stopped", result.stopped)
+            if result.stopped.startswith("pruned"):
+                raise optuna.TrialPruned(result.stopped)
+            raise optuna.TrialPruned(f"stopped: {result.stopped}")
+        trained = self.measure(genotype, result, after_training=True)
+        self.record(trial, trained)
+        values.update(trained)
+        late = self.violations(trained)
+        for name, v in late.items():
+            trial.set_constraint(name, v)
+        if any(v > 0 for v in late.values()):  # over a limit only training could measure
+            trial.set_user_attr("infeasible", True)
+        return self._returned(values)
+
+    def _returned(self, values: dict[str, float]) -> float | tuple[float, ...]:
+        out = tuple(float(values[m.name]) for m in self.objectives)
+        return out[0] if len(out) == 1 else out
+
+    def run_dir(self, genotype: Genotype) -> Path:
+        identity = run_identity(genotype, self.proxy, self.config.seed, self.data)
+        return self.runs / f"{genotype.key}-{run_id(identity)}"
+
+    def train(self, trial: optuna.Trial, genotype: Genotype) -> tuple[TrainResult, bool]:
+        out = self.run_dir(genotype)
+        callbacks: list[Callable[[EpochMetrics], None]] = []
+        if self.config.single_objective and self.config.pruner != "none":
+
+            def report(m: EpochMetrics) -> None:
+                if m.val_acc is None:
+                    return
+                trial.report(m.val_acc, m.epoch)
+                if trial.should_prune():
+                    raise StopTraining(f"pruned by the {self.config.pruner} pruner at epoch {m.epoch}")
+
+            callbacks.append(report)
+        out.mkdir(parents=True, exist_ok=True)
+        with run_lock(out):  # two workers never train the same genotype: the second waits, then reads it
+            cached = (out / "metrics.json").exists()
+            result = train(
+                self.space,
+                genotype,
+                self.data,
+                self.proxy,
+                self.config.run_settings(quiet=True, plot=False),
+                out_dir=out,
+                callbacks=callbacks,
+                evaluate_test=False,
+                extra_metrics={"trial": trial.number, "study": self.config.study},
+            )
+        return result, cached
+
+
+# -- seeding ---------------------------------------------------------------------------------------------------
+def seed_genotypes(
+    space: Space, data: DatasetSplits, config: SearchConfig, log: Callable[[str], None]
+) -> list[tuple[Genotype, dict[str, Any]]]:
+    """Proposer genotypes to enqueue: every applicable proposer (cheap ones first) at each budget target."""
+    if space.proposer_kind is None:
+        return []
+    names = list(config.proposer_names or applicable_proposers(space, config.reference))
+    classes = {n: get_proposer(n, space.proposer_kind) for n in names}
+    if config.budget_name == "smoke":
+        # keep the smoke budget to a few minutes on a CPU: the data-free and cheapest ones
+        names = [n for n in names if classes[n].quick] or names[:1]
+    if not torch.cuda.is_available():
+        slow = [n for n in names if classes[n].gpu_only_seeding]
+        for n in slow:
+            names.remove(n)
+            log(f"seeding: {n} skipped on CPU (too slow without a GPU); run `prunenas propose` to add it")
+    ctx = make_context(space, data=data, reference=config.reference, seed=config.seed, device=config.device)
+    out: list[tuple[Genotype, dict[str, Any]]] = []
+    for name in names:
+        proposer = classes[name]
+        if space.seed_target not in proposer.targets:
+            continue
+        for value in config.budget.seed_targets:
+            target = Target(space.seed_target, value)
+            try:
+                proposal = run_proposer(proposer, ctx, target)
+            except PrunenasError as exc:
+                log(f"seeding: {name} at {target.describe()} skipped: {exc}")
+                continue
+            out.append((proposal.genotype, {"origin": "proposer", "proposer": name, "target": target.to_dict()}))
+    return out
+
+
+# -- samplers and pruners --------------------------------------------------------------------------------------
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    if config.sampler == "tpe":
+        n_startup = max(2, min(10, config.budget.trials // 4))
+        return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=n_startup, multivariate=True)
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=config.seed, population_size=max(4, min(50, config.budget.trials // 4))
+        )
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    raise PrunenasError(f"unknown sampler {config.sampler!r}; valid: tpe, nsga2, random")
+
+
+def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
+    if config.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if not config.single_objective:
+        raise PrunenasError(
+            f"--pruner {config.pruner} needs a single objective: add --max-macs-ratio R (or --max METRIC=VALUE) "
+            "or --objectives val_acc; Optuna's pruners do not work on a Pareto (multi-objective) search"
+        )
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.budget.proxy_epochs)
+    raise PrunenasError(f"unknown pruner {config.pruner!r}; valid: none, median, hyperband")
+
+
+def genotype_macs(space: Space, genotype: Genotype, num_classes: int) -> int:
+    return genotype_cost(space, genotype, num_classes=num_classes).macs

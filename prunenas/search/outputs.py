@@ -1,0 +1,298 @@
+"""What a search leaves behind: the winners (picked by the chosen objectives), their retraining with the
+full recipe and export, trials.csv/json (one column per metric), pareto.png and summary.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from prunenas.cost import genotype_cost
+from prunenas.data import DatasetSplits
+from prunenas.genotype import Genotype
+from prunenas.metrics import Metric, get_metric
+from prunenas.recipes import make_recipe
+from prunenas.search.config import SearchConfig
+from prunenas.spaces.base import Space
+from prunenas.train import TrainResult, train
+
+
+@dataclass(frozen=True)
+class Winner:
+    trial: int
+    genotype: Genotype
+    val_acc: float
+    macs: int
+    params: int
+    origin: str
+    final: TrainResult | None = None
+    export_dir: str | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)  # every recorded metric of the trial
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    study_dir: Path
+    trials: int
+    complete: int
+    pruned: int
+    infeasible: int
+    failed: int
+    winners: tuple[Winner, ...]
+    wall_time_s: float
+    files: dict[str, str]
+    study: optuna.Study | None = None
+    objectives: tuple[str, ...] = ()
+
+
+def recorded_metrics(config: SearchConfig) -> list[Metric]:
+    """Every metric a trial records: the built-ins, the objectives and the limited ones."""
+    from prunenas.search.objective import ALWAYS_RECORDED
+
+    names = dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *(lim.metric for lim in config.limits)])
+    return [get_metric(n) for n in names]
+
+
+def _sort_key(t: optuna.trial.FrozenTrial, metrics: Sequence[Metric]) -> tuple[float, ...]:
+    """Best first: by each objective in turn, in its direction."""
+    key = []
+    for m in metrics:
+        v = float(t.user_attrs.get(m.name) or 0.0)
+        key.append(-v if m.direction == "maximize" else v)
+    return tuple(key)
+
+
+def pick_winners(study: optuna.Study, config: SearchConfig, space: Space) -> list[Winner]:
+    """Top-k feasible trials of the Pareto front (several objectives) or of all trials (one), best first by
+    the objectives in the order given."""
+    objectives = [get_metric(n) for n in config.objectives]
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not t.user_attrs.get("infeasible") and all(t.user_attrs.get(m.name) is not None for m in objectives)
+    ]
+    if not complete:
+        return []
+    if config.single_objective:
+        pool = complete
+    else:
+        front = {t.number for t in study.best_trials}
+        pool = [t for t in complete if t.number in front] or complete
+    pool = sorted(pool, key=lambda t: _sort_key(t, objectives))
+    seen: set[str] = set()
+    winners = []
+    names = [m.name for m in recorded_metrics(config)]
+    for t in pool:
+        key = t.user_attrs["key"]
+        if key in seen:
+            continue
+        seen.add(key)
+        winners.append(
+            Winner(
+                trial=t.number,
+                genotype=Genotype.from_dict(t.user_attrs["genotype"]),
+                val_acc=float(t.user_attrs.get("val_acc") or 0.0),
+                macs=int(t.user_attrs["macs"]),
+                params=int(t.user_attrs["params"]),
+                origin=_origin(t),
+                metrics={n: t.user_attrs.get(n) for n in names},
+            )
+        )
+        if len(winners) >= config.budget.top_k:
+            break
+    return winners
+
+
+def _origin(t: optuna.trial.FrozenTrial) -> str:
+    if t.user_attrs.get("origin") == "proposer":
+        target = t.user_attrs.get("target") or {}
+        return f"{t.user_attrs.get('proposer')}@{target.get('value', '?')}"
+    return "sampler"
+
+
+def finalize(
+    winners: Sequence[Winner], config: SearchConfig, space: Space, data: DatasetSplits, log: Callable[[str], None]
+) -> list[Winner]:
+    """Retrain each winner with the full recipe, evaluate on the test set once, export to ONNX."""
+    out: list[Winner] = []
+    for i, w in enumerate(winners, start=1):
+        cost = genotype_cost(space, w.genotype, num_classes=data.num_classes)
+        recipe = make_recipe(
+            config.final_recipe,
+            space.recipe,
+            macs=cost.macs,
+            reference_macs=cost.reference_macs,
+            overrides={"epochs": config.budget.final_epochs, **config.recipe_overrides},
+        )
+        run_dir = config.out / "final" / f"{w.genotype.key}-{recipe.name}-e{recipe.epochs}"
+        log(
+            f"winner {i}/{len(winners)}: trial {w.trial} ({w.origin}), "
+            f"retraining with {recipe.name} for {recipe.epochs} epochs"
+        )
+        result = train(
+            space,
+            w.genotype.with_provenance(study=config.study, trial=w.trial, origin=w.origin),
+            data,
+            recipe,
+            config.run_settings(quiet=config.quiet),
+            out_dir=run_dir,
+            extra_metrics={"cost": cost.to_dict(), "study": config.study, "trial": w.trial},
+        )
+        export_dir = None
+        if config.export and result.finished:
+            from prunenas.export import export_run
+
+            dest = config.exports_root / space.name / config.study / w.genotype.key
+            exported = export_run(run_dir, dest)
+            export_dir = str(exported.out_dir)
+            log(f"  exported {exported.onnx_path} (ONNX Runtime parity checked)")
+        out.append(replace(w, final=result, export_dir=export_dir))
+    return out
+
+
+# -- tables ----------------------------------------------------------------------------------------------------
+_LEADING = ("number", "state", "origin", "proposer", "target", "key")
+_TRAILING = (
+    "infeasible", "cached", "epochs_run", "resumed_from_epoch", "retry_of", "train_time_s", "stopped", "duration_s",
+    "host", "pid", "run", "genotype",
+)  # fmt: skip
+
+
+def metric_columns(metrics: Sequence[Metric]) -> list[str]:
+    """One column per metric, plus its ratio to the reference where it has one (macs_ratio, ...)."""
+    cols: list[str] = []
+    for m in metrics:
+        cols.append(m.name)
+        if not m.after_training:
+            cols.append(f"{m.name}_ratio")
+    return cols
+
+
+def trial_columns(metrics: Sequence[Metric]) -> tuple[str, ...]:
+    return (*_LEADING, *metric_columns(metrics), *_TRAILING)
+
+
+def trial_rows(study: optuna.Study, metrics: Sequence[Metric] | None = None) -> list[dict[str, Any]]:
+    metrics = metrics if metrics is not None else [get_metric(n) for n in ("val_acc", "macs", "params")]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": "INFEASIBLE" if a.get("infeasible") else "SURPLUS" if a.get("surplus") else t.state.name,
+            "origin": a.get("origin", "sampler"),
+            "proposer": a.get("proposer"),
+            "target": (a.get("target") or {}).get("value"),
+            "key": a.get("key"),
+        }
+        for col in metric_columns(metrics):
+            row[col] = a.get(col)
+        row.update(
+            {
+                "infeasible": bool(a.get("infeasible", False)),
+                "cached": a.get("cached"),
+                "epochs_run": a.get("epochs_run"),
+                "resumed_from_epoch": a.get("resumed_from_epoch"),
+                "retry_of": a.get("retry_of", t.system_attrs.get("failed_trial")),
+                "train_time_s": a.get("train_time_s"),
+                "stopped": a.get("stopped"),
+                "duration_s": duration,
+                "host": a.get("host"),
+                "pid": a.get("pid"),
+                "run": a.get("run"),
+                "genotype": a.get("genotype"),
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_tables(study: optuna.Study, out: Path, metrics: Sequence[Metric] | None = None) -> dict[str, str]:
+    metrics = metrics if metrics is not None else [get_metric(n) for n in ("val_acc", "macs", "params")]
+    rows = trial_rows(study, metrics)
+    json_path, csv_path = out / "trials.json", out / "trials.csv"
+    _atomic_text(json_path, json.dumps(rows, indent=2) + "\n")
+    tmp = csv_path.with_name("trials.csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=trial_columns(metrics))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "genotype": json.dumps((r["genotype"] or {}).get("genes")) if r["genotype"] else ""})
+    os.replace(tmp, csv_path)
+    return {"trials_json": str(json_path), "trials_csv": str(csv_path)}
+
+
+def _plot_axes(config: SearchConfig) -> tuple[Metric, Metric]:
+    """(x, y) of the Pareto plot: the first minimised and the first maximised objective, else MACs and
+    validation accuracy."""
+    objectives = [get_metric(n) for n in config.objectives]
+    xs = [m for m in objectives if m.direction == "minimize"]
+    ys = [m for m in objectives if m.direction == "maximize"]
+    x = xs[0] if xs else get_metric(config.limits[0].metric) if config.limits else get_metric("macs")
+    return x, ys[0] if ys else get_metric("val_acc")
+
+
+def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winners: Sequence[Winner]) -> dict[str, str]:
+    from prunenas.report import plot_pareto
+
+    metrics = recorded_metrics(config)
+    files = write_tables(study, config.out, metrics)
+    best_dir = config.out / "best"
+    best_dir.mkdir(exist_ok=True)
+    for rank, w in enumerate(winners, start=1):
+        g = w.genotype.with_provenance(study=config.study, trial=w.trial, origin=w.origin, val_acc=w.val_acc, rank=rank)
+        g.save(best_dir / f"{rank:02d}-{w.genotype.key}.json")
+    rows = trial_rows(study, metrics)
+    front = [] if config.single_objective else [t.number for t in study.best_trials]
+    x, y = _plot_axes(config)
+    limit = study.user_attrs.get("limits", {}).get(x.name)
+    png = plot_pareto(
+        rows, config.out / "pareto.png", front=front, winners={w.genotype.key for w in winners},
+        title=f"{space.name}: {config.study}", x=x, y=y, limit=limit,
+    )  # fmt: skip
+    files["pareto_png"] = str(png)
+    summary = {
+        "study": config.study,
+        "space": space.name,
+        "objectives": [m.describe() for m in (get_metric(n) for n in config.objectives)],
+        "limits": {lim.text(): study.user_attrs.get("limits", {}).get(lim.metric) for lim in config.limits},
+        "settings": config.settings_dict(),
+        "trials": len(rows),
+        "pareto_front": front,
+        "winners": [
+            {
+                "rank": rank,
+                "trial": w.trial,
+                "key": w.genotype.key,
+                "origin": w.origin,
+                "macs": w.macs,
+                "params": w.params,
+                "val_acc_proxy": w.val_acc,
+                "metrics": w.metrics,
+                "final": None if w.final is None else {k: v for k, v in w.final.to_dict().items() if k != "history"},
+                "export_dir": w.export_dir,
+            }
+            for rank, w in enumerate(winners, start=1)
+        ],
+    }
+    _atomic_text(config.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    files["summary_json"] = str(config.out / "summary.json")
+    files["best_dir"] = str(best_dir)
+    return files
