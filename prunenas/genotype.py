@@ -140,7 +140,12 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
+        """A genotype from a JSON file, or by the name of a shipped genotype (`li2017_resnet56_b`)."""
         p = Path(path)
+        if not p.exists() and isinstance(path, str) and p.suffix == "" and len(p.parts) == 1:
+            from prunenas.spaces.registry import genotype_path
+
+            p = genotype_path(path)
         try:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -10,15 +10,19 @@ import json
 import shutil
 import sys
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 import torch
 
+from prunenas import plugins
 from prunenas.cli import main
 from prunenas.cost import analytic_macs_by_layer, fvcore_macs_by_layer, genotype_cost
 from prunenas.errors import GenotypeError
 from prunenas.genotype import Genotype
+from prunenas.metrics import Metric
+from prunenas.proposers.base import Proposer
 from prunenas.spaces import Space, get_space, registry, space_names
 
 if sys.version_info >= (3, 11):
@@ -173,3 +177,94 @@ def test_broken_plugins_warn_but_do_not_break(site: Path, capsys: pytest.Capture
     assert "prunenas: warning: space plugin 'notaspace' is not a Space subclass" in err
     assert "Traceback" not in err
     assert get_space("resnet20_channels").build() is not None
+
+
+# -- the package's own plugins: BUILTINS and pyproject.toml agree -----------------------------------------
+PLUGIN_GROUPS = (plugins.SPACES, plugins.PROPOSERS, plugins.METRICS)
+
+
+def declared_entry_points() -> dict[str, dict[str, str]]:
+    """The entry-point tables of the package's own pyproject.toml."""
+    with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as fh:
+        return tomllib.load(fh)["project"]["entry-points"]
+
+
+@pytest.mark.parametrize("group", PLUGIN_GROUPS)
+def test_builtins_equal_the_declared_entry_points(group: str) -> None:
+    declared = declared_entry_points()
+    assert set(declared) == set(PLUGIN_GROUPS)
+    assert dict(plugins.BUILTINS[group]) == declared[group]
+
+
+@pytest.mark.parametrize("group", PLUGIN_GROUPS)
+def test_every_builtin_reference_imports(group: str) -> None:
+    base = {plugins.SPACES: Space, plugins.PROPOSERS: Proposer, plugins.METRICS: Metric}[group]
+    for name, ref in plugins.BUILTINS[group].items():
+        obj = plugins.load_ref(ref)
+        assert isinstance(obj, type) and issubclass(obj, base), f"{name} = {ref} is not a {base.__name__} subclass"
+        assert f"{obj.__module__}:{obj.__qualname__}" == ref
+
+
+@pytest.mark.parametrize("group", PLUGIN_GROUPS)
+def test_installed_entry_points_point_to_the_builtins(group: str) -> None:
+    builtins = plugins.BUILTINS[group]
+    installed = [
+        ep
+        for ep in entry_points(group=group)
+        if ep.name in builtins and (ep.dist is None or ep.dist.name == "prunenas")  # not a plugin's own
+    ]
+    if not installed:
+        pytest.skip(f"no installed prunenas metadata lists the {group} entry points (a bare source tree)")
+    for ep in installed:
+        assert ep.load() is plugins.load_ref(builtins[ep.name]), f"installed {ep.name} = {ep.value}"
+
+
+METRIC_PLUGIN = '''
+"""A third-party metric: one class plus one entry-point line."""
+from prunenas.metrics import Metric, MetricContext
+
+
+class Channels(Metric):
+    name = "channels"
+    direction = "minimize"
+    unit = "channels"
+    label = "output channels of all convolutions"
+
+    def measure(self, ctx: MetricContext) -> float:
+        model = ctx.space.build(ctx.genotype, num_classes=ctx.num_classes)
+        return float(sum(m.out_channels for m in model.modules() if hasattr(m, "out_channels")))
+'''
+
+
+def test_metric_plugin_is_an_objective_and_a_limit(site: Path, tmp_path: Path, tiny_toml: Path) -> None:
+    """A metric plugin (one class, one entry-point line) becomes a search objective, a limit, a column."""
+    from prunenas import metrics
+    from prunenas.data import load_dataset
+    from prunenas.search import BUDGETS, SearchConfig, run_search
+    from prunenas.search.config import Limit
+
+    (site / "channels_metric.py").write_text(METRIC_PLUGIN, encoding="utf-8")
+    dist = site / "channels_metric-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: channels_metric\nVersion: 0.1\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[prunenas.metrics]\nchannels = channels_metric:Channels\n")
+    metrics.clear_cache()
+    try:
+        assert "channels" in metrics.metric_names()
+        space = get_space(str(tiny_toml))
+        config = SearchConfig(
+            space=space.name, dataset="digits", study="m", out=tmp_path / "m", quiet=True, final=False,
+            budget=BUDGETS["smoke"].__class__(trials=3, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1),
+            budget_name="test", proposer_names=("uniform",), objective_names=("val_acc", "channels"),
+            max_limits=(Limit.parse("channels=0.9x"),),
+        )  # fmt: skip
+        data = load_dataset("digits", seed=0, train_subset=64, val_size=32)
+        outcome = run_search(config, space, data, log=lambda _m: None)
+        assert outcome.study is not None and outcome.study.metric_names == ["val_acc", "channels"]
+        header = (tmp_path / "m" / "trials.csv").read_text().splitlines()[0].split(",")
+        assert "channels" in header and "channels_ratio" in header
+        rows = json.loads((tmp_path / "m" / "trials.json").read_text())
+        for r in rows:
+            assert r["infeasible"] == (r["channels_ratio"] > 0.9)
+    finally:
+        metrics.clear_cache()

@@ -1,0 +1,176 @@
+"""The shipped contract suites (prunenas.testing) run over every registered space, proposer and metric,
+plus one Optuna `FixedTrial` through the search objective on the tiny ResNet-8 space."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+from prunenas.cost import genotype_cost
+from prunenas.data import DatasetSplits, load_dataset
+from prunenas.metrics import Metric, get_metric, metric_names
+from prunenas.proposers.base import Proposer, TargetKind, proposers
+from prunenas.recipes import make_recipe
+from prunenas.search import BUDGETS, Objective, SearchConfig
+from prunenas.spaces import Space, all_spaces, get_space
+from prunenas.testing import MetricContract, ProposerContract, SpaceContract
+from prunenas.train import RunSettings, train
+
+TINY = "tiny_resnet8"  # conftest's tiny ResNet-8 TOML space
+SPACES = [s.name for s in all_spaces()]
+PROPOSERS = proposers()
+METRICS = metric_names()
+
+# Keep the slow ones fast: fewer SynFlow iterations, one sparsity epoch for slimming, fewer scored images.
+FAST_OPTIONS: dict[str, dict[str, Any]] = {
+    "synflow": {"iterations": 10},
+    "slimming": {"sparsity_epochs": 1},
+    "snip": {"samples_per_class": 2},
+    "grasp": {"samples_per_class": 2},
+    "graspabs": {"samples_per_class": 2},
+}
+# Li et al.'s fixed rule fits only ResNet-56/110 and VGG-16; a MACs ratio of 0.5 is not one it can meet.
+PAPER_SPACE = {"l1-paper": "resnet56_channels"}
+ONLY_TARGETS: dict[str, tuple[TargetKind, ...]] = {"l1-paper": ("ratio",)}
+
+
+def proposer_id(cls: type[Proposer]) -> str:
+    return f"{cls.name}-{cls.kind}"
+
+
+def space_by_name(name: str, tiny_toml: Path) -> Space:
+    return get_space(str(tiny_toml)) if name == TINY else get_space(name)
+
+
+def proposer_space(cls: type[Proposer]) -> Space:
+    """A small space the proposer serves."""
+    if cls.name in PAPER_SPACE:
+        return get_space(PAPER_SPACE[cls.name])
+    if cls.kind == "density":
+        return get_space("resnet20_density")
+    # Not the tiny ResNet-8: its widths (6, 8, 12) are too coarse for some rankings (lamp, taylor) to land
+    # within 2% of a MACs ratio of 0.5.
+    return get_space("resnet20_channels", overrides={"shortcut": "B"})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread while this module runs: its models are tiny (a few images of 32x32), so one
+    thread is about as fast, and it does not collapse when the CPU is shared with other processes (with
+    two or more, OpenMP threads spin against them: several times slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits() -> DatasetSplits:
+    return load_dataset("digits", seed=0, train_subset=64, val_size=32)
+
+
+@pytest.fixture(scope="session")
+def trained_reference(tmp_path_factory: pytest.TempPathFactory, digits: DatasetSplits) -> Callable[[Space], Path]:
+    """Checkpoint of a space's reference after one epoch on digits (made once per space and session)."""
+    made: dict[str, Path] = {}
+
+    def get(space: Space) -> Path:
+        if space.name not in made:
+            out = tmp_path_factory.mktemp(f"reference-{space.name}")
+            recipe = make_recipe("proxy", {}, overrides={"epochs": 1, "batch_size": 32})
+            settings = RunSettings(device="cpu", quiet=True, plot=False)
+            train(space, space.reference(), digits, recipe, settings, out_dir=out, evaluate_test=False)
+            made[space.name] = out / "checkpoint.pt"
+            assert made[space.name].exists()
+        return made[space.name]
+
+    return get
+
+
+def test_everything_registered_is_covered() -> None:
+    assert TINY not in SPACES and len(SPACES) == len(set(SPACES)) and SPACES
+    assert {proposer_id(c) for c in PROPOSERS} >= {"l1-channels", "l1-paper-channels", "synflow-density"}
+    assert len({proposer_id(c) for c in PROPOSERS}) == len(PROPOSERS)
+    assert set(METRICS) >= {"val_acc", "macs", "params"}
+
+
+# -- spaces ---------------------------------------------------------------------------------------------------
+class TestSpaceContract(SpaceContract):
+    @pytest.fixture(params=[*SPACES, TINY])
+    def space(self, request: pytest.FixtureRequest, tiny_toml: Path) -> Space:
+        return space_by_name(request.param, tiny_toml)
+
+
+# -- proposers ------------------------------------------------------------------------------------------------
+class TestProposerContract(ProposerContract):
+    @pytest.fixture(params=PROPOSERS, ids=proposer_id)
+    def proposer_class(self, request: pytest.FixtureRequest) -> type[Proposer]:
+        cls: type[Proposer] = request.param
+        return cls
+
+    @pytest.fixture
+    def space(self, proposer_class: type[Proposer]) -> Space:
+        return proposer_space(proposer_class)
+
+    @pytest.fixture
+    def data(self, digits: DatasetSplits) -> DatasetSplits:
+        return digits
+
+    @pytest.fixture
+    def reference(
+        self, proposer_class: type[Proposer], space: Space, trained_reference: Callable[[Space], Path]
+    ) -> Path | None:
+        # every proposer that scores trained weights gets them: none of its checks is skipped
+        return trained_reference(space) if proposer_class.needs_trained else None
+
+    @pytest.fixture
+    def proposer_options(self, proposer_class: type[Proposer]) -> Mapping[str, Any]:
+        return FAST_OPTIONS.get(proposer_class.name, {})
+
+    @pytest.fixture
+    def targets(self, proposer_class: type[Proposer]) -> tuple[TargetKind, ...]:
+        return ONLY_TARGETS.get(proposer_class.name, tuple(proposer_class.targets))
+
+
+# -- metrics --------------------------------------------------------------------------------------------------
+class TestMetricContract(MetricContract):
+    @pytest.fixture(params=METRICS)
+    def metric(self, request: pytest.FixtureRequest) -> Metric:
+        return get_metric(request.param)
+
+    @pytest.fixture
+    def space(self, tiny_toml: Path) -> Space:
+        return space_by_name(TINY, tiny_toml)
+
+
+# -- the search objective -------------------------------------------------------------------------------------
+def test_objective_with_a_fixed_trial(tmp_path: Path, tiny_toml: Path) -> None:
+    space = space_by_name(TINY, tiny_toml)
+    data = load_dataset("digits", seed=0, train_subset=96, val_size=48)
+    budget = replace(BUDGETS["smoke"], trials=1, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1)
+    config = SearchConfig(
+        space=space.name,
+        dataset="digits",
+        study="contract",
+        out=tmp_path / "study",
+        budget=budget,
+        budget_name="test",
+        exports_root=tmp_path / "exports",
+        quiet=True,
+        device="cpu",
+        proposer_names=("uniform", "random"),
+    )
+    assert config.objectives == ("val_acc", "macs")
+    genotype = space.random_genotype(7)
+    values = Objective(config, space, data)(optuna.trial.FixedTrial(dict(genotype.genes)))
+    assert isinstance(values, tuple) and len(values) == len(config.objectives)
+    got = dict(zip(config.objectives, values, strict=True))
+    assert 0.0 <= got["val_acc"] <= 1.0
+    assert got["macs"] == genotype_cost(space, genotype, num_classes=data.num_classes).macs
+    assert got["macs"] < genotype_cost(space, space.reference()).macs
