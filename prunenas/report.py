@@ -1,10 +1,16 @@
-"""Human-readable output: plain-text tables (and, as the tool grows, plots)."""
+"""Human-readable output: plain-text tables and plots (PNG, SVG or PDF: fit for a paper)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from prunenas.errors import PrunenasError
+from prunenas.paths import ensure_parent, guarded
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+PNG_DPI = 150
 
 
 def human(n: float, unit: str = "") -> str:
@@ -32,6 +38,49 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], align: s
     return "\n".join(lines)
 
 
+def plot_path(path: str | Path, fmt: str | None = None) -> tuple[Path, str]:
+    """(file, format) of a plot: `fmt` (png, svg, pdf) or else the file's suffix, png without either.
+
+    A file without a suffix gets the format's; a suffix of another image format than `fmt`, or of none
+    that prunenas writes, is refused (PrunenasError)."""
+    p = Path(path)
+    suffix = p.suffix.lower().lstrip(".")
+    if fmt is not None:
+        fmt = str(fmt).lower().lstrip(".")
+        if fmt not in PLOT_FORMATS:
+            raise PrunenasError(f"plot format {fmt!r} is not one of {', '.join(PLOT_FORMATS)}; pass one of them")
+        if suffix in PLOT_FORMATS and suffix != fmt:
+            raise PrunenasError(
+                f"plot file {str(p)!r} ends in .{suffix} but the plot format is {fmt}; "
+                f"name the file .{fmt} or drop the format to write {suffix}"
+            )
+        return (p if suffix == fmt else p.with_name(p.name + "." + fmt)), fmt
+    if suffix in PLOT_FORMATS:
+        return p, suffix
+    if not p.suffix:
+        return p.with_name(p.name + ".png"), "png"
+    raise PrunenasError(
+        f"plot file {str(p)!r}: prunenas writes {', '.join(PLOT_FORMATS)} plots, not {p.suffix}; "
+        "name the file .png, .svg or .pdf (or pass the format)"
+    )
+
+
+def save_figure(fig: Any, path: str | Path, fmt: str | None = None, flag: str = "--out") -> Path:
+    """Write `fig` as `plot_path` says (PNG at PNG_DPI; fonts embedded as TrueType in PDF, as paths in
+    SVG; no creation date, so a rerun writes the same file), close it and return the file written."""
+    plt = _pyplot()
+    out, fmt = plot_path(path, fmt)
+    metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
+    try:
+        ensure_parent(out, flag)  # `flag` names the option that chose the path, for the one-line error
+        rc = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "path", "svg.hashsalt": "prunenas"}
+        with plt.rc_context(rc):
+            guarded(lambda: fig.savefig(out, format=fmt, dpi=PNG_DPI, metadata=metadata), out, flag)
+    finally:
+        plt.close(fig)
+    return out
+
+
 def pyplot() -> Any:
     """matplotlib.pyplot on the file-only Agg backend."""
     return _pyplot()
@@ -46,37 +95,44 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_training_curve(history: Sequence[Any], path: str | Path, title: str = "") -> Path:
-    """Loss (left) and accuracy (right) per epoch: train, and validation where evaluated."""
+def training_curve_figure(history: Sequence[Any], title: str = "") -> Any:
+    """The figure of `plot_training_curve`: loss (left) and accuracy (right) per epoch, train and
+    validation where evaluated; whole-number epoch ticks, markers so that one epoch is a visible point."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     epochs = [h.epoch for h in history]
+    marker = "o" if len(epochs) <= 40 else None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_loss.plot(epochs, [h.train_loss for h in history], label="train", color="tab:blue")
     val = [(h.epoch, h.val_loss, h.val_acc) for h in history if h.val_acc is not None]
-    if val:
-        ax_loss.plot([v[0] for v in val], [v[1] for v in val], "o-", label="validation", color="tab:orange", ms=3)
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("cross-entropy")
-    ax_loss.legend()
-    ax_acc.plot(epochs, [100 * h.train_acc for h in history], label="train", color="tab:blue")
-    if val:
-        ax_acc.plot([v[0] for v in val], [100 * v[2] for v in val], "o-", label="validation", color="tab:orange", ms=3)
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.legend()
-    for ax in (ax_loss, ax_acc):
+    for ax, train_y, val_y, ylabel in (
+        (ax_loss, [h.train_loss for h in history], [v[1] for v in val], "cross-entropy"),
+        (ax_acc, [100 * h.train_acc for h in history], [100 * v[2] for v in val], "accuracy (%)"),
+    ):
+        ax.plot(epochs, train_y, label="train", color="tab:blue", marker=marker, ms=4)
+        if val:
+            ax.plot([v[0] for v in val], val_y, label="validation", color="tab:orange", marker="s", ms=4)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(set(epochs)) == 1:  # one epoch: centre it instead of a degenerate axis
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
         ax.grid(alpha=0.3)
+        if history:
+            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
-def plot_profile(space: Any, genotype: Any, path: str | Path) -> Path:
-    """Bar chart of each gene's value against the reference (the papers' per-layer figures)."""
+def plot_training_curve(history: Sequence[Any], path: str | Path, title: str = "", fmt: str | None = None) -> Path:
+    """Loss (left) and accuracy (right) per epoch, written to `path` (format: `fmt` or the suffix)."""
+    return save_figure(training_curve_figure(history, title), path, fmt)
+
+
+def profile_figure(space: Any, genotype: Any) -> Any:
+    """The figure of `plot_profile`: each gene's value against the reference."""
     plt = _pyplot()
     reference = space.reference()
     names = [g.name for g in space.genes]
@@ -84,31 +140,55 @@ def plot_profile(space: Any, genotype: Any, path: str | Path) -> Path:
     refs = [float(reference.genes[n]) for n in names]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names) + 2), 4))
     xs = range(len(names))
+    label = genotype_label(genotype)
     if any(refs):  # against the reference's values (channels)
-        ax.bar(xs, refs, color="lightgray", label="reference")
-        ax.bar(xs, values, color="tab:blue", width=0.6, label=genotype.provenance.get("name") or "genotype")
+        ax.bar(xs, refs, color="lightgray", label="reference (unpruned)")
+        ax.bar(xs, values, color="tab:blue", width=0.6, label=label)
     else:
-        ax.bar(xs, values, color="tab:blue", label=genotype.provenance.get("name") or "genotype")
+        ax.bar(xs, values, color="tab:blue", label=label)
     ax.set_ylabel(space.value_label)
     if all(0.0 <= v <= 1.0 for v in values + refs):
         ax.set_ylim(0, 1.05)
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, rotation=90, fontsize=7)
-    origin = genotype.provenance.get("proposer") or genotype.provenance.get("origin") or ""
-    ax.set_title(f"{space.name} {genotype.key} {origin}".strip())
+    ax.set_title(f"{space.name}: {label}" + ("" if label == genotype.key else f" ({genotype.key})"))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
-def plot_pareto(
+def plot_profile(space: Any, genotype: Any, path: str | Path, fmt: str | None = None) -> Path:
+    """Bar chart of each gene's value against the reference (the papers' per-layer figures)."""
+    return save_figure(profile_figure(space, genotype), path, fmt, flag="--plot")
+
+
+def target_text(target: Any) -> str:
+    """`0.5` from a target {"kind", "value"} (or a bare value); "?" when there is none."""
+    value = target.get("value") if isinstance(target, Mapping) else target
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "?"
+    return f"{value:g}"
+
+
+def genotype_label(genotype: Any) -> str:
+    """A name for people: the genotype's `name`, else `proposer@target` (e.g. `l1@0.5`), else its origin
+    or key."""
+    prov = genotype.provenance
+    if prov.get("name"):
+        return str(prov["name"])
+    if prov.get("proposer"):
+        return f"{prov['proposer']}@{target_text(prov.get('target'))}"
+    return str(prov.get("origin") or genotype.key)
+
+
+def seeded_label(row: Mapping[str, Any]) -> str:
+    """`l1@0.5`: the proposer and target of a proposer-seeded trial row."""
+    return f"{row.get('proposer') or '?'}@{target_text(row.get('target'))}"
+
+
+def pareto_figure(
     rows: Sequence[Mapping[str, Any]],
-    path: str | Path,
     *,
     front: Sequence[int] = (),
     winners: Iterable[str] = (),
@@ -117,10 +197,9 @@ def plot_pareto(
     y: Any = None,
     limit: float | None = None,
     max_macs: int | None = None,
-) -> Path:
-    """One metric against another for every measured trial (default: validation accuracy against MACs);
-    proposer-seeded trials are marked, the Pareto front is joined by a line, the retrained winners are
-    circled, infeasible (never trained) candidates sit on the x axis, `limit` is drawn on x."""
+    reference: Mapping[str, float] | None = None,
+) -> Any:
+    """The figure of `plot_pareto`."""
     from prunenas.metrics import get_metric
 
     x = x or get_metric("macs")
@@ -129,7 +208,10 @@ def plot_pareto(
         limit = float(max_macs)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    xs_all = [float(r[x.name]) for r in rows if r.get(x.name) is not None]
+    ref_xy = None
+    if reference is not None and reference.get(x.name) is not None and reference.get(y.name) is not None:
+        ref_xy = (float(reference[x.name]), float(reference[y.name]))
+    xs_all = [float(r[x.name]) for r in rows if r.get(x.name) is not None] + ([ref_xy[0]] if ref_xy else [])
     sx = 1e6 if xs_all and max(xs_all) >= 1e6 else 1.0
     sy = 100.0 if y.name == "val_acc" else 1.0
 
@@ -146,10 +228,9 @@ def plot_pareto(
         ax.scatter([px(r) for r in sampled], [py(r) for r in sampled], s=22, c="tab:blue", alpha=0.7, label="sampled")
     if seeded:
         ax.scatter([px(r) for r in seeded], [py(r) for r in seeded], s=60, marker="*", c="tab:orange",
-                   label="proposer-seeded")  # fmt: skip
+                   label="proposer-seeded (proposer@target)")  # fmt: skip
         for r in seeded:
-            ax.annotate(str(r.get("proposer") or ""), (px(r), py(r)), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")  # fmt: skip
+            ax.annotate(seeded_label(r), (px(r), py(r)), fontsize=7, xytext=(3, 3), textcoords="offset points")
     infeasible = [r for r in rows if r.get("infeasible") and r.get(x.name) is not None]
     if infeasible:
         ax.scatter([px(r) for r in infeasible], [0] * len(infeasible), marker="x", c="gray",
@@ -163,6 +244,10 @@ def plot_pareto(
     if chosen:
         ax.scatter([px(r) for r in chosen], [py(r) for r in chosen], s=160, facecolors="none",
                    edgecolors="tab:red", linewidths=1.5, label="winners (retrained)")  # fmt: skip
+    if ref_xy is not None:
+        rx, ry = ref_xy[0] / sx, ref_xy[1] * sy
+        ax.scatter([rx], [ry], s=90, marker="D", c="black", zorder=5, label="reference (unpruned)")
+        ax.annotate("reference", (rx, ry), fontsize=7, xytext=(4, -10), textcoords="offset points")
     if limit is not None:
         ax.axvline(limit / sx, ls="--", c="tab:red", lw=1, label=f"{x.name} limit")
     ax.set_xlabel(f"{x.label or x.name}" + (" (millions)" if sx == 1e6 else ""))
@@ -170,10 +255,33 @@ def plot_pareto(
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    if done or infeasible:
+    if done or infeasible or ref_xy is not None:
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
+
+
+def plot_pareto(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    front: Sequence[int] = (),
+    winners: Iterable[str] = (),
+    title: str = "",
+    x: Any = None,
+    y: Any = None,
+    limit: float | None = None,
+    max_macs: int | None = None,
+    reference: Mapping[str, float] | None = None,
+    fmt: str | None = None,
+) -> Path:
+    """One metric against another for every measured trial (default: validation accuracy against MACs);
+    proposer-seeded trials are marked and named `proposer@target`, the Pareto front is joined by a line,
+    the retrained winners are circled, infeasible (never trained) candidates sit on the x axis, `limit` is
+    drawn on x, and `reference` ({metric name: value} of the unpruned model, with the x and y metrics) is
+    a point of its own. Written to `path` (format: `fmt` or the suffix)."""
+    fig = pareto_figure(
+        rows, front=front, winners=winners, title=title, x=x, y=y, limit=limit, max_macs=max_macs,
+        reference=reference,
+    )  # fmt: skip
+    return save_figure(fig, path, fmt)

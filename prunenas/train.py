@@ -33,6 +33,7 @@ from prunenas.config import RunSettings, fingerprint
 from prunenas.data import DatasetSplits, DeviceBatches, ImageSet
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
+from prunenas.paths import ensure_dir
 from prunenas.recipes import Recipe
 from prunenas.spaces.base import Space
 from prunenas.spaces.density import apply_masks, masked_layers
@@ -187,39 +188,65 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise PrunenasError(
-            f"checkpoint {str(path)!r} is unreadable ({type(exc).__name__}); delete it or train with --fresh"
+            f"the run's checkpoint {str(path)!r} is unreadable ({type(exc).__name__}): delete it to start the run "
+            "over (`prunenas train` also takes --fresh)"
         ) from None
     if not isinstance(state, dict) or "model" not in state:
-        raise PrunenasError(f"{str(path)!r} is not a prunenas checkpoint; delete it or train with --fresh")
+        raise PrunenasError(
+            f"{str(path)!r} is not a prunenas checkpoint: delete it to start the run over (`prunenas train` also "
+            "takes --fresh)"
+        )
     return state
 
 
-def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights from a prunenas checkpoint.pt (or a bare state_dict file)."""
+def read_checkpoint(path: str | Path, flag: str = "--weights") -> tuple[Path, Any]:
+    """(file, content) of a checkpoint given by `flag` (a checkpoint.pt or its run folder), with one line
+    naming the flag for a missing, truncated, foreign or non-checkpoint file."""
     p = Path(path)
     if p.is_dir():
         p = p / CHECKPOINT
+    if not p.exists():
+        raise PrunenasError(f"{flag} {str(p)!r} does not exist; pass the checkpoint.pt of a prunenas run")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise PrunenasError(f"weights file {str(p)!r} does not exist; pass a checkpoint.pt of a prunenas run") from None
+        with p.open("rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise PrunenasError(f"{flag} {str(p)!r} cannot be read ({exc.strerror})") from None
+    if head.lstrip()[:1] in (b"{", b"["):
+        raise PrunenasError(f"{flag} {str(p)!r} is a JSON file, not a checkpoint; pass the checkpoint.pt of a run")
+    try:
+        return p, torch.load(p, map_location="cpu", weights_only=False)
     except Exception as exc:
+        kind = "truncated or damaged" if isinstance(exc, EOFError | RuntimeError) else "not a PyTorch checkpoint"
         raise PrunenasError(
-            f"cannot read weights {str(p)!r} ({type(exc).__name__}); pass a prunenas checkpoint.pt"
+            f"{flag} {str(p)!r} is {kind} ({type(exc).__name__}); pass an intact checkpoint.pt (retrain the run "
+            "if it was cut off while being written)"
         ) from None
+
+
+def load_model_state(path: str | Path, flag: str = "--weights") -> dict[str, torch.Tensor]:
+    """Model weights from a prunenas checkpoint.pt (or a bare state_dict file)."""
+    p, state = read_checkpoint(path, flag)
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PrunenasError(f"{str(p)!r} holds no model weights; pass a prunenas checkpoint.pt")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PrunenasError(f"{flag} {str(p)!r} holds no model weights; pass the checkpoint.pt of a prunenas run")
     return state
 
 
-def _make_progress(total: int, quiet: bool, desc: str) -> Any:
-    if quiet:
-        return None
-    from tqdm.auto import tqdm
+def load_error(exc: BaseException) -> str:
+    """The informative line of a `load_state_dict` error (not its "Error(s) in loading ..." heading)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("Error(s) in loading state_dict")]
+    text = (useful or lines or [type(exc).__name__])[0]
+    return text if len(text) <= 240 else text[:237] + "..."
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True)
+
+def _make_progress(total: int, quiet: bool, desc: str, initial: int = 0) -> Any:
+    """A tqdm bar of training steps on a terminal; one line per epoch in a log (prunenas.progress)."""
+    from prunenas.progress import make_progress
+
+    return make_progress(total, desc, unit="step", initial=initial, quiet=quiet)
 
 
 class TrainStep:
@@ -331,14 +358,7 @@ def _progress_postfix(m: EpochMetrics) -> dict[str, str]:
 
 
 def _make_out(out_dir: str | Path | None) -> Path | None:
-    if out_dir is None:
-        return None
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PrunenasError(f"cannot create output folder {str(out)!r}: {exc.strerror}; pass another --out") from None
-    return out
+    return None if out_dir is None else ensure_dir(out_dir, "--out")
 
 
 def train(
@@ -385,8 +405,7 @@ def train(
         try:
             model.load_state_dict(init_state, strict=True)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise PrunenasError(f"the given weights do not fit genotype {genotype.key}: {first}") from None
+            raise PrunenasError(f"the given weights do not fit genotype {genotype.key}: {load_error(exc)}") from None
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -442,9 +461,13 @@ def train(
 
     stopped: str | None = None
     desc = f"{space.name} {genotype.key[:8]} {recipe.name}"
-    progress = _make_progress(len(train_batches) * recipe.epochs, settings.quiet, desc)
+    from prunenas.progress import epoch_line
+
+    progress = _make_progress(
+        len(train_batches) * recipe.epochs, settings.quiet, desc, initial=start_epoch * len(train_batches)
+    )
     if progress is not None and start_epoch:
-        progress.update(start_epoch * len(train_batches))
+        progress.note(f"{desc}: resuming after epoch {start_epoch}/{recipe.epochs}")
     try:
         for epoch in range(start_epoch, recipe.epochs):
             metrics = train_epoch(step, train_batches, epoch, progress)
@@ -455,7 +478,7 @@ def train(
                 metrics = dataclasses.replace(metrics, val_loss=val_loss, val_acc=val_acc)
             history.append(metrics)
             if progress is not None:
-                progress.set_postfix(_progress_postfix(metrics), refresh=True)
+                progress.report(epoch_line(desc, metrics), _progress_postfix(metrics))
             # Checkpoint before the callbacks: a callback that interrupts (Ctrl-C, a killed trial)
             # leaves this epoch saved; one that stops the run is saved again with its reason.
             save_checkpoint(epoch + 1, stopped)

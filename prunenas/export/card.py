@@ -11,6 +11,96 @@ def _pct(v: object) -> str:
     return f"{100 * float(v):.2f}%" if isinstance(v, int | float) and math.isfinite(v) else "-"
 
 
+_CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_CIFAR_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+_CIFAR_CITE = (
+    "A. Krizhevsky, *Learning Multiple Layers of Features from Tiny Images*, technical report, University of "
+    "Toronto, 2009"
+)
+
+
+def _size(shape: object) -> str:
+    """`32x32` from an image shape [C, H, W] (or a [batch, C, H, W] input shape); "?" when unknown."""
+    if isinstance(shape, list | tuple) and len(shape) >= 2 and all(isinstance(v, int) for v in shape[-2:]):
+        return f"{shape[-2]}x{shape[-1]}"
+    return "?"
+
+
+def _jpeg_copy(source: str) -> str | None:
+    """The file name when the dataset's source names a JPEG re-encoding (e.g. `cifar10-jpeg.tar.gz`)."""
+    name = source.replace("\\", "/").split(":")[0].rsplit("/", 1)[-1]
+    return name if "jpeg" in name.lower() or "jpg" in name.lower() else None
+
+
+def data_section(sidecar: Mapping[str, Any]) -> list[str]:
+    """How the images were prepared, where they came from and under which licence: from what the
+    sidecar's `dataset` records; what is not known is said to be unknown, never guessed."""
+    ds: Mapping[str, Any] = sidecar.get("dataset") or {}
+    name = str(ds.get("name") or "unknown")
+    source = str(ds.get("source") or "")
+    shape = ds.get("image_shape") or (sidecar.get("input") or {}).get("shape")
+    size = _size(shape)
+    sizes = ds.get("sizes") if isinstance(ds.get("sizes"), Mapping) else None
+    split = (
+        f"{sizes.get('train', '?'):,} training / {sizes.get('val', '?'):,} validation / {sizes.get('test', '?'):,} "
+        "test images"
+        if sizes and all(isinstance(sizes.get(k), int) for k in ("train", "val", "test"))
+        else "split sizes not recorded"
+    )
+    lines = ["## Data", ""]
+    if name == "digits":
+        lines += [
+            "- Images: the 8x8 scikit-learn digits (UCI Optical Recognition of Handwritten Digits, 1,797 images, "
+            "classes 0-9), grey levels rescaled from 0..16 to 0..255, "
+            + ("" if size == "8x8" else f"upscaled (bilinear) to {size}, ")
+            + "three equal channels; embedded in prunenas (`prunenas/_data/digits.npz`).",
+            f"- Split: {split} (a fixed 20% test set; validation is a seeded part of the rest).",
+            "- Licence: CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/); origin E. Alpaydin and C. Kaynak, "
+            "UCI Machine Learning Repository, https://doi.org/10.24432/C50P49.",
+        ]
+    elif name in _CIFAR_NAMES:
+        title = _CIFAR_NAMES[name]
+        jpeg = _jpeg_copy(source)
+        if jpeg is not None:
+            quality = (
+                "JPEG quality 75 (the copy the prunenas README describes)"
+                if jpeg.lower().startswith(f"{name}-jpeg")
+                else "JPEG quality not recorded"
+            )
+            how = (
+                f"a JPEG re-encoding of {title} (`{source}`; {quality}), decoded to {size} RGB. Such a copy trains a "
+                f'little below the published figures: report the dataset as "{title} (JPEG q75 copy)" or the like, '
+                "and compare against a baseline trained on the same copy"
+            )
+        else:
+            where = f" (`{source}`)" if source else ""
+            how = f"{title}{where}, 32x32 RGB" + ("" if size in ("32x32", "?") else f", resized (bilinear) to {size}")
+        lines += [
+            f"- Images: {how}.",
+            f"- Split: {split} (validation: a seeded part of the training set; test: the dataset's test set).",
+            f"- Licence: none stated by the authors (Krizhevsky, Nair and Hinton; a labelled subset of the 80 million "
+            f"tiny images). The dataset's page, {_CIFAR_PAGE}, asks its users to cite {_CIFAR_CITE}.",
+        ]
+    else:
+        where = f" from `{source}`" if source else ""
+        lines += [
+            f"- Images: {name}{where}, decoded to {size} RGB (resized bilinearly where the files differ).",
+            f"- Split: {split}.",
+            "- Licence: not recorded by prunenas; it is that of the data's owner.",
+        ]
+    return lines
+
+
+_INTENDED_USE = [
+    "## Intended use",
+    "",
+    "Research on network pruning and architecture search: comparing pruned architectures by accuracy, MACs "
+    "and parameters. The model is not validated for deployment decisions: test it on your own data (and its "
+    "failure modes) before relying on it. The test accuracy above was measured on the test split described "
+    "under Data, and on nothing else.",
+]
+
+
 def model_card(sidecar: Mapping[str, Any]) -> str:
     """A short Markdown model card from a sidecar dict."""
     from prunenas.report import human
@@ -71,6 +161,10 @@ def model_card(sidecar: Mapping[str, Any]) -> str:
         "```",
         "",
         f"Check the accuracy on the test set: `prunenas evaluate model.onnx --dataset {sidecar['dataset']['name']}`.",
+        "",
+        *data_section(sidecar),
+        "",
+        *_INTENDED_USE,
     ]
     if sidecar.get("sparsity"):
         lines += ["", "## Sparsity", "", sidecar["sparsity"]["note"]]

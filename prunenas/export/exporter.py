@@ -64,13 +64,46 @@ from prunenas.spaces.density import prunable_layers, weight_of
 log = logging.getLogger(__name__)
 
 _EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so the example batch must be >= 2
-_LEGACY_OPSET = 18
+DEFAULT_OPSET = 18  # what both exporters write unless told otherwise (`prunenas export --opset N`)
+MIN_OPSET = 13
+
 _SPARSITY_NOTE = (
     "The zeros are stored as ordinary dense weights: ONNX Runtime runs these layers as dense convolutions, "
     "so unstructured sparsity gives no speed-up and no smaller file (it compresses well, e.g. with gzip). "
     "The MACs figure is the density-weighted count of the genotype."
 )
 _NORMALIZATION = "x = (pixels / 255 - mean) / std per channel; pixels are uint8 RGB, layout NCHW"
+
+
+def max_opset() -> int:
+    """The newest ONNX opset this torch exports (and the installed onnx knows)."""
+    import onnx
+
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+
+        newest = int(ONNX_MAX_OPSET)
+    except (ImportError, AttributeError, TypeError, ValueError):  # a private module: may move
+        newest = 20
+    return min(newest, int(onnx.defs.onnx_opset_version()))
+
+
+def check_opset(opset: object) -> int:
+    """`opset` when it is an int in MIN_OPSET..max_opset(); a PrunenasError naming --opset otherwise."""
+    high = max_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= high:
+        raise PrunenasError(
+            f"--opset {opset!r} is not an ONNX opset this torch ({torch.__version__}) exports: pass an integer in "
+            f"{MIN_OPSET}..{high} (default {DEFAULT_OPSET})"
+        )
+    return opset
+
+
+def _file_opset(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 @contextlib.contextmanager
@@ -94,11 +127,14 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
 
-def _export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """Write `model` to `path` as one self-contained ONNX file with a dynamic batch axis.
+def _export_onnx(
+    model: nn.Module, path: Path, input_shape: tuple[int, int, int], opset: int = DEFAULT_OPSET
+) -> dict[str, Any]:
+    """Write `model` to `path` as one self-contained ONNX file with a dynamic batch axis, at `opset`.
 
-    The dynamo exporter first; the legacy TorchScript exporter only if dynamo fails (the reason is
-    logged and returned). Returns {"exporter", "fallback_reason", "seconds"}.
+    The dynamo exporter first; the legacy TorchScript exporter only if dynamo fails or writes another
+    opset than `opset` (it cannot go below 18) (the reason is logged and returned). Returns
+    {"exporter", "fallback_reason", "seconds"}.
     """
     model = model.eval()
     example = (torch.randn(_EXAMPLE_BATCH, *input_shape),)
@@ -114,9 +150,13 @@ def _export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]
                 dynamo=True,
                 external_data=False,
                 dynamic_shapes=({0: BATCH_DIM},),
+                opset_version=opset,
                 verbose=False,
                 **names,  # type: ignore[arg-type]
             )
+        written = _file_opset(path)
+        if written != opset:
+            raise ExportError(f"the dynamo exporter wrote opset {written}, not the requested {opset}")
         return {"exporter": "dynamo", "fallback_reason": None, "seconds": time.perf_counter() - t0}
     except Exception as exc:
         reason = _first_line(exc)
@@ -131,7 +171,7 @@ def _export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]
                 example,
                 str(path),
                 dynamo=False,
-                opset_version=_LEGACY_OPSET,
+                opset_version=opset,
                 dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
                 do_constant_folding=True,
                 **names,  # type: ignore[arg-type]
@@ -143,8 +183,9 @@ def _export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, int, int]
     return {"exporter": "legacy", "fallback_reason": reason, "seconds": time.perf_counter() - t0}
 
 
-def _verify_onnx_file(path: Path, metadata_props: Mapping[str, str]) -> dict[str, Any]:
-    """Check there is no side file, stamp metadata, run the full checker; return graph facts."""
+def _verify_onnx_file(path: Path, metadata_props: Mapping[str, str], opset: int | None = None) -> dict[str, Any]:
+    """Check there is no side file, stamp metadata, run the full checker (and that the file is at
+    `opset`, when given); return graph facts."""
     import onnx
 
     side = [p.name for p in path.parent.iterdir() if p.suffix == ".data" or p.name.endswith(".onnx.data")]
@@ -171,9 +212,11 @@ def _verify_onnx_file(path: Path, metadata_props: Mapping[str, str]) -> dict[str
     dims = model.graph.input[0].type.tensor_type.shape.dim
     if not dims or not dims[0].dim_param:
         raise ExportError("the exported graph has a fixed batch size; the batch axis must be dynamic")
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and written != opset:
+        raise ExportError(f"the exported graph is at opset {written}, not the requested {opset}")
     return {
-        "opset": opset,
+        "opset": written,
         "ir_version": int(model.ir_version),
         "input_dims": [d.dim_param or int(d.dim_value) for d in dims],
         "ops": sorted({n.op_type for n in model.graph.node}),
@@ -312,6 +355,8 @@ def _prepare(dest: Path) -> Path:
             break
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dest.parent.glob(f".{dest.name}.staging-*"):  # left by an interrupted export
+            shutil.rmtree(stale, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -343,13 +388,16 @@ def export_run(
     latency_warmup: int = 10,
     provider: str | None = None,
     tolerance: float = PARITY_TOLERANCE,
+    opset: int = DEFAULT_OPSET,
 ) -> ExportResult:
-    """Export the trained model of `run_dir` to ONNX, verify it, and write model.onnx, model.json, README.md.
+    """Export the trained model of `run_dir` to ONNX at `opset` (MIN_OPSET..max_opset()), verify it, and
+    write model.onnx, model.json, README.md.
 
     Output: `out_dir`, else `root/<space>/<name>` (name: `name`, else the genotype key, or the run
     folder's name when the key's folder holds another run's export). Raises PrunenasError for bad input
     and ExportError (a PrunenasError) when the exported model fails a check; then nothing is written.
     """
+    check_opset(opset)
     run = load_run(run_dir)
     resolve_providers(provider)  # a provider that is not there fails now, not after the export
     if benchmark:  # validate before the slow part
@@ -361,7 +409,10 @@ def export_run(
     try:
         folded = run.space.export_model(run.model)
         onnx_path = staging / ONNX_FILE
-        method = _export_onnx(folded, onnx_path, run.input_shape)
+        # The default opset is not passed: `_export_onnx(model, path, input_shape)` stays the seam tests replace.
+        method = _export_onnx(
+            folded, onnx_path, run.input_shape, **({} if opset == DEFAULT_OPSET else {"opset": opset})
+        )
         stamp = {
             "prunenas.key": run.genotype.key,
             "prunenas.space": run.space.name,
@@ -372,7 +423,7 @@ def export_run(
             "prunenas.normalization": _NORMALIZATION,
             "prunenas.description": f"prunenas {run.space.name} genotype {run.genotype.key}; inputs: {_NORMALIZATION}",
         }
-        graph = _verify_onnx_file(onnx_path, stamp)
+        graph = _verify_onnx_file(onnx_path, stamp, opset)
         inputs = _random_inputs(run.input_shape, PARITY_BATCHES)
         if real is not None:
             inputs.append(real)

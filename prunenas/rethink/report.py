@@ -167,37 +167,70 @@ def format_results(outcome: RethinkOutcome) -> str:
     return "\n".join([head, table, "", "Liu et al. (ICLR 2019) Table 1 format:", paper, epochs])
 
 
-def plot_arms(outcome: RethinkOutcome, path: Path) -> Path:
-    """Bar chart: mean test accuracy per arm with ± std error bars, epochs and MACs under each bar."""
+# Arm names for a figure in a paper (the tables keep the short LABELS).
+PLOT_NAMES = {
+    "unpruned": "Unpruned",
+    "finetune": "Fine-tuned",
+    "scratch-e": "Scratch-E",
+    "scratch-b": "Scratch-B",
+    "mask": "Mask, fresh init",
+    "shuffle": "Shuffled mask",
+    "reinit": "Mask, other init",
+    "invert": "Inverted scores",
+}
+_COLORS = {"unpruned": "tab:gray", "finetune": "tab:blue", "scratch-e": "tab:orange", "scratch-b": "tab:green"}
+
+
+def arms_figure(outcome: RethinkOutcome) -> Any:
+    """The figure of `plot_arms`: per arm, every seed's test accuracy (small dots) and their mean (a
+    large point) with a ± std interval when the arm has more than one seed; no bars, so the axis need
+    not start at zero. Epochs, MACs and the number of seeds are under each arm's name."""
+    from prunenas.report import genotype_label
     from prunenas.report import pyplot as _pyplot
 
     plt = _pyplot()
     arms = [a for a in outcome.arms if a.mean() is not None]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(outcome.arms) + 1.5), 4.2))
-    colors = {"unpruned": "tab:gray", "finetune": "tab:blue", "scratch-e": "tab:orange", "scratch-b": "tab:green"}
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.75 * len(arms) + 1.0), 4.2))
     xs = list(range(len(arms)))
-    means = [100 * (a.mean() or 0.0) for a in arms]
-    stds = [100 * (a.std() or 0.0) for a in arms]
-    ax.bar(xs, means, yerr=stds, capsize=4, color=[colors.get(a.plan.name, "tab:purple") for a in arms])
-    for x, m in zip(xs, means, strict=True):
-        ax.annotate(f"{m:.2f}", (x, m), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
+    several = False
+    for x, a in zip(xs, arms, strict=True):
+        values = [100 * v for v in a.values("test_acc")]
+        mean = 100 * (a.mean() or 0.0)
+        color = _COLORS.get(a.plan.name, "tab:purple")
+        if len(values) > 1:
+            several = True
+            offsets = [0.12 * (k / (len(values) - 1) - 0.5) for k in range(len(values))]
+            ax.scatter([x + o for o in offsets], values, s=12, color=color, alpha=0.45, zorder=2, linewidths=0)
+            ax.errorbar([x], [mean], yerr=[100 * (a.std() or 0.0)], fmt="o", ms=7, color=color, capsize=5, zorder=3)
+        else:
+            ax.plot([x], [mean], "o", ms=7, color=color, zorder=3)
+        ax.annotate(f"{mean:.2f}", (x, mean), xytext=(9, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"{a.plan.label}\n{a.plan.epochs or '-'} ep, {_human(a.plan.macs)}" for a in arms], fontsize=8)
-    if means:
-        low = min(m - s for m, s in zip(means, stds, strict=True))
-        high = max(m + s for m, s in zip(means, stds, strict=True))
-        pad = max(1.0, 0.15 * (high - low))
-        ax.set_ylim(max(0.0, low - 4 * pad), min(100.0, high + 2 * pad))
-    ax.set_ylabel("test accuracy (%), mean ± std")
-    plan = outcome.plan
-    ax.set_title(
-        f"{plan.space} {genotype_name(plan.genotype)} on {plan.dataset} ({len(plan.seeds)} seed(s))", fontsize=9
+    ax.set_xticklabels(
+        [
+            f"{PLOT_NAMES.get(a.plan.name, a.plan.label)}\n{a.plan.epochs or '-'} epochs, {_human(a.plan.macs)} MACs"
+            f"\nn = {len(a.values('test_acc'))}"
+            for a in arms
+        ],
+        fontsize=8,
     )
+    ax.set_xlim(-0.6, len(arms) - 0.4)
+    ax.margins(y=0.15)
+    ax.set_ylabel("test accuracy (%)" + (": seeds and mean ± std" if several else ""))
+    plan = outcome.plan
+    name = genotype_label(plan.genotype) if plan.genotype is not None else "?"
+    seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) != 1 else ''}"
+    ax.set_title(f"{plan.space}, pruned: {name}, on {plan.dataset} ({seeds})", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_arms(outcome: RethinkOutcome, path: Path, fmt: str | None = None) -> Path:
+    """The arms' test accuracies (see `arms_figure`), written to `path` (format: `fmt` or the suffix)."""
+    from prunenas.report import save_figure
+
+    return save_figure(arms_figure(outcome), path, fmt)
 
 
 def write_outputs(outcome: RethinkOutcome) -> dict[str, str]:

@@ -5,6 +5,7 @@ processes of `--workers`/`--gpus` (each receives the resolved search configurati
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -14,15 +15,73 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from prunenas.errors import PrunenasError
+from prunenas.paths import ensure_dir
 from prunenas.search.config import CONFIG_FILE, SearchConfig
 from prunenas.search.objective import Objective, SurplusTrial
 
 JOURNAL = "study.journal"
+
+
+def check_journal(path: Path) -> None:
+    """Refuse a journal that Optuna cannot replay, before anything is appended to it: a folder, a file
+    that is not a journal, or one cut off in the middle of a line (an interrupted write)."""
+    if path.is_dir():
+        raise PrunenasError(f"the study journal {str(path)!r} is a folder; remove it or pass another --out")
+    if not path.exists():
+        return
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise PrunenasError(
+            f"cannot read the study journal {str(path)!r} ({exc.strerror}); pass another --out"
+        ) from None
+    if not blob:
+        return
+    lines = blob.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]
+    for i, line in enumerate(complete, start=1):
+        try:
+            entry = json.loads(line)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            entry = None
+        if not isinstance(entry, dict) or "op_code" not in entry:
+            raise PrunenasError(
+                f"{str(path)!r} is not an Optuna study journal (line {i} is not a journal entry); "
+                "move it away or pass another --out"
+            )
+    if tail.strip():
+        raise PrunenasError(
+            f"the study journal {str(path)!r} ends in a line cut off by an interrupted write; keep a copy, drop that "
+            f"line (`head -n {len(complete)} {path} > {path}.fixed && mv {path}.fixed {path}`) and rerun to resume"
+        )
+
+
+def check_scale_out(config: SearchConfig) -> None:
+    """Refuse worker layouts that cannot work: GPUs that are not there, SQLite shared by processes."""
+    if config.gpus:
+        import torch
+
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        missing = [g for g in config.gpus if int(g) >= have]
+        if missing:
+            raise PrunenasError(
+                f"--gpus {','.join(config.gpus)}: this machine has {have} CUDA GPU(s), so GPU(s) {','.join(missing)} "
+                "do not exist; list existing GPUs, or drop --gpus (--workers N runs N processes on the CPU)"
+            )
+    processes = config.workers * max(1, len(config.gpus))
+    url = config.storage or ""
+    if url.startswith("sqlite") and (processes > 1 or config.gpus):
+        raise PrunenasError(
+            f"--storage {url.split('?')[0]!r} with {processes} worker processes: SQLite does not take parallel "
+            "writers (an in-memory one is not even shared); drop --storage to use the study folder's journal "
+            "on one machine, or give a postgresql:// URL"
+        )
 
 
 def make_storage(config: SearchConfig) -> Any:
@@ -43,8 +102,9 @@ def make_storage(config: SearchConfig) -> Any:
             ) from None
     from optuna.storages.journal import JournalFileBackend
 
-    config.out.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(config.out / JOURNAL)))
+    path = ensure_dir(config.out, "--out") / JOURNAL
+    check_journal(path)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def _with_driver(url: str) -> str:
@@ -148,21 +208,40 @@ def retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
     study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
 
 
+_DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
 def n_done(study: optuna.Study) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))
+    """Finished architectures: trials of the same genotype (a sampler suggesting a trained one again, a
+    retry) count once, so the study's --trials are distinct candidates."""
+    return _counts(study)["done"]
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
-    counts = {"done": 0, "running": 0, "waiting": 0}
+    counts = {"done": 0, "running": 0, "waiting": 0, "attempts": 0}
+    keys: set[str] = set()
     for t in study.get_trials(deepcopy=False):
-        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
-            counts["done"] += 1
+        if t.state in _DONE:
+            counts["attempts"] += 1
+            key = t.user_attrs.get("key")
+            if key is None or key not in keys:
+                counts["done"] += 1
+            if key is not None:
+                keys.add(key)
         elif t.state == optuna.trial.TrialState.RUNNING:
             counts["running"] += 1
         elif t.state == optuna.trial.TrialState.WAITING:
             counts["waiting"] += 1
     return counts
+
+
+#: A study stops after this many finished trials per --trials when its sampler keeps suggesting genotypes
+#: it has trained already (a small space): trials of the same genotype count once.
+MAX_ATTEMPTS = 4
+
+
+def log_line(msg: str) -> None:
+    print(f"prunenas: {msg}", file=sys.stderr, flush=True)
 
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -181,18 +260,20 @@ def run_trials(
     worker dies, its trial turns stale (heartbeat, or its process is gone) and is queued again."""
     cap = config.budget.trials
     deadline = time.monotonic() + config.timeout if config.timeout else None
-    progress = None
-    if not config.quiet and not config.worker_only:
-        from tqdm.auto import tqdm
+    from prunenas.progress import make_progress, trial_fields, trial_line
 
-        progress = tqdm(total=cap, initial=min(cap, n_done(study)), desc="trials", unit="trial")
+    progress = make_progress(
+        cap, "trials", unit="trial", initial=min(cap, n_done(study)), quiet=config.quiet or config.worker_only
+    )
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        failed = trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get("surplus")
+        if failed and "retry_of" not in trial.user_attrs:
+            retry(study, trial)  # once: a seeded proposal is never lost to a passing failure
         if progress is not None:
-            progress.n = min(cap, n_done(study))
-            acc = trial.user_attrs.get("val_acc")
-            last = f"{acc:.3f}" if isinstance(acc, float) else trial.state.name.lower()
-            progress.set_postfix({"last": last, "MACs": f"{trial.user_attrs.get('macs_ratio', 0):.2f}"})
+            done = min(cap, n_done(study))
+            progress.set_done(done)
+            progress.report(trial_line(done, cap, trial), trial_fields(trial))
         if on_trial is not None:
             on_trial(study, trial)
 
@@ -200,6 +281,9 @@ def run_trials(
         while deadline is None or time.monotonic() < deadline:
             counts = _counts(study)
             if counts["done"] >= cap:
+                break
+            if counts["attempts"] >= MAX_ATTEMPTS * cap:  # the sampler keeps suggesting trained genotypes
+                log_line(f"stopping at {counts['done']} distinct candidates after {counts['attempts']} trials")
                 break
             if counts["done"] + counts["running"] >= cap and counts["waiting"] == 0:
                 recover_stale_trials(study)  # a dead worker's trial on this machine
@@ -265,17 +349,28 @@ def run_workers(
     commands = worker_commands(config)
     log(f"starting {len(commands)} worker processes" + (f" on GPUs {','.join(config.gpus)}" if config.gpus else ""))
     procs = [subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL) for argv, env in commands]
-    progress = None
-    if not config.quiet:
-        from tqdm.auto import tqdm
+    from prunenas.progress import make_progress, trial_fields, trial_line
 
-        progress = tqdm(total=config.budget.trials, initial=min(config.budget.trials, n_done(study)), desc="trials")
+    cap = config.budget.trials
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    reported = {t.number for t in study.get_trials(deepcopy=False, states=finished)}
+    progress = make_progress(cap, "trials", unit="trial", initial=min(cap, len(reported)), quiet=config.quiet)
+
+    def show_finished() -> None:  # the workers' trials that finished since the last look, one line each
+        if progress is None:
+            return
+        trials = study.get_trials(deepcopy=False, states=finished)
+        for t in sorted((t for t in trials if t.number not in reported), key=lambda t: t.number):
+            reported.add(t.number)
+            done = min(cap, len(reported))
+            progress.set_done(done)
+            progress.report(trial_line(done, cap, t), trial_fields(t))
+        progress.set_done(min(cap, len(trials)))
+
     try:
         while any(p.poll() is None for p in procs):
             time.sleep(poll_s)
-            if progress is not None:
-                progress.n = min(config.budget.trials, n_done(study))
-                progress.refresh()
+            show_finished()
     except KeyboardInterrupt:
         for proc in procs:
             if proc.poll() is None:
@@ -286,7 +381,8 @@ def run_workers(
         raise
     finally:
         if progress is not None:
-            progress.n = min(config.budget.trials, n_done(study))
+            with contextlib.suppress(Exception):  # the storage may be what failed
+                show_finished()
             progress.close()
     failed = [p.returncode for p in procs if p.returncode not in (0, None)]
     if failed:
