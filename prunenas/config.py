@@ -18,6 +18,7 @@ and how to run: device, seed, speed switches) and `prunenas.search.config.Search
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -153,7 +154,11 @@ def coerce(cls: type, f: dataclasses.Field[Any], value: Any, where: str | None =
             raise ConfigError(f"{where} must be an integer{_range_text(meta)}, got {value!r}")
     elif typ is float:
         if isinstance(value, str):
-            value = parse_value(value)
+            text = value
+            value = parse_value(text)
+            if isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    value = float(text)  # inf, nan and friends, which JSON does not have
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number{_range_text(meta)}, got {value!r}")
         value = float(value)

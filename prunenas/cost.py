@@ -11,17 +11,25 @@ the tests as a cross-check of the fvcore path.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
+import json
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from prunenas.config import fingerprint
 from prunenas.genotype import Genotype
+from prunenas.paths import cost_cache_dir
 from prunenas.spaces.base import Space
 from prunenas.spaces.density import PRUNABLE, mask_count
 
@@ -143,12 +151,51 @@ def _cost_cached(space: Space, canonical: str, num_classes: int) -> tuple[int, i
 
 
 def genotype_cost(space: Space, genotype: Genotype, num_classes: int | None = None) -> Cost:
-    """MACs and params of `genotype` and of its space's reference genotype (memoised by key)."""
+    """MACs and params of `genotype` and of its space's reference genotype (memoised by key; reference
+    costs also on disk, see `reference_cost`)."""
     genotype = space.validate(genotype)
     n = num_classes or space.num_classes
+    ref_macs, ref_params = reference_cost(space, n)
+    if genotype == space.reference():
+        return Cost(ref_macs, ref_params, ref_macs, ref_params)
     macs, params = _cost_cached(space, genotype.canonical_json(), n)
-    ref_macs, ref_params = _cost_cached(space, space.reference().canonical_json(), n)
     return Cost(macs, params, ref_macs, ref_params)
+
+
+def _space_fingerprint(space: Space) -> str:
+    """What a space's costs depend on: its settings and genes, and the code that builds and counts it
+    (the family's module and this one, by content), plus the library versions."""
+    from prunenas.plugins import dist_versions
+
+    files = [inspect.getsourcefile(type(space)), __file__]
+    code = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files if f and Path(f).is_file()]
+    info = space.describe()
+    info.pop("source", None)
+    versions = dist_versions("torch", "fvcore")
+    return fingerprint(info, type(space).__module__, type(space).__qualname__, code, versions, length=16)
+
+
+@lru_cache(maxsize=256)
+def reference_cost(space: Space, num_classes: int) -> tuple[int, int]:
+    """(MACs, params) of the space's reference model, counted by fvcore once per machine and kept on disk
+    (`prunenas spaces` lists ten spaces without tracing ten models). The file is keyed by the space's
+    settings and the code that builds and counts it, so an edit never reads a stale count."""
+    folder = cost_cache_dir()
+    path = folder / f"{space.name}-{_space_fingerprint(space)}-c{num_classes}.json" if folder else None
+    if path is not None and path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return int(data["macs"]), int(data["params"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable: count again and rewrite it
+    macs, params = _cost_cached(space, space.reference().canonical_json(), num_classes)
+    if path is not None:
+        with contextlib.suppress(OSError):  # a cache: a read-only home only costs the recount
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"space": space.name, "macs": macs, "params": params}), encoding="utf-8")
+            os.replace(tmp, path)
+    return macs, params
 
 
 @lru_cache(maxsize=65536)

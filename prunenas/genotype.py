@@ -129,6 +129,11 @@ class Genotype:
 
     @classmethod
     def from_json(cls, text: str, *, origin: str = "genotype") -> Genotype:
+        if origin.endswith(".toml"):
+            raise GenotypeError(
+                f"{origin} is a space definition (TOML), not a genotype; pass it as --space and give a genotype JSON "
+                "file, a shipped genotype name or a space name (its reference) as the genotype"
+            )
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -136,6 +141,8 @@ class Genotype:
                 f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
                 "fix the file or write it with `prunenas propose -o FILE`"
             ) from None
+        except RecursionError:
+            raise GenotypeError(f"{origin}: JSON nested too deeply to be a genotype; pass a genotype file") from None
         return cls.from_dict(data, origin=origin)
 
     @classmethod

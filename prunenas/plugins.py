@@ -77,3 +77,16 @@ def load_group(group: str, what: str) -> list[tuple[str, Any]]:
         except Exception as exc:  # a broken plugin must not take the tool down
             print(f"prunenas: warning: cannot load {what} plugin {ep.name!r} ({ep.value}): {exc}", file=sys.stderr)
     return found
+
+
+def dist_versions(*names: str) -> dict[str, str | None]:
+    """Installed versions of the named distributions (None when absent), from their metadata."""
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out

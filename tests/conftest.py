@@ -34,6 +34,18 @@ batch_size = 32
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cost_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Counted costs are cached on disk; the tests use a folder of their own, not the user's."""
+    before = os.environ.get("PRUNENAS_COST_CACHE")
+    os.environ["PRUNENAS_COST_CACHE"] = str(tmp_path_factory.mktemp("costs"))
+    yield
+    if before is None:
+        os.environ.pop("PRUNENAS_COST_CACHE", None)
+    else:
+        os.environ["PRUNENAS_COST_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of the tiny ResNet-8 space's TOML (space name "tiny_resnet8")."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -206,3 +209,41 @@ def test_cost_is_the_same_for_equal_genotypes() -> None:
     space = get_space("resnet20_channels")
     g = space.random_genotype(11)
     assert genotype_cost(space, g) == genotype_cost(space, g.with_provenance(proposer="other"))
+
+
+def test_reference_costs_are_cached_on_disk_and_keyed_by_the_space(tmp_path, monkeypatch):
+    from prunenas.cost import reference_cost
+
+    monkeypatch.setenv("PRUNENAS_COST_CACHE", str(tmp_path))
+    space = get_space("resnet20_channels", overrides={"widths": [16, 32, 48]})
+    reference_cost.cache_clear()
+    first = reference_cost(space, 10)
+    files = list(tmp_path.glob("resnet20_channels-*-c10.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["macs"] == first[0]
+    # the next process reads the file instead of tracing the model: prove it by planting another number
+    files[0].write_text(json.dumps({"macs": 123, "params": 456}))
+    reference_cost.cache_clear()
+    assert reference_cost(space, 10) == (123, 456)
+    # other settings, other file; a damaged file is counted again
+    other = get_space("resnet20_channels", overrides={"widths": [16, 32, 40]})
+    assert reference_cost(other, 10) != (123, 456) and len(list(tmp_path.glob("*.json"))) == 2
+    files[0].write_text("{")
+    reference_cost.cache_clear()
+    assert reference_cost(space, 10) == first
+    monkeypatch.setenv("PRUNENAS_COST_CACHE", "off")
+    reference_cost.cache_clear()
+    assert reference_cost(space, 10) == first
+
+
+def test_space_listing_is_cached_and_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PRUNENAS_COST_CACHE": str(tmp_path)}
+    code = "import sys; from prunenas.cli import main; main(['spaces', '--json']); print('torch' in sys.modules)"
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.strip().endswith("True") and second.stdout.strip().endswith("False")
+    rows = json.loads(second.stdout.strip().rsplit("\n", 1)[0])
+    assert rows == json.loads(first.stdout.strip().rsplit("\n", 1)[0])
+    assert next(r for r in rows if r["space"] == "resnet56_channels")["reference_macs"] == 125_485_696

@@ -10,6 +10,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 a bug, 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -80,72 +81,142 @@ def _target_args(p: argparse.ArgumentParser, title: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from prunenas.rethink.plan import RethinkSettings
+    import textwrap
+
+    from prunenas.report import PLOT_FORMATS
+    from prunenas.rethink.settings import RethinkSettings
     from prunenas.search import SearchSettings
+
+    # = prunenas.export.exporter.DEFAULT_OPSET and MIN_OPSET (not imported: that loads torch; a test checks)
+    default_opset, min_opset = 18, 13
+    cifar = "../shared/datasets/cifar10-jpeg.tar.gz"
+
+    def command(name: str, help: str, *examples: str, parent: argparse._SubParsersAction | None = None) -> _Parser:
+        """A subcommand whose --help ends with `examples:` (kept as written, one command a line)."""
+        epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+        p: _Parser = (parent or sub).add_parser(
+            name, help=help, description=textwrap.fill(help[:1].upper() + help[1:] + ".", 100), epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        return p
 
     parser = _Parser(
         prog="prunenas",
         description="Network pruning as architecture search: pruning methods propose architectures "
         "(genotypes), Optuna searches them, candidates train from scratch, winners export to ONNX.",
+        epilog="examples:\n  prunenas search --space resnet56_channels --dataset digits --budget smoke\n"
+        "  prunenas cost li2017_resnet56_b\n\n`prunenas COMMAND --help` explains a command, with examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"prunenas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("spaces", help="list the search spaces (or `spaces show SPACE`)")
+    p = command(
+        "spaces", "list the search spaces (or `spaces show SPACE`)",
+        "prunenas spaces",
+        "prunenas spaces show resnet56_channels",
+    )  # fmt: skip
     _json_flag(p)
     p.set_defaults(handler=_handler("commands", "cmd_spaces"))
     spaces_sub = p.add_subparsers(dest="spaces_command", metavar="show", parser_class=_Parser)
-    ps = spaces_sub.add_parser("show", help="a space's genes in network order, bounds, reference genotype, cost")
+    ps = command(
+        "show", "a space's genes in network order, bounds, reference genotype, cost",
+        "prunenas spaces show resnet56_channels",
+        "prunenas spaces show my_space.toml --json    # a TOML file that may `extends = \"resnet56_channels\"`",
+        parent=spaces_sub,
+    )  # fmt: skip
     ps.add_argument("space", help="space name (see `prunenas spaces`) or path to a space .toml")
     ps.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of a table")
     ps.set_defaults(handler=_handler("commands", "cmd_spaces_show"))
 
-    p = sub.add_parser("cost", help="MACs and params of a genotype (conv+linear multiply-adds, batch 1)")
+    p = command(
+        "cost", "MACs and params of a genotype (conv+linear multiply-adds, batch 1)",
+        "prunenas cost li2017_resnet56_b",
+        "prunenas cost resnet56_channels --json    # a space name: its reference (unpruned) model",
+    )  # fmt: skip
     p.add_argument("genotype", help="genotype JSON file, or the name of a shipped genotype (e.g. li2017_resnet56_b)")
-    p.add_argument("--space", help="space name or .toml path to use instead of the genotype's own `space`")
+    p.add_argument(
+        "--space", help="space name or .toml path to use instead of the genotype's own `space` (default: its own)"
+    )
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the space's, 10)")
     _json_flag(p, "print JSON (macs and params as integers)")
     p.set_defaults(handler=_handler("commands", "cmd_cost"))
 
-    p = sub.add_parser("train", help="train a genotype from scratch (or fine-tune it) and write metrics")
+    p = command(
+        "train", "train a genotype from scratch (or fine-tune it) and write metrics",
+        f"prunenas train li2017_resnet56_b --recipe scratch-e --data-dir {cifar}",
+        "prunenas train resnet20_channels --dataset digits --recipe proxy --epochs 3    # a CPU check",
+    )  # fmt: skip
     p.add_argument("genotype", help="genotype JSON file, shipped genotype name, or space name (its reference)")
-    p.add_argument("--space", help="space name or .toml path instead of the genotype's own")
-    p.add_argument("--weights", metavar="CKPT", help="start from these weights (required by --recipe finetune)")
+    p.add_argument("--space", help="space name or .toml path instead of the genotype's own (default: its own)")
+    p.add_argument(
+        "--weights", metavar="CKPT", help="start from these weights (for --recipe finetune; default: a fresh init)"
+    )
     add_training_args(p, "runs/train/SPACE-KEY-RECIPE-sSEED-RUNID")
     p.set_defaults(handler=_handler("commands", "cmd_train"))
 
-    p = sub.add_parser("pretrain", help="train a space's reference model (weights for proposers: --reference)")
+    p = command(
+        "pretrain", "train a space's reference model (weights for proposers: --reference)",
+        f"prunenas pretrain --space resnet56_channels --data-dir {cifar}",
+        "prunenas pretrain --space resnet20_channels --dataset digits --recipe proxy --epochs 3",
+    )  # fmt: skip
     p.add_argument("--space", required=True, help="space name or .toml path")
     add_training_args(p, "runs/pretrain/SPACE-KEY-RECIPE-sSEED-RUNID")
     p.set_defaults(handler=_handler("commands", "cmd_pretrain"))
 
-    p = sub.add_parser("proposers", help="list the pruning methods that propose architectures")
+    p = command(
+        "proposers", "list the pruning methods that propose architectures",
+        "prunenas proposers",
+        "prunenas proposers --json    # with each proposer's options",
+    )  # fmt: skip
     _json_flag(p, "print JSON (with each proposer's options)")
     p.set_defaults(handler=_handler("commands", "cmd_proposers"))
 
-    p = sub.add_parser("propose", help="run a pruning method and write the genotype it decides")
+    p = command(
+        "propose", "run a pruning method and write the genotype it decides",
+        "prunenas propose --space resnet56_channels --proposer l1-paper --ratio 0.5 -o l1-half.json",
+        "prunenas propose --space resnet20_density --proposer snip --density 0.1 --dataset digits -o snip.json",
+    )  # fmt: skip
     p.add_argument("--space", required=True, help="space name or .toml path")
     p.add_argument("--proposer", required=True, help="pruning method (see `prunenas proposers`)")
     _target_args(p, "target (exactly one)")
-    p.add_argument("--reference", metavar="CKPT", help="trained reference weights (from `prunenas pretrain`)")
     p.add_argument(
-        "--pretrain-epochs", type=int, metavar="N", help="train a quick N-epoch reference when none is given"
+        "--reference", metavar="CKPT", help="trained reference weights (from `prunenas pretrain`; default: none)"
     )
+    p.add_argument(
+        "--pretrain-epochs", type=int, metavar="N",
+        help="train a quick N-epoch reference when none is given (default: none; a proposer that needs one stops)",
+    )  # fmt: skip
     p.add_argument("--option", action="append", metavar="NAME=VALUE", help="proposer option (repeatable)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the genotype JSON here")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the genotype JSON here (default: only print it)")
     _json_flag(p, "print the genotype as JSON")
     DataConfig.add_arguments(p, defaults={"dataset": "none: only proposers that need data load one (cifar10)"})
     RunSettings.add_arguments(p, only=("device", "seed", "quiet"))
     p.set_defaults(handler=_handler("commands", "cmd_propose"))
 
-    p = sub.add_parser("show", help="per-layer widths or densities of a genotype against the reference")
+    p = command(
+        "show", "per-layer widths or densities of a genotype against the reference, with its MACs and params",
+        "prunenas show li2017_resnet56_b --plot profile.pdf",
+        "prunenas show l1-half.json --plot profile --plot-format svg    # writes profile.svg",
+    )  # fmt: skip
     p.add_argument("genotype", help="genotype JSON file, shipped genotype name, or space name")
-    p.add_argument("--space", help="space name or .toml path instead of the genotype's own")
-    p.add_argument("--plot", metavar="FILE", help="also write a PNG bar chart of the profile")
+    p.add_argument("--space", help="space name or .toml path instead of the genotype's own (default: its own)")
+    p.add_argument(
+        "--plot", metavar="FILE",
+        help="also write a bar chart of the profile; its format is the suffix (.png, .svg, .pdf) (default: no plot)",
+    )  # fmt: skip
+    p.add_argument(
+        "--plot-format", choices=PLOT_FORMATS, default=None,
+        help="format of --plot: png, svg or pdf (default: FILE's suffix; png when it has none)",
+    )  # fmt: skip
     _json_flag(p)
     p.set_defaults(handler=_handler("commands", "cmd_show"))
 
-    p = sub.add_parser("search", help="search architectures: proposer-seeded Optuna study, proxy training, export")
+    p = command(
+        "search", "search architectures: proposer-seeded Optuna study, proxy training, export",
+        "prunenas search --space resnet56_channels --dataset digits --budget smoke    # minutes on a CPU",
+        f"prunenas search --space resnet56_channels --max macs=0.5x --gpus 0,1 --data-dir {cifar}",
+    )  # fmt: skip
     p.add_argument("--space", required=True, help="space name or .toml path")
     SearchSettings.add_arguments(p)
     _json_flag(p, "print the outcome as JSON")
@@ -154,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     RunSettings.add_arguments(p)
     p.set_defaults(handler=_handler("run_commands", "cmd_search"))
 
-    p = sub.add_parser(
-        "rethink", help="Rethinking the Value of Network Pruning: unpruned vs fine-tuned vs scratch-E/B, N seeds each"
-    )
+    p = command(
+        "rethink", "Rethinking the Value of Network Pruning: unpruned vs fine-tuned vs scratch-E/B, N seeds each",
+        f"prunenas rethink --space resnet56_channels --genotype li2017_resnet56_b --seeds 5 --data-dir {cifar}",
+        "prunenas rethink --space resnet20_channels --proposer l1 --ratio 0.5 --dataset digits --budget smoke",
+    )  # fmt: skip
     p.add_argument("--space", required=True, help="space name or .toml path (channels or density)")
     p.add_argument("--proposer", help="pruning method that decides the genotype (see `prunenas proposers`)")
     _target_args(p, "target of --proposer (exactly one)")
@@ -169,34 +242,55 @@ def build_parser() -> argparse.ArgumentParser:
     RunSettings.add_arguments(p)
     p.set_defaults(handler=_handler("run_commands", "cmd_rethink"))
 
-    p = sub.add_parser("export", help="export a trained run to ONNX (verified with onnx.checker and ONNX Runtime)")
+    p = command(
+        "export", "export a trained run to ONNX (verified with onnx.checker and ONNX Runtime)",
+        "prunenas export runs/train/resnet56_channels-4ae1233ffbaf219d-scratch-e-s0-RUNID --benchmark",
+        "prunenas export RUN_DIR --opset 13 -o exports/r56b-opset13    # for an older ONNX Runtime",
+    )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `prunenas train` (checkpoint.pt etc.)")
     p.add_argument("-o", "--out", metavar="DIR", help="export folder (default exports/SPACE/NAME)")
     p.add_argument("--name", help="export name (default: the genotype key, or the run folder's name if taken)")
+    p.add_argument(
+        "--opset", type=int, default=default_opset, metavar="N",
+        help=f"ONNX opset of model.onnx, {min_opset} up to the newest the installed torch exports "
+        f"(default {default_opset})",
+    )  # fmt: skip
     p.add_argument("--benchmark", action="store_true", help="measure ONNX Runtime latency and store it in model.json")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64], metavar="N", help="latency batch sizes")
+    p.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[1, 64], metavar="N", help="latency batch sizes (default 1 64)"
+    )
     p.add_argument("--repeats", type=int, default=50, metavar="N", help="timed runs per batch size (default 50)")
-    p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda")
+    p.add_argument(
+        "--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda (default auto)"
+    )
     p.add_argument("--dataset", default=None, help="test images for the parity check (default: the run's dataset)")
     p.add_argument("--data-dir", default=None, help="dataset folder or archive (default: $PRUNENAS_DATA / the run's)")
     _json_flag(p, "print model.json (plus the output folder) as JSON")
     p.set_defaults(handler=_handler("run_commands", "cmd_export"))
 
-    p = sub.add_parser("evaluate", help="test accuracy of an exported model.onnx with ONNX Runtime")
+    p = command(
+        "evaluate", "test accuracy of an exported model.onnx with ONNX Runtime",
+        "prunenas evaluate exports/resnet56_channels/4ae1233ffbaf219d/model.onnx",
+        f"prunenas evaluate model.onnx --dataset cifar10 --data-dir {cifar} --provider cpu",
+    )  # fmt: skip
     p.add_argument("onnx", metavar="MODEL_ONNX", help="model.onnx written by `prunenas export` (model.json beside it)")
     p.add_argument("--dataset", default=None, help="cifar10, cifar100, digits, imagefolder (default: the model's)")
     p.add_argument("--data-dir", default=None, help="dataset folder or archive (default: $PRUNENAS_DATA, the cache)")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per ONNX Runtime call")
-    p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda")
+    p.add_argument(
+        "--batch-size", type=int, default=256, metavar="N", help="images per ONNX Runtime call (default 256)"
+    )
+    p.add_argument(
+        "--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda (default auto)"
+    )
     _json_flag(p, "print the result as JSON")
     p.set_defaults(handler=_handler("run_commands", "cmd_evaluate"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()
-        raw = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(raw)
         args.raw_argv = raw
         handler: Handler | None = getattr(args, "handler", None)
@@ -206,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except PrunenasError as exc:
         print(f"prunenas: error: {exc}", file=sys.stderr)
+        if "--json" in raw:  # scripts read stdout: the error as JSON there too
+            print(json.dumps({"error": str(exc), "exit_code": 2}))
         return 2
     except KeyboardInterrupt:
         print("prunenas: interrupted", file=sys.stderr)

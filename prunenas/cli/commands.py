@@ -4,6 +4,7 @@ spaces, cost, train, pretrain, proposers, propose, show."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,49 @@ from prunenas.cli.common import (
     target_from_args,
 )
 from prunenas.errors import PrunenasError
+from prunenas.paths import write_text
+
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more is a typo
 
 
 # -- prunenas spaces [show SPACE] ------------------------------------------------------------------
-def cmd_spaces(args: argparse.Namespace) -> int:
+def _listing_key() -> str:
+    """What the space listing depends on: the TOML files, the space plugins, prunenas's own code and the
+    counting libraries' versions. Computed without importing torch."""
+    import hashlib
+    import importlib.metadata as md
+
+    import prunenas
+    from prunenas.config import fingerprint
+    from prunenas.plugins import dist_versions
+    from prunenas.spaces.files import _toml_index
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(prunenas.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    tomls = [(name, str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for name, p in _toml_index().items()]
+    plugins = sorted((ep.name, ep.value) for ep in md.entry_points(group="prunenas.spaces"))
+    return fingerprint(digest.hexdigest(), tomls, plugins, dist_versions("torch", "fvcore"), length=16)
+
+
+def _space_rows() -> list[dict[str, Any]]:
+    """One row per space; from the cache when nothing it depends on changed (no model is built then)."""
+    import json
+
+    from prunenas.paths import cost_cache_dir
+
+    folder = cost_cache_dir()
+    path = folder / f"spaces-{_listing_key()}.json" if folder else None
+    if path is not None and path.is_file():
+        try:
+            rows: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+            return rows
+        except (OSError, ValueError):
+            pass
     from prunenas.cost import genotype_cost
-    from prunenas.report import format_table, human
     from prunenas.spaces import all_spaces
 
-    rows: list[dict[str, Any]] = []
+    rows = []
     for space in all_spaces():
         cost = genotype_cost(space, space.reference())
         rows.append(
@@ -42,6 +77,16 @@ def cmd_spaces(args: argparse.Namespace) -> int:
                 "description": space.description,
             }
         )
+    if path is not None:
+        with contextlib.suppress(OSError, PrunenasError):  # a cache: a read-only home costs only the recount
+            write_text(path, json.dumps(rows), "PRUNENAS_COST_CACHE")
+    return rows
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from prunenas.report import format_table, human
+
+    rows = _space_rows()
     if args.json:
         print_json(rows)
     else:
@@ -92,8 +137,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from prunenas.report import format_table, human
 
     space, genotype = load_genotype(args.genotype, args.space)
-    if args.num_classes is not None and args.num_classes < 1:
-        raise PrunenasError(f"--num-classes must be >= 1 (got {args.num_classes})")
+    if args.num_classes is not None and not 1 <= args.num_classes <= MAX_CLASSES:
+        raise PrunenasError(f"--num-classes must be in [1, {MAX_CLASSES:,}] (got {args.num_classes})")
     cost = genotype_cost(space, genotype, num_classes=args.num_classes)
     out = {"space": space.name, "key": genotype.key, **cost.to_dict()}
     if args.json:
@@ -225,7 +270,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     genotype = proposal.genotype
     out = Path(args.output) if args.output else None
     if out is not None:
-        genotype.save(out)
+        write_text(out, genotype.to_json() + "\n", "-o/--output")
     if args.json:
         print_json({**genotype.to_dict(), "key": genotype.key, "file": str(out) if out else None})
         return 0
@@ -259,15 +304,26 @@ def quick_reference(args: argparse.Namespace, space: Any, data: Any, settings: A
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from prunenas.report import format_table, plot_profile
+    from prunenas.cost import genotype_cost
+    from prunenas.report import format_table, human, plot_path, plot_profile
 
+    plot_format = getattr(args, "plot_format", None)
+    if plot_format is not None and not args.plot:
+        raise PrunenasError("--plot-format needs --plot FILE (the file to write)")
+    if args.plot:
+        plot_path(args.plot, plot_format)  # a bad file name or format fails before any work
     space, genotype = load_genotype(args.genotype, args.space)
     reference = space.reference()
+    cost = genotype_cost(space, genotype)
+
+    def gene_text(v: object) -> object:  # densities to 3 significant digits; channel counts as they are
+        return f"{v:.3g}" if isinstance(v, float) else v
+
     rows = []
     for gene in space.genes:
         value, ref = genotype.genes[gene.name], reference.genes[gene.name]
         frac = space.gene_fraction(gene, value)
-        rows.append([gene.name, value, ref, f"{frac:.2f}", "#" * round(20 * min(frac, 1.0))])
+        rows.append([gene.name, gene_text(value), gene_text(ref), f"{frac:.2f}", "#" * round(20 * min(frac, 1.0))])
     if args.json:
         print_json(
             {
@@ -275,13 +331,20 @@ def cmd_show(args: argparse.Namespace) -> int:
                 "key": genotype.key,
                 "genes": dict(genotype.genes),
                 "reference": dict(reference.genes),
+                **cost.to_dict(),
             }
         )
     else:
         print(f"{space.name} genotype {genotype.key}")
         print(format_table(rows, ["gene", "value", "reference", "fraction", ""], "lrrrl"))
+        print()
+        totals = [
+            ["MACs", human(cost.macs), human(cost.reference_macs), f"{cost.macs_ratio:.3f}"],
+            ["params", human(cost.params), human(cost.reference_params), f"{cost.params_ratio:.3f}"],
+        ]
+        print(format_table(totals, ["", "genotype", "reference", "ratio"], "lrrr"))
     if args.plot:
-        path = plot_profile(space, genotype, args.plot)
+        path = plot_profile(space, genotype, args.plot, plot_format)
         if not args.json:
             print(f"wrote {path}")
     return 0

@@ -102,7 +102,7 @@ def cmd_rethink(args: argparse.Namespace) -> int:
         parse_ablations,
         run_rethink,
     )
-    from prunenas.rethink.plan import RethinkSettings
+    from prunenas.rethink.settings import RethinkSettings
     from prunenas.spaces import get_space
 
     if args.proposer and args.genotype:
@@ -184,6 +184,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             latency_batches=tuple(args.batch_sizes),
             latency_repeats=args.repeats,
             provider=args.provider,
+            opset=args.opset,
         )
     except ExportError as exc:  # the export itself is wrong, not the input: exit 1, still one line
         print(f"prunenas: error: {exc}", file=sys.stderr)

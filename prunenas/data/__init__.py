@@ -75,4 +75,10 @@ def load_dataset(
         layout, path = _resolve_source(name, data_dir, cache_root, download)
         raw = _load_cached(name, layout, path, image_size, cache_root)
         source = str(path)
-    return _split(name, raw, source, val_size=val_size, train_subset=train_subset, seed=seed)
+    splits = _split(name, raw, source, val_size=val_size, train_subset=train_subset, seed=seed)
+    if splits.num_classes < 2:
+        raise DataError(
+            f"dataset {name!r} ({source}) has {splits.num_classes} class: a classifier cannot learn anything from it "
+            "and would score 100%; give --data-dir a tree with at least two class folders"
+        )
+    return splits

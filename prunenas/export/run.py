@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunenas.errors import PrunenasError
+from prunenas.errors import PrunenasError, SpaceError
 from prunenas.export.common import _read_json, _three_floats
 from prunenas.genotype import Genotype
 from prunenas.spaces.base import Space
@@ -43,13 +45,34 @@ class TrainedRun:
         return self.space.input_shape
 
 
+def _space_of_run(name: str, state: Mapping[str, Any], run: Path) -> Space:
+    """The run's space: by name, or (a user's TOML space) from the file the run recorded it was defined in."""
+    from prunenas.spaces import get_space
+    from prunenas.train import METRICS
+
+    try:
+        return get_space(name)
+    except SpaceError:
+        source = state.get("space_source")
+        if not source:
+            metrics = run / METRICS
+            if metrics.is_file():
+                with contextlib.suppress(OSError, ValueError):
+                    source = json.loads(metrics.read_text(encoding="utf-8")).get("space_source")
+        if isinstance(source, str) and source.endswith(".toml") and Path(source).is_file():
+            return get_space(source)
+        raise PrunenasError(
+            f"the run's space {name!r} is not a known space and the run does not say where it is defined; "
+            "put its .toml file in a folder of $PRUNENAS_SPACES_PATH and export again"
+        ) from None
+
+
 def load_run(run_dir: str | Path) -> TrainedRun:
     """Read a run folder (checkpoint.pt, genotype.json, metrics.json) and rebuild its trained model.
 
     Raises PrunenasError (one line: what is wrong and how to fix it) for anything missing or inconsistent.
     """
-    from prunenas.spaces import get_space
-    from prunenas.train import CHECKPOINT, METRICS
+    from prunenas.train import CHECKPOINT, METRICS, load_error
 
     run = Path(run_dir)
     layout = "a folder written by `prunenas train` (it holds checkpoint.pt, genotype.json and metrics.json)"
@@ -67,7 +90,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise PrunenasError(
-            f"checkpoint {str(ckpt_path)!r} is unreadable ({type(exc).__name__}); retrain the run with --fresh"
+            f"checkpoint {str(ckpt_path)!r} is unreadable ({type(exc).__name__}): the run was cut off or damaged; "
+            "train it again (`prunenas train GENOTYPE --out RUN_DIR --fresh`) and export that"
         ) from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping):
         raise PrunenasError(f"{str(ckpt_path)!r} is not a prunenas checkpoint (no model weights); pass {layout}")
@@ -80,7 +104,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         genotype = Genotype.from_dict(ckpt_genotype, origin=f"{ckpt_path} genotype")
     else:
         raise PrunenasError(f"run folder {str(run)!r} has no genotype.json; pass {layout}")
-    space = get_space(genotype.space)
+    space = _space_of_run(genotype.space, state, run)
     genotype = space.validate(genotype)
     if isinstance(ckpt_genotype, Mapping):
         trained = space.validate(Genotype.from_dict(ckpt_genotype, origin=f"{ckpt_path} genotype"))
@@ -115,9 +139,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
         raise PrunenasError(
-            f"checkpoint.pt in {str(run)!r} does not fit genotype {genotype.key} ({first}); "
+            f"checkpoint.pt in {str(run)!r} does not fit genotype {genotype.key} ({load_error(exc)}); "
             "genotype.json must be the genotype the run trained"
         ) from None
     model.float().eval()

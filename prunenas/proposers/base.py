@@ -15,6 +15,7 @@ one line under `[project.entry-points."prunenas.proposers"]`.
 
 from __future__ import annotations
 
+import math
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from prunenas.config import parse_bool, parse_value
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
@@ -107,7 +109,34 @@ class Proposer(ABC):
         if unknown:
             valid = ", ".join(sorted(self.options)) or "none"
             raise PrunenasError(f"proposer {self.name!r}: unknown option(s) {unknown}; valid options: {valid}")
-        self.settings: dict[str, Any] = {**self.options, **options}
+        self.settings: dict[str, Any] = {
+            **self.options,
+            **{k: self._typed(k, v) for k, v in options.items()},
+        }
+
+    def _typed(self, key: str, value: Any) -> Any:
+        """An option value checked against the type of its default (booleans parse strictly)."""
+        default = self.options[key]
+        where = f"proposer {self.name!r}: option {key}"
+        if isinstance(default, bool):
+            return parse_bool(value, where)
+        if isinstance(default, int):
+            if isinstance(value, str):
+                value = parse_value(value)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise PrunenasError(f"{where} must be an integer like {default}, got {value!r}")
+            return value
+        if isinstance(default, float):
+            if isinstance(value, str):
+                value = parse_value(value)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise PrunenasError(f"{where} must be a finite number like {default}, got {value!r}")
+            return float(value)
+        if isinstance(default, str) and not isinstance(value, str):
+            raise PrunenasError(f"{where} must be a name like {default!r}, got {value!r}")
+        return value
 
     def check(self, space: Space, target: Target, trained: bool) -> None:
         """Raise PrunenasError if this proposer cannot serve `space`/`target`."""

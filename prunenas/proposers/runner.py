@@ -15,30 +15,27 @@ from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target
 from prunenas.spaces.base import Space
-from prunenas.train import load_model_state, resolve_device
+from prunenas.train import load_error, load_model_state, read_checkpoint, resolve_device
 
 MACS_TOLERANCE = 0.02  # relative, for --macs-ratio
 DENSITY_TOLERANCE = 0.005  # absolute, for --density / --ratio on density spaces
 
 
 def load_reference(space: Space, path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights of a trained reference model of `space` (a prunenas checkpoint.pt)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoint.pt"
-    state_all = torch.load(p, map_location="cpu", weights_only=False) if p.exists() else None
-    if state_all is None:
+    """The weights of a trained reference model of `space` (a prunenas checkpoint.pt, given as --reference)."""
+    if not Path(path).exists():
         raise PrunenasError(
-            f"reference checkpoint {str(p)!r} does not exist; create one with `prunenas pretrain --space {space.name}`"
+            f"--reference {str(path)!r} does not exist; create one with `prunenas pretrain --space {space.name}`"
         )
+    p, state_all = read_checkpoint(path, "--reference")
     if isinstance(state_all, dict) and "genotype" in state_all:
         genotype = Genotype.from_dict(state_all["genotype"], origin=str(p))
         if genotype.space != space.name or genotype != space.reference():
             raise PrunenasError(
-                f"{str(p)!r} holds a model of {genotype.space!r} genotype {genotype.key}, not the reference of "
-                f"{space.name!r}; pass a checkpoint from `prunenas pretrain --space {space.name}`"
+                f"--reference {str(p)!r} holds a model of {genotype.space!r} genotype {genotype.key}, not the "
+                f"reference of {space.name!r}; pass a checkpoint from `prunenas pretrain --space {space.name}`"
             )
-    return load_model_state(p)
+    return load_model_state(p, "--reference")
 
 
 def make_context(
@@ -60,8 +57,10 @@ def make_context(
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise PrunenasError(f"reference weights do not fit {space.name!r}: {first}") from None
+            raise PrunenasError(
+                f"--reference {str(reference)!r} does not fit {space.name!r} with {num_classes} classes: "
+                f"{load_error(exc)}; pass a checkpoint of this space trained on the same dataset"
+            ) from None
         trained = True
     return ProposalContext(space=space, model=model.to(dev), trained=trained, device=dev, seed=seed, data=data)
 

@@ -34,38 +34,81 @@ The package: `plan` (configuration, checks, the arms and their run folders), `ru
 `report` (tables, plot and the files of the study folder).
 """
 
-from prunenas.rethink.plan import (
-    ABLATIONS,
-    ARMS,
-    BUDGETS,
-    LABELS,
-    REINIT_OFFSET,
-    ArmPlan,
-    Plan,
-    RethinkConfig,
-    check_config,
-    default_study_dir,
-    dry_run,
-    known_train_images,
-    make_plan,
-    parse_ablations,
-    resolve_epochs,
-    source_tags,
-)
-from prunenas.rethink.report import (
-    GENOTYPE_FILE,
-    MASKS_FILE,
-    TABLE_JSON,
-    TABLE_PNG,
-    TABLE_TXT,
-    format_plan,
-    format_results,
-    genotype_name,
-    paper_row,
-    plot_arms,
-    write_outputs,
-)
-from prunenas.rethink.run import ArmResult, Log, RethinkOutcome, RunRecord, run_rethink
+from typing import TYPE_CHECKING
+
+from prunenas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from prunenas.rethink.plan import (
+        ABLATIONS,
+        ARMS,
+        BUDGETS,
+        LABELS,
+        REINIT_OFFSET,
+        ArmPlan,
+        Plan,
+        RethinkConfig,
+        check_config,
+        default_study_dir,
+        dry_run,
+        known_train_images,
+        make_plan,
+        parse_ablations,
+        resolve_epochs,
+        source_tags,
+    )
+    from prunenas.rethink.report import (
+        GENOTYPE_FILE,
+        MASKS_FILE,
+        TABLE_JSON,
+        TABLE_PNG,
+        TABLE_TXT,
+        format_plan,
+        format_results,
+        genotype_name,
+        paper_row,
+        plot_arms,
+        write_outputs,
+    )
+    from prunenas.rethink.run import ArmResult, Log, RethinkOutcome, RunRecord, run_rethink
+    from prunenas.rethink.settings import RethinkSettings
+
+_EXPORTS = {
+    "ABLATIONS": "prunenas.rethink.plan",
+    "ARMS": "prunenas.rethink.plan",
+    "ArmPlan": "prunenas.rethink.plan",
+    "ArmResult": "prunenas.rethink.run",
+    "BUDGETS": "prunenas.rethink.settings",
+    "GENOTYPE_FILE": "prunenas.rethink.report",
+    "LABELS": "prunenas.rethink.plan",
+    "Log": "prunenas.rethink.run",
+    "MASKS_FILE": "prunenas.rethink.report",
+    "Plan": "prunenas.rethink.plan",
+    "REINIT_OFFSET": "prunenas.rethink.plan",
+    "RethinkConfig": "prunenas.rethink.plan",
+    "RethinkOutcome": "prunenas.rethink.run",
+    "RethinkSettings": "prunenas.rethink.settings",
+    "RunRecord": "prunenas.rethink.run",
+    "TABLE_JSON": "prunenas.rethink.report",
+    "TABLE_PNG": "prunenas.rethink.report",
+    "TABLE_TXT": "prunenas.rethink.report",
+    "check_config": "prunenas.rethink.plan",
+    "default_study_dir": "prunenas.rethink.plan",
+    "dry_run": "prunenas.rethink.plan",
+    "format_plan": "prunenas.rethink.report",
+    "format_results": "prunenas.rethink.report",
+    "genotype_name": "prunenas.rethink.report",
+    "known_train_images": "prunenas.rethink.plan",
+    "make_plan": "prunenas.rethink.plan",
+    "paper_row": "prunenas.rethink.report",
+    "parse_ablations": "prunenas.rethink.plan",
+    "plot_arms": "prunenas.rethink.report",
+    "resolve_epochs": "prunenas.rethink.plan",
+    "run_rethink": "prunenas.rethink.run",
+    "source_tags": "prunenas.rethink.plan",
+    "write_outputs": "prunenas.rethink.report",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ABLATIONS",
@@ -84,6 +127,7 @@ __all__ = [
     "Plan",
     "RethinkConfig",
     "RethinkOutcome",
+    "RethinkSettings",
     "RunRecord",
     "check_config",
     "default_study_dir",

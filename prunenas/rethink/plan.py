@@ -7,9 +7,9 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from prunenas.config import Config, DataConfig, RunSettings, fingerprint, setting
+from prunenas.config import DataConfig, RunSettings, fingerprint
 from prunenas.cost import genotype_cost
 from prunenas.data import load_dataset
 from prunenas.errors import PrunenasError
@@ -17,9 +17,9 @@ from prunenas.genotype import Genotype
 from prunenas.proposers.base import Proposer, Target, get_proposer
 from prunenas.proposers.runner import make_context, run_proposer
 from prunenas.recipes import Recipe, make_recipe
+from prunenas.rethink.settings import BUDGETS
 from prunenas.spaces.base import Space
 
-BUDGETS = ("smoke", "fast", "paper")
 SMOKE_EPOCHS = 2  # every arm, so a CPU run on digits takes a minute or two
 FAST_FRACTION = 4  # fast = 1/4 of the paper's epochs
 ARMS = ("unpruned", "finetune", "scratch-e", "scratch-b")
@@ -41,32 +41,6 @@ _KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 
 
 # -- configuration ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RethinkSettings(Config):
-    """The `prunenas rethink` flags that size the study (beside the data and run flags)."""
-
-    cli_group: ClassVar[str] = "study"
-
-    seeds: int = setting(1, "runs per arm, from --seed on (the paper used 5)", low=1, high=1000, metavar="N")
-    budget: str = setting(
-        "paper", "epochs: paper = the recipe (160, fine-tune 40, scratch-B scaled), fast = 1/4, smoke = 2 per arm",
-        choices=BUDGETS,
-    )  # fmt: skip
-    epochs: int | None = setting(None, "base epochs E (unpruned, scratch-E; scratch-B scales E)", low=1, metavar="E")
-    finetune_epochs: int | None = setting(None, "fine-tuning epochs (default 40 x budget)", low=1, metavar="F")
-    batch_size: int | None = setting(None, "batch size of every arm (default: the space's recipe)", low=1)
-    scratch_b_cap: float | None = setting(
-        None, "cap scratch-B epochs at X times E", low=0.0, low_open=True, metavar="X"
-    )
-    reference: str | None = setting(
-        None, "a trained reference (checkpoint.pt) instead of training one", metavar="CKPT"
-    )
-    ablation: str | None = setting(None, "density spaces: shuffle,reinit,invert (Frankle et al. 2021)", metavar="A,B")
-    out: str | None = setting(
-        None, "study folder (default runs/rethink/SPACE-KEY-DATASET); rerun resumes", metavar="DIR"
-    )
-
-
 @dataclass(frozen=True)
 class RethinkConfig:
     """What to compare. Exactly one of `genotype` and `proposer` (with `target`)."""

@@ -18,6 +18,7 @@ from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits, DeviceBatches
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
+from prunenas.paths import ensure_dir
 from prunenas.proposers.base import Proposal, Proposer
 from prunenas.proposers.runner import load_reference, make_context, run_proposer
 from prunenas.recipes import Recipe
@@ -33,7 +34,7 @@ from prunenas.rethink.plan import (
 from prunenas.rethink.report import GENOTYPE_FILE, MASKS_FILE, paper_row, write_outputs
 from prunenas.spaces.base import Space
 from prunenas.surgery import magnitude_masks, masked_state
-from prunenas.train import CHECKPOINT, METRICS, EpochMetrics, TrainResult, evaluate, train
+from prunenas.train import CHECKPOINT, METRICS, EpochMetrics, TrainResult, evaluate, load_error, train
 
 Log = Callable[[str], None]
 
@@ -172,9 +173,8 @@ def _load_reference_state(space: Space, path: str | Path, num_classes: int) -> d
     try:
         space.build(space.reference(), num_classes=num_classes).load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
         raise PrunenasError(
-            f"reference {str(path)!r} does not fit {space.name!r} with {num_classes} classes: {first}"
+            f"--reference {str(path)!r} does not fit {space.name!r} with {num_classes} classes: {load_error(exc)}"
         ) from None
     return state
 
@@ -245,12 +245,7 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
         proposal, inv_proposal = _propose(config, proposer, inverted, data, config.reference)
         genotype = proposal.genotype
     study = config.out or default_study_dir(config, genotype)
-    try:
-        study.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PrunenasError(
-            f"cannot create the study folder {str(study)!r}: {exc.strerror}; pass another --out"
-        ) from None
+    ensure_dir(study, "--out")
     _check_layout(study)
 
     def plan_now() -> Plan:

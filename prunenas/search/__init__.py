@@ -16,58 +16,41 @@ the plot, the winners' genotypes and a summary.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import time
-import warnings
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
-import optuna
-
-from prunenas.data import DatasetSplits
+from prunenas._lazy import lazy_exports
 from prunenas.errors import PrunenasError
-from prunenas.metrics import MetricContext, get_metric
 from prunenas.search.config import (
     BUDGETS,
     CONFIG_FILE,
-    LAYOUT,
     Budget,
     SearchConfig,
     SearchSettings,
     default_study_dir,
     default_study_name,
 )
-from prunenas.search.objective import (
-    Objective,
-    SurplusTrial,
-    applicable_proposers,
-    make_pruner,
-    make_sampler,
-    seed_genotypes,
-)
-from prunenas.search.outputs import (
-    SearchOutcome,
-    Winner,
-    finalize,
-    pick_winners,
-    recorded_metrics,
-    trial_rows,
-    write_outputs,
-    write_tables,
-)
-from prunenas.search.storage import (
-    JOURNAL,
-    _first_line,
-    _silence_storage_errors_in_threads,
-    make_storage,
-    n_done,
-    recover_stale_trials,
-    run_trials,
-    run_workers,
-    storage_errors,
-)
-from prunenas.spaces.base import Space
+
+if TYPE_CHECKING:
+    from prunenas.search.engine import open_study, run_search
+    from prunenas.search.objective import Objective, SurplusTrial, applicable_proposers
+    from prunenas.search.outputs import SearchOutcome, Winner, trial_rows
+    from prunenas.search.storage import JOURNAL, make_storage
+
+# The engine (torch, optuna) loads on first use: building the command line only needs the settings.
+_EXPORTS = {
+    "open_study": "prunenas.search.engine",
+    "run_search": "prunenas.search.engine",
+    "check_limits": "prunenas.search.engine",
+    "Objective": "prunenas.search.objective",
+    "SurplusTrial": "prunenas.search.objective",
+    "applicable_proposers": "prunenas.search.objective",
+    "SearchOutcome": "prunenas.search.outputs",
+    "Winner": "prunenas.search.outputs",
+    "trial_rows": "prunenas.search.outputs",
+    "JOURNAL": "prunenas.search.storage",
+    "make_storage": "prunenas.search.storage",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "BUDGETS",
@@ -75,6 +58,7 @@ __all__ = [
     "JOURNAL",
     "Budget",
     "Objective",
+    "PrunenasError",
     "SearchConfig",
     "SearchOutcome",
     "SearchSettings",
@@ -88,161 +72,3 @@ __all__ = [
     "run_search",
     "trial_rows",
 ]
-
-
-def _directions(config: SearchConfig) -> list[optuna.study.StudyDirection]:
-    return [
-        optuna.study.StudyDirection.MAXIMIZE if get_metric(n).direction == "maximize"
-        else optuna.study.StudyDirection.MINIMIZE
-        for n in config.objectives
-    ]  # fmt: skip
-
-
-def open_study(config: SearchConfig) -> optuna.Study:
-    """Create the study, or load it and check that it was started with the same settings."""
-    storage = make_storage(config)
-    try:
-        study = optuna.create_study(
-            study_name=config.study,
-            storage=storage,
-            sampler=make_sampler(config),
-            pruner=make_pruner(config),
-            directions=_directions(config),
-            load_if_exists=True,
-        )
-    except ValueError as exc:
-        raise PrunenasError(
-            f"study {config.study!r} exists with other objectives ({exc}); use another --study or --out"
-        ) from None
-    stored = study.user_attrs.get("settings")
-    if stored is not None:
-        if stored.get("layout") != LAYOUT:
-            raise PrunenasError(
-                f"study {config.study!r} in {str(config.out)!r} was made by an earlier prunenas (another study-folder "
-                "layout); start a new one with another --study or --out (its trials.csv and runs stay readable)"
-            )
-        mine, theirs = _identity(config.settings_dict()), _identity(stored)
-        if mine != theirs:
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise PrunenasError(
-                f"study {config.study!r} in {str(config.out)!r} was started with other settings ({', '.join(diff)}); "
-                "rerun with the same options to resume, or pass another --study/--out"
-            )
-    if config.objectives and not study.metric_names:
-        study.set_metric_names(list(config.objectives))
-    return study
-
-
-def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that must match for a resume (not the ones that only say how long to run)."""
-    keep = ("space", "dataset", "mode", "limits", "objectives", "seed", "reference", "min_density", "recipe_overrides")
-    out = {k: settings.get(k) for k in keep}
-    budget = settings.get("budget") or {}
-    out["proxy_epochs"] = budget.get("proxy_epochs")
-    out["train_subset"] = budget.get("train_subset")
-    return out
-
-
-def check_limits(config: SearchConfig, space: Space, objective: Objective) -> None:
-    """Refuse a limit that even the space's smallest model is over (nothing could be trained)."""
-    if not objective.limits:
-        return
-    smallest = space.smallest_genotype()
-    ctx = MetricContext(space, smallest, objective.data.num_classes)
-    for name, limit in objective.limits.items():
-        metric = objective.metrics[name]
-        if metric.after_training:
-            continue
-        value = metric.measure(ctx)
-        if value > limit:
-            ref = objective.references.get(name)
-            share = f", {value / ref:.4f} of the reference" if ref else ""
-            hint = "raise --max-macs-ratio" if name == "macs" else f"raise --max {name}=..."
-            raise PrunenasError(
-                f"the {name} limit {metric.format(limit)} is below the smallest model of {space.name!r} "
-                f"({metric.format(value)}{share}); {hint}"
-            )
-
-
-def _seed_study(
-    study: optuna.Study, objective: Objective, config: SearchConfig, space: Space, data: DatasetSplits, log: Any
-) -> None:
-    study.set_user_attr("settings", config.settings_dict())
-    study.set_user_attr("limits", dict(objective.limits))
-    seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []
-    bounds = objective.search_bounds([g for g, _ in seeds])
-    study.set_user_attr("bounds", json.dumps({k: list(v) for k, v in bounds.items()}))
-    for genotype, attrs in seeds:
-        study.enqueue_trial(dict(genotype.genes), user_attrs=attrs, skip_if_exists=True)
-    if seeds:
-        names = ", ".join(sorted({a["proposer"] for _, a in seeds}))
-        log(f"seeded the study with {len(seeds)} proposer genotypes ({names})")
-
-
-def run_search(
-    config: SearchConfig,
-    space: Space,
-    data: DatasetSplits,
-    log: Callable[[str], None] = print,
-) -> SearchOutcome:
-    """Create or resume the study, run trials until the study-wide budget is spent (here, or in
-    worker processes), then retrain and export the winners."""
-    t0 = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    objective = Objective(config, space, data)
-    check_limits(config, space, objective)
-    config.out.mkdir(parents=True, exist_ok=True)
-    _silence_storage_errors_in_threads()
-    metrics = recorded_metrics(config)
-
-    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        write_tables(study, config.out, metrics)
-
-    try:
-        study = open_study(config)
-        if config.worker_only:
-            pass
-        elif "settings" not in study.user_attrs:
-            _seed_study(study, objective, config, space, data, log)
-        else:
-            recovered = recover_stale_trials(study)
-            retrying = f", retrying {recovered}" if recovered else ""
-            log(f"resuming study {config.study!r}: {n_done(study)} trials done{retrying}")
-        n_procs = config.workers * max(1, len(config.gpus))
-        if not config.worker_only and (n_procs > 1 or config.gpus):
-            run_workers(study, objective, config, log, on_trial)
-        else:
-            run_trials(study, objective, config, on_trial)
-    except storage_errors() as exc:
-        raise PrunenasError(
-            f"lost the study storage ({_first_line(exc)[:160]}); the trials that finished are stored: "
-            "rerun the same command when the storage is back to resume"
-        ) from None
-    finally:
-        with contextlib.suppress(Exception):
-            write_tables(study, config.out, metrics)
-    winners: list[Winner] = []
-    files: dict[str, str] = {}
-    if not config.worker_only:
-        winners = pick_winners(study, config, space)
-        files = write_outputs(study, config, space, winners)
-        if config.final and winners:
-            winners = finalize(winners, config, space, data, log)
-            files.update(write_outputs(study, config, space, winners))
-    trials = study.get_trials(deepcopy=False)
-    states = [t.state for t in trials]
-    return SearchOutcome(
-        study_dir=config.out,
-        trials=len(trials),
-        complete=states.count(optuna.trial.TrialState.COMPLETE),
-        pruned=states.count(optuna.trial.TrialState.PRUNED),
-        infeasible=sum(1 for t in trials if t.user_attrs.get("infeasible")),
-        failed=sum(1 for t in trials if t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get("surplus")),
-        winners=tuple(winners),
-        wall_time_s=time.perf_counter() - t0,
-        files=files,
-        study=study,
-        objectives=config.objectives,
-    )

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from prunenas.config import Config, ConfigError, DataConfig, RunSettings, setting
 from prunenas.errors import PrunenasError
 from prunenas.metrics import Limit, get_metric
+from prunenas.paths import safe_name
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("none", "median", "hyperband")
@@ -321,11 +322,7 @@ def resolve_search(
 ) -> SearchConfig:
     """The resolved search of the `prunenas search` flags (and of `prunenas.search(...)`)."""
     budget = settings.resolved_budget(data.train_subset)
-    study = settings.study or default_study_name(settings, run.seed, recipe_overrides)
-    if not re.fullmatch(r"[A-Za-z0-9_.+=-]{1,120}", study):
-        raise PrunenasError(
-            f"--study {study!r}: use 1-120 letters, digits and _.+=- (it names a folder and a database entry)"
-        )
+    study = safe_name(settings.study or default_study_name(settings, run.seed, recipe_overrides), "--study")
     ref = space_ref
     if ref.endswith(".toml") or "/" in ref:
         ref = str(Path(ref).resolve())

@@ -43,9 +43,21 @@ class SurplusTrial(Exception):
 
 
 def trials_ahead(study: optuna.Study, number: int) -> int:
-    """Trials before `number` that hold a place under the study-wide cap (done or still running)."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if t.number < number)
+    """Places under the study-wide cap taken by trials before `number`: distinct finished genotypes (a
+    genotype trained twice counts once) and running trials."""
+    running = optuna.trial.TrialState.RUNNING
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, running)
+    keys: set[str] = set()
+    taken = 0
+    for t in study.get_trials(deepcopy=False, states=states):
+        if t.number >= number:
+            continue
+        key = t.user_attrs.get("key")
+        if t.state == running or key is None or key not in keys:
+            taken += 1
+        if key is not None and t.state != running:
+            keys.add(key)
+    return taken
 
 
 @contextlib.contextmanager

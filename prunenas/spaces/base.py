@@ -103,6 +103,9 @@ class Space(ABC):
     value_label: ClassVar[str] = "channels"
     #: When not None, the entry point itself is a usable space with these settings.
     default_config: ClassVar[Mapping[str, Any] | None] = None
+    #: The [model] settings the family reads (besides input_shape and num_classes); when not None, any
+    #: other key is refused (a misspelt setting must not be silently ignored).
+    config_keys: ClassVar[frozenset[str] | None] = None
 
     def __init__(
         self,
@@ -118,6 +121,14 @@ class Space(ABC):
         self.description = description
         self.recipe: dict[str, Any] = dict(recipe or {})
         self.source = source
+        if self.config_keys is not None:
+            valid = self.config_keys | {"input_shape", "num_classes"}
+            unknown = sorted(set(self.config) - valid)
+            if unknown:
+                raise SpaceError(
+                    f"space {name!r} ({source or self.family}): unknown [model] setting(s) {unknown}; "
+                    f"valid for family {self.family!r}: {', '.join(sorted(valid))}"
+                )
         shape = tuple(int(v) for v in self.config.get("input_shape", (3, 32, 32)))
         if len(shape) != 3:
             raise SpaceError(f"space {name!r}: input_shape must be [channels, height, width], got {shape!r}")

@@ -143,6 +143,7 @@ class CifarResNetSpace(Space):
 
     family: ClassVar[str] = "cifar_resnet"
     kind: ClassVar[SpaceKind] = "channels"
+    config_keys: ClassVar[frozenset[str] | None] = frozenset({"depth", "shortcut", "widths", "max_width_multiplier"})
 
     def _make_genes(self) -> list[Gene]:
         self.arch = _ResNetConfig(self.name, self.config)
@@ -202,6 +203,7 @@ class CifarResNetStagesSpace(Space):
 
     family: ClassVar[str] = "cifar_resnet_stages"
     kind: ClassVar[SpaceKind] = "ratios"
+    config_keys: ClassVar[frozenset[str] | None] = frozenset({"depth", "shortcut", "widths", "max_ratio"})
     proposer_kind: ClassVar[str | None] = None  # no pruning method proposes stage ratios
     value_label: ClassVar[str] = "prune ratio"
 

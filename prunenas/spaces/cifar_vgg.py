@@ -76,6 +76,7 @@ class CifarVGGSpace(Space):
     """
 
     family: ClassVar[str] = "cifar_vgg"
+    config_keys: ClassVar[frozenset[str] | None] = frozenset({"depth", "cfg", "classifier", "max_width_multiplier"})
     kind: ClassVar[SpaceKind] = "channels"
     #: Network slimming's L1 penalty on the BN scales (Liu et al. 2017: 1e-4 for VGG, 1e-5 for ResNet).
     slimming_l1: ClassVar[float] = 1e-4

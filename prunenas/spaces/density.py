@@ -92,6 +92,7 @@ class DensitySpace(Space):
     """Config: base (a channel space name or TOML path), base_overrides (settings changed in it)."""
 
     family: ClassVar[str] = "density"
+    config_keys: ClassVar[frozenset[str] | None] = frozenset({"base", "base_overrides"})
     kind: ClassVar[SpaceKind] = "density"
     proposer_kind: ClassVar[str | None] = "density"
     seed_target: ClassVar[str] = "density"

@@ -28,6 +28,7 @@ from typing import Any
 from prunenas.errors import SpaceError
 from prunenas.plugins import SPACES, load_group
 from prunenas.spaces.base import Space
+from prunenas.spaces.files import _toml_index, shipped_genotypes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,7 +36,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 GROUP = SPACES
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 @cache
@@ -48,26 +48,6 @@ def families() -> dict[str, type[Space]]:
         else:
             print(f"prunenas: warning: space plugin {name!r} is not a Space subclass; ignored", file=sys.stderr)
     return found
-
-
-def space_dirs() -> list[Path]:
-    """Folders searched for <name>.toml, first match wins."""
-    dirs = [Path(p) for p in os.environ.get("PRUNENAS_SPACES_PATH", "").split(os.pathsep) if p]
-    dirs += [_PACKAGE_DIR.parent / "search_spaces", _PACKAGE_DIR / "search_spaces"]
-    return [d for d in dirs if d.is_dir()]
-
-
-def genotype_dirs() -> list[Path]:
-    """Folders holding shipped genotype files (search_spaces/genotypes/)."""
-    return [d / "genotypes" for d in space_dirs() if (d / "genotypes").is_dir()]
-
-
-def _toml_index() -> dict[str, Path]:
-    index: dict[str, Path] = {}
-    for d in space_dirs():
-        for path in sorted(d.glob("*.toml")):
-            index.setdefault(path.stem, path)
-    return index
 
 
 def space_names() -> list[str]:
@@ -88,6 +68,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpaceError(f"space file {str(path)!r} is not valid TOML ({exc}); fix the file") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"space file {str(path)!r} is not UTF-8 text; save it as UTF-8 TOML") from None
     except OSError as exc:
         raise SpaceError(f"cannot read space file {str(path)!r}: {exc}") from None
 
@@ -99,8 +81,17 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+TOML_KEYS = frozenset({"family", "description", "extends", "name", "model", "recipe"})
+
+
 def _resolve_toml(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     data = _read_toml(path)
+    unknown = sorted(set(data) - TOML_KEYS)
+    if unknown:
+        raise SpaceError(
+            f"space file {str(path)!r}: unknown key(s) {unknown}; valid: {', '.join(sorted(TOML_KEYS))} "
+            "(model settings go under [model], training settings under [recipe])"
+        )
     parent = data.get("extends")
     if parent:
         if parent in seen:
@@ -170,7 +161,14 @@ def get_space(name: str, overrides: Mapping[str, Any] | None = None) -> Space:
     if name.endswith(".toml") or os.sep in name:
         path = Path(name)
         data = _resolve_toml(path)
-        space = _space_from_data(str(data.get("name", path.stem)), data, str(path), overrides)
+        own = str(data.get("name", path.stem))
+        shipped = _toml_index().get(own)
+        if "name" in data and shipped is not None and shipped.resolve() != path.resolve():
+            raise SpaceError(
+                f"space file {str(path)!r} names itself {own!r}, a space prunenas already has ({shipped}); "
+                "give it another `name` (runs and genotypes refer to spaces by name)"
+            )
+        space = _space_from_data(own, data, str(path), overrides)
     elif name in _toml_index():
         path = _toml_index()[name]
         space = _space_from_data(name, _resolve_toml(path), str(path), overrides)
@@ -202,15 +200,6 @@ def clear_cache() -> None:
     """Forget loaded spaces and families (tests that add plugins or TOML folders call this)."""
     _CACHE.clear()
     families.cache_clear()
-
-
-def shipped_genotypes() -> dict[str, Path]:
-    """Name (file stem) -> path of every genotype file shipped in search_spaces/genotypes/."""
-    found: dict[str, Path] = {}
-    for d in genotype_dirs():
-        for path in sorted(d.glob("*.json")):
-            found.setdefault(path.stem, path)
-    return found
 
 
 def genotype_path(arg: str) -> Path:
