@@ -61,6 +61,8 @@ def load_genotype(source: Genotype | str | Path, space: Space | str | None = Non
 
     if isinstance(source, Genotype):
         genotype = source
+    elif space is not None and isinstance(source, str) and source == _space_of(space).name:
+        genotype = _space_of(space).reference()  # a space given by its file, named by its name
     elif isinstance(source, str) and source in space_names() and not os.path.exists(source):
         genotype = get_space(source).reference()
     else:

@@ -295,3 +295,20 @@ def test_module_entry_point_in_a_subprocess(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
     assert len(bad.stderr.splitlines()) == 1
     assert bad.stderr.startswith("prunenas: error: ")
+
+
+def test_bash_completion_is_generated_from_the_parser(capsys, tmp_path):
+    import shutil
+    import subprocess
+
+    assert main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert "complete -o filenames -F _prunenas prunenas" in script
+    assert "--max-macs-ratio" in script and "--label-smoothing" in script  # generated, not hand-listed
+    if shutil.which("bash"):
+        path = tmp_path / "pn.bash"
+        path.write_text(script)
+        probe = 'source "$1"; COMP_WORDS=(prunenas search --dataset ""); COMP_CWORD=3; _prunenas; '
+        probe += 'echo "${COMPREPLY[@]}"'
+        out = subprocess.run(["bash", "-c", probe, "_", str(path)], capture_output=True, text=True, check=True).stdout
+        assert out.split() == ["cifar10", "cifar100", "digits", "imagefolder"]

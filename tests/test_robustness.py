@@ -116,3 +116,23 @@ def test_an_interrupted_export_leaves_no_staging_folder_behind(tmp_path, space, 
     result = export_run(run, dest)
     assert (result.out_dir / "model.onnx").exists()
     assert not any(p.name.startswith(f".{dest.name}.staging-") for p in dest.parent.iterdir())
+
+
+def test_a_run_of_a_user_toml_space_exports_from_anywhere(tmp_path, monkeypatch, data):
+    """The run records where its space is defined, so export finds a space that is not on the spaces path."""
+    from prunenas.cli import main
+
+    toml = tmp_path / "mine" / "my_tiny.toml"
+    toml.parent.mkdir()
+    toml.write_text('extends = "resnet20_channels"\nname = "my_tiny"\n[model]\ndepth = 8\nwidths = [4, 8, 8]\n')
+    run = tmp_path / "run"
+    assert main(["train", "my_tiny", "--space", str(toml), "--dataset", "digits", "--train-subset", "64",
+                 "--epochs", "1", "--out", str(run), "-q"]) == 0  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    from prunenas.spaces import registry
+
+    registry.clear_cache()  # a new process: the space is not loaded under its name
+    assert main(["export", str(run), "-o", str(tmp_path / "onnx"), "--json"]) == 0
+    assert (tmp_path / "onnx" / "model.onnx").exists()

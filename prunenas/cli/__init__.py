@@ -284,7 +284,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_flag(p, "print the result as JSON")
     p.set_defaults(handler=_handler("run_commands", "cmd_evaluate"))
+
+    p = command(
+        "completion", "print a shell completion script generated from these commands and flags",
+        "prunenas completion bash > ~/.local/share/bash-completion/completions/prunenas",
+        "prunenas completion bash >> ~/.bash_completion",
+    )  # fmt: skip
+    p.add_argument("shell", choices=["bash"], help="the shell (bash)")
+    p.set_defaults(handler=lambda args: _print_completion(parser, args.shell))
     return parser
+
+
+def _print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    from prunenas.cli.completion import bash_script
+
+    print(bash_script(parser), end="")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

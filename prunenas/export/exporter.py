@@ -59,6 +59,7 @@ from prunenas.export.parity import (
 )
 from prunenas.export.run import TrainedRun, load_run
 from prunenas.export.runtime import _check_latency_args, onnx_latency, resolve_providers
+from prunenas.paths import why
 from prunenas.spaces.density import prunable_layers, weight_of
 
 log = logging.getLogger(__name__)
@@ -344,9 +345,9 @@ def _destination(run: TrainedRun, out_dir: str | Path | None, name: str | None, 
     )
 
 
-def _prepare(dest: Path) -> Path:
+def _prepare(dest: Path, out_flag: str = "-o") -> Path:
     """Create the destination's parent and a staging folder next to it; return the staging folder."""
-    hint = "pass another -o DIR"
+    hint = f"pass another {out_flag}"
     for folder in (dest, *dest.parents):
         if folder.exists():
             if not folder.is_dir():
@@ -359,18 +360,17 @@ def _prepare(dest: Path) -> Path:
             shutil.rmtree(stale, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise PrunenasError(f"cannot create export folder {str(dest)!r}: {reason}; {hint}") from None
+        raise PrunenasError(f"cannot create export folder {str(dest)!r}: {why(exc)}; {hint}") from None
 
 
-def _move_into_place(staging: Path, dest: Path, files: Sequence[str]) -> None:
+def _move_into_place(staging: Path, dest: Path, files: Sequence[str], out_flag: str = "-o") -> None:
     try:
         dest.mkdir(parents=True, exist_ok=True)
         for f in files:
             os.replace(staging / f, dest / f)
     except OSError as exc:
         raise PrunenasError(
-            f"cannot write into export folder {str(dest)!r}: {exc.strerror or type(exc).__name__}; pass another -o DIR"
+            f"cannot write into export folder {str(dest)!r}: {why(exc)}; pass another {out_flag}"
         ) from None
 
 
@@ -389,6 +389,7 @@ def export_run(
     provider: str | None = None,
     tolerance: float = PARITY_TOLERANCE,
     opset: int = DEFAULT_OPSET,
+    out_flag: str = "-o",
 ) -> ExportResult:
     """Export the trained model of `run_dir` to ONNX at `opset` (MIN_OPSET..max_opset()), verify it, and
     write model.onnx, model.json, README.md.
@@ -405,7 +406,7 @@ def export_run(
     real, real_name, skipped = _real_inputs(run, dataset, data_dir, REAL_PARITY_IMAGES)  # bad --dataset fails now
     dest = _destination(run, out_dir, name, root)
     export_name = name or dest.name
-    staging = _prepare(dest)
+    staging = _prepare(dest, out_flag)
     try:
         folded = run.space.export_model(run.model)
         onnx_path = staging / ONNX_FILE
@@ -442,7 +443,7 @@ def export_run(
         sidecar = _sidecar(run, export_name, method, graph, parity, sparsity, latency, onnx_path)
         (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         (staging / CARD).write_text(model_card(sidecar), encoding="utf-8")
-        _move_into_place(staging, dest, (ONNX_FILE, SIDECAR, CARD))
+        _move_into_place(staging, dest, (ONNX_FILE, SIDECAR, CARD), out_flag)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(dest, dest / ONNX_FILE, sidecar)

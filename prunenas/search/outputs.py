@@ -149,7 +149,7 @@ def finalize(
             from prunenas.export import export_run
 
             dest = config.exports_root / space.name / config.study / w.genotype.key
-            exported = export_run(run_dir, dest)
+            exported = export_run(run_dir, dest, out_flag="--exports")
             export_dir = str(exported.out_dir)
             log(f"  exported {exported.onnx_path} (ONNX Runtime parity checked)")
         out.append(replace(w, final=result, export_dir=export_dir))
@@ -263,9 +263,13 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
     front = [] if config.single_objective else [t.number for t in study.best_trials]
     x, y = _plot_axes(config)
     limit = study.user_attrs.get("limits", {}).get(x.name)
+    # the unpruned model on the plot, when the study trained it (its proxy accuracy is then known)
+    ref_key = space.reference().key
+    ref_row = next((r for r in rows if r["key"] == ref_key and r.get(y.name) is not None), None)
+    reference = {x.name: ref_row[x.name], y.name: ref_row[y.name]} if ref_row and ref_row.get(x.name) else None
     png = plot_pareto(
         rows, config.out / "pareto.png", front=front, winners={w.genotype.key for w in winners},
-        title=f"{space.name}: {config.study}", x=x, y=y, limit=limit,
+        title=f"{space.name}: {config.study}", x=x, y=y, limit=limit, reference=reference,
     )  # fmt: skip
     files["pareto_png"] = str(png)
     summary = {
