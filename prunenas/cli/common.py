@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +98,3 @@ def default_run_dir(root: str, space: Any, genotype: Any, recipe: Any, data: Any
 
     identity = run_identity(genotype, recipe, seed, data, init)
     return Path("runs") / root / run_folder_name(space, genotype, recipe, identity)
-
-
-def data_dir_default(cfg: DataConfig) -> str | None:
-    return cfg.data_dir or os.environ.get("PRUNENAS_DATA") or None

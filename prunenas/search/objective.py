@@ -22,7 +22,6 @@ from typing import Any
 import optuna
 import torch
 
-from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
@@ -315,7 +314,3 @@ def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     if config.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.budget.proxy_epochs)
     raise PrunenasError(f"unknown pruner {config.pruner!r}; valid: none, median, hyperband")
-
-
-def genotype_macs(space: Space, genotype: Genotype, num_classes: int) -> int:
-    return genotype_cost(space, genotype, num_classes=num_classes).macs
