@@ -114,6 +114,30 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_int(value: object, where: str, expected: str = "an integer") -> int:
+    """An integer from a number or its text (2.0 is 2; 2.5, "abc" and booleans are errors)."""
+    if isinstance(value, str):
+        value = parse_value(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be {expected}, got {value!r}")
+    return value
+
+
+def parse_float(value: object, where: str, expected: str = "a finite number") -> float:
+    """A finite float from a number or its text (also "inf"/"nan", which are then refused as not finite)."""
+    if isinstance(value, str):
+        text = value
+        value = parse_value(text)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(text)  # inf, nan and friends, which JSON does not have
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be {expected}, got {value!r}")
+    return float(value)
+
+
 def _base_type(annotation: Any) -> tuple[Any, bool]:
     """(the type without None, whether None is allowed)."""
     origin = typing.get_origin(annotation)
@@ -146,24 +170,9 @@ def coerce(cls: type, f: dataclasses.Field[Any], value: Any, where: str | None =
     if typ is bool:
         value = parse_bool(value, where)
     elif typ is int:
-        if isinstance(value, str):
-            value = parse_value(value)
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer{_range_text(meta)}, got {value!r}")
+        value = parse_int(value, where, f"an integer{_range_text(meta)}")
     elif typ is float:
-        if isinstance(value, str):
-            text = value
-            value = parse_value(text)
-            if isinstance(value, str):
-                with contextlib.suppress(ValueError):
-                    value = float(text)  # inf, nan and friends, which JSON does not have
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number{_range_text(meta)}, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{where} must be a finite number{_range_text(meta)}, got {value!r}")
+        value = parse_float(value, where, f"a finite number{_range_text(meta)}")
     elif typ is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")

@@ -72,7 +72,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
 
     Raises PrunenasError (one line: what is wrong and how to fix it) for anything missing or inconsistent.
     """
-    from prunenas.train import CHECKPOINT, METRICS, load_error
+    from prunenas.train import CHECKPOINT, METRICS, load_error, read_checkpoint
 
     run = Path(run_dir)
     layout = "a folder written by `prunenas train` (it holds checkpoint.pt, genotype.json and metrics.json)"
@@ -86,13 +86,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
             f"run folder {str(run)!r} has no {CHECKPOINT}; train it first (`prunenas train GENOTYPE --out {run}`) "
             f"or pass {layout}"
         )
-    try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise PrunenasError(
-            f"checkpoint {str(ckpt_path)!r} is unreadable ({type(exc).__name__}): the run was cut off or damaged; "
-            "train it again (`prunenas train GENOTYPE --out RUN_DIR --fresh`) and export that"
-        ) from None
+    _, state = read_checkpoint(ckpt_path, "RUN_DIR's checkpoint")
     if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping):
         raise PrunenasError(f"{str(ckpt_path)!r} is not a prunenas checkpoint (no model weights); pass {layout}")
 

@@ -15,7 +15,6 @@ one line under `[project.entry-points."prunenas.proposers"]`.
 
 from __future__ import annotations
 
-import math
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from prunenas.config import parse_bool, parse_value
+from prunenas.config import parse_bool, parse_float, parse_int
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
@@ -121,19 +120,9 @@ class Proposer(ABC):
         if isinstance(default, bool):
             return parse_bool(value, where)
         if isinstance(default, int):
-            if isinstance(value, str):
-                value = parse_value(value)
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise PrunenasError(f"{where} must be an integer like {default}, got {value!r}")
-            return value
+            return parse_int(value, where, f"an integer like {default}")
         if isinstance(default, float):
-            if isinstance(value, str):
-                value = parse_value(value)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise PrunenasError(f"{where} must be a finite number like {default}, got {value!r}")
-            return float(value)
+            return parse_float(value, where, f"a finite number like {default}")
         if isinstance(default, str) and not isinstance(value, str):
             raise PrunenasError(f"{where} must be a name like {default!r}, got {value!r}")
         return value
