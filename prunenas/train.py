@@ -361,6 +361,28 @@ def _make_out(out_dir: str | Path | None) -> Path | None:
     return None if out_dir is None else ensure_dir(out_dir, "--out")
 
 
+def _resume(
+    ckpt_path: Path | None, settings: RunSettings, key: Mapping[str, Any], step: TrainStep
+) -> tuple[list[EpochMetrics], int, float, str | None]:
+    """(history, epochs done, seconds spent, why it stopped) of the run folder's checkpoint, with the model,
+    optimizer and RNG states restored from it; a fresh start when there is none (or resuming is off)."""
+    if ckpt_path is None or not settings.resume or not ckpt_path.exists():
+        return [], 0, 0.0, None
+    state = _load_checkpoint(ckpt_path)
+    if state.get("run_key") != key:
+        raise PrunenasError(
+            f"{str(ckpt_path.parent)!r} holds a different run (other genotype, recipe, seed or data); "
+            "pass another --out or --fresh to overwrite it"
+        )
+    step.model.load_state_dict(state["model"])
+    step.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng_cpu"])
+    if step.device.type == "cuda" and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"], step.device)
+    history = [EpochMetrics(**h) for h in state["history"]]
+    return history, int(state["epoch"]), float(state.get("wall_time_s", 0.0)), state.get("stopped")
+
+
 def train(
     space: Space,
     genotype: Genotype,
@@ -420,26 +442,10 @@ def train(
             resumed_from=resumed_from,
         )  # fmt: skip
 
-    history: list[EpochMetrics] = []
-    start_epoch, elapsed_before = 0, 0.0
     ckpt_path = out / CHECKPOINT if out is not None else None
-    if ckpt_path is not None and settings.resume and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path)
-        if state.get("run_key") != key:
-            raise PrunenasError(
-                f"{str(out)!r} holds a different run (other genotype, recipe, seed or data); "
-                "pass another --out or --fresh to overwrite it"
-            )
-        model.load_state_dict(state["model"])
-        step.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_cpu"])
-        if cuda and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        history = [EpochMetrics(**h) for h in state["history"]]
-        start_epoch = int(state["epoch"])
-        elapsed_before = float(state.get("wall_time_s", 0.0))
-        if state.get("stopped"):  # a run stopped on purpose (diverged, pruned by the search) stays stopped
-            return finish(history, state["stopped"], elapsed_before, start_epoch)
+    history, start_epoch, elapsed_before, was_stopped = _resume(ckpt_path, settings, key, step)
+    if was_stopped:  # a run stopped on purpose (diverged, pruned by the search) stays stopped
+        return finish(history, was_stopped, elapsed_before, start_epoch)
 
     run_start = time.perf_counter()
 
