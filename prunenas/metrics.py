@@ -16,7 +16,8 @@ import math
 import re
 import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -41,6 +42,7 @@ class MetricContext:
     genotype: Genotype
     num_classes: int
     result: TrainResult | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # e.g. latency_batch, latency_provider
 
 
 class Metric(ABC):
@@ -61,12 +63,12 @@ class Metric(ABC):
     def measure(self, ctx: MetricContext) -> float:
         """The metric of one candidate."""
 
-    def reference_value(self, space: Space, num_classes: int) -> float | None:
+    def reference_value(self, space: Space, num_classes: int, options: Mapping[str, Any] | None = None) -> float | None:
         """The value of the space's reference model (for relative limits and ratio columns), or None
         when it cannot be had without training."""
         if self.after_training:
             return None
-        return self.measure(MetricContext(space, space.reference(), num_classes))
+        return self.measure(MetricContext(space, space.reference(), num_classes, options=options or {}))
 
     def parse_amount(self, text: str) -> float:
         """An amount in this metric's unit, as a user writes it: 1.2e6, 50M, 0.3G (SI suffixes)."""
@@ -139,6 +141,35 @@ class Params(_CostMetric):
     unit = "params"
     label = "parameters"
     field = "params"
+
+
+class Latency(Metric):
+    """Measured latency in ms on the deployment runtime (`prunenas.latency`): ONNX Runtime on the CPU by
+    default; options latency_batch (1) and latency_provider (cpu, cuda, tensorrt, torch)."""
+
+    name = "latency"
+    unit = "ms"
+    label = "latency (ms)"
+    _UNITS: ClassVar[dict[str, float]] = {"ms": 1.0, "us": 1e-3, "s": 1e3}
+
+    def measure(self, ctx: MetricContext) -> float:
+        from prunenas.latency import genotype_latency
+
+        result = genotype_latency(
+            ctx.space, ctx.genotype, ctx.num_classes, batch=int(ctx.options.get("latency_batch", 1)),
+            provider=str(ctx.options.get("latency_provider", "cpu")),
+        )  # fmt: skip
+        return result.ms
+
+    def parse_amount(self, text: str) -> float:
+        """8ms, 800us, 0.01s or a plain number of ms."""
+        m = re.fullmatch(r"\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*(ms|us|s)?\s*", text)
+        if not m:
+            raise ValueError(f"{text!r} is not a duration (write e.g. 8ms, 800us or 0.01s)")
+        return float(m.group(1)) * self._UNITS[m.group(2) or "ms"]
+
+    def format(self, value: float | None) -> str:
+        return "-" if value is None else f"{value:.3g} ms"
 
 
 # -- registry -------------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
         "val_acc": "prunenas.metrics:ValAccuracy",
         "macs": "prunenas.metrics:Macs",
         "params": "prunenas.metrics:Params",
+        "latency": "prunenas.metrics:Latency",
     },
 }
 

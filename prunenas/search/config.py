@@ -102,6 +102,11 @@ class SearchSettings(Config):
     min_density: float = setting(
         0.01, "density spaces: lowest density the search samples", low=0.0, high=1.0, low_open=True
     )
+    latency_batch: int = setting(1, "batch size of the latency metric", low=1, high=4096, metavar="N")
+    latency_provider: str = setting(
+        "cpu", "runtime of the latency metric: ONNX Runtime cpu, cuda or tensorrt, or torch (eager)",
+        choices=("cpu", "cuda", "tensorrt", "torch"),
+    )  # fmt: skip
 
     def check(self) -> None:
         if self.max_macs is not None and self.max_macs_ratio is not None:
@@ -202,6 +207,8 @@ class SearchConfig:
     amp: bool | None = None  # trainer switches (None: on for CUDA)
     channels_last: bool | None = None
     compile: bool = False
+    latency_batch: int = 1  # options of the latency metric
+    latency_provider: str = "cpu"
     space_ref: str | None = None  # how a worker finds the space (a name or a TOML path); default `space`
     data: DataConfig | None = None  # how a worker loads the data; default DataConfig(dataset)
 
@@ -224,6 +231,10 @@ class SearchConfig:
     def objectives(self) -> tuple[str, ...]:
         """The metrics optimised, in order: as given, else val_acc and MACs (val_acc alone under limits)."""
         return self.objective_names or (("val_acc",) if self.limits else DEFAULT_OBJECTIVES)
+
+    def metric_options(self) -> dict[str, Any]:
+        """Options of the metrics that take some (the latency metric's runtime and batch)."""
+        return {"latency_batch": self.latency_batch, "latency_provider": self.latency_provider}
 
     def run_settings(self, **changes: Any) -> RunSettings:
         base = RunSettings(
@@ -352,6 +363,8 @@ def resolve_search(
         device=run.device,
         quiet=run.quiet,
         min_density=settings.min_density,
+        latency_batch=settings.latency_batch,
+        latency_provider=settings.latency_provider,
         recipe_overrides=dict(recipe_overrides),
         workers=settings.workers,
         gpus=tuple(g.strip() for g in settings.gpus.split(",")) if settings.gpus else (),

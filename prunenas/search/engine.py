@@ -93,6 +93,9 @@ def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that must match for a resume (not the ones that only say how long to run)."""
     keep = ("space", "dataset", "mode", "limits", "objectives", "seed", "reference", "min_density", "recipe_overrides")
     out = {k: settings.get(k) for k in keep}
+    measured = [*(settings.get("objectives") or []), *(str(x) for x in settings.get("limits") or [])]
+    if any(m.startswith("latency") for m in measured):  # the runtime and batch of a latency study
+        out["latency"] = (settings.get("latency_batch"), settings.get("latency_provider"))
     budget = settings.get("budget") or {}
     out["proxy_epochs"] = budget.get("proxy_epochs")
     out["train_subset"] = budget.get("train_subset")
@@ -104,7 +107,7 @@ def check_limits(config: SearchConfig, space: Space, objective: Objective) -> No
     if not objective.limits:
         return
     smallest = space.smallest_genotype()
-    ctx = MetricContext(space, smallest, objective.data.num_classes)
+    ctx = MetricContext(space, smallest, objective.data.num_classes, options=objective.options)
     for name, limit in objective.limits.items():
         metric = objective.metrics[name]
         if metric.after_training:

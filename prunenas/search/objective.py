@@ -97,8 +97,13 @@ class Objective:
         self.objectives: list[Metric] = [get_metric(n) for n in config.objectives]
         names = list(dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *(lim.metric for lim in config.limits)]))
         self.metrics: dict[str, Metric] = {n: get_metric(n) for n in names}
+        self.options = config.metric_options()
+        if "latency" in self.metrics:
+            from prunenas.latency import check_provider
+
+            check_provider(config.latency_provider)  # one line now, not a failure in the first trial
         self.references: dict[str, float | None] = {
-            n: m.reference_value(space, data.num_classes) for n, m in self.metrics.items()
+            n: m.reference_value(space, data.num_classes, self.options) for n, m in self.metrics.items()
         }
         self.limits: dict[str, float] = {
             lim.metric: lim.absolute(self.references.get(lim.metric)) for lim in config.limits
@@ -156,7 +161,7 @@ class Objective:
 
     # the trial ----------------------------------------------------------------------------------------------
     def measure(self, genotype: Genotype, result: TrainResult | None, after_training: bool) -> dict[str, float]:
-        ctx = MetricContext(self.space, genotype, self.data.num_classes, result)
+        ctx = MetricContext(self.space, genotype, self.data.num_classes, result, self.options)
         return {n: m.measure(ctx) for n, m in self.metrics.items() if m.after_training == after_training}
 
     def record(self, trial: optuna.Trial, values: dict[str, float]) -> None:

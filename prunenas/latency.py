@@ -1,0 +1,202 @@
+"""Measured latency of a candidate on the runtime it is deployed to (the `latency` metric).
+
+Protocol, per candidate: the model (random weights: latency depends on the architecture only; density
+spaces with their masks folded in) is exported with the fast legacy ONNX exporter into memory and run by
+ONNX Runtime (graph optimisation ORT_ENABLE_ALL, sequential execution, intra-op threads pinned and
+recorded), or by PyTorch eager (`provider="torch"`). After warm-up runs, the candidate and the space's
+reference model are timed in alternating rounds in the same window (drift control on a shared machine):
+the result is the candidate's median in ms, the reference's median, their ratio, the coefficient of
+variation of the candidate's round medians, the runtime, batch, threads and machine. Results are cached
+on disk per machine, runtime, batch, threads, space and genotype.
+
+The measurement runs in the process that would train the candidate, before training it, so it never
+overlaps that process's own training (several search workers on one machine do overlap each other).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from prunenas.config import ConfigError, fingerprint
+from prunenas.paths import cost_cache_dir
+
+if TYPE_CHECKING:
+    from prunenas.genotype import Genotype
+    from prunenas.spaces.base import Space
+
+PROVIDERS = ("cpu", "cuda", "tensorrt", "torch")
+_ORT = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+WARMUP = 20
+ROUNDS = 5  # alternating candidate/reference rounds
+RUNS_PER_ROUND = 20
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    ms: float  # the candidate's median over all timed runs
+    reference_ms: float  # the reference's median in the same window
+    ratio: float  # ms / reference_ms
+    cv: float  # coefficient of variation of the candidate's round medians
+    provider: str
+    batch: int
+    threads: int
+    machine: str
+    runs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def machine() -> str:
+    """The processor the numbers belong to (cache key and provenance)."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name} x{os.cpu_count()}"
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def check_provider(provider: str, flag: str = "--latency-provider") -> str:
+    """The provider, if this machine can run it (never a silent fallback to another one)."""
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{flag} {provider!r} is not one of {', '.join(PROVIDERS)}")
+    if provider == "torch":
+        return provider
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if _ORT[provider] not in available:
+        raise ConfigError(
+            f"{flag} {provider}: this onnxruntime has no {_ORT[provider]} (available: {', '.join(available)}); "
+            "pass --latency-provider cpu or torch"
+        )
+    if provider in ("cuda", "tensorrt") and not torch.cuda.is_available():
+        raise ConfigError(f"{flag} {provider}: no CUDA device is visible here; pass --latency-provider cpu")
+    return provider
+
+
+def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(  # a file object works; the type stub only names paths
+            model,
+            (example,),
+            buffer,  # type: ignore[arg-type]
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+        )
+    return buffer.getvalue()
+
+
+def _runner(model: nn.Module, example: torch.Tensor, provider: str, threads: int) -> Callable[[], None]:
+    """A function that runs the model once on `example`."""
+    model = model.eval()
+    if provider == "torch":
+        torch.set_num_threads(threads)
+
+        def run_torch() -> None:
+            with torch.inference_mode():
+                model(example)
+
+        return run_torch
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = [_ORT[provider]] + ([] if provider == "cpu" else [_ORT["cpu"]])
+    session = ort.InferenceSession(_onnx_bytes(model, example), sess_options=options, providers=providers)
+    if session.get_providers()[0] != _ORT[provider]:
+        raise ConfigError(f"--latency-provider {provider}: ONNX Runtime could not start {_ORT[provider]}")
+    feed = {"input": example.numpy()}
+
+    def run_ort() -> None:
+        session.run(None, feed)
+
+    return run_ort
+
+
+def _timed(run: Callable[[], None], n: int) -> Iterator[float]:
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run()
+        yield (time.perf_counter() - t0) * 1000.0
+
+
+def measure(
+    model: nn.Module, reference: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1,
+    provider: str = "cpu", threads: int | None = None,
+) -> LatencyResult:  # fmt: skip
+    """Median latency of `model` and of `reference`, timed in alternating rounds after warm-up."""
+    if batch < 1:
+        raise ConfigError(f"--latency-batch must be >= 1, got {batch}")
+    threads = threads or default_threads()
+    example = torch.zeros(batch, *input_shape)
+    runs = [_runner(m.cpu(), example, provider, threads) for m in (model, reference)]
+    for run in runs:
+        for _ in range(WARMUP):
+            run()
+    rounds: list[list[float]] = [[], []]
+    for _ in range(ROUNDS):
+        for i, run in enumerate(runs):
+            rounds[i].append(statistics.median(_timed(run, RUNS_PER_ROUND)))
+    cand, ref = statistics.median(rounds[0]), statistics.median(rounds[1])
+    spread = statistics.pstdev(rounds[0]) / statistics.mean(rounds[0]) if statistics.mean(rounds[0]) else 0.0
+    # the ratio of each round (candidate and reference timed back to back) cancels slow drift of the machine
+    ratio = statistics.median(c / r for c, r in zip(rounds[0], rounds[1], strict=True) if r > 0)
+    return LatencyResult(
+        ms=cand, reference_ms=ref, ratio=ratio, cv=spread, provider=provider,
+        batch=batch, threads=threads, machine=machine(), runs=ROUNDS * RUNS_PER_ROUND,
+    )  # fmt: skip
+
+
+def genotype_latency(
+    space: Space, genotype: Genotype, num_classes: int, *, batch: int = 1, provider: str = "cpu",
+    threads: int | None = None,
+) -> LatencyResult:  # fmt: skip
+    """The measured latency of a genotype of `space`, with its space's reference (cached on disk)."""
+    from prunenas.cost import _space_fingerprint
+
+    threads = threads or default_threads()
+    key = fingerprint(machine(), provider, batch, threads, _space_fingerprint(space), genotype.key, num_classes)
+    folder = cost_cache_dir()
+    path = folder / "latency" / f"{space.name}-{genotype.key}-{key}.json" if folder else None
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            return LatencyResult(**json.loads(path.read_text(encoding="utf-8")))
+    torch.manual_seed(0)
+    model = space.export_model(space.build(genotype, num_classes=num_classes))
+    reference = space.export_model(space.build(space.reference(), num_classes=num_classes))
+    result = measure(model, reference, space.input_shape, batch=batch, provider=provider, threads=threads)
+    if path is not None:
+        with contextlib.suppress(OSError):  # a cache: an unwritable home only costs the measurement
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
+            os.replace(tmp, path)
+    return result
