@@ -58,6 +58,13 @@ class Metric(ABC):
     after_training: ClassVar[bool] = False
     #: The value an objective takes for a candidate that was never trained (infeasible).
     worst: ClassVar[float] = math.nan
+    #: True when the value depends on how it is measured (runtime, batch, ...): tables then carry a
+    #: `<name>_setup` column and plots name the setup (`setup()`).
+    has_setup: ClassVar[bool] = False
+
+    def setup(self, options: Mapping[str, Any]) -> str:
+        """How this metric is measured under `options`, for tables and plot labels ("" when fixed)."""
+        return ""
 
     @abstractmethod
     def measure(self, ctx: MetricContext) -> float:
@@ -150,6 +157,7 @@ class Latency(Metric):
     name = "latency"
     unit = "ms"
     label = "latency (ms)"
+    has_setup = True
     _UNITS: ClassVar[dict[str, float]] = {"ms": 1.0, "us": 1e-3, "s": 1e3}
 
     def measure(self, ctx: MetricContext) -> float:
@@ -160,6 +168,13 @@ class Latency(Metric):
             provider=str(ctx.options.get("latency_provider", "cpu")),
         )  # fmt: skip
         return result.ms
+
+    def setup(self, options: Mapping[str, Any]) -> str:
+        from prunenas.latency import default_threads, machine
+
+        provider = str(options.get("latency_provider", "cpu"))
+        runtime = "PyTorch eager" if provider == "torch" else f"ONNX Runtime {provider}"
+        return f"{runtime}, batch {int(options.get('latency_batch', 1))}, {default_threads()} threads, {machine()}"
 
     def parse_amount(self, text: str) -> float:
         """8ms, 800us, 0.01s or a plain number of ms."""

@@ -168,6 +168,8 @@ class Objective:
         for name, value in values.items():
             metric = self.metrics[name]
             trial.set_user_attr(name, int(value) if metric.unit in ("MACs", "params") else value)
+            if metric.has_setup:
+                trial.set_user_attr(f"{name}_setup", metric.setup(self.options))
             ref = self.references.get(name)
             if ref:
                 trial.set_user_attr(f"{name}_ratio", value / ref)

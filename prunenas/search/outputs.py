@@ -171,6 +171,8 @@ def metric_columns(metrics: Sequence[Metric]) -> list[str]:
         cols.append(m.name)
         if not m.after_training:
             cols.append(f"{m.name}_ratio")
+        if m.has_setup:
+            cols.append(f"{m.name}_setup")  # how it was measured (runtime, batch, threads, machine)
     return cols
 
 
@@ -262,6 +264,9 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
     rows = trial_rows(study, metrics)
     front = [] if config.single_objective else [t.number for t in study.best_trials]
     x, y = _plot_axes(config)
+    for axis in (x, y):  # a measured metric names its runtime on the axis
+        if axis.has_setup:
+            setattr(axis, "label", f"{axis.label or axis.name} [{axis.setup(config.metric_options())}]")  # noqa: B010
     limit = study.user_attrs.get("limits", {}).get(x.name)
     # the unpruned model on the plot, when the study trained it (its proxy accuracy is then known)
     ref_key = space.reference().key
@@ -275,7 +280,10 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
     summary = {
         "study": config.study,
         "space": space.name,
-        "objectives": [m.describe() for m in (get_metric(n) for n in config.objectives)],
+        "objectives": [
+            {**m.describe(), "setup": m.setup(config.metric_options())}
+            for m in (get_metric(n) for n in config.objectives)
+        ],
         "limits": {lim.text(): study.user_attrs.get("limits", {}).get(lim.metric) for lim in config.limits},
         "settings": config.settings_dict(),
         "trials": len(rows),
