@@ -181,7 +181,7 @@ def reference_cost(space: Space, num_classes: int) -> tuple[int, int]:
     (`prunenas spaces` lists ten spaces without tracing ten models). The file is keyed by the space's
     settings and the code that builds and counts it, so an edit never reads a stale count."""
     folder = cost_cache_dir()
-    path = folder / f"{space.name}-{_space_fingerprint(space)}-c{num_classes}.json" if folder else None
+    path = folder / f"{space.slug}-{_space_fingerprint(space)}-c{num_classes}.json" if folder else None
     if path is not None and path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -200,6 +200,9 @@ def reference_cost(space: Space, num_classes: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=65536)
 def _fast_macs_cached(space: Space, canonical: str) -> int:
+    direct = space.analytic_macs(Genotype.from_json(canonical))
+    if direct is not None:
+        return direct
     model, weights = space.counting_model(Genotype.from_json(canonical), space.num_classes)
     by_layer = analytic_macs_by_layer(model, space.input_shape)
     return int(sum(round(n * float((weights or {}).get(k, 1.0))) for k, n in by_layer.items()))

@@ -185,7 +185,7 @@ def genotype_latency(
     threads = threads or default_threads()
     key = fingerprint(machine(), provider, batch, threads, _space_fingerprint(space), genotype.key, num_classes)
     folder = cost_cache_dir()
-    path = folder / "latency" / f"{space.name}-{genotype.key}-{key}.json" if folder else None
+    path = folder / "latency" / f"{space.slug}-{genotype.key}-{key}.json" if folder else None
     if path is not None and path.is_file():
         with contextlib.suppress(OSError, ValueError, TypeError):
             return LatencyResult(**json.loads(path.read_text(encoding="utf-8")))

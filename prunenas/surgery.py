@@ -2,6 +2,8 @@
 
 Everything that cuts, scores or carries weights between architectures lives here:
 
+  channel_groups     the prunable dependency groups of any model (traced spaces' genes)
+  prune_channels     remove given channels of given groups, coupled layers included (traced spaces' builder)
   channel_scores     importance per output channel of every structured gene, from the gene's
                      Torch-Pruning dependency group (nothing is pruned in place)
   IMPORTANCES        the Torch-Pruning importance criteria the structured proposers use, by name
@@ -18,7 +20,11 @@ eval mode, on a plain tensor input. It silently corrupts models with parameter-f
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,6 +42,125 @@ def _tp() -> Any:
     import torch_pruning as tp
 
     return tp
+
+
+@contextmanager
+def _quiet_tracing() -> Iterator[None]:
+    """Torch-Pruning warns about every unwrapped parameter and tracing detail: not the user's concern."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def dependency_graph(model: nn.Module, example: torch.Tensor) -> Any:
+    """Torch-Pruning's dependency graph of `model` (traced in eval mode with gradients on; the model's
+    training flag and requires_grad flags are restored)."""
+    tp = _tp()
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    try:
+        with torch.enable_grad(), _quiet_tracing():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    finally:
+        model.train(was_training)
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+# -- dependency groups of any model (traced spaces) -----------------------------------------------------------
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A set of channels that must be pruned together, found by Torch-Pruning's dependency graph.
+
+    `root` is the module path of the layer whose output channels the group is rooted at (a traced
+    space's gene name); `width` its channel count. `splits` is the number of equal channel groups the
+    group's layers divide the channels into (grouped convolutions, GroupNorm): channels are removed
+    evenly from each. `out_layers`/`in_layers` are (conv/linear path, number of that layer's output or
+    input channels the group covers): how the group's width reaches each layer, for cost counting.
+    """
+
+    root: str
+    width: int
+    splits: int
+    out_layers: tuple[tuple[str, int], ...]
+    in_layers: tuple[tuple[str, int], ...]
+    kinds: tuple[str, ...]  # the module types in the group (for the description)
+
+
+_COUNTED = (nn.Conv2d, nn.Linear)
+
+
+def channel_groups(model: nn.Module, example: torch.Tensor, ignored: Sequence[str] = ()) -> list[ChannelGroup]:
+    """Every dependency group of `model` rooted at a Conv2d or Linear, except the groups whose channels
+    reach a layer of `ignored` (module paths: the output layer, user-chosen layers) as its output."""
+    graph = dependency_graph(model, example)
+    names = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    skip = [modules[n] for n in ignored]
+    found = []
+    with _quiet_tracing():
+        groups = list(graph.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv2d, nn.Linear]))
+    for group in groups:
+        root = group[0].dep.target.module
+        outs: dict[str, set[int]] = {}
+        ins: dict[str, set[int]] = {}
+        splits = 1
+        kinds = []
+        for item in group:
+            target = item.dep.target.module
+            if not isinstance(target, nn.Module) or target not in names:
+                continue
+            kinds.append(type(target).__name__)
+            idxs = {int(i) for i in item.idxs}
+            if isinstance(target, nn.Conv2d) and 1 < target.groups < target.in_channels:
+                splits = math.lcm(splits, target.groups)
+            if isinstance(target, nn.GroupNorm):
+                splits = math.lcm(splits, target.num_groups)
+            if isinstance(target, _COUNTED):
+                table = outs if graph.is_out_channel_pruning_fn(item.dep.handler) else ins
+                table.setdefault(names[target], set()).update(idxs)
+                if isinstance(target, nn.Conv2d) and target.groups == target.in_channels == target.out_channels:
+                    outs.setdefault(names[target], set()).update(idxs)  # depthwise: both dims follow
+                    ins.setdefault(names[target], set()).update(idxs)
+        if root not in names:
+            continue
+        found.append(
+            ChannelGroup(
+                root=names[root],
+                width=len(group[0].idxs),
+                splits=splits,
+                out_layers=tuple((n, len(v)) for n, v in outs.items()),
+                in_layers=tuple((n, len(v)) for n, v in ins.items()),
+                kinds=tuple(dict.fromkeys(kinds)),
+            )
+        )
+    return found
+
+
+def prune_channels(model: nn.Module, example: torch.Tensor, drops: Mapping[str, Sequence[int]]) -> nn.Module:
+    """Remove channels in place: for each root layer path, the given output-channel indices, with every
+    coupled layer (BatchNorm, the next layers' inputs, residual partners) pruned alike by Torch-Pruning's
+    dependency graph. Returns `model`."""
+    todo = {root: sorted(int(i) for i in idxs) for root, idxs in drops.items() if len(idxs)}
+    if not todo:
+        return model
+    graph = dependency_graph(model, example)
+    modules = dict(model.named_modules())
+    with torch.no_grad(), _quiet_tracing():
+        for root, idxs in todo.items():
+            layer = modules[root]
+            pruner = graph.get_pruner_of_module(layer)
+            graph.get_pruning_group(layer, pruner.prune_out_channels, idxs=idxs).prune()
+    return model
+
+
+def even_drops(width: int, keep: int, splits: int = 1) -> list[int]:
+    """The channels to remove to keep `keep` of `width`: the last ones of each of `splits` equal parts."""
+    size, per = width // splits, keep // splits
+    return [g * size + j for g in range(splits) for j in range(per, size)]
 
 
 # -- importances -----------------------------------------------------------------------------------------------
@@ -67,22 +192,34 @@ def make_importance(name: str) -> Any:
 
 
 def _is_out_channel_dep(item: Any) -> bool:
-    return getattr(item.dep.handler, "__name__", "") == "prune_out_channels"
+    return getattr(item.dep.handler, "__name__", "") in ("prune_out_channels", "prune_depthwise_conv_out_channels")
 
 
 def channel_scores(
-    model: nn.Module, gene_modules: Mapping[str, str], importance: str, example: torch.Tensor, *, what: str = "space"
+    model: nn.Module,
+    gene_modules: Mapping[str, str],
+    importance: str,
+    example: torch.Tensor,
+    *,
+    what: str = "space",
+    ignored: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Importance per output channel of every gene (gene -> module path of the conv whose output
-    channels it sets), from the gene's Torch-Pruning dependency group, by the named criterion."""
-    tp = _tp()
+    """Importance per output channel of every gene (gene -> module path of the layer whose output
+    channels it sets), from the gene's Torch-Pruning dependency group, by the named criterion.
+    `ignored`: module paths whose groups are skipped (default: every Linear, with Conv2d roots only)."""
     criterion = make_importance(importance)
     modules = dict(model.named_modules())
     by_module = {modules[path]: gene for gene, path in gene_modules.items()}
-    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    if ignored is None:
+        skip = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        roots: list[type[nn.Module]] = [nn.Conv2d]
+    else:
+        skip, roots = [modules[p] for p in ignored], [nn.Conv2d, nn.Linear]
+    graph = dependency_graph(model, example)
     found: dict[str, torch.Tensor] = {}
-    for group in graph.get_all_groups(ignored_layers=classifier, root_module_types=[nn.Conv2d]):
+    with _quiet_tracing():
+        groups = list(graph.get_all_groups(ignored_layers=skip, root_module_types=roots))
+    for group in groups:
         for item in group:
             gene = by_module.get(item.dep.target.module)
             if gene is not None and _is_out_channel_dep(item) and gene not in found:
@@ -90,8 +227,18 @@ def channel_scores(
                 if score is not None:
                     found[gene] = score.detach().float().cpu()
     missing = [g for g in gene_modules if g not in found]
+    if missing and importance == "bn_scale":
+        # Network slimming scores BatchNorm scales only: a group without BatchNorm keeps every channel.
+        for g in missing:
+            layer = modules[gene_modules[g]]
+            width = layer.out_channels if isinstance(layer, nn.Conv2d) else int(getattr(layer, "out_features", 0))
+            found[g] = torch.full((width,), math.inf)
+        missing = []
     if missing:
-        raise RuntimeError(f"no dependency group found for genes {missing} of {what}")
+        raise PrunenasError(
+            f"importance {importance!r} gives no score for the group(s) of {missing[:5]} in {what}; "
+            "use another proposer (e.g. l1 or uniform)"
+        )
     return {g: found[g] for g in gene_modules}
 
 
@@ -105,9 +252,9 @@ def inherit_channels(space: Space, reference_model: nn.Module, genotype: Genotyp
     each conv, BatchNorm and linear layer of the dependency group (Torch-Pruning's, e.g. conv1 -> bn1 ->
     conv2's input channels) then keeps exactly those slices, in their original order. Genes that channel
     pruning does not change (the residual widths of shortcut-A ResNets) must keep the reference's value.
-    `reference_model` is not modified.
+    Every gene's filters are scored on the reference's original weights (Li et al.'s independent
+    strategy), before any gene is cut. `reference_model` is not modified.
     """
-    tp = _tp()
     genotype = space.validate(genotype)
     reference = space.reference()
     structured = space.structured_genes()
@@ -128,29 +275,34 @@ def inherit_channels(space: Space, reference_model: nn.Module, genotype: Genotyp
             "the reference's channels"
         )
     model = copy.deepcopy(reference_model).to("cpu").eval()
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    num_classes = linears[-1].out_features if linears else space.num_classes
+    example = torch.zeros(1, *space.input_shape)
+    with torch.no_grad():
+        num_classes = int(model(example).shape[1])
     if changed:
-        for p in model.parameters():
-            p.requires_grad_(True)  # Torch-Pruning traces the graph through autograd
-        with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *space.input_shape))
+        graph = dependency_graph(model, example)
         modules = dict(model.named_modules())
+        drops: dict[str, list[int]] = {}
         for gene in changed:
             root = modules[structured[gene]]
-            if not isinstance(root, nn.Conv2d):
-                raise RuntimeError(f"gene {gene} of {space.name} maps to {type(root).__name__}, not a Conv2d")
-            width = root.out_channels
-            group = graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs=list(range(width)))
+            if not isinstance(root, _COUNTED):
+                raise RuntimeError(f"gene {gene} of {space.name} maps to {type(root).__name__}, not a Conv2d/Linear")
+            pruner = graph.get_pruner_of_module(root)
+            width = int(pruner.get_out_channels(root))
+            with _quiet_tracing():
+                group = graph.get_pruning_group(root, pruner.prune_out_channels, idxs=list(range(width)))
             score = torch.zeros(width, dtype=torch.float64)
             for item in group:
                 target = item.dep.target.module
-                if _is_out_channel_dep(item) and isinstance(target, nn.Conv2d):
+                if graph.is_out_channel_pruning_fn(item.dep.handler) and isinstance(target, _COUNTED):
                     norms = target.weight.detach().abs().flatten(1).sum(1).double()
-                    score += norms[torch.as_tensor(list(item.idxs), dtype=torch.long)]
-            order = torch.argsort(score, descending=True, stable=True)
-            drop = sorted(order[int(genotype.genes[gene]) :].tolist())
-            graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs=drop).prune()
+                    score += norms[torch.as_tensor([int(i) for i in item.idxs], dtype=torch.long)]
+            splits = getattr(space, "gene_splits", {}).get(gene, 1)
+            per_split = score.view(splits, -1).mean(0)  # grouped layers lose the same positions in every split
+            keep = int(genotype.genes[gene]) // splits
+            order = torch.argsort(per_split, descending=True, stable=True)
+            size = width // splits
+            drops[gene] = sorted(g * size + int(j) for g in range(splits) for j in order[keep:].tolist())
+        prune_channels(model, example, {structured[g]: d for g, d in drops.items()})
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
         space.build(genotype, num_classes=num_classes).load_state_dict(state, strict=True)

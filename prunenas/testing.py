@@ -41,7 +41,7 @@ Required fixtures: `space` (all three suites), `proposer_class` (ProposerContrac
                                        of a proposer with `needs_trained = True` are skipped (with a reason)
     ProposerContract.data              the digits set, 64 training and 32 validation images
     ProposerContract.proposer_options  {}: options passed to the proposer (e.g. fewer iterations)
-    ProposerContract.targets           the proposer's own `targets`: the target kinds checked
+    ProposerContract.targets           the proposer's own `targets` (but latency_ratio): the target kinds checked
     MetricContract.train_result        a TrainResult with val_acc = 0.5 (what an after-training metric sees)
 
 Class attributes a subclass may change: `SpaceContract.seeds` (random genotypes built),
@@ -244,7 +244,9 @@ class ProposerContract:
 
     @pytest.fixture
     def targets(self, proposer_class: type[Proposer]) -> tuple[TargetKind, ...]:
-        return tuple(proposer_class.targets)
+        # latency_ratio is met on a predictor calibrated by timing the space (seconds to minutes): its own
+        # tests check it, on a small calibration set.
+        return tuple(t for t in proposer_class.targets if t != "latency_ratio")
 
     # helpers ------------------------------------------------------------------------------------------------
     def context(

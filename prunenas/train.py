@@ -153,7 +153,7 @@ def run_id(identity: Mapping[str, Any]) -> str:
 
 def run_folder_name(space: Space, genotype: Genotype, recipe: Recipe, identity: Mapping[str, Any]) -> str:
     """Default run folder name: readable parts, then the identity hash that tells runs apart."""
-    return f"{space.name}-{genotype.key}-{recipe.name}-s{identity['seed']}-{run_id(identity)}"
+    return f"{space.slug}-{genotype.key}-{recipe.name}-s{identity['seed']}-{run_id(identity)}"
 
 
 @torch.no_grad()
@@ -430,7 +430,7 @@ def train(
             raise PrunenasError(f"the given weights do not fit genotype {genotype.key}: {load_error(exc)}") from None
     model.to(device)
     if channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
     step = TrainStep(model, recipe, amp=amp, compile=settings.compile)
     train_batches, eval_batches = _data_batches(data, recipe, device, settings.seed, channels_last)
     val_batches = eval_batches(data.val) if len(data.val) else None

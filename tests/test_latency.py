@@ -78,3 +78,96 @@ def test_latency_bad_input(tmp_path, capsys, extra, fragment):
     code = main(["search", "--space", "resnet20_channels", "--dataset", "digits", "--out", str(tmp_path / "s"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err and fragment in err
+
+
+# -- the predictor ---------------------------------------------------------------------------------------------
+def _synthetic(space, genotypes, coef):
+    """A predictor fitted to latencies that are an exact non-negative combination of the features."""
+    from prunenas.latency_model import features, fit_predictor
+
+    measured = {}
+    for g in genotypes:
+        f = features(space.build(g), space.input_shape)
+        measured[g.key] = sum(c * x for c, x in zip(coef, f, strict=True))
+    return fit_predictor(space, measured, genotypes, provider="cpu", batch=1, threads=1, machine="test")
+
+
+def test_predictor_recovers_a_known_cost_model_and_reports_its_error():
+    from prunenas.latency_model import calibration_genotypes, features
+
+    space = get_space("resnet20_channels")
+    genotypes = calibration_genotypes(space, 12)
+    assert len({g.key for g in genotypes}) == 12 and genotypes[0] == space.reference()
+    coef = (0.02, 0.0, 0.0, 0.05, 0.0, 0.3)  # ms per M dense MACs, per M activations, fixed
+    predictor = _synthetic(space, genotypes, coef)
+    assert predictor.loo_p90 < 1e-6 and predictor.loo_median < 1e-6
+    g = space.random_genotype(99)
+    truth = sum(c * x for c, x in zip(coef, features(space.build(g), space.input_shape), strict=True))
+    assert predictor.predict(space, g) == pytest.approx(truth, rel=1e-6)
+    assert predictor.confidently_over(1.2, 1.0) and not predictor.confidently_over(0.99, 1.0)
+    # no negative coefficient: more of anything never predicts faster
+    noisy = _synthetic(space, genotypes, (0.02, 0.0, 0.0, 0.0, 0.0, 0.3))
+    assert all(c >= 0 for c in noisy.coefficients)
+
+
+def test_propose_meets_a_latency_ratio_on_the_predictor(monkeypatch, capsys, tmp_path):
+    import prunenas.latency_model as lm
+    from prunenas.proposers.base import Target, get_proposer
+    from prunenas.proposers.runner import make_context, run_proposer
+
+    space = get_space("resnet20_channels")
+    predictor = _synthetic(space, lm.calibration_genotypes(space, 10), (0.02, 0.0, 0.0, 0.05, 0.0, 0.3))
+    monkeypatch.setattr(lm, "latency_predictor", lambda *a, **k: predictor)
+    proposal = run_proposer(get_proposer("uniform", "channels"), make_context(space), Target("latency_ratio", 0.6))
+    achieved = proposal.genotype.provenance["achieved"]
+    assert achieved["latency_ratio_predicted"] == pytest.approx(0.6, rel=0.02)
+    assert achieved["macs_ratio"] < 0.6  # the fixed cost makes the latency ratio higher than the MACs ratio
+    out = tmp_path / "g.json"
+    argv = [
+        "propose",
+        "--space",
+        "resnet20_channels",
+        "--proposer",
+        "uniform",
+        "--latency-ratio",
+        "0.6",
+        "-o",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["target"] == {"kind": "latency_ratio", "value": 0.6}
+
+
+def test_a_real_predictor_is_calibrated_once_and_cached(tmp_path, monkeypatch):
+    import prunenas.latency_model as lm
+
+    monkeypatch.setenv("PRUNENAS_COST_CACHE", str(tmp_path))
+    monkeypatch.setattr(lm, "CALIBRATION", 5)
+    space = get_space("resnet20_channels")
+    lines: list[str] = []
+    first = lm.latency_predictor(space, threads=1, log=lines.append)
+    assert len(lines) == 5 and first.calibration == 5 and first.reference_ms > 0
+    assert all(c >= 0 for c in first.coefficients)
+    again = lm.latency_predictor(space, threads=1, log=lines.append)
+    assert again == first and len(lines) == 5  # read from disk: nothing measured again
+
+
+def test_search_discards_candidates_confidently_predicted_over_the_limit(monkeypatch, tmp_path, tiny_toml):
+    import prunenas.latency_model as lm
+    from prunenas.config import DataConfig, RunSettings
+    from prunenas.data import load_dataset
+    from prunenas.search import SearchSettings
+    from prunenas.search.config import resolve_search
+    from prunenas.search.objective import Objective
+
+    space = get_space(str(tiny_toml))
+    predictor = _synthetic(space, lm.calibration_genotypes(space, 8), (0.02, 0.0, 0.0, 0.05, 0.0, 0.3))
+    monkeypatch.setattr(lm, "latency_predictor", lambda *a, **k: predictor)
+    settings = SearchSettings(max=("latency=0.95x",), latency_predictor=True, out=str(tmp_path / "s"))
+    config = resolve_search(space, str(tiny_toml), DataConfig(dataset="digits"), settings, RunSettings(), {})
+    data = load_dataset("digits", seed=0, train_subset=64, val_size=32)
+    objective = Objective(config, space, data)
+    objective.references["latency"], objective.limits["latency"] = 2.0, 0.95 * 2.0  # ms: a 0.95x limit
+    assert objective.predicted_over(space.reference())["latency"] == pytest.approx(2.0, rel=1e-6)
+    assert predictor.ratio(space, space.smallest_genotype()) < 0.95
+    assert objective.predicted_over(space.smallest_genotype()) == {}  # under the limit: it is timed

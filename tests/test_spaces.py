@@ -569,3 +569,28 @@ def test_search_spaces_found_in_a_non_editable_install(tmp_path: Path) -> None:
     for path in info["shipped"].values():
         assert Path(path).resolve().is_relative_to(installed_pkg / "search_spaces" / "genotypes")
     assert Path(info["source"]).resolve().is_relative_to(installed_pkg / "search_spaces")
+
+
+def test_a_channel_divisor_makes_widths_multiples_and_proposers_respect_it(tmp_path):
+    from prunenas.cost import genotype_cost
+    from prunenas.errors import GenotypeError
+    from prunenas.genotype import Genotype
+    from prunenas.proposers.base import Target, get_proposer
+    from prunenas.proposers.runner import make_context, run_proposer
+
+    path = tmp_path / "r20d8.toml"
+    path.write_text('extends = "resnet20_channels"\nname = "r20d8"\n[model]\ndivisor = 8\n')
+    space = get_space(str(path))
+    assert all(g.step == 8 and g.low == 8 and g.reference % 8 == 0 for g in space.genes)
+    ref = dict(space.reference().genes)
+    with pytest.raises(GenotypeError, match="multiple of 8"):
+        space.validate(Genotype(space.name, {**ref, "stage2_block1": 20}))
+    assert all(int(v) % 8 == 0 for v in space.random_genotype(3).genes.values())
+    for name in ("uniform", "random"):
+        proposal = run_proposer(get_proposer(name, "channels"), make_context(space), Target("macs_ratio", 0.5))
+        assert all(int(v) % 8 == 0 for v in proposal.genotype.genes.values())
+        assert abs(genotype_cost(space, proposal.genotype).macs_ratio - 0.5) <= 0.01
+    bad = tmp_path / "bad.toml"
+    bad.write_text('extends = "resnet20_channels"\nname = "bad_div"\n[model]\ndivisor = 0\n')
+    with pytest.raises(SpaceError, match="divisor"):
+        get_space(str(bad))

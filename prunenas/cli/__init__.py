@@ -78,6 +78,12 @@ def _target_args(p: argparse.ArgumentParser, title: str) -> None:
     tg.add_argument("--ratio", type=float, help="fraction of prunable channels/weights removed, in [0, 1)")
     tg.add_argument("--macs-ratio", type=float, help="target MACs / reference MACs, in (0, 1] (met within 2%%)")
     tg.add_argument("--density", type=float, help="fraction of prunable weights kept (density spaces), in (0, 1]")
+    tg.add_argument(
+        "--latency-ratio",
+        type=float,
+        help="target latency / reference latency, in (0, 1], as predicted for ONNX Runtime on this CPU at batch 1 "
+        "(met within 2%% of the prediction; the predictor is calibrated once per space and cached)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

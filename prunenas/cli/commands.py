@@ -11,6 +11,7 @@ from typing import Any
 from prunenas.cli.common import (
     data_config,
     default_run_dir,
+    fit_to_data,
     load_data,
     load_genotype,
     parse_options,
@@ -103,6 +104,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
         ]
         print(format_table(table, ["space", "family", "kind", "genes", "ref MACs", "ref params"], "lllrrr"))
         print("\n`prunenas spaces show SPACE` lists a space's genes; shipped genotypes: search_spaces/genotypes/")
+        print("Any model is a space too: torchvision:NAME, timm:NAME, package.module:callable, path/file.py:callable")
     return 0
 
 
@@ -126,6 +128,12 @@ def cmd_spaces_show(args: argparse.Namespace) -> int:
     print(f"reference: {human(cost.macs)} MACs, {human(cost.params)} params; defined in {space.source}")
     rows = [[g.name, g.kind, g.bounds_text(), g.reference, g.description] for g in space.genes]
     print(format_table(rows, ["gene", "type", "range", "reference", "what"], "lllrl"))
+    if info.get("output_layer"):
+        print(f"output layer (never pruned): {info['output_layer']}")
+    fixed = info.get("fixed_groups") or {}
+    if fixed:
+        print(f"fixed groups ({len(fixed)}, not searchable):")
+        print(format_table([[k, v] for k, v in fixed.items()], ["group", "why"], "ll"))
     if info["shipped_genotypes"]:
         print("shipped genotypes: " + ", ".join(info["shipped_genotypes"]))
     return 0
@@ -160,6 +168,7 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
     from prunenas.report import format_table, human
     from prunenas.train import CHECKPOINT, CURVE, METRICS, load_model_state, train
 
+    space, genotype = fit_to_data(space, genotype)
     settings = run_settings(args)
     recipe = recipe_from_args(args, space, genotype)
     data_cfg = data_config(args)
@@ -254,6 +263,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
         raise PrunenasError(f"--pretrain-epochs must be >= 1 (got {args.pretrain_epochs})")
     data = None
     if needs_data or args.dataset:
+        space, _ = fit_to_data(space)
         data = load_data(data_config(args, dataset=args.dataset or "cifar10"), settings.seed)
     reference = args.reference
     if reference is None and proposer.needs_trained and args.pretrain_epochs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,28 @@ def load_genotype(arg: str, space_arg: str | None = None) -> tuple[Any, Any]:
     return get_space(space_arg or genotype.space), genotype
 
 
+def fit_to_data(space: Any, genotype: Any = None, *, quiet: bool = False) -> tuple[Any, Any]:
+    """A traced space named by its factory at the pixel size the data is decoded at (the genotype moved
+    over, its genes unchanged), with a notice; any other space unchanged."""
+    from prunenas.data import DEFAULT_IMAGE_SIZE
+    from prunenas.spaces.traced import space_for_image_size
+
+    fitted = space_for_image_size(space, DEFAULT_IMAGE_SIZE)
+    if fitted is space:
+        return space, genotype
+    if genotype is not None:
+        from prunenas.genotype import Genotype
+
+        genotype = fitted.validate(Genotype(fitted.name, dict(genotype.genes), genotype.provenance))
+    if not quiet:
+        print(
+            f"note: the data is {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE} pixels, so --space {space.name} runs as "
+            f"{fitted.name} (MACs counted at that size)",
+            file=sys.stderr,
+        )
+    return fitted, genotype
+
+
 def parse_options(items: list[str] | None) -> dict[str, Any]:
     """--option NAME=VALUE pairs; VALUE parsed as JSON when it can be (numbers, true/false, null)."""
     from prunenas.recipes import parse_assignments
@@ -83,11 +106,16 @@ def target_from_args(args: argparse.Namespace) -> Any:
 
     given = [
         (k, v)
-        for k, v in (("ratio", args.ratio), ("macs_ratio", args.macs_ratio), ("density", args.density))
+        for k, v in (
+            ("ratio", args.ratio),
+            ("macs_ratio", args.macs_ratio),
+            ("density", args.density),
+            ("latency_ratio", getattr(args, "latency_ratio", None)),
+        )
         if v is not None
     ]
     if len(given) != 1:
-        raise PrunenasError("give exactly one target: --ratio R, --macs-ratio R or --density D")
+        raise PrunenasError("give exactly one target: --ratio R, --macs-ratio R, --density D or --latency-ratio R")
     return Target(given[0][0], given[0][1])  # type: ignore[arg-type]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prunenas.cli.common import (
     data_config,
+    fit_to_data,
     load_data,
     load_genotype,
     parse_options,
@@ -32,8 +33,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     run = run_settings(args)
     data_cfg = data_config(args)
     overrides = recipe_overrides(args)
-    space = get_space(args.space)
-    config = resolve_search(space, args.space, data_cfg, settings, run, overrides)
+    named = get_space(args.space)
+    space, _ = fit_to_data(named)
+    # workers find the space again by the --space value (a TOML path), or by its name when it moved
+    config = resolve_search(space, args.space if space is named else space.name, data_cfg, settings, run, overrides)
     data = load_data(config.data_config(), run.seed)
     log = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
     outcome = run_search(config, space, data, log=log)
@@ -122,6 +125,7 @@ def cmd_rethink(args: argparse.Namespace) -> int:
         space, genotype = load_genotype(args.genotype, args.space)
     else:
         space, genotype = get_space(args.space), None
+    space, genotype = fit_to_data(space, genotype)
     config = RethinkConfig(
         space=space,
         dataset=data_cfg.dataset,

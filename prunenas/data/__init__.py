@@ -36,6 +36,10 @@ __all__ = [
 # --------------------------------------------------------------------------------------------- public entry
 
 
+#: The pixel size datasets are decoded at (CIFAR's own; ImageFolder trees are resized to it).
+DEFAULT_IMAGE_SIZE = 32
+
+
 def default_cache_dir() -> Path:
     """``$PRUNENAS_CACHE`` if set, else ``~/.cache/prunenas/datasets``."""
     env = os.environ.get("PRUNENAS_CACHE")
@@ -51,7 +55,7 @@ def load_dataset(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     download: bool = True,
-    image_size: int = 32,
+    image_size: int = DEFAULT_IMAGE_SIZE,
 ) -> DatasetSplits:
     """Load ``name`` (one of DATASETS) and split it.
 

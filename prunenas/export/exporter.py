@@ -329,7 +329,7 @@ def _same_run(folder: Path, run: TrainedRun) -> bool:
 def _destination(run: TrainedRun, out_dir: str | Path | None, name: str | None, root: str | Path) -> Path:
     if out_dir is not None:
         return Path(out_dir)
-    base = Path(root) / run.space.name
+    base = Path(root) / run.space.slug
     if name is not None:
         if not name or Path(name).name != name or name in (".", ".."):
             raise PrunenasError(f"--name {name!r} must be a plain folder name (no '/'); pass e.g. --name resnet56_b")

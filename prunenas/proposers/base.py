@@ -32,8 +32,8 @@ from prunenas.genotype import Genotype
 from prunenas.plugins import PROPOSERS, load_group
 from prunenas.spaces.base import Space
 
-TargetKind = Literal["ratio", "macs_ratio", "density"]
-TARGET_KINDS: tuple[TargetKind, ...] = ("ratio", "macs_ratio", "density")
+TargetKind = Literal["ratio", "macs_ratio", "density", "latency_ratio"]
+TARGET_KINDS: tuple[TargetKind, ...] = ("ratio", "macs_ratio", "density", "latency_ratio")
 GROUP = PROPOSERS
 
 
@@ -44,7 +44,9 @@ class Target:
 
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:
-            raise PrunenasError(f"unknown target {self.kind!r}; valid: --ratio, --macs-ratio, --density")
+            raise PrunenasError(
+                f"unknown target {self.kind!r}; valid: --ratio, --macs-ratio, --density, --latency-ratio"
+            )
         v = float(self.value)
         ok = 0.0 <= v < 1.0 if self.kind == "ratio" else 0.0 < v <= 1.0
         if not ok:

@@ -79,6 +79,15 @@ def run_proposer(proposer: Proposer, ctx: ProposalContext, target: Target, **pro
     achieved: dict[str, float] = {"macs_ratio": cost.macs_ratio, **space.achieved(genotype)}
     if target.kind == "macs_ratio" and abs(cost.macs_ratio - target.value) > MACS_TOLERANCE * target.value:
         raise RuntimeError(f"proposer {proposer.name} missed --macs-ratio {target.value}: got {cost.macs_ratio:.4f}")
+    if target.kind == "latency_ratio":
+        from prunenas.latency_model import latency_predictor
+
+        achieved["latency_ratio_predicted"] = latency_predictor(space).ratio(space, genotype)
+        if abs(achieved["latency_ratio_predicted"] - target.value) > MACS_TOLERANCE * target.value:
+            raise RuntimeError(
+                f"proposer {proposer.name} missed --latency-ratio {target.value}: "
+                f"predicted {achieved['latency_ratio_predicted']:.4f}"
+            )
     if "density" in achieved and target.kind in ("density", "ratio"):
         want = target.value if target.kind == "density" else 1.0 - target.value
         if abs(achieved["density"] - want) > DENSITY_TOLERANCE:

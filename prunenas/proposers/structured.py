@@ -45,6 +45,16 @@ def macs_ratio_of(space: Space, genes: Mapping[str, int]) -> float:
     return fast_macs(space, space.make(dict(genes))) / fast_macs(space, space.reference())
 
 
+def _ratio_measure(space: Space, kind: str) -> Callable[[Mapping[str, int]], float]:
+    """The ratio a target of `kind` is met on: MACs (counted) or latency (predicted, `prunenas.latency_model`)."""
+    if kind != "latency_ratio":
+        return lambda genes: macs_ratio_of(space, genes)
+    from prunenas.latency_model import latency_predictor
+
+    predictor = latency_predictor(space)
+    return lambda genes: predictor.ratio(space, space.make(dict(genes)))
+
+
 def solve_ratio(
     space: Space, widths_for: Callable[[float], Widths], target: Target, reference: Mapping[str, Any]
 ) -> tuple[float, Widths]:
@@ -53,8 +63,10 @@ def solve_ratio(
     if target.kind == "ratio":
         return target.value, widths_for(target.value)
 
+    measure = _ratio_measure(space, target.kind)
+
     def ratio_of(w: Widths) -> float:
-        return macs_ratio_of(space, {**reference, **w})
+        return measure({**reference, **w})
 
     goal = target.value
     lo, hi = 0.0, 0.999
@@ -72,6 +84,8 @@ def solve_ratio(
             lo = mid
         else:
             hi = mid
+    if best[0] > MACS_TOLERANCE and lo < hi:
+        best = min(best, _between(widths_for(lo), widths_for(hi), ratio_of, goal, lo), key=lambda b: b[0])
     if best[0] > MACS_TOLERANCE:
         floor = ratio_of(widths_for(0.999))
         closest = ratio_of(best[2])
@@ -79,8 +93,37 @@ def solve_ratio(
             why = f"the smallest reachable is about {floor:.3f}; ask for a larger ratio or a lower min_channels"
         else:
             why = f"the widths are too coarse here: the closest is {closest:.3f}; ask for another ratio"
-        raise PrunenasError(f"cannot reach --macs-ratio {goal:g} within 2% in {space.name!r}: {why}")
+        flag = "--" + target.kind.replace("_", "-")
+        raise PrunenasError(f"cannot reach {flag} {goal:g} within 2% in {space.name!r}: {why}")
     return best[1], best[2]
+
+
+def snap_widths(space: Space, widths: Mapping[str, int]) -> Widths:
+    """Each width moved to the nearest value its gene allows (a multiple of the space's channel divisor,
+    within the gene's bounds); a no-op for genes of step 1 within bounds."""
+    return {g: int(space.gene(g).snap(w)) for g, w in widths.items()}
+
+
+def _between(
+    above: Widths, below: Widths, ratio_of: Callable[[Widths], float], goal: float, ratio: float
+) -> tuple[float, float, Widths]:
+    """Where widths move in coarse steps (channel divisors), the MACs ratio can jump over the goal
+    between two neighbouring ratios r. Walk from the widths just above the goal to those just below,
+    one gene at a time (the gene whose move changes MACs least first), and keep the closest point."""
+    current = dict(above)
+    best = (abs(ratio_of(current) - goal) / goal, ratio, dict(current))
+    todo = [g for g in above if above[g] != below[g]]
+    while todo:
+        trials = {g: ratio_of({**current, g: below[g]}) for g in todo}
+        gene = max(todo, key=lambda g: trials[g])  # the smallest drop in MACs
+        current[gene] = below[gene]
+        todo.remove(gene)
+        err = abs(trials[gene] - goal) / goal
+        if err < best[0]:
+            best = (err, ratio, dict(current))
+        if trials[gene] < goal:
+            break
+    return best
 
 
 # -- widths from scores ------------------------------------------------------------------------------
@@ -131,7 +174,7 @@ def _channel_scores(ctx: ProposalContext, model: nn.Module, importance: str) -> 
     wanted = space.structured_genes()
     if not wanted:
         raise PrunenasError(f"space {space.name!r} does not declare which genes channel pruning may change")
-    return channel_scores(model, wanted, importance, _example(ctx), what=space.name)
+    return channel_scores(model, wanted, importance, _example(ctx), what=space.name, ignored=space.output_layers())
 
 
 def _example(ctx: ProposalContext) -> torch.Tensor:
@@ -160,7 +203,7 @@ class _ChannelProposer(Proposer):
     """Shared flow: scores per gene -> widths for a ratio -> target met -> genotype with provenance."""
 
     kind = "channels"
-    targets: ClassVar[tuple[TargetKind, ...]] = ("ratio", "macs_ratio")
+    targets: ClassVar[tuple[TargetKind, ...]] = ("ratio", "macs_ratio", "latency_ratio")
     options: ClassVar[Mapping[str, Any]] = {"global_ranking": True, "min_channels": 1}
     uses_scores: ClassVar[bool] = True
 
@@ -186,7 +229,7 @@ class _ChannelProposer(Proposer):
             widths, clamped = global_widths(scores, r, floor) if scored else local_widths(sizes, r, floor)
             clamp_log.clear()
             clamp_log.update(clamped)
-            return widths
+            return snap_widths(space, widths)
 
         ratio, widths = solve_ratio(space, widths_for, target, reference)
         widths_for(ratio)  # leaves the clamping of the chosen ratio in clamp_log
@@ -431,7 +474,7 @@ class LiPaperProposer(Proposer):
 
         def widths_for(r: float) -> Widths:
             # scale 1 reproduces the paper exactly; r == top is the paper's own setting.
-            return widths_at(1.0 if abs(r - top) < 1e-12 else min(r / top, 0.999 / top))
+            return snap_widths(space, widths_at(1.0 if abs(r - top) < 1e-12 else min(r / top, 0.999 / top)))
 
         ratio, widths = solve_ratio(space, widths_for, target, reference)
         genotype = space.make({**reference, **widths})

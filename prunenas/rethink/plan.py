@@ -194,12 +194,12 @@ def default_study_dir(config: RethinkConfig, genotype: Genotype | None) -> Path:
     trained (a proposer that scores trained weights and no --reference), the proposer and what its decision
     depends on name it instead: <space>-<proposer>-<target>[-<options hash>]-s<base seed>-<dataset>/."""
     if genotype is not None:
-        return Path("runs") / "rethink" / f"{config.space.name}-{genotype.key}-{config.dataset}"
+        return Path("runs") / "rethink" / f"{config.space.slug}-{genotype.key}-{config.dataset}"
     assert config.proposer is not None and config.target is not None
     name = f"{config.proposer}-{config.target.kind.replace('_', '')}{config.target.value:g}"
     if config.proposer_options:
         name += "-" + fingerprint(dict(config.proposer_options), length=6)
-    return Path("runs") / "rethink" / f"{config.space.name}-{name}-s{config.settings.seed}-{config.dataset}"
+    return Path("runs") / "rethink" / f"{config.space.slug}-{name}-s{config.settings.seed}-{config.dataset}"
 
 
 # -- the plan ----------------------------------------------------------------------------------------------
@@ -479,7 +479,7 @@ def dry_run(config: RethinkConfig, *, train_images: int | None = None) -> Plan:
     study = config.out
     if study is None and genotype is None and proposer is not None and not proposer.needs_trained:
         # decided up front when the study runs: named by the key it will have
-        study = Path("runs") / "rethink" / f"{config.space.name}-<genotype key>-{config.dataset}"
+        study = Path("runs") / "rethink" / f"{config.space.slug}-<genotype key>-{config.dataset}"
     return make_plan(
         config, num_classes=num_classes, train_images=train_images, genotype=genotype, inverted=inv_genotype,
         study_dir=study,

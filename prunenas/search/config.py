@@ -107,6 +107,13 @@ class SearchSettings(Config):
         "cpu", "runtime of the latency metric: ONNX Runtime cpu, cuda or tensorrt, or torch (eager)",
         choices=("cpu", "cuda", "tensorrt", "torch"),
     )  # fmt: skip
+    latency_predictor: bool = setting(
+        False,
+        "with --max latency=...: predict each candidate's latency first (a predictor calibrated once per space by "
+        "timing 16 genotypes, cached) and record it infeasible untimed and untrained when the prediction is over "
+        "the limit by more than the predictor's 90th-percentile error; others are timed",
+        identity=False,
+    )
 
     def check(self) -> None:
         if self.max_macs is not None and self.max_macs_ratio is not None:
@@ -209,6 +216,7 @@ class SearchConfig:
     compile: bool = False
     latency_batch: int = 1  # options of the latency metric
     latency_provider: str = "cpu"
+    latency_predictor: bool = False  # discard candidates predicted over a latency limit (prunenas.latency_model)
     space_ref: str | None = None  # how a worker finds the space (a name or a TOML path); default `space`
     data: DataConfig | None = None  # how a worker loads the data; default DataConfig(dataset)
 
@@ -334,8 +342,10 @@ def resolve_search(
     """The resolved search of the `prunenas search` flags (and of `prunenas.search(...)`)."""
     budget = settings.resolved_budget(data.train_subset)
     study = safe_name(settings.study or default_study_name(settings, run.seed, recipe_overrides), "--study")
+    from prunenas.spaces.traced import is_factory_name
+
     ref = space_ref
-    if ref.endswith(".toml") or "/" in ref:
+    if (ref.endswith(".toml") or "/" in ref) and not is_factory_name(ref):
         ref = str(Path(ref).resolve())
     return SearchConfig(
         space=space.name,
@@ -365,6 +375,7 @@ def resolve_search(
         min_density=settings.min_density,
         latency_batch=settings.latency_batch,
         latency_provider=settings.latency_provider,
+        latency_predictor=settings.latency_predictor,
         recipe_overrides=dict(recipe_overrides),
         workers=settings.workers,
         gpus=tuple(g.strip() for g in settings.gpus.split(",")) if settings.gpus else (),

@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,7 @@ class Objective:
         }
         self._proposers: list[str] = list(config.proposer_names or applicable_proposers(space, config.reference))
         self._context: Any = None
+        self._predictor: Any = None
         self._bounds: dict[str, list[Any]] | None = None
 
     # genes mode ---------------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ class Objective:
         for gene in self.space.genes:
             low, high, log = self._bounds[gene.name]
             if gene.kind == "int":
-                values[gene.name] = trial.suggest_int(gene.name, int(low), int(high))
+                values[gene.name] = trial.suggest_int(gene.name, int(low), int(high), step=gene.step)
             else:
                 values[gene.name] = trial.suggest_float(gene.name, float(low), float(high), log=bool(log))
         return self.space.make(values)
@@ -160,9 +161,36 @@ class Objective:
         return proposal.genotype
 
     # the trial ----------------------------------------------------------------------------------------------
-    def measure(self, genotype: Genotype, result: TrainResult | None, after_training: bool) -> dict[str, float]:
+    def measure(
+        self,
+        genotype: Genotype,
+        result: TrainResult | None,
+        after_training: bool,
+        known: Mapping[str, float] | None = None,
+    ) -> dict[str, float]:
         ctx = MetricContext(self.space, genotype, self.data.num_classes, result, self.options)
-        return {n: m.measure(ctx) for n, m in self.metrics.items() if m.after_training == after_training}
+        return {
+            n: known[n] if known and n in known else m.measure(ctx)
+            for n, m in self.metrics.items()
+            if m.after_training == after_training
+        }
+
+    def predicted_over(self, genotype: Genotype) -> dict[str, float]:
+        """{"latency": predicted ms} when --latency-predictor is on and the candidate's predicted latency is
+        over --max latency by more than the predictor's 90th-percentile error; else {} (it is timed)."""
+        reference = self.references.get("latency")
+        if not self.config.latency_predictor or "latency" not in self.limits or not reference:
+            return {}
+        if self._predictor is None:
+            from prunenas.latency_model import latency_predictor
+
+            self._predictor = latency_predictor(
+                self.space, provider=self.config.latency_provider, batch=self.config.latency_batch
+            )
+        ratio = self._predictor.ratio(self.space, genotype)
+        if self._predictor.confidently_over(ratio, self.limits["latency"] / reference):
+            return {"latency": ratio * reference}
+        return {}
 
     def record(self, trial: optuna.Trial, values: dict[str, float]) -> None:
         for name, value in values.items():
@@ -188,7 +216,10 @@ class Objective:
         trial.set_user_attr("genotype", genotype.to_dict())
         trial.set_user_attr("key", genotype.key)
         trial.set_user_attr("origin", trial.user_attrs.get("origin", "sampler"))
-        values = self.measure(genotype, None, after_training=False)
+        predicted = self.predicted_over(genotype)
+        if predicted:
+            trial.set_user_attr("latency_predicted", True)
+        values = self.measure(genotype, None, after_training=False, known=predicted)
         self.record(trial, values)
         violations = self.violations(values)
         for name, v in violations.items():

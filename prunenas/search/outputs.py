@@ -148,7 +148,7 @@ def finalize(
         if config.export and result.finished:
             from prunenas.export import export_run
 
-            dest = config.exports_root / space.name / config.study / w.genotype.key
+            dest = config.exports_root / space.slug / config.study / w.genotype.key
             exported = export_run(run_dir, dest, out_flag="--exports")
             export_dir = str(exported.out_dir)
             log(f"  exported {exported.onnx_path} (ONNX Runtime parity checked)")

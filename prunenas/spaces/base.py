@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -30,7 +31,9 @@ class Gene:
     """One searchable decision.
 
     `kind` is "int" (a channel count) or "float" (a density or a ratio). Bounds are inclusive,
-    except that `low_open=True` excludes `low` itself (densities live in (0, 1]).
+    except that `low_open=True` excludes `low` itself (densities live in (0, 1]). An int gene with
+    `step` > 1 takes only multiples of `step` (a channel divisor: widths that run fast, or that a
+    grouped convolution can split evenly); its bounds and reference are multiples of it.
     """
 
     name: str
@@ -40,12 +43,22 @@ class Gene:
     reference: GeneValue
     low_open: bool = False
     description: str = ""
+    step: int = 1
 
     def bounds_text(self) -> str:
         left = "(" if self.low_open else "["
         low = int(self.low) if self.kind == "int" else self.low
         high = int(self.high) if self.kind == "int" else self.high
-        return f"{left}{low}, {high}]"
+        every = f" step {self.step}" if self.step > 1 else ""
+        return f"{left}{low}, {high}]{every}"
+
+    def snap(self, value: float) -> GeneValue:
+        """The allowed value nearest to `value` (int genes: a multiple of `step` within the bounds)."""
+        if self.kind != "int":
+            return min(self.high, max(self.smallest(), float(value)))
+        step = self.step
+        snapped = round(float(value) / step) * step
+        return int(min(int(self.high), max(int(self.smallest()), snapped)))
 
     def check(self, value: GeneValue) -> GeneValue:
         """Return the value normalised to the gene's type, or raise naming gene, value and range."""
@@ -56,6 +69,11 @@ class Gene:
                         f"gene {self.name!r} = {value!r}: must be an integer channel count in {self.bounds_text()}"
                     )
                 value = int(value)
+            if self.step > 1 and int(value) % self.step:
+                raise GenotypeError(
+                    f"gene {self.name!r} = {value!r}: must be a multiple of {self.step} in {self.bounds_text()} "
+                    "(the space's channel divisor)"
+                )
         else:
             value = float(value)
         too_low = value <= self.low if self.low_open else value < self.low
@@ -69,12 +87,13 @@ class Gene:
     def smallest(self) -> GeneValue:
         """The lowest allowed value (for an open lower bound, a value just above it)."""
         if self.kind == "int":
-            return math.ceil(self.low + (1 if self.low_open else 0))
+            low = math.ceil(self.low + (1 if self.low_open else 0))
+            return -(-low // self.step) * self.step
         return self.low if not self.low_open else min(self.high, self.low + 1e-6)
 
     def sample(self, rng: random.Random) -> GeneValue:
         if self.kind == "int":
-            return rng.randint(math.ceil(self.low + (1 if self.low_open else 0)), int(self.high))
+            return rng.randrange(int(self.smallest()), int(self.high) + 1, self.step)
         lo = self.low
         value = rng.uniform(lo, self.high)
         while self.low_open and value <= lo:
@@ -122,7 +141,7 @@ class Space(ABC):
         self.recipe: dict[str, Any] = dict(recipe or {})
         self.source = source
         if self.config_keys is not None:
-            valid = self.config_keys | {"input_shape", "num_classes"}
+            valid = self.config_keys | {"input_shape", "num_classes", "divisor"}
             unknown = sorted(set(self.config) - valid)
             if unknown:
                 raise SpaceError(
@@ -135,6 +154,11 @@ class Space(ABC):
         self.input_shape: tuple[int, int, int] = (shape[0], shape[1], shape[2])
         self.num_classes: int = int(self.config.get("num_classes", 10))
         self.genes: tuple[Gene, ...] = tuple(self._make_genes())
+        divisor = self.config.get("divisor")
+        if divisor is not None:
+            if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
+                raise SpaceError(f"space {name!r}: divisor must be an integer >= 1, got {divisor!r}")
+            self.genes = tuple(_with_divisor(g, divisor) for g in self.genes)
         if not self.genes:
             raise SpaceError(f"space {name!r} defines no genes")
         names = [g.name for g in self.genes]
@@ -157,6 +181,15 @@ class Space(ABC):
         return {}
 
     # -- what differs between kinds of space (overridden by the families) ----------------------
+    def analytic_macs(self, genotype: Genotype) -> int | None:
+        """MACs of a validated genotype at `num_classes` computed without building it (None: build and count)."""
+        return None
+
+    def output_layers(self) -> list[str] | None:
+        """Module paths whose output channels channel pruning never touches (None: every Linear layer,
+        the CIFAR families' classifier)."""
+        return None
+
     def serves(self, proposer_kind: str) -> bool:
         """Whether proposers of this kind ("channels", "density") propose genotypes of this space."""
         return self.proposer_kind is not None and self.proposer_kind == proposer_kind
@@ -198,6 +231,11 @@ class Space(ABC):
         return inherit_channels(self, reference_model, genotype)
 
     # -- provided ------------------------------------------------------------------------------
+    @property
+    def slug(self) -> str:
+        """The space's name as one folder-name part (model factory names hold ':', '/' and '@')."""
+        return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", self.name)
+
     def gene(self, name: str) -> Gene:
         return self._by_name[name]
 
@@ -265,6 +303,7 @@ class Space(ABC):
                     "high": g.high,
                     "low_open": g.low_open,
                     "reference": g.reference,
+                    "step": g.step,
                     "description": g.description,
                 }
                 for g in self.genes
@@ -274,6 +313,16 @@ class Space(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}: {len(self.genes)} genes>"
+
+
+def _with_divisor(gene: Gene, divisor: int) -> Gene:
+    """A channel gene whose values are multiples of `divisor` (reduced to a divisor of its reference width,
+    which stays allowed); float genes and genes that already have a step are unchanged."""
+    if gene.kind != "int" or gene.step > 1 or divisor == 1:
+        return gene
+    step = math.gcd(divisor, int(gene.reference))
+    low = max(step, -(-math.ceil(gene.low + (1 if gene.low_open else 0)) // step) * step)
+    return replace(gene, low=min(low, int(gene.reference)), low_open=False, step=step)
 
 
 def _preview(items: list[str], n: int = 6) -> str:

@@ -117,7 +117,10 @@ def _find_toml(name: str, relative_to: Path | None = None) -> Path:
     index = _toml_index()
     if name in index:
         return index[name]
-    raise SpaceError(f"unknown space {name!r}; valid spaces: {', '.join(space_names())} (or a path to a .toml file)")
+    raise SpaceError(
+        f"unknown space {name!r}; valid spaces: {', '.join(space_names())}, a model (torchvision:NAME, timm:NAME, "
+        "package.module:callable) or a path to a .toml file"
+    )
 
 
 def _space_from_data(name: str, data: Mapping[str, Any], source: str, overrides: Mapping[str, Any] | None) -> Space:
@@ -158,6 +161,14 @@ def get_space(name: str, overrides: Mapping[str, Any] | None = None) -> Space:
     cache_key = (name, _freeze(overrides or {}))
     if cache_key in _CACHE:
         return _CACHE[cache_key]
+    from prunenas.spaces.traced import is_factory_name, space_from_name
+
+    if is_factory_name(name) and name not in _toml_index():
+        if overrides:
+            raise SpaceError(f"space {name!r}: a model factory name takes no overrides; write a TOML file instead")
+        space = space_from_name(name)
+        _CACHE[cache_key] = space
+        return space
     if name.endswith(".toml") or os.sep in name:
         path = Path(name)
         data = _resolve_toml(path)
@@ -176,7 +187,8 @@ def get_space(name: str, overrides: Mapping[str, Any] | None = None) -> Space:
         cls = families().get(name)
         if cls is None or cls.default_config is None:
             raise SpaceError(
-                f"unknown space {name!r}; valid spaces: {', '.join(space_names())} (or a path to a .toml file)"
+                f"unknown space {name!r}; valid spaces: {', '.join(space_names())}, a model (torchvision:NAME, "
+                "timm:NAME, package.module:callable) or a path to a .toml file"
             )
         space = cls(
             name,

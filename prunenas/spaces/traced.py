@@ -1,0 +1,479 @@
+"""Traced spaces: any PyTorch classification model as a channel search space.
+
+A traced space starts from a model factory (`prunenas.spaces.factories`: `torchvision:NAME`,
+`timm:NAME`, `package.module:callable`, `path/to/file.py:callable`) and derives its genes from
+Torch-Pruning's dependency graph:
+
+* one channel gene per prunable dependency group, named by the module path of the group's root
+  layer (never by position), valued in [lowest, reference] in steps of the group's divisor: the
+  space's `divisor` (default 8), times the group's own split count (grouped convolutions, GroupNorm),
+  reduced to a divisor of the reference width;
+* groups that reach the model's output layer (the classifier, Linear or Conv) are never genes, nor
+  are groups of `ignored_layers`;
+* every candidate group is probed at its lowest width: a group whose pruning fails or changes the
+  output shape is fixed and reported with the reason (`prunenas spaces show` lists them).
+
+Building a genotype: a fresh model from the factory (torch's RNG, seeded by the run, decides its
+weights), each narrowed group pruned by Torch-Pruning's dependency graph (the last channels of each
+split removed: in a fresh init every channel is alike), then re-initialised by this rule: every
+conv/linear layer whose shape changed has its weights rescaled so that their standard deviation
+follows the family's own init at the new fan. The family's rule is read off its reference model per
+layer type: the fan (fan_in, fan_out or their mean, as torch's init functions compute it) for which
+std * sqrt(fan) is most nearly constant over the layers of that type, or a constant std when that
+fits best (e.g. ConvNeXt's truncated normal). Then it is checked: each gene's root layer has the
+genotype's width and the output shape is (batch, num_classes).
+
+Names: `torchvision:mobilenet_v2` (224-pixel input), `torchvision:mobilenet_v2@32` (32-pixel input),
+`density:torchvision:resnet18` (one density gene per conv/linear weight, as the CIFAR density spaces).
+A TOML file with `family = "traced"` sets the same things, plus kwargs, ignored layers, divisor and
+lowest width fraction, and may `extends` another traced TOML.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from prunenas.errors import SpaceError
+from prunenas.genotype import GeneValue, Genotype
+from prunenas.spaces.base import Gene, Space, SpaceKind
+from prunenas.spaces.factories import make_model
+
+DEFAULT_DIVISOR = 8
+DEFAULT_MIN_FRACTION = 0.125
+DEFAULT_INPUT_SIZE = 224
+_SPEC = re.compile(r"^(?P<density>density:)?(?P<factory>[^@]+?)(?:@(?P<size>\d+))?$")
+#: What a traced space's name may start with (the user-callable forms contain a ':' too).
+PREFIXES = ("torchvision:", "timm:", "density:")
+
+
+def is_factory_name(name: str) -> bool:
+    """Whether a --space value names a model factory (rather than a shipped space or a TOML file)."""
+    if name.endswith(".toml"):
+        return False
+    return name.startswith(PREFIXES) or (":" in name and not name.startswith(":"))
+
+
+@dataclass(frozen=True)
+class FactoryName:
+    """A traced space's name, parsed: `[density:]FACTORY[@SIZE]`."""
+
+    factory: str
+    size: int | None
+    density: bool
+
+    @classmethod
+    def parse(cls, name: str) -> FactoryName:
+        match = _SPEC.match(name)
+        if not match or ":" not in match["factory"]:
+            raise SpaceError(
+                f"space {name!r} is not a model factory name; use torchvision:NAME, timm:NAME, "
+                "package.module:callable or path/to/file.py:callable, optionally with @SIZE (input pixels) "
+                "and a density: prefix"
+            )
+        size = int(match["size"]) if match["size"] else None
+        if size is not None and not 8 <= size <= 4096:
+            raise SpaceError(f"space {name!r}: input size {size} must be in [8, 4096] pixels")
+        return cls(match["factory"], size, bool(match["density"]))
+
+    def at_size(self, size: int) -> str:
+        return f"{'density:' if self.density else ''}{self.factory}@{size}"
+
+
+def space_from_name(name: str) -> Space:
+    """The space a model factory name stands for (see `FactoryName`); errors name the --space flag."""
+    try:
+        return _space_from_name(name)
+    except SpaceError as exc:
+        raise SpaceError(f"--space {name}: {exc}") from None
+
+
+def _space_from_name(name: str) -> Space:
+    parsed = FactoryName.parse(name)
+    size = parsed.size or DEFAULT_INPUT_SIZE
+    if parsed.density:
+        from prunenas.spaces.density import DensitySpace
+
+        base = f"{parsed.factory}@{size}"
+        return DensitySpace(
+            name, {"base": base}, description=f"{base} with one density per conv/linear layer", source="model factory"
+        )
+    source = parsed.factory.partition(":")[0]
+    config = {
+        "factory": parsed.factory,
+        "input_size": size,
+        "num_classes": 1000 if source in ("torchvision", "timm") else 10,
+    }
+    return TracedSpace(name, config, description=f"{parsed.factory} at {size}x{size}", source="model factory")
+
+
+def space_for_image_size(space: Space, size: int) -> Space:
+    """`space` at `size`-pixel inputs when it is a traced space named by its factory (the data decides
+    the input size), else `space` itself."""
+    from prunenas.spaces.registry import get_space
+
+    target = getattr(space, "base", space)
+    if not isinstance(target, TracedSpace) or target.input_shape[1:] == (size, size):
+        return space
+    if not is_factory_name(space.name):
+        return space  # a TOML space states its own input size; the trainer checks it against the data
+    return get_space(FactoryName.parse(space.name).at_size(size))
+
+
+def _std(t: torch.Tensor) -> float:
+    return float(t.detach().double().std()) if t.numel() > 1 else 0.0
+
+
+def _fans(weight: torch.Tensor) -> tuple[int, int]:
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    return int(weight.shape[1]) * receptive, int(weight.shape[0]) * receptive
+
+
+_MODES = ("fan_in", "fan_out", "fan_avg")
+
+
+def _fan(mode: str, fans: tuple[int, int]) -> float:
+    return {"fan_in": fans[0], "fan_out": fans[1], "fan_avg": (fans[0] + fans[1]) / 2}[mode]
+
+
+def detect_init_modes(model: nn.Module) -> dict[str, str]:
+    """Per layer kind ("Conv2d", "Conv2d/depthwise", "Linear"): the fan the family's init scales by
+    ("fan_in", "fan_out", "fan_avg"), "constant" when its std does not depend on the fan, or "unknown"
+    (then pruned layers keep their initial values unscaled)."""
+    buckets: dict[str, list[tuple[float, tuple[int, int]]]] = {}
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear) and m.weight.numel() >= 16:
+            kind = type(m).__name__
+            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
+                kind += "/depthwise"
+            buckets.setdefault(kind, []).append((_std(m.weight), _fans(m.weight)))
+    modes: dict[str, str] = {}
+    for kind, rows in buckets.items():
+        stds = torch.tensor([s for s, _ in rows], dtype=torch.float64)
+        if len(rows) < 2 or float(stds.mean()) == 0.0:
+            modes[kind] = "unknown"
+            continue
+
+        def spread(values: torch.Tensor) -> float:
+            return float(values.std() / values.mean()) if float(values.mean()) else math.inf
+
+        scores = {"constant": spread(stds)}
+        for mode in _MODES:
+            scores[mode] = spread(stds * torch.tensor([math.sqrt(_fan(mode, f)) for _, f in rows], dtype=torch.float64))
+        best = min(scores, key=lambda k: (round(scores[k], 3), k != "constant"))
+        modes[kind] = best if scores[best] < 0.15 else "unknown"
+    return modes
+
+
+def _kind_of(m: nn.Module, ref_groups: int, ref_in: int) -> str:
+    kind = type(m).__name__
+    if isinstance(m, nn.Conv2d) and ref_groups > 1 and ref_groups == ref_in:
+        kind += "/depthwise"
+    return kind
+
+
+@dataclass(frozen=True)
+class _Layer:
+    out: int
+    inp: int
+    groups: int
+    macs: int
+    fans: tuple[int, int]
+    kind: str
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.inp == self.out
+
+
+class TracedSpace(Space):
+    """Any classification model from a factory, its channel genes derived by Torch-Pruning's dependency graph.
+
+    Config: factory, kwargs, input_size (or input_shape), num_classes, ignored_layers, divisor, min_fraction.
+    """
+
+    family: ClassVar[str] = "traced"
+    kind: ClassVar[SpaceKind] = "channels"
+    config_keys: ClassVar[frozenset[str] | None] = frozenset(
+        {"factory", "kwargs", "input_size", "ignored_layers", "divisor", "min_fraction"}
+    )
+
+    # -- deriving the genes --------------------------------------------------------------------------------
+    def _settings(self) -> None:
+        cfg = self.config
+        factory = cfg.get("factory")
+        if not isinstance(factory, str) or ":" not in factory:
+            raise SpaceError(
+                f'space {self.name!r}: a traced space needs factory = "torchvision:NAME", "timm:NAME" or '
+                f'"package.module:callable" (got {factory!r})'
+            )
+        self.factory: str = factory
+        kwargs = cfg.get("kwargs", {})
+        if not isinstance(kwargs, Mapping):
+            raise SpaceError(f"space {self.name!r}: kwargs must be a table of factory arguments, got {kwargs!r}")
+        self.kwargs: dict[str, Any] = dict(kwargs)
+        size = cfg.get("input_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
+                raise SpaceError(f"space {self.name!r}: input_size must be an integer in [8, 4096], got {size!r}")
+            self.input_shape = (self.input_shape[0] if "input_shape" in cfg else 3, size, size)
+        elif "input_shape" not in cfg:
+            self.input_shape = (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+        divisor = cfg.get("divisor", DEFAULT_DIVISOR)
+        if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
+            raise SpaceError(f"space {self.name!r}: divisor must be an integer >= 1, got {divisor!r}")
+        self.divisor: int = divisor
+        fraction = cfg.get("min_fraction", DEFAULT_MIN_FRACTION)
+        if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+            raise SpaceError(f"space {self.name!r}: min_fraction must be in (0, 1], got {fraction!r}")
+        self.min_fraction: float = float(fraction)
+        ignored = cfg.get("ignored_layers", [])
+        if not isinstance(ignored, list) or not all(isinstance(x, str) for x in ignored):
+            raise SpaceError(f"space {self.name!r}: ignored_layers must be a list of module paths, got {ignored!r}")
+        self.user_ignored: list[str] = list(ignored)
+
+    def example(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, *self.input_shape)
+
+    def fresh_model(self, num_classes: int | None = None) -> nn.Module:
+        """The factory's unpruned model (weights from torch's global RNG)."""
+        return make_model(self.factory, num_classes or self.num_classes, self.kwargs)
+
+    def _output(self, model: nn.Module, num_classes: int, what: str) -> torch.Tensor:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(self.example())
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpaceError(
+                f"space {self.name!r}: {what} fails on a {list(self.example().shape)} input ({first}); "
+                "use an input size the model accepts (NAME@SIZE or input_size)"
+            ) from None
+        finally:
+            model.train(was)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or tuple(out.shape) != (1, num_classes):
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise SpaceError(
+                f"space {self.name!r}: {what} outputs {got}, not [batch, {num_classes}] class scores: "
+                "a traced space needs a classification model with a classifier that takes num_classes"
+            )
+        return out
+
+    def _make_genes(self) -> list[Gene]:
+        from prunenas.cost import fvcore_macs_by_layer
+        from prunenas.surgery import channel_groups
+
+        self._settings()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = self.fresh_model()
+        model.eval()
+        self._output(model, self.num_classes, f"model {self.factory!r}")
+        modules = dict(model.named_modules())
+        order: list[str] = []
+        hooks = [
+            m.register_forward_hook(lambda *_, n=n: order.append(n))
+            for n, m in modules.items()
+            if isinstance(m, nn.Conv2d | nn.Linear)
+        ]
+        try:
+            with torch.no_grad():
+                model(self.example())
+        finally:
+            for h in hooks:
+                h.remove()
+        if not order:
+            raise SpaceError(f"space {self.name!r}: model {self.factory!r} has no Conv2d or Linear layer to prune")
+        unknown = [n for n in self.user_ignored if n not in modules]
+        if unknown:
+            raise SpaceError(
+                f"space {self.name!r}: ignored_layers {unknown[:3]} are not modules of the model "
+                f"(e.g. {', '.join(list(order)[:3])})"
+            )
+        self.output_layer = order[-1]
+        rank = {n: i for i, n in enumerate(dict.fromkeys(order))}
+        try:
+            found = channel_groups(model, self.example(), ignored=[self.output_layer, *self.user_ignored])
+        except Exception as exc:  # Torch-Pruning cannot trace this model's graph
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise SpaceError(
+                f"space {self.name!r}: Torch-Pruning cannot build the dependency graph of {self.factory!r} "
+                f"({type(exc).__name__}: {first}); its channels cannot be searched (try its density: space)"
+            ) from None
+        groups = [
+            # a group is named by the first layer (in execution order) whose output channels it sets
+            replace(g, root=min((n for n, _ in g.out_layers), key=lambda n: rank.get(n, len(rank)), default=g.root))
+            for g in found
+        ]
+        groups.sort(key=lambda g: rank.get(g.root, len(rank)))
+        macs = fvcore_macs_by_layer(model, self.input_shape)
+        self._layers: dict[str, _Layer] = {}
+        for name, m in modules.items():
+            if isinstance(m, nn.Conv2d):
+                self._layers[name] = _Layer(
+                    m.out_channels, m.in_channels, m.groups, macs.get(name, 0), _fans(m.weight),
+                    _kind_of(m, m.groups, m.in_channels),
+                )  # fmt: skip
+            elif isinstance(m, nn.Linear):
+                self._layers[name] = _Layer(
+                    m.out_features, m.in_features, 1, macs.get(name, 0), _fans(m.weight), "Linear"
+                )
+        self.init_modes = detect_init_modes(model)
+        self.fixed_groups: dict[str, str] = {}
+        candidates = {}
+        for g in groups:
+            step = math.gcd(math.lcm(self.divisor, g.splits), g.width)
+            low = max(step, math.ceil(g.width * self.min_fraction / step) * step)
+            if low >= g.width:
+                self.fixed_groups[g.root] = f"width {g.width} leaves nothing to prune at divisor {step}"
+                continue
+            candidates[g.root] = (g, step, low)
+        failing = self._probe(model, {r: (g.width, low, g.splits) for r, (g, _, low) in candidates.items()})
+        self.fixed_groups.update(failing)
+        self.groups = {r: g for r, (g, _, _) in candidates.items() if r not in failing}
+        self.gene_splits = {r: g.splits for r, g in self.groups.items()}
+        self._outs: dict[str, list[tuple[str, int]]] = {}
+        self._ins: dict[str, list[tuple[str, int]]] = {}
+        for r, g in self.groups.items():
+            for layer, n in g.out_layers:
+                self._outs.setdefault(layer, []).append((r, n))
+            for layer, n in g.in_layers:
+                self._ins.setdefault(layer, []).append((r, n))
+        if not self.groups:
+            reasons = "; ".join(f"{k}: {v}" for k, v in list(self.fixed_groups.items())[:3])
+            raise SpaceError(
+                f"space {self.name!r}: no channel group of {self.factory!r} can be pruned"
+                + (f" ({reasons})" if reasons else " (Torch-Pruning found no dependency group outside the classifier)")
+            )
+        genes = []
+        for r, (g, step, low) in candidates.items():
+            if r in failing:
+                continue
+            layers = ", ".join(dict.fromkeys(n for n, _ in g.out_layers))
+            what = f"out channels of {layers}" if len(layers) < 80 else f"out channels of {len(g.out_layers)} layers"
+            genes.append(Gene(r, "int", low, g.width, g.width, step=step, description=what))
+        return genes
+
+    def _probe(self, model: nn.Module, plan: Mapping[str, tuple[int, int, int]]) -> dict[str, str]:
+        """Groups whose pruning to their lowest width fails or changes the output (group -> reason).
+        All groups are tried together; on a failure the set is halved until each culprit is found."""
+        from prunenas.surgery import even_drops, prune_channels
+
+        def attempt(roots: list[str]) -> str | None:
+            trial = copy.deepcopy(model)
+            try:
+                prune_channels(
+                    trial, self.example(), {r: even_drops(plan[r][0], plan[r][1], plan[r][2]) for r in roots}
+                )
+                with torch.no_grad():
+                    out = trial.eval()(self.example())
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                return f"pruning fails ({type(exc).__name__}: {first[:120]})"
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, self.num_classes):
+                got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                return f"pruning changes the output to {got}"
+            return None
+
+        bad: dict[str, str] = {}
+
+        def search(roots: list[str]) -> None:
+            if not roots:
+                return
+            why = attempt(roots)
+            if why is None:
+                return
+            if len(roots) == 1:
+                bad[roots[0]] = why
+                return
+            half = len(roots) // 2
+            search(roots[:half])
+            search(roots[half:])
+
+        search(list(plan))
+        return bad
+
+    # -- building ---------------------------------------------------------------------------------------------
+    def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
+        from prunenas.surgery import even_drops, prune_channels
+
+        model = self.fresh_model(num_classes)
+        drops = {
+            g: even_drops(self.groups[g].width, int(v), self.groups[g].splits)
+            for g, v in genes.items()
+            if int(v) < self.groups[g].width
+        }
+        if drops:
+            prune_channels(model, self.example(), drops)
+            self._reinit(model)
+        modules = dict(model.named_modules())
+        for g, v in genes.items():
+            root = modules[g]
+            width = root.out_channels if isinstance(root, nn.Conv2d) else getattr(root, "out_features", None)
+            if width != int(v):
+                raise SpaceError(f"space {self.name!r}: building gene {g} = {v} gave {width} channels")
+        self._output(model, num_classes, "the pruned model")
+        return model
+
+    @torch.no_grad()
+    def _reinit(self, model: nn.Module) -> None:
+        """Rescale every reshaped conv/linear layer to the family's init at its new fan (module docstring)."""
+        for name, m in model.named_modules():
+            ref = self._layers.get(name)
+            if ref is None or not isinstance(m, nn.Conv2d | nn.Linear):
+                continue
+            fans = _fans(m.weight)
+            if fans == ref.fans:
+                continue
+            mode = self.init_modes.get(ref.kind, "unknown")
+            if mode in _MODES:
+                m.weight.mul_(math.sqrt(_fan(mode, ref.fans) / _fan(mode, fans)))
+
+    # -- cost without building -----------------------------------------------------------------------------
+    def _width(
+        self, table: Mapping[str, list[tuple[str, int]]], layer: str, full: int, genes: Mapping[str, Any]
+    ) -> int:
+        width = full
+        for gene, n in table.get(layer, ()):
+            ref = self.groups[gene].width
+            width -= (ref - int(genes[gene])) * n // ref
+        return width
+
+    def analytic_macs(self, genotype: Genotype) -> int | None:
+        """MACs at the space's input size and num_classes from the reference's per-layer counts and the
+        genotype's widths (no model is built; equal to the fvcore count of the built model)."""
+        genes = genotype.genes
+        total = 0
+        for name, layer in self._layers.items():
+            if not layer.macs:
+                continue
+            out = self._width(self._outs, name, layer.out, genes)
+            inp = self._width(self._ins, name, layer.inp, genes)
+            groups = out if layer.depthwise else layer.groups
+            per = layer.macs // (layer.out * (layer.inp // layer.groups))
+            total += per * out * (inp // groups)
+        return total
+
+    # -- what the rest of prunenas asks of a channel space --------------------------------------------------
+    def structured_genes(self) -> dict[str, str]:
+        return {g.name: g.name for g in self.genes}
+
+    def output_layers(self) -> list[str] | None:
+        return [self.output_layer, *self.user_ignored]
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["output_layer"] = self.output_layer
+        info["fixed_groups"] = dict(self.fixed_groups)
+        info["init_modes"] = dict(self.init_modes)
+        info["input_shape"] = list(self.input_shape)
+        return info
