@@ -58,6 +58,7 @@ def load_genotype(source: Genotype | str | Path, space: Space | str | None = Non
     """A validated genotype from a Genotype, a JSON file, the name of a shipped genotype
     (`li2017_resnet56_b`), or a space name (its reference genotype). `space` re-targets it."""
     from prunenas.spaces import space_names
+    from prunenas.spaces.traced import is_factory_name
 
     if isinstance(source, Genotype):
         genotype = source
@@ -65,6 +66,8 @@ def load_genotype(source: Genotype | str | Path, space: Space | str | None = Non
         genotype = _space_of(space).reference()  # a space given by its file, named by its name
     elif isinstance(source, str) and source in space_names() and not os.path.exists(source):
         genotype = get_space(source).reference()
+    elif isinstance(source, str) and is_factory_name(source) and not os.path.exists(source):
+        genotype = get_space(source).reference()  # a model factory name: its unpruned model
     else:
         genotype = Genotype.load(source)
     target = _space_of(space, genotype)

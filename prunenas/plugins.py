@@ -28,6 +28,7 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
         "cifar_resnet_stages": "prunenas.spaces.cifar_resnet:CifarResNetStagesSpace",
         "cifar_vgg": "prunenas.spaces.cifar_vgg:CifarVGGSpace",
         "density": "prunenas.spaces.density:DensitySpace",
+        "traced": "prunenas.spaces.traced:TracedSpace",
     },
     # Entry-point names are unique; the user-facing name is the class's `name`, which a structured
     # and an unstructured method may share (random, uniform): the space picks between them.
@@ -42,6 +43,7 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
         "slimming": "prunenas.proposers.structured:SlimmingProposer",
         "l1-paper": "prunenas.proposers.structured:LiPaperProposer",
         "magnitude": "prunenas.proposers.unstructured:MagnitudeProposer",
+        "magnitude-init": "prunenas.proposers.unstructured:MagnitudeInitProposer",
         "snip": "prunenas.proposers.unstructured:SnipProposer",
         "grasp": "prunenas.proposers.unstructured:GraspProposer",
         "graspabs": "prunenas.proposers.unstructured:GraspAbsProposer",

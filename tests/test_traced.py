@@ -280,3 +280,19 @@ def test_timm_not_installed_is_one_line(capsys, monkeypatch):
     code = main(["spaces", "show", "timm:resnet18@32"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and 'pip install "prunenas[timm]"' in err
+
+
+def test_train_resume_export_and_evaluate_a_user_model(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", f"{FACTORIES}:tiny_net", "--dataset", "digits", "--epochs", "1", "--out", str(run), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    # a plain state_dict and the genotype: loadable without unpickling any module
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0  # the same run again: resumed from its last epoch, nothing retrained
+    again = json.loads(capsys.readouterr().out)
+    assert again["resumed_from"] == 1
+    onnx = tmp_path / "model.onnx"
+    assert main(["export", str(run), "-o", str(onnx)]) == 0, capsys.readouterr().err
+    assert main(["evaluate", str(onnx), "--dataset", "digits"]) == 0, capsys.readouterr().err

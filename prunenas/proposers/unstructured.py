@@ -453,6 +453,26 @@ class MagnitudeProposer(_ScoreProposer):
         return magnitude_scores(ctx.model)
 
 
+class MagnitudeInitProposer(_ScoreProposer):
+    """Magnitude at initialization (a baseline of Frankle et al. 2021): global |w| of the seeded initial
+    weights, never of trained ones (a --reference is not used)."""
+
+    name = "magnitude-init"
+    needs_trained = False
+    summary = "global |w| at initialization (Frankle et al. 2021 baseline; scores the seeded init, not --reference)"
+
+    def scores(self, ctx: ProposalContext) -> Scores:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            model = ctx.space.build(ctx.space.reference(), num_classes=_num_classes(ctx.model))
+        return magnitude_scores(model)
+
+
+def _num_classes(model: nn.Module) -> int:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else 10
+
+
 class SnipProposer(_DataProposer):
     name = "snip"
     summary = "SNIP |w * dL/dw| on a class-balanced batch at initialization (Lee et al. 2019)"

@@ -92,7 +92,8 @@ def space_from_name(name: str) -> Space:
     try:
         return _space_from_name(name)
     except SpaceError as exc:
-        raise SpaceError(f"--space {name}: {exc}") from None
+        text = str(exc).removeprefix(f"space {name!r}: ")
+        raise SpaceError(f"--space {name}: {text}") from None
 
 
 def _space_from_name(name: str) -> Space:
