@@ -137,7 +137,8 @@ def model_card(sidecar: Mapping[str, Any]) -> str:
         lat = sidecar["latency"]
         per = ", ".join(f"batch {b}: {v['median_ms']:.2f} ms" for b, v in lat["per_batch"].items())
         threads = lat["intra_op_threads"] or f"default ({lat['cpu_count']} CPUs)"
-        lines.append(f"| ONNX Runtime latency (median) | {per} ({lat['provider']}, threads: {threads}) |")
+        where = f", {lat['machine']}" if lat.get("machine") else ""
+        lines.append(f"| ONNX Runtime latency (median) | {per} ({lat['provider']}, threads: {threads}{where}) |")
     lines += [
         "",
         "## Input",

@@ -437,9 +437,12 @@ def export_run(
         sparsity = _sparsity(run, folded, onnx_path) if run.space.masked else None
         latency = None
         if benchmark:
+            from prunenas.latency import machine
+
             latency = onnx_latency(
                 onnx_path, latency_batches, repeats=latency_repeats, warmup=latency_warmup, provider=provider
             )
+            latency = {**latency, "machine": machine()}  # the numbers belong to this processor
         sidecar = _sidecar(run, export_name, method, graph, parity, sparsity, latency, onnx_path)
         (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         (staging / CARD).write_text(model_card(sidecar), encoding="utf-8")

@@ -50,6 +50,10 @@ DEFAULT_DIVISOR = 8
 DEFAULT_MIN_FRACTION = 0.125
 DEFAULT_INPUT_SIZE = 224
 _SPEC = re.compile(r"^(?P<density>density:)?(?P<factory>[^@]+?)(?:@(?P<size>\d+))?$")
+#: Attention over shifted windows or grids (Swin, MaxViT): refused before tracing.
+WINDOW_ATTENTION = frozenset(
+    {"ShiftedWindowAttention", "ShiftedWindowAttentionV2", "PartitionAttentionLayer", "WindowAttention"}
+)
 #: What a traced space's name may start with (the user-callable forms contain a ':' too).
 PREFIXES = ("torchvision:", "timm:", "density:")
 
@@ -280,6 +284,12 @@ class TracedSpace(Space):
         model.eval()
         self._output(model, self.num_classes, f"model {self.factory!r}")
         modules = dict(model.named_modules())
+        windowed = sorted({type(m).__name__ for m in modules.values() if type(m).__name__ in WINDOW_ATTENTION})
+        if windowed:  # tracing them takes minutes and tens of GB (measured on swin_v2 and maxvit)
+            raise SpaceError(
+                f"space {self.name!r}: Torch-Pruning cannot group the window attention of {self.factory!r} "
+                f"({', '.join(windowed)}); its channels cannot be searched (its density: space can be)"
+            )
         order: list[str] = []
         hooks = [
             m.register_forward_hook(lambda *_, n=n: order.append(n))
