@@ -264,6 +264,7 @@ def test_search_a_user_model_end_to_end(tmp_path, capsys):
         (f"{FACTORIES}:missing", "has no 'missing'"),
         ("no_such_package.models:net", "not found"),
         ("torchvision:resnet18@3", "input size"),
+        ("torchvision:swin_t", "window attention"),
     ],
 )
 def test_bad_model_factories_fail_in_one_line(capsys, space, message):
