@@ -51,7 +51,9 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.3, proc: subp
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def running_trial_with_checkpoint(study_dir: Path, trials: list[optuna.trial.FrozenTrial]):
+def running_trial_with_checkpoint(
+    study_dir: Path, trials: list[optuna.trial.FrozenTrial], max_epoch: int | None = None
+):
     """A RUNNING trial whose run folder already holds an epoch checkpoint (so a kill is mid-trial)."""
     for t in trials:
         if t.state != RUNNING or "key" not in t.user_attrs:
@@ -63,7 +65,7 @@ def running_trial_with_checkpoint(study_dir: Path, trials: list[optuna.trial.Fro
                     epoch = torch.load(ckpt, weights_only=False)["epoch"]
                 except Exception:
                     continue
-                if epoch >= 1:
+                if epoch >= 1 and (max_epoch is None or epoch <= max_epoch):
                     return t
     return None
 
@@ -135,10 +137,13 @@ def test_sigint_leaves_a_study_that_resumes(tmp_path, tiny_toml):
         return optuna.load_study(study_name="dist", storage=JournalStorage(JournalFileBackend(str(journal))))
 
     try:
+        # a trial early in its 12 epochs, with another trial still to come: the search cannot finish (and
+        # exit 0) before the signal lands
         victim = wait_for(
-            lambda: journal.exists() and _loads(study) and running_trial_with_checkpoint(
-                tmp_path / "study", study().get_trials()) if journal.exists() else None,
-            timeout=300, what="a running trial with a checkpoint", proc=proc,
+            lambda: journal.exists() and _loads(study) and sum(t.state == COMPLETE for t in study().get_trials()) < 3
+            and running_trial_with_checkpoint(tmp_path / "study", study().get_trials(), max_epoch=6)
+            if journal.exists() else None,
+            timeout=300, what="a running trial early in its epochs", proc=proc,
         )  # fmt: skip
         done_before = {t.number: t.user_attrs.get("val_acc") for t in study().get_trials() if t.state == COMPLETE}
         proc.send_signal(signal.SIGINT)
