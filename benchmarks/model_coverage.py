@@ -42,6 +42,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -290,7 +291,8 @@ def run_one(spec: str, size: int, result: Path) -> int:
         space = ctx["space"]
         model = ctx["half_model"].eval()
         reinit = zero_logits_head(model, space)
-        with tempfile.TemporaryDirectory(prefix="prunenas-coverage-onnx-") as tmp:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)  # the driver removes what a killed run leaves there
+        with tempfile.TemporaryDirectory(prefix=f"onnx-{spec.replace(':', '_')}-", dir=LOG_DIR) as tmp:
             path = Path(tmp) / "model.onnx"
             method = _export_onnx(space.export_model(model), path, space.input_shape)
             graph = _verify_onnx_file(path, {"prunenas.space": space.name})
@@ -390,6 +392,8 @@ def run_child(spec: str, size: int, timeout: float, max_rss_gb: float) -> dict[s
                 proc.wait()
                 break
     seconds = time.perf_counter() - t0
+    for leftover in LOG_DIR.glob(f"onnx-{safe}-*"):  # a killed run's export folder (up to GBs)
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         rec = json.loads(result.read_text())
     except (OSError, ValueError):
@@ -531,6 +535,10 @@ SHORTER = (
     (
         r"Torch-Pruning cannot build the dependency graph of '[^']+' \((.*)\); its channels cannot be searched.*",
         r"Torch-Pruning cannot build its dependency graph (\1)",
+    ),
+    (
+        r"Torch-Pruning cannot group the window attention of '[^']+' \((.*?)\); its channels cannot be searched.*",
+        r"Torch-Pruning cannot group its window attention (\1)",
     ),
     (r"space '[^']+': ", ""),
     (r"--space \S+: ", ""),
