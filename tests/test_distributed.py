@@ -126,7 +126,12 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path, tiny_toml, pg_url):
 
 def test_sigint_leaves_a_study_that_resumes(tmp_path, tiny_toml):
     argv = search_argv(tmp_path, tiny_toml, trials=4, epochs=12, subset=400)
-    proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored; the search must
+    # see Ctrl-C as a user's terminal delivers it, so its SIGINT disposition is reset to the default.
+    proc = subprocess.Popen(
+        argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     journal = tmp_path / "study" / "study.journal"
     storage = f"journal:{journal}"
 
