@@ -20,3 +20,10 @@ class SpaceError(PrunenasError):
 
 class DataError(PrunenasError):
     """A dataset is unknown, missing, corrupt or laid out in a way prunenas cannot read."""
+
+
+def first_line(exc: BaseException, default: str = "", limit: int | None = None) -> str:
+    """The first line of an exception's message (for one-line errors), or `default` when it has none."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else default
+    return line[:limit] if limit is not None else line

@@ -73,6 +73,12 @@ def features(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> 
     return [totals[f] * _SCALE for f in FEATURES]
 
 
+def _feature_model(space: Space, genotype: Genotype) -> nn.Module:
+    """The model whose layers the features count: the genotype's own (density spaces: with its masks,
+    which the features weight by density)."""
+    return space.build(genotype) if space.masked else space.counting_model(genotype, space.num_classes)[0]
+
+
 def _nnls(rows: Sequence[Sequence[float]], targets: Sequence[float]) -> list[float]:
     """Least squares with non-negative coefficients (active set: drop the most negative, refit)."""
     a = torch.tensor(rows, dtype=torch.float64)
@@ -109,10 +115,7 @@ class LatencyPredictor:
         return sum(c * f for c, f in zip(self.coefficients, feats, strict=True))
 
     def predict(self, space: Space, genotype: Genotype) -> float:
-        model, _ = space.counting_model(genotype, space.num_classes)
-        if space.masked:  # density spaces count the masked model itself (features weight by density)
-            model = space.build(genotype)
-        return self.predict_model(model, space.input_shape)
+        return self.predict_model(_feature_model(space, genotype), space.input_shape)
 
     def ratio(self, space: Space, genotype: Genotype) -> float:
         return self.predict(space, genotype) / self.reference_ms if self.reference_ms > 0 else math.inf
@@ -157,8 +160,7 @@ def fit_predictor(
     """A predictor fitted to `measured` (genotype key -> ms) of `genotypes`."""
     rows = []
     for g in genotypes:
-        model = space.build(g) if space.masked else space.counting_model(g, space.num_classes)[0]
-        rows.append(features(model, space.input_shape, batch))
+        rows.append(features(_feature_model(space, g), space.input_shape, batch))
     y = [measured[g.key] for g in genotypes]
     coef = _nnls(rows, y)
     errors = []
@@ -168,8 +170,8 @@ def fit_predictor(
         errors.append(abs(pred - y[i]) / y[i] if y[i] > 0 else 0.0)
     errors.sort()
     reference = space.reference()
-    ref_model = space.build(reference) if space.masked else space.counting_model(reference, space.num_classes)[0]
-    ref_ms = sum(a * b for a, b in zip(coef, features(ref_model, space.input_shape, batch), strict=True))
+    ref_feats = features(_feature_model(space, reference), space.input_shape, batch)
+    ref_ms = sum(a * b for a, b in zip(coef, ref_feats, strict=True))
     p90 = errors[min(len(errors) - 1, math.ceil(0.9 * len(errors)) - 1)] if errors else math.inf
     return LatencyPredictor(
         space=space.name, provider=provider, batch=batch, threads=threads, machine=machine,

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from prunenas.errors import SpaceError
+from prunenas.errors import SpaceError, first_line
 
 # torchvision models whose constructors need settings to build without pretrained weights.
 _TORCHVISION_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -161,7 +161,7 @@ def make_model(spec: str, num_classes: int, kwargs: Mapping[str, Any] | None = N
     except SpaceError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         raise SpaceError(
             f"model factory {spec!r} raised {type(exc).__name__}: {first} (check its kwargs: {sorted(kw)})"
         ) from None

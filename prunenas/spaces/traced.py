@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from prunenas.errors import SpaceError
+from prunenas.errors import SpaceError, first_line
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
 from prunenas.spaces.factories import make_model
@@ -258,7 +258,7 @@ class TracedSpace(Space):
             with torch.no_grad():
                 out = model(self.example())
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)
             raise SpaceError(
                 f"space {self.name!r}: {what} fails on a {list(self.example().shape)} input ({first}); "
                 "use an input size the model accepts (NAME@SIZE or input_size)"
@@ -315,7 +315,7 @@ class TracedSpace(Space):
         try:
             found = channel_groups(model, self.example(), ignored=[self.output_layer, *self.user_ignored])
         except Exception as exc:  # Torch-Pruning cannot trace this model's graph
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            first = first_line(exc, limit=160)
             raise SpaceError(
                 f"space {self.name!r}: Torch-Pruning cannot build the dependency graph of {self.factory!r} "
                 f"({type(exc).__name__}: {first}); its channels cannot be searched (try its density: space)"
@@ -388,7 +388,7 @@ class TracedSpace(Space):
                 with torch.no_grad():
                     out = trial.eval()(self.example())
             except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                first = first_line(exc)
                 return f"pruning fails ({type(exc).__name__}: {first[:120]})"
             if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, self.num_classes):
                 got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
