@@ -102,7 +102,10 @@ def load_data(data: DataConfig | DatasetSplits | str = "digits", *, seed: int = 
         return data
     cfg = data if isinstance(data, DataConfig) else DataConfig(dataset=data, **settings)
     data_dir = cfg.data_dir or os.environ.get("PRUNENAS_DATA") or None
-    return load_dataset(cfg.dataset, data_dir, val_size=cfg.val_size, train_subset=cfg.train_subset, seed=seed)
+    return load_dataset(
+        cfg.dataset, data_dir, val_size=cfg.val_size, train_subset=cfg.train_subset, seed=seed,
+        normalize=cfg.normalize,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

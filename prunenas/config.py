@@ -347,6 +347,9 @@ def fingerprint(*parts: Any, length: int = 8) -> str:
 
 # -- data and run settings --------------------------------------------------------------------------------------
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
+#: Input normalisation: "train" = the training split's own per-channel statistics; the fixed constants
+#: of the Rethinking repository ("cifar") and of open_lth ("imagenet"); see `prunenas.data.NORMALIZATIONS`.
+NORMALIZE = ("train", "cifar", "imagenet")
 
 
 @dataclass(frozen=True)
@@ -366,7 +369,14 @@ class DataConfig(Config):
         metavar="DIR",
     )
     train_subset: int | None = setting(None, "train on N images only (quick runs)", low=1, metavar="N")
-    val_size: int | None = setting(None, "held-out validation images (CIFAR: 5000)", low=0, metavar="N")
+    val_size: int | None = setting(
+        None, "held-out validation images (default: a tenth, CIFAR 5000; 0 = train on every training image, no "
+        "validation, as the papers' code did)", low=0, metavar="N",
+    )  # fmt: skip
+    normalize: str = setting(
+        "train", "input normalisation: the training split's statistics, or the fixed constants of the Rethinking "
+        "code (cifar) or open_lth (imagenet)", choices=NORMALIZE,
+    )  # fmt: skip
 
 
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -390,6 +400,11 @@ class RunSettings(Config):
     amp: bool | None = setting(None, "CUDA: bf16 autocast (default on for CUDA)", identity=False)
     compile: bool = setting(False, "torch.compile the model (pays off only for long runs)", identity=False)
     eval_every: int = setting(1, "validate every K epochs (and at the end)", low=1, metavar="K", identity=False)
+    test_every_epoch: bool = setting(
+        False, "also evaluate the test set after every epoch and report the best such epoch, labelled "
+        "test-selected (the papers' code reported it; the final-epoch test accuracy stays the honest number)",
+        identity=False,
+    )  # fmt: skip
     quiet: bool = setting(False, "no progress bar", identity=False, aliases=("-q",))
     resume: bool = setting(True, "resume from the run folder's checkpoint", identity=False, cli=False)
     checkpoint: bool = setting(True, "write a checkpoint every epoch", identity=False, cli=False)

@@ -370,7 +370,8 @@ def masked_state(
 ) -> dict[str, torch.Tensor]:
     """A state_dict of the density space's model with `masks` applied (as `weight_mask` buffers and zeros):
     to `weights` (trained weights, kept as they are), or to a fresh init built with `init_seed` exactly as
-    `make_context` builds the model a proposer scores (kept weights rescaled by 1/sqrt(density))."""
+    `make_context` builds the model a proposer scores (kept weights rescaled by 1/sqrt(density) when the
+    space's `rescale` is on)."""
     if (init_seed is None) == (weights is None):
         raise ValueError("give exactly one of init_seed and weights")
     if init_seed is not None:
@@ -378,7 +379,8 @@ def masked_state(
     model = space.build(space.reference(), num_classes=num_classes)
     if weights is not None:
         model.load_state_dict(weights, strict=True)
-    apply_masks_to_model(model, {k: v.cpu() for k, v in masks.items()}, rescale=weights is None)
+    rescale = weights is None and bool(getattr(space, "rescale", True))
+    apply_masks_to_model(model, {k: v.cpu() for k, v in masks.items()}, rescale=rescale)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

@@ -62,6 +62,7 @@ class EpochMetrics:
     images_per_s: float
     val_loss: float | None = None
     val_acc: float | None = None
+    test_acc: float | None = None  # only with RunSettings.test_every_epoch (the papers' test-selected protocol)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +70,11 @@ class EpochMetrics:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a run produced. `val_acc`/`test_acc` are of the final model (test: evaluated once)."""
+    """What a run produced. `val_acc`/`test_acc` are of the final model (test: evaluated once).
+
+    `best_test_acc`/`best_test_epoch` exist only when the test set was evaluated after every epoch
+    (`RunSettings.test_every_epoch`): the best epoch chosen BY TEST accuracy, as the Rethinking code reports
+    it, an optimistic number kept beside the honest final one."""
 
     genotype_key: str
     recipe: str
@@ -85,6 +90,8 @@ class TrainResult:
     stopped: str | None  # None when the run finished; else why it stopped
     history: tuple[EpochMetrics, ...] = field(default_factory=tuple)
     resumed_from: int = 0  # epochs already done in the checkpoint this run resumed from
+    best_test_acc: float | None = None  # test-selected (see above)
+    best_test_epoch: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -133,6 +140,8 @@ def run_identity(
         "train_size": len(data.train),
         "val_size": len(data.val),
     }
+    if data.normalize != "train":  # fixed constants instead of the training split's statistics
+        key["normalize"] = data.normalize
     if init_state is not None:
         digest = hashlib.sha256()
         for name in sorted(init_state):
@@ -434,6 +443,7 @@ def train(
     step = TrainStep(model, recipe, amp=amp, compile=settings.compile)
     train_batches, eval_batches = _data_batches(data, recipe, device, settings.seed, channels_last)
     val_batches = eval_batches(data.val) if len(data.val) else None
+    test_batches = eval_batches(data.test) if settings.test_every_epoch and len(data.test) else None
 
     def finish(history: list[EpochMetrics], stopped: str | None, wall: float, resumed_from: int) -> TrainResult:
         return _finish(
@@ -482,6 +492,8 @@ def train(
             elif val_batches is not None and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == recipe.epochs):
                 val_loss, val_acc = evaluate(model, val_batches, amp)
                 metrics = dataclasses.replace(metrics, val_loss=val_loss, val_acc=val_acc)
+            if test_batches is not None and math.isfinite(metrics.train_loss):
+                metrics = dataclasses.replace(metrics, test_acc=evaluate(model, test_batches, amp=False)[1])
             history.append(metrics)
             if progress is not None:
                 progress.report(epoch_line(desc, metrics), _progress_postfix(metrics))
@@ -527,6 +539,8 @@ def _finish(
         _, test_acc = evaluate(model, eval_batches(data.test), amp=False)
     vals = [(h.val_acc, h.epoch) for h in history if h.val_acc is not None]
     best = max(vals) if vals else (None, None)
+    tests = [(h.test_acc, h.epoch) for h in history if h.test_acc is not None]
+    best_test = max(tests) if tests else (None, None)
     timed = [h for h in history if h.seconds > 0]
     ips = sum(h.images_per_s * h.seconds for h in timed) / sum(h.seconds for h in timed) if timed else 0.0
     result = TrainResult(
@@ -544,6 +558,8 @@ def _finish(
         stopped=stopped,
         history=tuple(history),
         resumed_from=resumed_from,
+        best_test_acc=best_test[0],
+        best_test_epoch=best_test[1],
     )
     if out is not None:
         write_metrics(out, result, space, genotype, data, recipe, settings, extra)

@@ -302,7 +302,7 @@ def test_split_seeds_sizes_and_subset(tmp_path: Path, cache: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needles"),
     [
-        ({"val_size": 0}, ["val_size", "--val-size"]),
+        ({"normalize": "zca"}, ["normalisation", "--normalize"]),
         ({"val_size": -3}, ["val_size"]),
         ({"val_size": 40}, ["maximum is 39", "--val-size"]),
         ({"val_size": True}, ["val_size"]),

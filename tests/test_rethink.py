@@ -397,3 +397,47 @@ def test_bad_input_is_one_line_and_exit_2(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("prunenas: error:"), err
     assert needle in lines[0] and "Traceback" not in err + out
+
+
+# -- per-replicate scoring (Frankle et al.: every replicate scores its own init) -------------------------------
+def test_each_seed_scores_its_own_init_and_reinit_keeps_that_mask_on_another_init(
+    tiny: dict[str, str], tmp_path: Path, spy: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = tmp_path / "replicates"
+    rc, _out, err = run_cli(
+        capsys, "rethink", "--space", tiny["d"], "--proposer", "snip", "--density", "0.3", "--seeds", "2",
+        "--ablation", "reinit", *SMOKE, "--epochs", "1", "--out", str(study),
+    )  # fmt: skip
+    assert rc == 0, err
+    space = get_space(tiny["d"])
+    data = load_dataset("digits", train_subset=96, val_size=32, seed=0)
+    saved = torch.load(study / "masks.pt", weights_only=False)
+    assert sorted(saved["per_seed"]) == [0, 1]
+    own: dict[int, dict[str, torch.Tensor]] = {}
+    scored: dict[int, dict[str, nn.Module]] = {}
+    for seed in (0, 1):  # each seed's mask, recomputed independently on that seed's init
+        ctx = make_context(space, data=data, seed=seed)
+        proposal = run_proposer(get_proposer("snip", "density"), ctx, Target("density", 0.3))
+        assert proposal.masks is not None
+        own[seed] = {k: v.float() for k, v in proposal.masks.items()}
+        scored[seed] = dict(ctx.model.named_modules())
+        assert all(torch.equal(saved["per_seed"][seed]["masks"][k], own[seed][k]) for k in own[seed])
+    assert any(not torch.equal(own[0][k], own[1][k]) for k in own[0])  # two seeds, two masks
+
+    def init_of(prefix: str, seed: int) -> dict[str, torch.Tensor]:
+        return next(c["init_state"] for c in spy if c["out"].name.startswith(f"{prefix}-e1-s{seed}-"))
+
+    for seed in (0, 1):
+        mask_arm, reinit = init_of("scratch-e", seed), init_of("reinit", seed)
+        for name, mask in own[seed].items():
+            assert torch.equal(mask_arm[f"{name}.weight_mask"], mask)
+            assert torch.equal(reinit[f"{name}.weight_mask"], mask)  # reinit: seed s's own mask ...
+            expected = scored[seed][name].weight.detach() * mask / float(mask.mean()) ** 0.5
+            torch.testing.assert_close(mask_arm[f"{name}.weight"], expected)  # ... the mask arm: on the init it scored
+            assert not torch.equal(reinit[f"{name}.weight"], mask_arm[f"{name}.weight"])  # reinit: on another init
+    # every run says which genotype (that seed's per-layer densities) and which protocol it trained
+    for seed in (0, 1):
+        run = next(c["out"] for c in spy if c["out"].name.startswith(f"scratch-e-e1-s{seed}-"))
+        metrics = json.loads((run / METRICS).read_text())
+        assert metrics["genotype"]["genes"] == saved["per_seed"][seed]["genotype"]["genes"]
+        assert metrics["protocol"]["protocol"] == "prunenas"

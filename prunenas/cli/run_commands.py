@@ -104,6 +104,7 @@ def cmd_rethink(args: argparse.Namespace) -> int:
         known_train_images,
         parse_ablations,
         run_rethink,
+        with_protocol,
     )
     from prunenas.rethink.settings import RethinkSettings
     from prunenas.spaces import get_space
@@ -144,7 +145,11 @@ def cmd_rethink(args: argparse.Namespace) -> int:
         out=Path(study.out) if study.out else None,
         settings=settings,
         data=data_cfg,
+        protocol=study.protocol,
     )
+    config = with_protocol(config)  # the preset's data, run and space settings (explicit flags win)
+    assert config.data is not None
+    data_cfg, settings = config.data, config.settings
     check_config(config)  # bad input fails here, before any dataset is loaded
     if args.dry_run:
         images = known_train_images(

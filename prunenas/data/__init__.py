@@ -56,14 +56,18 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     download: bool = True,
     image_size: int = DEFAULT_IMAGE_SIZE,
+    normalize: str = "train",
 ) -> DatasetSplits:
     """Load ``name`` (one of DATASETS) and split it.
 
     ``val`` is a seeded random ``val_size`` images (default 10% of the training images, i.e. 5,000 for
-    CIFAR) of the original training set; ``train`` is the rest, or a seeded ``train_subset`` of it (val does
-    not depend on ``train_subset``). ``test`` is the official test set (digits: a fixed 20%, seed 0).
+    CIFAR; 0: none, every training image trains) of the original training set; ``train`` is the rest, or a
+    seeded ``train_subset`` of it (val does not depend on ``train_subset``). ``test`` is the official test
+    set (digits: a fixed 20%, seed 0).
     CIFAR is downloaded (md5-checked) into ``data_dir`` or the cache when nothing is found and ``download``
-    is true. ``data_dir`` is ignored for the embedded ``digits``. Raises DataError for bad input.
+    is true. ``data_dir`` is ignored for the embedded ``digits``. ``normalize`` is "train" (mean and std of the
+    training split) or the name of fixed constants (``NORMALIZATIONS``: "cifar", "imagenet").
+    Raises DataError for bad input.
     """
     if not isinstance(name, str) or name.lower() not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: valid names are {', '.join(DATASETS)}; pass one with --dataset")
@@ -79,7 +83,7 @@ def load_dataset(
         layout, path = _resolve_source(name, data_dir, cache_root, download)
         raw = _load_cached(name, layout, path, image_size, cache_root)
         source = str(path)
-    splits = _split(name, raw, source, val_size=val_size, train_subset=train_subset, seed=seed)
+    splits = _split(name, raw, source, val_size=val_size, train_subset=train_subset, seed=seed, normalize=normalize)
     if splits.num_classes < 2:
         raise DataError(
             f"dataset {name!r} ({source}) has {splits.num_classes} class: a classifier cannot learn anything from it "

@@ -52,6 +52,7 @@ class DatasetSplits:
     seed: int
     source: str
     flip: bool = True  # horizontal flips are label-preserving (not for digits: a mirrored 2 is no 2)
+    normalize: str = "train"  # where mean/std come from: the training split, or fixed constants (NORMALIZATIONS)
 
     @property
     def num_classes(self) -> int:
@@ -75,6 +76,7 @@ class DatasetSplits:
             "seed": self.seed,
             "source": self.source,
             "flip": self.flip,
+            "normalize": self.normalize,
         }
 
 
@@ -95,9 +97,28 @@ def _check_positive(label: str, value: object, flag: str) -> None:
         raise DataError(f"{label} must be a positive integer, got {value!r}; pass a positive {flag}")
 
 
+#: Fixed per-channel (mean, std) constants: the Rethinking repository's CIFAR constants and the ImageNet
+#: constants that open_lth applies to CIFAR-10. "train" (the default) computes them from the training split.
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
 def _split(
-    name: str, raw: _Raw, source: str, *, val_size: int | None, train_subset: int | None, seed: int
+    name: str,
+    raw: _Raw,
+    source: str,
+    *,
+    val_size: int | None,
+    train_subset: int | None,
+    seed: int,
+    normalize: str = "train",
 ) -> DatasetSplits:
+    if normalize != "train" and normalize not in NORMALIZATIONS:
+        raise DataError(
+            f"unknown normalisation {normalize!r}; valid: train, {', '.join(NORMALIZATIONS)}; pass one with --normalize"
+        )
     n = len(raw.train)
     if n < 2:
         raise DataError(
@@ -106,7 +127,10 @@ def _split(
         )
     if val_size is None:
         val_size = max(1, round(n / 10))
-    _check_positive("val_size", val_size, "--val-size")
+    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+        raise DataError(
+            f"val_size must be an integer >= 0, got {val_size!r}; pass --val-size N (0: no validation split)"
+        )
     if val_size > n - 1:
         raise DataError(
             f"val_size={val_size} is too large for {name}: its training set has {n} images, so the maximum is "
@@ -124,7 +148,7 @@ def _split(
             )
         rest = rest[:train_subset]  # rest is already a seeded random order, so this is a seeded subset
     train = raw.train.take(rest.sort().values)
-    mean, std = _channel_stats(train.x)
+    mean, std = _channel_stats(train.x) if normalize == "train" else NORMALIZATIONS[normalize]
     return DatasetSplits(
         name=name,
         classes=raw.classes,
@@ -136,6 +160,7 @@ def _split(
         seed=seed,
         source=source,
         flip=name != "digits",
+        normalize=normalize,
     )
 
 

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         parse_ablations,
         resolve_epochs,
         source_tags,
+        with_protocol,
     )
     from prunenas.rethink.report import (
         GENOTYPE_FILE,
@@ -106,6 +107,7 @@ _EXPORTS = {
     "resolve_epochs": "prunenas.rethink.plan",
     "run_rethink": "prunenas.rethink.run",
     "source_tags": "prunenas.rethink.plan",
+    "with_protocol": "prunenas.rethink.plan",
     "write_outputs": "prunenas.rethink.report",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -143,5 +145,6 @@ __all__ = [
     "resolve_epochs",
     "run_rethink",
     "source_tags",
+    "with_protocol",
     "write_outputs",
 ]

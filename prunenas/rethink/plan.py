@@ -35,6 +35,10 @@ LABELS = {
     "invert": "invert",
 }
 REINIT_OFFSET = 1_000_003  # reinit's init seed = run seed + this (never the seed the proposer scored)
+#: Scratch-B's default cap on density spaces, in multiples of E: a dense device executes a masked model at
+#: the dense model's cost, so "the same compute" by sparse MACs (20x at 5% density) is no fair budget; 2x
+#: is the cap the Rethinking paper used on ImageNet. --scratch-b-cap overrides it.
+DENSITY_SCRATCH_B_CAP = 2.0
 # Training images of the CIFAR sets (the default validation split keeps 10% of them apart).
 _CIFAR_TRAIN = 50_000
 _KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
@@ -62,10 +66,60 @@ class RethinkConfig:
     out: Path | None = None
     settings: RunSettings = field(default_factory=RunSettings)  # its seed is the base seed
     data: DataConfig | None = None  # the images (default: `dataset` as it comes); part of each run's identity
+    protocol: str = "prunenas"  # the preset applied to space, data and settings (`prunenas.protocols`)
 
     @property
     def seed_list(self) -> tuple[int, ...]:
         return tuple(self.settings.seed + i for i in range(self.seeds))
+
+    @property
+    def effective_scratch_b_cap(self) -> float | None:
+        """--scratch-b-cap, or the density spaces' default cap."""
+        if self.scratch_b_cap is not None:
+            return self.scratch_b_cap
+        return DENSITY_SCRATCH_B_CAP if self.space.masked else None
+
+    def protocol_settings(self) -> dict[str, Any]:
+        """The protocol's name and the settings its runs use (recorded in every run's metrics)."""
+        from prunenas.protocols import resolved_settings
+
+        data = self.data or DataConfig(dataset=self.dataset)
+        cap = self.effective_scratch_b_cap
+        return {
+            "protocol": self.protocol,
+            **resolved_settings(self.space, data, self.settings),
+            "scratch-B cap": "none" if cap is None else f"{cap:g} x E",
+            "mask scoring (at-init proposers)": None if not self.space.masked else (
+                "each seed scores its own init" if scores_each_seed(self) else "one mask, from the base seed's context"
+            ),
+        }  # fmt: skip
+
+
+def with_protocol(config: RethinkConfig) -> RethinkConfig:
+    """The config with its protocol preset applied to space, data and run settings (settings already
+    changed from prunenas's defaults keep their value); the same config again when there is nothing to do."""
+    from prunenas.protocols import apply_protocol, get_protocol
+
+    protocol = get_protocol(config.protocol)
+    data = config.data or DataConfig(dataset=config.dataset)
+    given = {k for k, v in data.to_dict().items() if v != DataConfig(dataset=data.dataset).to_dict()[k]}
+    given |= {k for k, v in config.settings.to_dict().items() if v != RunSettings().to_dict()[k]}
+    space, data, settings = apply_protocol(protocol, config.space, data, config.settings, given=frozenset(given))
+    if space is config.space and data == (config.data or data) and settings == config.settings:
+        return config
+    return dataclasses.replace(config, space=space, data=data, settings=settings)
+
+
+def scores_each_seed(config: RethinkConfig) -> bool:
+    """Whether every seed's proposer scores that seed's own init (a density space and a proposer that
+    scores the init, not trained weights): the mask arm of seed s is then the paper's."""
+    if not config.space.masked or config.proposer is None or config.space.proposer_kind is None:
+        return False
+    try:
+        proposer = get_proposer(config.proposer, config.space.proposer_kind, **dict(config.proposer_options))
+    except PrunenasError:
+        return False
+    return not proposer.needs_trained
 
 
 def parse_ablations(text: str | None) -> tuple[str, ...]:
@@ -253,6 +307,7 @@ class Plan:
     train_images: int | None
     study_dir: Path
     arms: tuple[ArmPlan, ...]
+    protocol: Mapping[str, Any] = field(default_factory=dict)  # RethinkConfig.protocol_settings()
 
     def arm(self, name: str) -> ArmPlan:
         return next(a for a in self.arms if a.name == name)
@@ -317,6 +372,7 @@ class Plan:
             "study_dir": str(self.study_dir),
             "arms": self.rows(),
             "totals": self.totals(),
+            "protocol": dict(self.protocol),
         }
 
 
@@ -355,14 +411,15 @@ def make_plan(
     estimated = False
     if macs is not None:
         scratch_b = make_recipe(
-            "scratch-b", space.recipe, macs=macs, reference_macs=ref_cost.macs, scratch_b_cap=config.scratch_b_cap,
+            "scratch-b", space.recipe, macs=macs, reference_macs=ref_cost.macs,
+            scratch_b_cap=config.effective_scratch_b_cap,
             overrides={**overrides, "epochs": E},
         )  # fmt: skip
         b_epochs = scratch_b.epochs
     elif config.target is not None and config.target.kind == "macs_ratio":
         factor = 1.0 / config.target.value
-        if config.scratch_b_cap is not None:
-            factor = min(factor, config.scratch_b_cap)
+        if config.effective_scratch_b_cap is not None:
+            factor = min(factor, config.effective_scratch_b_cap)
         b_epochs, estimated = max(1, int(E * factor)), True
 
     given = config.reference is not None
@@ -386,7 +443,9 @@ def make_plan(
             "unpruned", "the reference genotype from a fresh init (seed k), standard recipe", space.reference(),
             standard, E, seeds, "unpruned", ref_cost.macs, ref_cost.params, ref_cost.macs,
         )  # fmt: skip
-    b_what = scratch_what.replace("standard schedule", "epochs E x MACs_reference / MACs_pruned")
+    cap = config.effective_scratch_b_cap
+    capped = "" if cap is None else f", capped at {cap:g} x E"
+    b_what = scratch_what.replace("standard schedule", f"epochs E x MACs_reference / MACs_pruned{capped}")
     # int(E x factor) == E (small E, or a genotype close to the reference): the very Scratch-E training
     b_runs = "scratch-e" if b_epochs == E and not estimated else "scratch-b"
     arms = [
@@ -396,15 +455,27 @@ def make_plan(
         ArmPlan("scratch-b", b_what, genotype, scratch_b, b_epochs, seeds, b_runs, macs, params, executed, estimated),
     ]
     ablations = [a for a in ABLATIONS if a == "mask" or a in config.ablations] if config.ablations else []
+    own = scores_each_seed(config)
+    if own:
+        scratch_what = scratch_what.replace("the proposer's mask", "seed k's own mask (scored on seed k's init)")
+        arms = [
+            dataclasses.replace(a, what=a.what.replace("the proposer's mask", "seed k's own mask"))
+            if a.name in ("scratch-e", "scratch-b") else a
+            for a in arms
+        ]  # fmt: skip
     for name in ablations:
         if name == "mask":
-            what = "the proposer's mask on a fresh init (seed k)"
+            what = (
+                "the proposer's mask on the very init it scored (seed k)"
+                if own
+                else ("the proposer's mask on a fresh init (seed k)")
+            )
             arms.append(ArmPlan(name, what, genotype, scratch_e, E, seeds, "scratch-e", macs, params, dense_macs))
         elif name == "shuffle":
             what = "the mask shuffled within each layer: the density genotype as the space builds it (seed k)"
             arms.append(ArmPlan(name, what, genotype, scratch_e, E, seeds, name, macs, params, dense_macs))
         elif name == "reinit":
-            what = f"the proposer's mask on another init (seed k + {REINIT_OFFSET})"
+            what = f"{'seed k' if own else 'the proposer'}'s mask on another init (seed k + {REINIT_OFFSET})"
             arms.append(ArmPlan(name, what, genotype, scratch_e, E, seeds, name, macs, params, dense_macs))
         elif name == "invert":
             inv_macs, inv_params = cost_of(inverted)
@@ -416,13 +487,18 @@ def make_plan(
         tags.update({name: mask_tag for name in ("scratch-e", "scratch-b", "mask", "reinit", "invert")})
     arms = [dataclasses.replace(a, tag=tags.get(a.name, "")) for a in arms]
     data = (config.data or DataConfig(dataset=config.dataset)).identity()
+    if data.get("normalize") == "train":  # the default: runs keep the names they had before the setting existed
+        del data["normalize"]
     owners = {a.name: a for a in arms}
 
     def identity(arm: ArmPlan) -> str:
         owner = owners.get(arm.runs_of, arm)
         if owner.recipe is None or owner.genotype is None:
             return ""
-        return fingerprint(owner.recipe.to_dict(), owner.genotype.key, owner.tag, data)
+        parts: list[Any] = [owner.recipe.to_dict(), owner.genotype.key, owner.tag, data]
+        if config.protocol != "prunenas":  # init and shortcut of the space change with the preset
+            parts.append(config.protocol)
+        return fingerprint(*parts)
 
     arms = [dataclasses.replace(a, identity=identity(a)) for a in arms]
     if config.genotype is not None:
@@ -446,6 +522,7 @@ def make_plan(
         train_images=train_images,
         study_dir=study_dir or config.out or default_study_dir(config, genotype),
         arms=tuple(arms),
+        protocol=config.protocol_settings(),
     )
 
 
@@ -466,6 +543,7 @@ def known_train_images(
 def dry_run(config: RethinkConfig, *, train_images: int | None = None) -> Plan:
     """The plan without training. The genotype is decided here only when that is cheap and needs nothing
     trained and no images (a --genotype file; uniform, random, l1-paper, erk, synflow, ...)."""
+    config = with_protocol(config)
     proposer, inverted = check_config(config)
     num_classes = _KNOWN_CLASSES.get(config.dataset.lower(), config.space.num_classes)
     genotype = config.genotype

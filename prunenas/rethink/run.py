@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from prunenas.config import DataConfig
 from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits, DeviceBatches
 from prunenas.errors import PrunenasError
@@ -30,6 +31,7 @@ from prunenas.rethink.plan import (
     check_config,
     default_study_dir,
     make_plan,
+    with_protocol,
 )
 from prunenas.rethink.report import GENOTYPE_FILE, MASKS_FILE, paper_row, write_outputs
 from prunenas.spaces.base import Space
@@ -50,6 +52,7 @@ class RunRecord:
     wall_time_s: float
     stopped: str | None
     trained: bool  # False: found finished (or evaluated only) and not trained again
+    best_test_acc: float | None = None  # test-selected best epoch (only with RunSettings.test_every_epoch)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,6 +92,8 @@ class ArmResult:
             "test_acc_std": self.std(),
             "val_acc_mean": self.mean("val_acc"),
             "val_acc_std": self.std("val_acc"),
+            "best_test_acc_mean_test_selected": self.mean("best_test_acc"),
+            "best_test_acc_std_test_selected": self.std("best_test_acc"),
             "runs": [r.to_dict() for r in self.runs],
         }
 
@@ -185,16 +190,23 @@ def _propose(
     inverted: Proposer | None,
     data: DatasetSplits,
     reference: Path | str | None,
+    seed: int | None = None,
 ) -> tuple[Proposal, Proposal | None]:
+    """The proposal (and its inverted twin) on the context of `seed` (default: the base seed): the
+    reference's weights when the proposer scores trained weights, else that seed's init."""
     assert config.target is not None
     ctx = make_context(
         config.space, data=data, reference=reference if proposer.needs_trained else None,
-        seed=config.settings.seed, device=config.settings.device,
+        seed=config.settings.seed if seed is None else seed, device=config.settings.device,
     )  # fmt: skip
     provenance = {"reference": str(reference) if proposer.needs_trained else "random init", "dataset": data.name}
     proposal = run_proposer(proposer, ctx, config.target, **provenance)
     inv = run_proposer(inverted, ctx, config.target, **provenance) if inverted is not None else None
     return proposal, inv
+
+
+def _cpu(masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().float() for k, v in masks.items()}
 
 
 LAYOUT_FILE = "rethink_layout.json"
@@ -224,9 +236,21 @@ def _check_layout(study: Path) -> None:
 def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) -> RethinkOutcome:
     """Train (or find finished) every run of the study and write rethink.json/.txt/.png in its folder."""
     t0 = time.perf_counter()
+    config = with_protocol(config)
     proposer, inverted = check_config(config)
     if config.dataset != data.name:
         config = dataclasses.replace(config, dataset=data.name)
+    wanted = config.data or DataConfig(dataset=data.name)
+    if wanted.val_size == 0 and len(data.val):
+        raise PrunenasError(
+            f"protocol {config.protocol!r} trains on every training image, but the data has a {len(data.val)}-image "
+            "validation split: load it with val_size=0 (--val-size 0)"
+        )
+    if wanted.normalize != data.normalize:
+        raise PrunenasError(
+            f"the study normalises with {wanted.normalize!r} but the data was loaded with {data.normalize!r}: load it "
+            f"with normalize={wanted.normalize!r} (--normalize {wanted.normalize})"
+        )
     space = config.space
     num_classes = data.num_classes
     seeds = config.seed_list
@@ -244,6 +268,15 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
     if proposer is not None and not reference_first:
         proposal, inv_proposal = _propose(config, proposer, inverted, data, config.reference)
         genotype = proposal.genotype
+    # Pruning at initialization on a density space: every seed's proposer scores that seed's own init, so
+    # seed s's mask arm trains the mask scored on its very init (Frankle et al.'s replicates).
+    per_seed: dict[int, tuple[Proposal, Proposal | None]] = {}
+    if space.masked and proposer is not None and not proposer.needs_trained and proposal is not None:
+        per_seed[s0] = (proposal, inv_proposal)
+        for s in seeds[1:]:
+            target = config.target.describe() if config.target else ""
+            log(f"proposer {proposer.name} scores the seed-{s} init ({target})")
+            per_seed[s] = _propose(config, proposer, inverted, data, None, seed=s)
     study = config.out or default_study_dir(config, genotype)
     ensure_dir(study, "--out")
     _check_layout(study)
@@ -259,7 +292,13 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
     total_runs = sum(len(a.seeds) for a in plan.arms if a.trains)
     done = 0
 
-    def run_arm(arm: ArmPlan, init_for: Callable[[int], Mapping[str, torch.Tensor] | None]) -> list[RunRecord]:
+    def run_arm(
+        arm: ArmPlan,
+        init_for: Callable[[int], Mapping[str, torch.Tensor] | None],
+        genotypes: Mapping[int, Genotype] | None = None,
+    ) -> list[RunRecord]:
+        """Train (or find finished) the arm's seeds; seed s trains `genotypes[s]` when given (its own
+        scored mask's per-layer densities), else the arm's genotype."""
         nonlocal done
         assert arm.genotype is not None and arm.recipe is not None
         records = []
@@ -267,13 +306,14 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
             done += 1
             out = arm.run_dir(study, seed)
             prefix = f"[{done}/{total_runs}] {arm.label} seed {seed}"
-            result = _finished_result(out, arm.genotype, arm.recipe, seed, data)
+            genotype = (genotypes or {}).get(seed, arm.genotype)
+            result = _finished_result(out, genotype, arm.recipe, seed, data)
             trained = result is None
             if result is None:
                 log(f"{prefix}: {arm.recipe.epochs} epochs ({arm.recipe.name}) -> {out}")
                 result = train(
                     space,
-                    arm.genotype,
+                    genotype,
                     data,
                     arm.recipe,
                     dataclasses.replace(config.settings, seed=seed),
@@ -281,7 +321,8 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
                     init_state=init_for(seed),
                     extra_metrics={
                         "rethink": {"arm": arm.name, "what": arm.what, "study": str(study)},
-                        "cost": genotype_cost(space, arm.genotype, num_classes=num_classes).to_dict(),
+                        "cost": genotype_cost(space, genotype, num_classes=num_classes).to_dict(),
+                        "protocol": config.protocol_settings(),
                     },
                 )
                 counts["trained"] += 1
@@ -298,6 +339,7 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
                     wall_time_s=result.wall_time_s,
                     stopped=result.stopped,
                     trained=trained,
+                    best_test_acc=result.best_test_acc,
                 )
             )
         return records
@@ -330,35 +372,55 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
     masks: dict[str, torch.Tensor] | None = None
     if space.masked:
         if proposal is not None and proposal.masks is not None:
-            masks = {k: v.detach().cpu().float() for k, v in proposal.masks.items()}
+            masks = _cpu(proposal.masks)
         else:  # a genotype file (or a proposer that returns no mask): layer-wise magnitude on the reference
             masks = magnitude_masks(space, ref_state, genotype, num_classes)
         saved: dict[str, Any] = {"masks": masks, "genotype": genotype.key}
         if inv_proposal is not None and inv_proposal.masks is not None:
-            saved["invert_masks"] = {k: v.detach().cpu().float() for k, v in inv_proposal.masks.items()}
+            saved["invert_masks"] = _cpu(inv_proposal.masks)
+        if per_seed:
+            saved["per_seed"] = {
+                s: {
+                    "genotype": p.genotype.to_dict(),
+                    "masks": _cpu(p.masks) if p.masks is not None else None,
+                    "invert_masks": _cpu(inv.masks) if inv is not None and inv.masks is not None else None,
+                }
+                for s, (p, inv) in per_seed.items()
+            }
         torch.save(saved, study / MASKS_FILE)
     ref_model = space.build(space.reference(), num_classes=num_classes)
     ref_model.load_state_dict(ref_state, strict=True)
     pruned = space.initial_state(ref_model, genotype, masks)
 
-    def fresh(mask_set: Mapping[str, torch.Tensor] | None, offset: int = 0) -> Callable[[int], Any]:
+    inv_masks = _cpu(inv_proposal.masks) if inv_proposal is not None and inv_proposal.masks is not None else None
+    own_masks = {s: _cpu(p.masks) for s, (p, _) in per_seed.items() if p.masks is not None}
+    own_inv = {s: _cpu(i.masks) for s, (_, i) in per_seed.items() if i is not None and i.masks is not None}
+
+    def fresh(
+        mask_set: Mapping[str, torch.Tensor] | None,
+        offset: int = 0,
+        own: Mapping[int, Mapping[str, torch.Tensor]] | None = None,
+    ) -> Callable[[int], Any]:
+        """Seed s's initial state: its own scored mask (`own[s]`, else `mask_set`) on the init of seed s + offset."""
         if mask_set is None:
             return lambda _seed: None  # train() builds the genotype fresh (channels; shuffle = the space's masks)
-        return lambda seed: masked_state(space, mask_set, num_classes, init_seed=seed + offset)
+        return lambda seed: masked_state(space, (own or {}).get(seed, mask_set), num_classes, init_seed=seed + offset)
 
     inits: dict[str, Callable[[int], Mapping[str, torch.Tensor] | None]] = {
         "finetune": lambda _seed: pruned,
-        "scratch-e": fresh(masks),
-        "scratch-b": fresh(masks),
+        "scratch-e": fresh(masks, own=own_masks),
+        "scratch-b": fresh(masks, own=own_masks),
         "shuffle": fresh(None),
-        "reinit": fresh(masks, REINIT_OFFSET),
+        "reinit": fresh(masks, REINIT_OFFSET, own=own_masks),
     }
     if inv_proposal is not None:
-        inv_masks = inv_proposal.masks
-        inits["invert"] = fresh({k: v.detach().cpu().float() for k, v in inv_masks.items()} if inv_masks else None)
+        inits["invert"] = fresh(inv_masks, own=own_inv)
+    own_genotypes = {s: p.genotype for s, (p, _) in per_seed.items()}
+    inv_genotypes = {s: i.genotype for s, (_, i) in per_seed.items() if i is not None}
     for arm in plan.arms:
         if arm.name != "unpruned" and arm.trains:
-            runs[arm.name] = run_arm(arm, inits[arm.name])
+            genotypes = None if arm.name == "finetune" else inv_genotypes if arm.name == "invert" else own_genotypes
+            runs[arm.name] = run_arm(arm, inits[arm.name], genotypes)
     results = tuple(ArmResult(arm, tuple(runs.get(arm.runs_of, []))) for arm in plan.arms)
     outcome = RethinkOutcome(plan, results, {}, counts["trained"], counts["skipped"], time.perf_counter() - t0)
     files = write_outputs(outcome)

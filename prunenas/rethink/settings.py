@@ -29,6 +29,11 @@ class RethinkSettings(Config):
     )
     reference: str | None = setting(None, "a trained reference (checkpoint.pt) instead of training one", metavar="CKPT")
     ablation: str | None = setting(None, "density spaces: shuffle,reinit,invert (Frankle et al. 2021)", metavar="A,B")
+    protocol: str = setting(
+        "prunenas", "preset of a paper's protocol: rethinking (Liu et al. 2019) or frankle (Frankle et al. 2021) "
+        "sets validation split, reported accuracy, precision, normalisation and init; explicit flags win",
+        choices=("prunenas", "rethinking", "frankle"),
+    )  # fmt: skip
     out: str | None = setting(
         None, "study folder (default runs/rethink/SPACE-KEY-DATASET); rerun resumes", metavar="DIR"
     )

@@ -8,7 +8,13 @@ keeping the residual widths; here both are genes.
 Shortcuts where the shape changes:
   "A": parameter-free: subsample by the stride, then zero-pad the missing channels (half before,
        half after, as in Li et al.'s code) or, if the block narrows, keep the first channels.
+  "A-pool": parameter-free as the Rethinking repository's L1-norm ResNets build it: AvgPool2d(stride)
+       instead of subsampling, the zero channels appended after the input's, and no gradient through
+       the shortcut (it is computed from the detached input).
   "B": a 1x1 conv + BN projection (open_lth, Torch-Pruning).
+
+Initialisation: the [model] `init` scheme (`prunenas.spaces.init`; ResNets: "prunenas" and "rethinking"
+are the same weights).
 """
 
 from __future__ import annotations
@@ -23,28 +29,39 @@ from torch import nn
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
+from prunenas.spaces.init import check_init, initialize
+
+SHORTCUTS = ("A", "A-pool", "B")
 
 
 class ShortcutA(nn.Module):
-    """Parameter-free shortcut: strided subsampling plus zero-padding (or truncation) of channels."""
+    """Parameter-free shortcut: strided subsampling plus zero-padding (or truncation) of channels.
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+    `pool=True` is the Rethinking repository's variant: average pooling over stride x stride windows, the
+    zero channels appended after the input's, and the input detached (no gradient flows through it)."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int, pool: bool = False) -> None:
         super().__init__()
-        self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
+        self.in_planes, self.out_planes, self.stride, self.pool = in_planes, out_planes, stride, pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride != 1:
+        if self.pool:
+            x = x.detach()
+            if self.stride != 1:
+                x = F.avg_pool2d(x, self.stride, self.stride)
+        elif self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]
         extra = self.out_planes - self.in_planes
         if extra > 0:
-            front = extra // 2
+            front = 0 if self.pool else extra // 2
             x = F.pad(x, (0, 0, 0, 0, front, extra - front))
         elif extra < 0:
             x = x[:, : self.out_planes]
         return x
 
     def extra_repr(self) -> str:
-        return f"{self.in_planes}->{self.out_planes}, stride={self.stride}"
+        pool = ", avg-pool, detached" if self.pool else ""
+        return f"{self.in_planes}->{self.out_planes}, stride={self.stride}{pool}"
 
 
 class BasicBlock(nn.Module):
@@ -57,8 +74,8 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module
         if stride == 1 and in_planes == out_planes:
             self.shortcut = nn.Identity()
-        elif shortcut == "A":
-            self.shortcut = ShortcutA(in_planes, out_planes, stride)
+        elif shortcut in ("A", "A-pool"):
+            self.shortcut = ShortcutA(in_planes, out_planes, stride, pool=shortcut == "A-pool")
         else:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes)
@@ -80,10 +97,11 @@ class CifarResNet(nn.Module):
         shortcut: str = "A",
         num_classes: int = 10,
         in_channels: int = 3,
+        init: str = "prunenas",
     ) -> None:
         super().__init__()
-        if shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         self.conv1 = nn.Conv2d(in_channels, stage_widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stage_widths[0])
         self.layer1: nn.Sequential
@@ -98,12 +116,7 @@ class CifarResNet(nn.Module):
                 in_planes = width
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
         self.fc = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        initialize(self, init, "resnet")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -120,14 +133,16 @@ def blocks_per_stage(depth: int) -> int:
 
 
 class _ResNetConfig:
-    """Shared TOML settings of the ResNet families: depth, shortcut, residual widths."""
+    """Shared TOML settings of the ResNet families: depth, shortcut, residual widths, init."""
 
     def __init__(self, space_name: str, config: Mapping[str, Any]) -> None:
         self.depth = int(config.get("depth", 56))
         self.n = blocks_per_stage(self.depth)
-        self.shortcut = str(config.get("shortcut", "A")).upper()
-        if self.shortcut not in ("A", "B"):
-            raise SpaceError(f'space {space_name!r}: shortcut must be "A" or "B", got {self.shortcut!r}')
+        shortcut = str(config.get("shortcut", "A"))
+        self.shortcut = next((s for s in SHORTCUTS if s.lower() == shortcut.lower()), shortcut)
+        if self.shortcut not in SHORTCUTS:
+            raise SpaceError(f"space {space_name!r}: shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
+        self.init = check_init(space_name, config.get("init", "prunenas"))
         widths = config.get("widths", [16, 32, 64])
         if len(widths) != 3 or any(int(w) < 1 for w in widths):
             raise SpaceError(f"space {space_name!r}: widths must be three positive ints, got {widths!r}")
@@ -138,12 +153,15 @@ class CifarResNetSpace(Space):
     """Genes: residual width of each stage, then the inner width of each of its blocks.
 
     Order (network order): stage1_width, stage1_block1..n, stage2_width, stage2_block1..n, ...
-    Config: depth (6n+2), shortcut ("A"/"B"), widths ([16, 32, 64]), max_width_multiplier (1.0).
+    Config: depth (6n+2), shortcut ("A"/"A-pool"/"B"), widths ([16, 32, 64]), max_width_multiplier (1.0),
+    init (`prunenas.spaces.init`).
     """
 
     family: ClassVar[str] = "cifar_resnet"
     kind: ClassVar[SpaceKind] = "channels"
-    config_keys: ClassVar[frozenset[str] | None] = frozenset({"depth", "shortcut", "widths", "max_width_multiplier"})
+    config_keys: ClassVar[frozenset[str] | None] = frozenset(
+        {"depth", "shortcut", "widths", "max_width_multiplier", "init"}
+    )
 
     def _make_genes(self) -> list[Gene]:
         self.arch = _ResNetConfig(self.name, self.config)
@@ -191,7 +209,7 @@ class CifarResNetSpace(Space):
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         stage, inner = self.widths_of(genes)
         channels = self.input_shape[0]
-        return CifarResNet(stage, inner, self.arch.shortcut, num_classes, in_channels=channels)
+        return CifarResNet(stage, inner, self.arch.shortcut, num_classes, in_channels=channels, init=self.arch.init)
 
 
 class CifarResNetStagesSpace(Space):
@@ -203,7 +221,7 @@ class CifarResNetStagesSpace(Space):
 
     family: ClassVar[str] = "cifar_resnet_stages"
     kind: ClassVar[SpaceKind] = "ratios"
-    config_keys: ClassVar[frozenset[str] | None] = frozenset({"depth", "shortcut", "widths", "max_ratio"})
+    config_keys: ClassVar[frozenset[str] | None] = frozenset({"depth", "shortcut", "widths", "max_ratio", "init"})
     proposer_kind: ClassVar[str | None] = None  # no pruning method proposes stage ratios
     value_label: ClassVar[str] = "prune ratio"
 
@@ -241,4 +259,6 @@ class CifarResNetStagesSpace(Space):
 
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         inner = [[self.inner_width(s, float(genes[f"stage{s + 1}_ratio"]))] * self.arch.n for s in range(3)]
-        return CifarResNet(self.arch.widths, inner, self.arch.shortcut, num_classes, self.input_shape[0])
+        return CifarResNet(
+            self.arch.widths, inner, self.arch.shortcut, num_classes, self.input_shape[0], init=self.arch.init
+        )

@@ -4,7 +4,8 @@ Features: 3x3 conv + BN + ReLU layers with 2x2 max-pools between groups; after t
 global average pool (a 2x2 average for 32x32 inputs, as in both papers' code). Classifier:
   "li":       FC(c, 512) - BN - ReLU - FC(512, classes)  (Li et al.; VGG-16 = 313.5M MACs)
   "slimming": FC(c, classes)                           (network slimming)
-where c is the width of the last conv (a gene).
+where c is the width of the last conv (a gene). Convs have no bias unless `conv_bias` (open_lth's VGG);
+`init` picks the initialisation scheme (`prunenas.spaces.init`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue
 from prunenas.spaces.base import Gene, Space, SpaceKind
+from prunenas.spaces.init import check_init, initialize
 
 # Conv widths per depth; "M" is a 2x2 max-pool.
 VGG_CFGS: dict[int, list[int | str]] = {
@@ -31,7 +33,14 @@ CLASSIFIERS = ("li", "slimming")
 
 class CifarVGG(nn.Module):
     def __init__(
-        self, cfg: Sequence[int | str], classifier: str = "li", num_classes: int = 10, in_channels: int = 3
+        self,
+        cfg: Sequence[int | str],
+        classifier: str = "li",
+        num_classes: int = 10,
+        in_channels: int = 3,
+        *,
+        conv_bias: bool = False,
+        init: str = "prunenas",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -42,7 +51,7 @@ class CifarVGG(nn.Module):
             else:
                 c_out = int(item)
                 layers += [
-                    nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False),
+                    nn.Conv2d(c_in, c_out, 3, 1, 1, bias=conv_bias),
                     nn.BatchNorm2d(c_out),
                     nn.ReLU(inplace=True),
                 ]
@@ -57,12 +66,7 @@ class CifarVGG(nn.Module):
             self.classifier = nn.Linear(c_in, num_classes)
         else:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        initialize(self, init, "vgg")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
@@ -72,11 +76,13 @@ class CifarVGGSpace(Space):
     """Genes conv1..convK (network order), each in [1, reference width].
 
     Config: depth (11/13/16/19) or cfg (a list of widths and "M"), classifier ("li"/"slimming"),
-    max_width_multiplier (1.0).
+    max_width_multiplier (1.0), conv_bias (false), init (`prunenas.spaces.init`).
     """
 
     family: ClassVar[str] = "cifar_vgg"
-    config_keys: ClassVar[frozenset[str] | None] = frozenset({"depth", "cfg", "classifier", "max_width_multiplier"})
+    config_keys: ClassVar[frozenset[str] | None] = frozenset(
+        {"depth", "cfg", "classifier", "max_width_multiplier", "conv_bias", "init"}
+    )
     kind: ClassVar[SpaceKind] = "channels"
     #: Network slimming's L1 penalty on the BN scales (Liu et al. 2017: 1e-4 for VGG, 1e-5 for ResNet).
     slimming_l1: ClassVar[float] = 1e-4
@@ -96,6 +102,11 @@ class CifarVGGSpace(Space):
             raise SpaceError(
                 f"space {self.name!r}: classifier must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}"
             )
+        self.init = check_init(self.name, self.config.get("init", "prunenas"))
+        conv_bias = self.config.get("conv_bias", False)
+        if not isinstance(conv_bias, bool):
+            raise SpaceError(f"space {self.name!r}: conv_bias must be true or false, got {conv_bias!r}")
+        self.conv_bias = conv_bias
         mult = float(self.config.get("max_width_multiplier", 1.0))
         widths = [int(c) for c in self.cfg if c != "M"]
         return [
@@ -130,4 +141,7 @@ class CifarVGGSpace(Space):
         return genes
 
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
-        return CifarVGG(self.cfg_of(genes), self.classifier, num_classes, self.input_shape[0])
+        return CifarVGG(
+            self.cfg_of(genes), self.classifier, num_classes, self.input_shape[0], conv_bias=self.conv_bias,
+            init=self.init,
+        )  # fmt: skip

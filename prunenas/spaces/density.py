@@ -3,9 +3,10 @@
 A density space wraps a channel space's reference model (its `base`) and has one gene per prunable
 layer (every Conv2d and Linear, shortcut convs and the classifier included), named by module path,
 valued in (0, 1]. Building a genotype gives the dense model with a fixed random mask per layer that
-keeps exactly `mask_count(density, numel)` weights, stored as a `weight_mask` buffer. Surviving
-weights are rescaled by 1/sqrt(density), i.e. He init with the fan scaled by the density. Call
-`apply_masks(model)` after every optimizer step to keep masked weights exactly zero.
+keeps exactly `mask_count(density, numel)` weights, stored as a `weight_mask` buffer. With `rescale`
+(the default) surviving weights of a fresh init are rescaled by 1/sqrt(density), i.e. He init with the
+fan scaled by the density; Frankle et al.'s open_lth does not rescale (its spaces set rescale = false).
+Call `apply_masks(model)` after every optimizer step to keep masked weights exactly zero.
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ def densities(model: nn.Module) -> dict[str, float]:
 
 
 class DensitySpace(Space):
-    """Config: base (a channel space name or TOML path), base_overrides (settings changed in it)."""
+    """Config: base (a channel space name or TOML path), base_overrides (settings changed in it), rescale
+    (true: kept weights of a fresh init x 1/sqrt(density)), init (the base's init scheme, a shorthand for
+    base_overrides.init)."""
 
     family: ClassVar[str] = "density"
-    config_keys: ClassVar[frozenset[str] | None] = frozenset({"base", "base_overrides"})
+    config_keys: ClassVar[frozenset[str] | None] = frozenset({"base", "base_overrides", "rescale", "init"})
     kind: ClassVar[SpaceKind] = "density"
     proposer_kind: ClassVar[str | None] = "density"
     seed_target: ClassVar[str] = "density"
@@ -110,6 +113,12 @@ class DensitySpace(Space):
             raise SpaceError(
                 f'space {self.name!r}: base_overrides must be a table like {{ shortcut = "B" }}, got {overrides!r}'
             )
+        rescale = self.config.get("rescale", True)
+        if not isinstance(rescale, bool):
+            raise SpaceError(f"space {self.name!r}: rescale must be true or false, got {rescale!r}")
+        self.rescale: bool = rescale
+        if "init" in self.config:
+            overrides = {**dict(overrides or {}), "init": self.config["init"]}
         self.base = get_space(str(base_name), overrides=overrides)
         if self.base.masked:
             raise SpaceError(f"space {self.name!r}: base {base_name!r} is itself a density space")
@@ -133,7 +142,7 @@ class DensitySpace(Space):
         layers = dict(prunable_layers(model))
         for name, density in genes.items():
             module = layers[name]
-            set_mask(module, random_mask(weight_of(module).shape, float(density)))
+            set_mask(module, random_mask(weight_of(module).shape, float(density)), rescale=self.rescale)
         return model
 
     # -- what differs from channel spaces -------------------------------------------------------
