@@ -223,6 +223,11 @@ class SearchConfig:
     def __post_init__(self) -> None:
         for name in self.objectives:
             get_metric(name)
+        if self.data is not None and self.data.val_size == 0:
+            raise PrunenasError(
+                "--val-size 0 leaves no validation split, and a search ranks its candidates on it (the test set "
+                "stays untouched); pass --val-size N with N > 0, or leave it out (a tenth of the training images)"
+            )
 
     @property
     def limits(self) -> tuple[Limit, ...]:
