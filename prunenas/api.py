@@ -104,7 +104,8 @@ def load_data(data: DataConfig | DatasetSplits | str = "digits", *, seed: int = 
     data_dir = cfg.data_dir or os.environ.get("PRUNENAS_DATA") or None
     return load_dataset(
         cfg.dataset, data_dir, val_size=cfg.val_size, train_subset=cfg.train_subset, seed=seed,
-        normalize=cfg.normalize,
+        normalize=cfg.normalize, image_size=cfg.image_size, stored_size=cfg.stored_size, data_cache=cfg.data_cache,
+        bad_images=cfg.bad_images,
     )  # fmt: skip
 
 

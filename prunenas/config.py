@@ -54,12 +54,15 @@ def setting(
     aliases: Sequence[str] = (),
     metavar: str | None = None,
     default_factory: Any = _NO_DEFAULT,
+    omit_default: bool = False,
 ) -> Any:
     """A dataclass field with the metadata the config tree uses.
 
     `low`/`high` bound numbers (and the items of number tuples), inclusive unless `*_open`; `choices`
     lists valid values; `identity` says whether the value changes the result of a run (and so its
     identity and folder name); `cli=False` keeps it off the command line; `flag` renames its option.
+    `omit_default` leaves the field out of `to_dict` (so out of run identities and folder names) while it
+    has its default value: a setting added later then keeps the names of runs made before it existed.
     """
     meta = {
         "help": help,
@@ -73,6 +76,7 @@ def setting(
         "flag": flag,
         "aliases": tuple(aliases),
         "metavar": metavar,
+        "omit_default": omit_default,
     }
     if default_factory is not _NO_DEFAULT:
         return field(default_factory=default_factory, metadata=meta)
@@ -255,6 +259,8 @@ class Config:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.metadata.get("omit_default") and v == f.default:
+                continue
             out[f.name] = list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v
         return out
 
@@ -275,7 +281,7 @@ class Config:
     def identity(self) -> dict[str, Any]:
         """The fields that change the result of a run (the others say how or where it runs)."""
         d = self.to_dict()
-        return {f.name: d[f.name] for f in dataclasses.fields(self) if f.metadata.get("identity", True)}
+        return {f.name: d[f.name] for f in dataclasses.fields(self) if f.metadata.get("identity", True) and f.name in d}
 
     # -- command line -------------------------------------------------------------------------------------------
     @classmethod
@@ -350,6 +356,7 @@ DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
 #: Input normalisation: "train" = the training split's own per-channel statistics; the fixed constants
 #: of the Rethinking repository ("cifar") and of open_lth ("imagenet"); see `prunenas.data.NORMALIZATIONS`.
 NORMALIZE = ("train", "cifar", "imagenet")
+DATA_CACHES = ("auto", "memory", "disk")
 
 
 @dataclass(frozen=True)
@@ -375,7 +382,24 @@ class DataConfig(Config):
     )  # fmt: skip
     normalize: str = setting(
         "train", "input normalisation: the training split's statistics, or the fixed constants of the Rethinking "
-        "code (cifar) or open_lth (imagenet)", choices=NORMALIZE,
+        "code (cifar) or open_lth (imagenet)", choices=NORMALIZE, omit_default=True,
+    )  # fmt: skip
+    image_size: int = setting(
+        32, "pixels the model sees (ImageFolder data is resized; disk-cached images are cropped to it)", low=1,
+        omit_default=True, metavar="PX",
+    )  # fmt: skip
+    stored_size: int | None = setting(
+        None, "disk cache: pixels images are stored at (default --image-size x 8/7, room for crops)", low=1,
+        omit_default=True, metavar="PX",
+    )  # fmt: skip
+    data_cache: str = setting(
+        "auto", "where decoded images live: memory (whole on the device), disk (a memory-mapped cache, streamed) "
+        "or auto (disk when they would take over a quarter of the free host memory)", choices=DATA_CACHES,
+        identity=False,
+    )  # fmt: skip
+    bad_images: str = setting(
+        "stop", "unreadable or truncated images: stop with their names, or skip them (counted and listed)",
+        choices=("stop", "skip"), omit_default=True,
     )  # fmt: skip
 
 

@@ -52,6 +52,14 @@ class Recipe(Config):
     warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs", low=0.0)
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy", low=0.0, high=1.0, high_open=True)
     augment: bool = setting(True, "random crop (pad 4) + flip of training images")
+    crop: str = setting(
+        "pad", "training crop: pad (CIFAR: pad 4, random crop, flip) or rrc (ImageNet: random-resized-crop, flip)",
+        choices=("pad", "rrc"), omit_default=True,
+    )  # fmt: skip
+    lr_batch: int | None = setting(
+        None, "lr is per this many images: the lr used is lr x batch_size / lr_batch (ImageNet: 0.1 per 256)",
+        low=1, omit_default=True, metavar="N",
+    )  # fmt: skip
     bn_l1: float = setting(0.0, "network slimming: L1 penalty on BatchNorm scales (1e-4 VGG, 1e-5 ResNet)", low=0.0)
     needs_weights: bool = setting(False, "starts from given weights (finetune)", cli=False)
     extra: dict[str, Any] = setting(default_factory=dict, help="derived values (scratch-b factor)", cli=False)
@@ -62,15 +70,21 @@ class Recipe(Config):
                 f"--warmup-epochs {self.warmup_epochs:g} must be below --epochs {self.epochs} (recipe {self.name!r})"
             )
 
+    @property
+    def peak_lr(self) -> float:
+        """The lr at the top of the schedule: `lr`, scaled by batch_size / lr_batch when lr_batch is set."""
+        return self.lr * (self.batch_size / self.lr_batch if self.lr_batch else 1.0)
+
     def lr_at(self, step: int, total_steps: int, steps_per_epoch: int) -> float:
         """Learning rate for optimizer step `step` (0-based) of `total_steps`."""
         t = step / max(1, total_steps)
+        peak = self.peak_lr
         if self.schedule == "constant":
-            lr = self.lr
+            lr = peak
         elif self.schedule == "cosine":
-            lr = 0.5 * self.lr * (1 + math.cos(math.pi * t))
+            lr = 0.5 * peak * (1 + math.cos(math.pi * t))
         else:
-            lr = self.lr * self.gamma ** sum(t >= m for m in self.milestones)
+            lr = peak * self.gamma ** sum(t >= m for m in self.milestones)
         warm = self.warmup_epochs * steps_per_epoch
         if warm > 0 and step < warm:
             lr *= (step + 1) / warm

@@ -1,8 +1,9 @@
 """From-scratch training of a genotype: the engine every search candidate goes through.
 
 Design (GUIDE section 6): the whole dataset lives on the training device as uint8 and is augmented
-per batch there (`prunenas.data.DeviceBatches`); losses and accuracies are summed on the device and
-read once per epoch, so there is no host synchronisation per step. On CUDA: channels_last, bf16
+per batch there (`prunenas.data.DeviceBatches`), or, for data too large for that, is streamed there in
+chunks from the memory-mapped disk cache (`prunenas.data.StreamBatches`); losses and accuracies are
+summed on the device and read once per epoch, so there is no host synchronisation per step. On CUDA: channels_last, bf16
 autocast and cudnn.benchmark (each switchable). Every epoch ends with a checkpoint; a run resumes
 from it to the same result as an uninterrupted run because the batch order and augmentation of
 epoch e depend only on (seed, e) and the RNG states are checkpointed.
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunenas.config import RunSettings, fingerprint
-from prunenas.data import DatasetSplits, DeviceBatches, ImageSet
+from prunenas.data import DatasetSplits, DeviceBatches, ImageSet, StreamBatches, make_batches
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.paths import ensure_dir
@@ -166,7 +167,7 @@ def run_folder_name(space: Space, genotype: Genotype, recipe: Recipe, identity: 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: DeviceBatches, amp: bool) -> tuple[float, float]:
+def evaluate(model: nn.Module, batches: DeviceBatches | StreamBatches, amp: bool) -> tuple[float, float]:
     """(mean loss, accuracy) of `model` over one pass of `batches`."""
     was_training = model.training
     model.eval()
@@ -311,7 +312,9 @@ class TrainStep:
         self.seen += y.numel()
 
 
-def train_epoch(step: TrainStep, batches: DeviceBatches, epoch: int, progress: Any = None) -> EpochMetrics:
+def train_epoch(
+    step: TrainStep, batches: DeviceBatches | StreamBatches, epoch: int, progress: Any = None
+) -> EpochMetrics:
     """One epoch of `step` over `batches`, the lr set per step from the recipe's schedule."""
     recipe = step.recipe
     steps_per_epoch = len(batches)
@@ -341,18 +344,26 @@ def train_epoch(step: TrainStep, batches: DeviceBatches, epoch: int, progress: A
     )
 
 
-def _data_batches(data: DatasetSplits, recipe: Recipe, device: torch.device, seed: int, channels_last: bool) -> Any:
-    """The shuffled, augmented training batches and a factory of evaluation batches."""
-    train_batches = DeviceBatches(
+def _data_batches(
+    data: DatasetSplits, recipe: Recipe, device: torch.device, seed: int, channels_last: bool,
+    shard: tuple[int, int] = (0, 1),
+) -> Any:  # fmt: skip
+    """The shuffled, augmented training batches and a factory of evaluation batches: whole splits on the
+    device, or streamed from the disk cache (`prunenas.data.make_batches`); crops of the model's input size
+    when the images are stored larger. `shard` = (rank, world) of a data-parallel run."""
+    out_size = data.image_shape[1]
+    train_batches = make_batches(
         data.train, batch_size=recipe.batch_size, device=device, mean=data.mean, std=data.std,
         augment=recipe.augment, shuffle=True, drop_last=len(data.train) > recipe.batch_size, seed=seed,
-        channels_last=channels_last, dtype=torch.float32, flip=data.flip,
+        channels_last=channels_last, dtype=torch.float32, flip=data.flip, out_size=out_size, crop=recipe.crop,
+        shard=shard,
     )  # fmt: skip
 
-    def eval_batches(split: ImageSet) -> DeviceBatches:
-        return DeviceBatches(
+    def eval_batches(split: ImageSet) -> Any:
+        return make_batches(
             split, batch_size=max(256, recipe.batch_size), device=device, mean=data.mean, std=data.std,
             augment=False, shuffle=False, drop_last=False, channels_last=channels_last, dtype=torch.float32,
+            out_size=out_size,
         )  # fmt: skip
 
     return train_batches, eval_batches
@@ -529,7 +540,7 @@ def _finish(
     *,
     evaluate_test: bool,
     amp: bool,
-    eval_batches: Callable[[ImageSet], DeviceBatches],
+    eval_batches: Callable[[ImageSet], DeviceBatches | StreamBatches],
     extra: Mapping[str, Any] | None,
     resumed_from: int = 0,
 ) -> TrainResult:

@@ -120,9 +120,9 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = data.sources._decode_source
 
-    def counting(name: str, layout: str, path: Path, image_size: int) -> Any:
+    def counting(name: str, layout: str, path: Path, image_size: int, bad_images: str = "stop") -> Any:
         calls.append(f"{name}:{layout}:{path}:{image_size}")
-        return real(name, layout, path, image_size)
+        return real(name, layout, path, image_size, bad_images)
 
     monkeypatch.setattr(data.sources, "_decode_source", counting)
     return calls
@@ -477,6 +477,8 @@ def test_error_class_lists_differ_and_empty(tmp_path: Path, cache: Path) -> None
     make_tree(tmp_path / "t", classes=("a", "b", "c"), n_train=2, n_test=1, size=4)
     for f in (tmp_path / "t" / "test" / "c").iterdir():
         f.unlink()
+    _raises(lambda: load_dataset("imagefolder", tmp_path / "t", cache_dir=cache), "without images", "c")
+    (tmp_path / "t" / "test" / "c").rmdir()
     (tmp_path / "t" / "test" / "z").mkdir()
     (tmp_path / "t" / "test" / "z" / "0.png").write_bytes(_png(np.zeros((4, 4, 3), np.uint8)))
     _raises(lambda: load_dataset("imagefolder", tmp_path / "t", cache_dir=cache), "only in train: c", "only in test: z")

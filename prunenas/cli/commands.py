@@ -168,10 +168,10 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
     from prunenas.report import format_table, human
     from prunenas.train import CHECKPOINT, CURVE, METRICS, load_model_state, train
 
-    space, genotype = fit_to_data(space, genotype)
+    data_cfg = data_config(args)
+    space, genotype = fit_to_data(space, genotype, image_size=data_cfg.image_size)
     settings = run_settings(args)
     recipe = recipe_from_args(args, space, genotype)
-    data_cfg = data_config(args)
     init = load_model_state(args.weights) if getattr(args, "weights", None) else None
     data = load_data(data_cfg, settings.seed)
     out = Path(args.out) if args.out else default_run_dir(root, space, genotype, recipe, data, settings.seed, init)
@@ -263,8 +263,9 @@ def cmd_propose(args: argparse.Namespace) -> int:
         raise PrunenasError(f"--pretrain-epochs must be >= 1 (got {args.pretrain_epochs})")
     data = None
     if needs_data or args.dataset:
-        space, _ = fit_to_data(space)
-        data = load_data(data_config(args, dataset=args.dataset or "cifar10"), settings.seed)
+        data_cfg = data_config(args, dataset=args.dataset or "cifar10")
+        space, _ = fit_to_data(space, image_size=data_cfg.image_size)
+        data = load_data(data_cfg, settings.seed)
     reference = args.reference
     if reference is None and proposer.needs_trained and args.pretrain_epochs:
         reference = quick_reference(args, space, data, settings)

@@ -72,14 +72,24 @@ def load_genotype(arg: str, space_arg: str | None = None) -> tuple[Any, Any]:
     return get_space(space_arg or genotype.space), genotype
 
 
-def fit_to_data(space: Any, genotype: Any = None, *, quiet: bool = False) -> tuple[Any, Any]:
-    """A traced space named by its factory at the pixel size the data is decoded at (the genotype moved
-    over, its genes unchanged), with a notice; any other space unchanged."""
+def fit_to_data(
+    space: Any, genotype: Any = None, *, quiet: bool = False, image_size: int | None = None
+) -> tuple[Any, Any]:
+    """A traced space named by its factory at the pixel size the model sees (`image_size`, default the
+    decoded size 32), the genotype moved over with its genes unchanged, with a notice; any other space
+    unchanged (a note when it counts MACs at another size)."""
     from prunenas.data import DEFAULT_IMAGE_SIZE
     from prunenas.spaces.traced import space_for_image_size
 
-    fitted = space_for_image_size(space, DEFAULT_IMAGE_SIZE)
+    size = image_size or DEFAULT_IMAGE_SIZE
+    fitted = space_for_image_size(space, size)
     if fitted is space:
+        if not quiet and space.input_shape[1] != size:
+            print(
+                f"note: --space {space.name} counts MACs at {space.input_shape[1]} px but the model sees {size} px "
+                f"(it runs at any size; MACs grow by about ({size}/{space.input_shape[1]})^2)",
+                file=sys.stderr,
+            )
         return space, genotype
     if genotype is not None:
         from prunenas.genotype import Genotype
@@ -87,8 +97,8 @@ def fit_to_data(space: Any, genotype: Any = None, *, quiet: bool = False) -> tup
         genotype = fitted.validate(Genotype(fitted.name, dict(genotype.genes), genotype.provenance))
     if not quiet:
         print(
-            f"note: the data is {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE} pixels, so --space {space.name} runs as "
-            f"{fitted.name} (MACs counted at that size)",
+            f"note: the model sees {size}x{size} pixels, so --space {space.name} runs as {fitted.name} (MACs counted "
+            "at that size)",
             file=sys.stderr,
         )
     return fitted, genotype

@@ -34,7 +34,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     data_cfg = data_config(args)
     overrides = recipe_overrides(args)
     named = get_space(args.space)
-    space, _ = fit_to_data(named)
+    space, _ = fit_to_data(named, image_size=data_cfg.image_size)
     # workers find the space again by the --space value (a TOML path), or by its name when it moved
     config = resolve_search(space, args.space if space is named else space.name, data_cfg, settings, run, overrides)
     data = load_data(config.data_config(), run.seed)
@@ -126,7 +126,7 @@ def cmd_rethink(args: argparse.Namespace) -> int:
         space, genotype = load_genotype(args.genotype, args.space)
     else:
         space, genotype = get_space(args.space), None
-    space, genotype = fit_to_data(space, genotype)
+    space, genotype = fit_to_data(space, genotype, image_size=data_cfg.image_size)
     config = RethinkConfig(
         space=space,
         dataset=data_cfg.dataset,

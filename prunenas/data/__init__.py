@@ -2,34 +2,49 @@
 
 ``load_dataset`` reads CIFAR-10/100 (python batches, an ImageFolder tree, or a .tar.gz of either), the
 embedded 8x8 digits set, or a user's own ImageFolder tree, and returns train/val/test splits as uint8
-``(N, 3, H, W)`` tensors. ``DeviceBatches`` keeps one split on the training device and yields normalized
-float batches, with pad-and-crop plus horizontal-flip augmentation done there, vectorized.
+``(N, 3, H, W)`` tensors, in memory or, for data too large for that, memory-mapped from a decode-once
+disk cache. ``make_batches`` yields normalized float batches on the training device, augmented there:
+``DeviceBatches`` keeps a whole split on the device, ``StreamBatches`` streams a disk-cached one in chunks.
 
 The work is split across submodules: ``splits`` (the ``ImageSet``/``DatasetSplits`` containers and the
 seeded split), ``sources`` (locating, downloading and caching a dataset), ``decode`` (turning batches,
-image trees, archives and the embedded digits into uint8 arrays) and ``batches`` (``DeviceBatches``).
+image trees, archives and the embedded digits into uint8 arrays), ``diskcache`` (the memory-mapped cache
+of large ImageFolder data) and ``batches`` (``DeviceBatches``, ``StreamBatches``, ``make_batches``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-from prunenas.data.batches import DeviceBatches
+from prunenas.config import DATA_CACHES
+from prunenas.data.batches import DeviceBatches, StreamBatches, make_batches
 from prunenas.data.decode import _load_digits
-from prunenas.data.sources import DATASETS, DOWNLOAD_MD5, DOWNLOAD_URLS, _load_cached, _resolve_source
-from prunenas.data.splits import DatasetSplits, ImageSet, _check_positive, _split
+from prunenas.data.diskcache import available_memory, count_images, default_stored_size, open_or_build
+from prunenas.data.sources import (
+    DATASETS,
+    DOWNLOAD_MD5,
+    DOWNLOAD_URLS,
+    _load_cached,
+    _resolve_source,
+    _signature,
+)
+from prunenas.data.splits import DatasetSplits, ImageSet, _check_positive, _Raw, _split
 from prunenas.errors import DataError
 
 __all__ = [
     "DATASETS",
+    "DATA_CACHES",
     "DOWNLOAD_MD5",
     "DOWNLOAD_URLS",
     "DatasetSplits",
     "DeviceBatches",
     "ImageSet",
+    "StreamBatches",
     "default_cache_dir",
     "load_dataset",
+    "make_batches",
 ]
 
 
@@ -38,6 +53,45 @@ __all__ = [
 
 #: The pixel size datasets are decoded at (CIFAR's own; ImageFolder trees are resized to it).
 DEFAULT_IMAGE_SIZE = 32
+
+
+def _use_disk(data_cache: str, name: str, layout: str, path: Path, stored: int) -> bool:
+    """Whether the images go to the disk cache: forced, or (auto) when decoded they would take more than a
+    quarter of the host memory available now. CIFAR python batches always load in memory."""
+    if data_cache not in DATA_CACHES:
+        raise DataError(f"--data-cache must be one of {', '.join(DATA_CACHES)}, got {data_cache!r}")
+    if data_cache != "auto":
+        return data_cache == "disk"
+    if layout == "batches" or (layout == "archive" and name in ("cifar10", "cifar100") and path.name.endswith(
+        "-python.tar.gz"
+    )):  # fmt: skip
+        return False
+    try:
+        n = count_images(name, layout, path)
+    except DataError:
+        return False  # not an ImageFolder source: the in-memory decoder reports what is wrong
+    return n * 3 * stored * stored > available_memory() // 4
+
+
+def _disk_raw(
+    name: str, layout: str, path: Path, cache_root: Path, image_size: int, stored_size: int | None, bad_images: str,
+    quiet: bool,
+) -> _Raw:  # fmt: skip
+    stored = stored_size or default_stored_size(image_size)
+    if stored < image_size:
+        raise DataError(
+            f"--image-size {image_size} is larger than the stored size {stored}; pass --stored-size {image_size} or "
+            "more (or a smaller --image-size)"
+        )
+    try:
+        signature = _signature(path)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}; check the path and its permissions") from None
+    cache = open_or_build(name, layout, path, cache_root, stored, signature, bad_images=bad_images, quiet=quiet)
+    return _Raw(
+        cache.classes, cache.train, cache.test, skipped=cache.skipped, stats=(cache.mean, cache.std),
+        cache=str(cache.folder),
+    )  # fmt: skip
 
 
 def default_cache_dir() -> Path:
@@ -57,6 +111,10 @@ def load_dataset(
     download: bool = True,
     image_size: int = DEFAULT_IMAGE_SIZE,
     normalize: str = "train",
+    stored_size: int | None = None,
+    data_cache: str = "auto",
+    bad_images: str = "stop",
+    quiet: bool = False,
 ) -> DatasetSplits:
     """Load ``name`` (one of DATASETS) and split it.
 
@@ -67,6 +125,11 @@ def load_dataset(
     CIFAR is downloaded (md5-checked) into ``data_dir`` or the cache when nothing is found and ``download``
     is true. ``data_dir`` is ignored for the embedded ``digits``. ``normalize`` is "train" (mean and std of the
     training split) or the name of fixed constants (``NORMALIZATIONS``: "cifar", "imagenet").
+    ImageFolder data (a folder or an archive) too large for memory goes to the decode-once disk cache
+    (``prunenas.data.diskcache``): ``data_cache`` "auto" picks it when the decoded images would take more
+    than a quarter of the available host memory, "disk" or "memory" force a path. Disk-cached images are
+    stored at ``stored_size`` pixels (default ``image_size`` x 8/7) and cropped to ``image_size`` on the
+    device. ``bad_images`` "skip" leaves unreadable images out (counted, listed) instead of stopping.
     Raises DataError for bad input.
     """
     if not isinstance(name, str) or name.lower() not in DATASETS:
@@ -81,9 +144,19 @@ def load_dataset(
     else:
         cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         layout, path = _resolve_source(name, data_dir, cache_root, download)
-        raw = _load_cached(name, layout, path, image_size, cache_root)
+        if _use_disk(data_cache, name, layout, path, stored_size or default_stored_size(image_size)):
+            raw = _disk_raw(name, layout, path, cache_root, image_size, stored_size, bad_images, quiet)
+        else:
+            if stored_size is not None and stored_size != image_size:
+                raise DataError(
+                    f"--stored-size {stored_size} applies to the disk cache; in memory images are stored at "
+                    f"--image-size {image_size}: drop --stored-size or pass --data-cache disk"
+                )
+            raw = _load_cached(name, layout, path, image_size, cache_root, bad_images)
         source = str(path)
     splits = _split(name, raw, source, val_size=val_size, train_subset=train_subset, seed=seed, normalize=normalize)
+    if splits.stored_size != image_size:
+        splits = dataclasses.replace(splits, image_size=image_size)
     if splits.num_classes < 2:
         raise DataError(
             f"dataset {name!r} ({source}) has {splits.num_classes} class: a classifier cannot learn anything from it "

@@ -181,10 +181,10 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0].rstrip(' :')}" if text else type(exc).__name__
 
 
-def _decode_source(name: str, layout: str, path: Path, image_size: int) -> _Raw:
+def _decode_source(name: str, layout: str, path: Path, image_size: int, bad_images: str = "stop") -> _Raw:
     """Decode everything at ``path`` (the slow step the cache avoids)."""
     if layout == "archive":
-        return _decode_archive(name, path, image_size)
+        return _decode_archive(name, path, image_size, bad_images)
     if layout == "batches":
         spec = _CIFAR[name]
         blobs: dict[str, bytes] = {}
@@ -195,10 +195,10 @@ def _decode_source(name: str, layout: str, path: Path, image_size: int) -> _Raw:
                 except OSError as exc:
                     raise DataError(f"cannot read {path / f}: {_why(exc)}; check its permissions") from None
         return _from_batches(spec, blobs, str(path), image_size)
-    return _from_tree(name, _folder_tree(path), str(path), image_size)
+    return _from_tree(name, _folder_tree(path), str(path), image_size, bad_images)
 
 
-def _decode_archive(name: str, path: Path, image_size: int) -> _Raw:
+def _decode_archive(name: str, path: Path, image_size: int, bad_images: str = "stop") -> _Raw:
     """Read a tar(.gz) in one sequential pass (no extraction) and decode the layout found inside."""
     files: dict[str, bytes] = {}
     try:
@@ -224,7 +224,7 @@ def _decode_archive(name: str, path: Path, image_size: int) -> _Raw:
             }
             return _from_batches(spec, blobs, f"{path}:{folder or '.'}", image_size)
     tree = _archive_tree(name, path, files)
-    return _from_tree(name, tree, str(path), image_size)
+    return _from_tree(name, tree, str(path), image_size, bad_images)
 
 
 def _find_batches(files: dict[str, bytes], spec: _CifarSpec) -> str | None:
@@ -250,13 +250,22 @@ def _folder_tree(root: Path) -> _Tree:
     tree: _Tree = {}
     for split in ("train", "test"):
         items: list[tuple[str, str, bytes | Path]] = []
+        empty: list[str] = []
         try:
             class_dirs = sorted(p for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith("."))
             for class_dir in class_dirs:
-                found = _walk_files(class_dir, skip_hidden=True)
-                items.extend((class_dir.name, str(p), p) for p in found if _is_image(p.name))
+                found = [p for p in _walk_files(class_dir, skip_hidden=True) if _is_image(p.name)]
+                if not found:
+                    empty.append(class_dir.name)
+                items.extend((class_dir.name, str(p), p) for p in found)
         except OSError as exc:
             raise DataError(f"cannot list {root / split}: {_why(exc)}; check its permissions") from None
+        if empty and items:
+            exts = "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+            raise DataError(
+                f"class folder(s) without images under {root / split}: {_short(empty)}; put images ({exts}) in them "
+                "or remove them"
+            )
         tree[split] = items
     return tree
 
@@ -302,7 +311,7 @@ def _decode_image(blob: bytes, where: str, size: int) -> np.ndarray:
         raise DataError(f"cannot read image {where}: {_why(exc)}; fix or remove that file") from None
 
 
-def _from_tree(name: str, tree: _Tree, where: str, image_size: int) -> _Raw:
+def _from_tree(name: str, tree: _Tree, where: str, image_size: int, bad_images: str = "stop") -> _Raw:
     """Decode an ImageFolder tree; class ids are the sorted class folder names."""
     train_classes = sorted({c for c, _, _ in tree["train"]})
     test_classes = sorted({c for c, _, _ in tree["test"]})
@@ -327,18 +336,32 @@ def _from_tree(name: str, tree: _Tree, where: str, image_size: int) -> _Raw:
         )
     label = {c: i for i, c in enumerate(train_classes)}
     sets = []
+    bad: list[str] = []
     for split in ("train", "test"):
         items = tree[split]
         x = np.empty((len(items), image_size, image_size, 3), dtype=np.uint8)
+        ok = np.ones(len(items), dtype=bool)
         for i, (_, shown, src) in enumerate(items):
             try:
                 blob = src if isinstance(src, bytes) else src.read_bytes()
             except OSError as exc:
                 raise DataError(f"cannot read image {shown}: {_why(exc)}; check its permissions") from None
-            x[i] = _decode_image(blob, shown, image_size)
+            try:
+                x[i] = _decode_image(blob, shown, image_size)
+            except DataError as exc:
+                if bad_images != "skip":
+                    raise DataError(f"{exc} (or pass --bad-images skip to train without unreadable images)") from None
+                ok[i] = False
+                bad.append(shown)
         y = torch.tensor([label[c] for c, _, _ in items], dtype=torch.int64)
-        sets.append(ImageSet(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y))
-    return _Raw(tuple(train_classes), sets[0], sets[1])
+        keep = torch.from_numpy(np.flatnonzero(ok))
+        images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+        sets.append(ImageSet(images, y) if ok.all() else ImageSet(images, y).take(keep))
+    if bad:
+        import sys
+
+        print(f"note: {len(bad)} unreadable image(s) left out (--bad-images skip): {_short(bad)}", file=sys.stderr)
+    return _Raw(tuple(train_classes), sets[0], sets[1], skipped=len(bad))
 
 
 def _short(names: Sequence[str], limit: int = 5) -> str:

@@ -203,7 +203,9 @@ def _signature(path: Path) -> dict[str, int]:
     return {"files": files, "bytes": size, "mtime_ns": newest}
 
 
-def _load_cached(name: str, layout: str, path: Path, image_size: int, cache_root: Path) -> _Raw:
+def _load_cached(
+    name: str, layout: str, path: Path, image_size: int, cache_root: Path, bad_images: str = "stop"
+) -> _Raw:
     """Decoded images of ``path``, from the cache when its key (source, size, mtime, image_size) matches."""
     try:
         signature = _signature(path)
@@ -217,6 +219,7 @@ def _load_cached(name: str, layout: str, path: Path, image_size: int, cache_root
             "source": str(path),
             "image_size": image_size,
             **signature,
+            **({"bad_images": bad_images} if bad_images != "stop" else {}),
         },
         sort_keys=True,
     )
@@ -224,7 +227,7 @@ def _load_cached(name: str, layout: str, path: Path, image_size: int, cache_root
     file = cache_root / f"{name}-{image_size}px-{digest}.pt"
     raw = _read_cache(file, key)
     if raw is None:
-        raw = _decode_source(name, layout, path, image_size)
+        raw = _decode_source(name, layout, path, image_size, bad_images)
         _write_cache(file, key, raw)
     return raw
 
@@ -240,6 +243,7 @@ def _read_cache(file: Path, key: str) -> _Raw | None:
             tuple(str(c) for c in payload["classes"]),
             ImageSet(payload["train_x"], payload["train_y"]),
             ImageSet(payload["test_x"], payload["test_y"]),
+            skipped=int(payload.get("skipped", 0)),
         )
         if raw.train.x.shape[1:] != raw.test.x.shape[1:]:
             raise ValueError("train/test shapes differ")
@@ -257,6 +261,7 @@ def _write_cache(file: Path, key: str, raw: _Raw) -> None:
         "train_y": raw.train.y,
         "test_x": raw.test.x,
         "test_y": raw.test.y,
+        "skipped": raw.skipped,
     }
     tmp: str | None = None
     try:

@@ -19,22 +19,53 @@ from prunenas.errors import DataError
 
 @dataclass(frozen=True, eq=False)
 class ImageSet:
-    """One split: ``x`` (N, 3, H, W) uint8 contiguous, ``y`` (N,) int64 class ids."""
+    """One split: ``x`` (M, 3, H, W) uint8 images, ``y`` (M,) int64 class ids.
+
+    An in-memory set owns all M rows. A set read from a disk cache (``prunenas.data.diskcache``) has
+    ``x`` memory-mapped from the cache file and ``rows``, the indices of its images in ``x``; taking a
+    subset then composes indices instead of copying images, so host memory stays bounded."""
 
     x: torch.Tensor
     y: torch.Tensor
+    rows: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.dtype != torch.uint8 or self.x.dim() != 4 or self.x.shape[1] != 3:
             raise ValueError(f"ImageSet.x must be uint8 (N, 3, H, W), got {self.x.dtype} {tuple(self.x.shape)}")
         if self.y.dtype != torch.int64 or self.y.shape != (self.x.shape[0],):
             raise ValueError(f"ImageSet.y must be int64 (N,), got {self.y.dtype} {tuple(self.y.shape)}")
+        if self.rows is not None and (self.rows.dtype != torch.int64 or self.rows.dim() != 1):
+            raise ValueError(f"ImageSet.rows must be int64 (N,), got {self.rows.dtype} {tuple(self.rows.shape)}")
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.x.shape[0] if self.rows is None else self.rows.shape[0])
+
+    @property
+    def on_disk(self) -> bool:
+        """Images memory-mapped from a disk cache (streamed to the device, never held whole)."""
+        return self.rows is not None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """(N,) int64 class ids of this set's images."""
+        return self.y if self.rows is None else self.y.index_select(0, self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(3, H, W) of every image."""
+        c, h, w = self.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def images(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 (len(indices), 3, H, W) images at positions ``indices`` of this set (read from disk if mapped)."""
+        rows = indices if self.rows is None else self.rows.index_select(0, indices)
+        return self.x.index_select(0, rows)
 
     def take(self, indices: torch.Tensor) -> ImageSet:
-        """Return the images at ``indices`` (a 1-D int64 tensor) as a new, contiguous ImageSet."""
+        """The images at ``indices`` (a 1-D int64 tensor): a new contiguous in-memory set, or for a disk-cached
+        set a view with composed row indices."""
+        if self.rows is not None:
+            return ImageSet(self.x, self.y, self.rows.index_select(0, indices))
         return ImageSet(self.x.index_select(0, indices).contiguous(), self.y.index_select(0, indices))
 
 
@@ -53,6 +84,9 @@ class DatasetSplits:
     source: str
     flip: bool = True  # horizontal flips are label-preserving (not for digits: a mirrored 2 is no 2)
     normalize: str = "train"  # where mean/std come from: the training split, or fixed constants (NORMALIZATIONS)
+    image_size: int | None = None  # pixels the model sees, when the stored images are larger (crops); None: stored
+    skipped: int = 0  # unreadable images left out (--bad-images skip)
+    cache: str = "memory"  # where the images live: "memory" (whole on the device) or a disk cache folder (streamed)
 
     @property
     def num_classes(self) -> int:
@@ -60,8 +94,13 @@ class DatasetSplits:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train.x.shape[1:]
-        return int(c), int(h), int(w)
+        """(3, H, W) of the model's input: the stored images, or their crops of `image_size` pixels."""
+        c, h, w = self.train.shape
+        return (c, self.image_size, self.image_size) if self.image_size else (c, h, w)
+
+    @property
+    def stored_size(self) -> int:
+        return self.train.shape[1]
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: name, sizes, classes, image shape, mean, std, seed, source."""
@@ -77,6 +116,9 @@ class DatasetSplits:
             "source": self.source,
             "flip": self.flip,
             "normalize": self.normalize,
+            "stored_size": self.stored_size,
+            "skipped_unreadable": self.skipped,
+            "cache": self.cache,
         }
 
 
@@ -87,6 +129,9 @@ class _Raw:
     classes: tuple[str, ...]
     train: ImageSet
     test: ImageSet
+    skipped: int = 0  # unreadable images left out (--bad-images skip)
+    stats: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # a disk cache's train stats
+    cache: str = "memory"  # where the images live: "memory", or the disk cache's folder
 
 
 # --------------------------------------------------------------------------------------------- splitting
@@ -148,7 +193,12 @@ def _split(
             )
         rest = rest[:train_subset]  # rest is already a seeded random order, so this is a seeded subset
     train = raw.train.take(rest.sort().values)
-    mean, std = _channel_stats(train.x) if normalize == "train" else NORMALIZATIONS[normalize]
+    if normalize != "train":
+        mean, std = NORMALIZATIONS[normalize]
+    elif raw.stats is not None:  # a disk cache: the statistics of its whole training folder, computed once
+        mean, std = raw.stats
+    else:
+        mean, std = _channel_stats(train.x)
     return DatasetSplits(
         name=name,
         classes=raw.classes,
@@ -161,6 +211,8 @@ def _split(
         source=source,
         flip=name != "digits",
         normalize=normalize,
+        skipped=raw.skipped,
+        cache=raw.cache,
     )
 
 

@@ -116,7 +116,7 @@ def _real_inputs(
         if explicit:
             raise
         return None, name, f"{name} test images not available ({exc}); pass --data-dir for a real-input check"
-    images = data.test.x[:limit]
+    images = data.test.images(torch.arange(min(limit, len(data.test))))
     if tuple(images.shape[1:]) != run.input_shape or len(images) == 0:
         raise PrunenasError(
             f"{name} test images have shape {list(images.shape[1:])} but the model takes {list(run.input_shape)}; "

@@ -319,7 +319,7 @@ def class_balanced_batch(
     """`samples_per_class` seeded training images of every class (all of a class that has fewer),
     normalized with the training mean/std, without augmentation: (float32 images, int64 labels)."""
     generator = torch.Generator().manual_seed(seed)
-    labels = data.train.y
+    labels = data.train.labels
     picks = []
     for c in range(data.num_classes):
         idx = torch.nonzero(labels == c).flatten()
@@ -330,5 +330,5 @@ def class_balanced_batch(
     index = torch.cat(picks)
     mean = torch.tensor(data.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(data.std, dtype=torch.float32).view(1, 3, 1, 1)
-    x = (data.train.x.index_select(0, index).to(torch.float32) / 255.0 - mean) / std
+    x = (data.train.images(index).to(torch.float32) / 255.0 - mean) / std
     return x.to(device), labels.index_select(0, index).to(device)

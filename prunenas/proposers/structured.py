@@ -185,15 +185,15 @@ def _batch(ctx: ProposalContext, size: int) -> tuple[torch.Tensor, torch.Tensor]
     """A seeded, normalised, unaugmented batch of training images."""
     if ctx.data is None:
         raise PrunenasError("this proposer needs data; pass --dataset (e.g. --dataset digits)")
-    from prunenas.data import DeviceBatches
+    from prunenas.data import make_batches
 
     g = torch.Generator().manual_seed(ctx.seed)
     n = len(ctx.data.train)
     idx = torch.randperm(n, generator=g)[: min(size, n)]
     part = ctx.data.train.take(idx)
-    batches = DeviceBatches(
+    batches = make_batches(
         part, batch_size=len(part), device=ctx.device, mean=ctx.data.mean, std=ctx.data.std,
-        augment=False, shuffle=False, drop_last=False,
+        augment=False, shuffle=False, drop_last=False, out_size=ctx.data.image_shape[1],
     )  # fmt: skip
     return next(iter(batches.epoch(0)))
 

@@ -102,8 +102,9 @@ def with_protocol(config: RethinkConfig) -> RethinkConfig:
 
     protocol = get_protocol(config.protocol)
     data = config.data or DataConfig(dataset=config.dataset)
-    given = {k for k, v in data.to_dict().items() if v != DataConfig(dataset=data.dataset).to_dict()[k]}
-    given |= {k for k, v in config.settings.to_dict().items() if v != RunSettings().to_dict()[k]}
+    run, plain_data, plain_run = config.settings, DataConfig(dataset=data.dataset), RunSettings()
+    given = {f.name for f in dataclasses.fields(data) if getattr(data, f.name) != getattr(plain_data, f.name)}
+    given |= {f.name for f in dataclasses.fields(run) if getattr(run, f.name) != getattr(plain_run, f.name)}
     space, data, settings = apply_protocol(protocol, config.space, data, config.settings, given=frozenset(given))
     if space is config.space and data == (config.data or data) and settings == config.settings:
         return config
@@ -487,8 +488,6 @@ def make_plan(
         tags.update({name: mask_tag for name in ("scratch-e", "scratch-b", "mask", "reinit", "invert")})
     arms = [dataclasses.replace(a, tag=tags.get(a.name, "")) for a in arms]
     data = (config.data or DataConfig(dataset=config.dataset)).identity()
-    if data.get("normalize") == "train":  # the default: runs keep the names they had before the setting existed
-        del data["normalize"]
     owners = {a.name: a for a in arms}
 
     def identity(arm: ArmPlan) -> str:

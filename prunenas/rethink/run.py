@@ -16,7 +16,7 @@ import torch
 
 from prunenas.config import DataConfig
 from prunenas.cost import genotype_cost
-from prunenas.data import DatasetSplits, DeviceBatches
+from prunenas.data import DatasetSplits, make_batches
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.paths import ensure_dir
@@ -165,9 +165,9 @@ def _evaluate_reference(
         if not len(split):
             accs.append(None)
             continue
-        batches = DeviceBatches(
+        batches = make_batches(
             split, batch_size=256, device=dev, mean=data.mean, std=data.std, augment=False, shuffle=False,
-            drop_last=False,
+            drop_last=False, out_size=data.image_shape[1],
         )  # fmt: skip
         accs.append(evaluate(model, batches, amp=False)[1])
     return accs[0], accs[1]
