@@ -6,7 +6,8 @@ Named recipes (CIFAR, GUIDE section 4):
   scratch-b  the same compute as the reference model: epochs = int(E * MACs_ref / MACs_pruned)
   finetune   40 epochs at a constant lr of 0.001, starting from given weights
   proxy      a short run (10 epochs unless set) with the whole lr schedule compressed into it
-Every field can be overridden (`--epochs`, `--lr`, ...).
+Every field can be overridden (`--epochs`, `--lr`, ...). ImageNet-style presets (`PRESETS`: imagenet-step,
+imagenet-cosine, imagenet-short) replace the space's [recipe] values under the flags.
 """
 
 from __future__ import annotations
@@ -21,6 +22,27 @@ from prunenas.config import Config, ConfigError, parse_value, setting
 from prunenas.errors import PrunenasError
 
 RECIPES = ("standard", "scratch-e", "scratch-b", "finetune", "proxy")
+#: ImageNet-style presets: plain values laid over the space's [recipe] (then --flags over them), chosen with
+#: `--preset NAME` or `preset = "NAME"` in a space's [recipe]. "scratch_b_cap" caps Scratch-B at 2 x E, as
+#: the Rethinking paper did on ImageNet. lr is per 256 images (lr_batch), scaled to the batch size.
+PRESETS: dict[str, dict[str, Any]] = {
+    # the classic ResNet schedule (He et al. 2016; the Rethinking ImageNet runs): 90 epochs, x0.1 every 30
+    "imagenet-step": {
+        "epochs": 90, "batch_size": 256, "lr": 0.1, "lr_batch": 256, "momentum": 0.9, "weight_decay": 1e-4,
+        "schedule": "step", "milestones": [1 / 3, 2 / 3], "gamma": 0.1, "warmup_epochs": 0.0,
+        "label_smoothing": 0.0, "crop": "rrc", "scratch_b_cap": 2.0,
+    },
+    # cosine decay after a 5-epoch linear warm-up, label smoothing 0.1
+    "imagenet-cosine": {
+        "epochs": 90, "batch_size": 256, "lr": 0.1, "lr_batch": 256, "momentum": 0.9, "weight_decay": 1e-4,
+        "schedule": "cosine", "warmup_epochs": 5.0, "label_smoothing": 0.1, "crop": "rrc", "scratch_b_cap": 2.0,
+    },
+    # a short run for search proxies (16 epochs, as fast ImageNet schedules use), cosine with 1 warm-up epoch
+    "imagenet-short": {
+        "epochs": 16, "batch_size": 256, "lr": 0.1, "lr_batch": 256, "momentum": 0.9, "weight_decay": 5e-5,
+        "schedule": "cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1, "crop": "rrc", "scratch_b_cap": 2.0,
+    },
+}  # fmt: skip
 SCHEDULES = ("step", "constant", "cosine")
 PROXY_EPOCHS = 10
 
@@ -61,6 +83,11 @@ class Recipe(Config):
         low=1, omit_default=True, metavar="N",
     )  # fmt: skip
     bn_l1: float = setting(0.0, "network slimming: L1 penalty on BatchNorm scales (1e-4 VGG, 1e-5 ResNet)", low=0.0)
+    preset: str | None = setting(
+        None, "ImageNet-style preset under the flags: imagenet-step (90 epochs, x0.1 every 30), imagenet-cosine "
+        "(warm-up, cosine, label smoothing) or imagenet-short (16 epochs, for search proxies)",
+        choices=tuple(PRESETS), omit_default=True,
+    )  # fmt: skip
     needs_weights: bool = setting(False, "starts from given weights (finetune)", cli=False)
     extra: dict[str, Any] = setting(default_factory=dict, help="derived values (scratch-b factor)", cli=False)
 
@@ -125,8 +152,18 @@ def make_recipe(
     """
     if name not in RECIPES:
         raise PrunenasError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
-    base = recipe_from_mapping("standard", space_recipe or {})
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values = dict(space_recipe or {})
+    preset = over.get("preset", values.get("preset"))
+    if preset is not None:
+        if preset not in PRESETS:
+            raise PrunenasError(f"unknown --preset {preset!r}; valid: {', '.join(PRESETS)}")
+        chosen = dict(PRESETS[preset])
+        cap = chosen.pop("scratch_b_cap", None)
+        if scratch_b_cap is None:
+            scratch_b_cap = cap
+        values = {**values, **chosen, "preset": preset}
+    base = recipe_from_mapping("standard", values)
     if name == "finetune":
         base = base.replace(epochs=40, lr=0.001, schedule="constant", needs_weights=True)
     elif name == "proxy":

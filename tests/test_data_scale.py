@@ -270,3 +270,21 @@ def test_train_on_a_disk_cached_folder_from_the_cli(tree: Path, cache: Path, tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"]["cache"].endswith(".mmap") and metrics["dataset"]["stored_size"] == 19
     assert metrics["recipe_settings"]["crop"] == "rrc"
+
+
+# -- ImageNet-style recipes --------------------------------------------------------------------------------------
+def test_imagenet_presets_lay_plain_values_under_the_flags_and_cap_scratch_b_at_2x() -> None:
+    from prunenas.recipes import PRESETS
+
+    step = make_recipe("standard", {"epochs": 160, "lr": 0.05}, overrides={"preset": "imagenet-step"})
+    assert (step.epochs, step.lr, step.schedule, step.crop) == (90, 0.1, "step", "rrc")
+    assert step.milestones == pytest.approx((1 / 3, 2 / 3)) and step.peak_lr == pytest.approx(0.1)
+    assert step.lr_at(0, 900, 10) == pytest.approx(0.1) and step.lr_at(300, 900, 10) == pytest.approx(0.01)
+    half = make_recipe("standard", {}, overrides={"preset": "imagenet-step", "batch_size": 128})
+    assert half.peak_lr == pytest.approx(0.05)  # 0.1 per 256 images
+    cosine = make_recipe("standard", {"preset": "imagenet-cosine"}, overrides={"epochs": 10})
+    assert (cosine.epochs, cosine.label_smoothing, cosine.warmup_epochs) == (10, 0.1, 5.0)  # a flag wins
+    b = make_recipe("scratch-b", {}, macs=10, reference_macs=50, overrides={"preset": "imagenet-short"})
+    assert b.epochs == 32 and b.extra["scratch_b_factor"] == 2.0  # 5x the compute, capped at 2x of 16
+    assert set(PRESETS) == {"imagenet-step", "imagenet-cosine", "imagenet-short"}
+    assert "preset" not in make_recipe("standard").to_dict()  # runs without a preset keep their names
