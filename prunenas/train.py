@@ -265,12 +265,20 @@ class TrainStep:
     device (`loss_sum`, `correct`, `seen`) and read once per epoch, so a step never syncs the host.
     `benchmarks/train_throughput.py` times this same object."""
 
-    def __init__(self, model: nn.Module, recipe: Recipe, *, amp: bool, compile: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, recipe: Recipe, *, amp: bool, compile: bool = False, parallel: bool = False
+    ) -> None:
         self.model = model
         self.recipe = recipe
         self.amp = amp
         self.device = next(model.parameters()).device
-        self.forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]
+        forward = model
+        if parallel:  # a data-parallel run (torchrun): gradients averaged over the ranks in backward
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            forward = DistributedDataParallel(model, device_ids=ids)
+        self.forward: nn.Module = torch.compile(forward) if compile else forward  # type: ignore[assignment]
         self.masked = any(True for _ in masked_layers(model))
         self.bn_scales = [
             m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
@@ -332,6 +340,12 @@ def train_epoch(
     if step.device.type == "cuda":
         torch.cuda.synchronize(step.device)
     seconds = time.perf_counter() - t0
+    from prunenas import distributed
+
+    if distributed.world().parallel:  # the epoch's loss and accuracy over every rank's images
+        seen_t = torch.tensor(float(step.seen), device=step.device)
+        distributed.all_sum(step.loss_sum, step.correct, seen_t)
+        step.seen = int(seen_t.item())
     seen = max(1, step.seen)
     return EpochMetrics(
         epoch=epoch + 1,
@@ -419,15 +433,19 @@ def train(
     """Build `genotype` fresh (or from `init_state`) and train it with `recipe` on `data`.
 
     With `out_dir`, writes checkpoint.pt every epoch, metrics.json and curve.png at the end, and
-    resumes from an existing checkpoint of the same run (same `run_identity`).
+    resumes from an existing checkpoint of the same run (same `run_identity`). Launched by torchrun with
+    several processes, it trains data-parallel (`prunenas.distributed`): rank 0 writes the folder.
     """
+    from prunenas import distributed
+
     settings = settings or RunSettings()
     genotype = space.validate(genotype)
     if recipe.needs_weights and init_state is None:
         raise PrunenasError(f"recipe {recipe.name!r} starts from trained weights; pass them (--weights CKPT)")
     if len(data.train) == 0:
         raise PrunenasError("the training set is empty; use a larger --train-subset")
-    device = resolve_device(settings.device)
+    world = distributed.world()
+    device = distributed.join(world, settings.device) if world.parallel else resolve_device(settings.device)
     cuda = device.type == "cuda"
     channels_last = cuda if settings.channels_last is None else settings.channels_last
     amp = cuda if settings.amp is None else (settings.amp and cuda)
@@ -435,9 +453,12 @@ def train(
         torch.set_num_threads(settings.threads)
     if cuda:
         torch.backends.cudnn.benchmark = True
-    out = _make_out(out_dir)
-    if out is not None:
-        genotype.save(out / "genotype.json")  # every run folder says what it trained
+    out = _make_out(out_dir) if world.main else (Path(out_dir) if out_dir is not None else None)
+    writes = out if world.main else None  # other ranks read the checkpoint, never write
+    if not world.main:
+        settings = settings.replace(quiet=True, plot=False)
+    if writes is not None:
+        genotype.save(writes / "genotype.json")  # every run folder says what it trained
     key = run_identity(genotype, recipe, settings.seed, data, init_state)
 
     # -- model, exactly as a fresh run builds it ------------------------------------------------
@@ -451,14 +472,17 @@ def train(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    step = TrainStep(model, recipe, amp=amp, compile=settings.compile)
-    train_batches, eval_batches = _data_batches(data, recipe, device, settings.seed, channels_last)
+    step = TrainStep(model, recipe, amp=amp, compile=settings.compile, parallel=world.parallel)
+    train_batches, eval_batches = _data_batches(
+        data, recipe, device, settings.seed, channels_last, shard=(world.rank, world.size)
+    )
     val_batches = eval_batches(data.val) if len(data.val) else None
     test_batches = eval_batches(data.test) if settings.test_every_epoch and len(data.test) else None
 
     def finish(history: list[EpochMetrics], stopped: str | None, wall: float, resumed_from: int) -> TrainResult:
+        distributed.barrier()
         return _finish(
-            model, space, genotype, data, recipe, settings, history, stopped, wall, out,
+            model, space, genotype, data, recipe, settings, history, stopped, wall, writes,
             evaluate_test=evaluate_test and stopped is None, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
             resumed_from=resumed_from,
         )  # fmt: skip
@@ -471,7 +495,7 @@ def train(
     run_start = time.perf_counter()
 
     def save_checkpoint(epoch_done: int, stopped: str | None) -> None:
-        if ckpt_path is None or not settings.checkpoint:
+        if ckpt_path is None or not settings.checkpoint or not world.main:
             return
         _atomic_save(
             {

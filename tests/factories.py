@@ -66,3 +66,13 @@ def no_classifier(num_classes: int = 10) -> nn.Module:
 
 
 NOT_CALLABLE = 42
+
+
+def plain_cnn(num_classes: int = 10) -> nn.Module:
+    """Convolutions without BatchNorm: data-parallel training of it equals one process exactly (no per-rank
+    batch statistics)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(32, num_classes),
+    )  # fmt: skip

@@ -164,6 +164,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 # -- prunenas train GENOTYPE / pretrain -------------------------------------------------------------
 def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str) -> int:
     """Train `genotype` as the train/pretrain arguments say, write the run folder, print the result."""
+    from prunenas import distributed
     from prunenas.cost import genotype_cost
     from prunenas.report import format_table, human
     from prunenas.train import CHECKPOINT, CURVE, METRICS, load_model_state, train
@@ -173,9 +174,16 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
     settings = run_settings(args)
     recipe = recipe_from_args(args, space, genotype)
     init = load_model_state(args.weights) if getattr(args, "weights", None) else None
+    world = distributed.world()
+    if world.parallel:  # launched by torchrun: rank 0 decodes (or builds the cache) first, the others then read it
+        distributed.join(world, settings.device)
+        if not world.main:
+            distributed.barrier()
     data = load_data(data_cfg, settings.seed)
+    if world.parallel and world.main:
+        distributed.barrier()
     out = Path(args.out) if args.out else default_run_dir(root, space, genotype, recipe, data, settings.seed, init)
-    if args.fresh and out.exists():
+    if args.fresh and out.exists() and world.main:
         for name in (CHECKPOINT, METRICS, CURVE):
             (out / name).unlink(missing_ok=True)
     cost = genotype_cost(space, genotype, num_classes=data.num_classes)
@@ -187,8 +195,14 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
         settings,
         out_dir=out,
         init_state=init,
-        extra_metrics={"cost": cost.to_dict(), "weights_from": getattr(args, "weights", None)},
+        extra_metrics={
+            "cost": cost.to_dict(),
+            "weights_from": getattr(args, "weights", None),
+            **({"data_parallel": {"processes": world.size}} if world.parallel else {}),
+        },
     )
+    if not world.main:
+        return 0
     if args.json:
         print_json({**result.to_dict(), "out": str(out), "macs": cost.macs, "params": cost.params})
         return 0
