@@ -27,6 +27,8 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
         "cifar_resnet": "prunenas.spaces.cifar_resnet:CifarResNetSpace",
         "cifar_resnet_stages": "prunenas.spaces.cifar_resnet:CifarResNetStagesSpace",
         "cifar_vgg": "prunenas.spaces.cifar_vgg:CifarVGGSpace",
+        "cifar_preresnet": "prunenas.spaces.cifar_preresnet:CifarPreResNetSpace",
+        "cifar_densenet": "prunenas.spaces.cifar_densenet:CifarDenseNetSpace",
         "density": "prunenas.spaces.density:DensitySpace",
         "traced": "prunenas.spaces.traced:TracedSpace",
     },

@@ -236,8 +236,9 @@ def channel_scores(
         missing = []
     if missing:
         raise PrunenasError(
-            f"importance {importance!r} gives no score for the group(s) of {missing[:5]} in {what}; "
-            "use another proposer (e.g. l1 or uniform)"
+            f"importance {importance!r} gives no score for the group(s) of {missing[:5]} in {what} (no Torch-Pruning "
+            "group roots at them, e.g. channel selections); use a proposer that needs no group scores (uniform, "
+            "random) or, for BatchNorm-scored genes, slimming"
         )
     return {g: found[g] for g in gene_modules}
 

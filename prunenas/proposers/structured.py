@@ -210,11 +210,15 @@ class _ChannelProposer(Proposer):
     def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def prunable(self, space: Space) -> dict[str, str]:
+        """The genes this proposer narrows -> the module each one is scored through."""
+        return space.structured_genes()
+
     def propose(self, ctx: ProposalContext, target: Target) -> Proposal:
         t0 = time.perf_counter()
         space = ctx.space
         reference = dict(space.reference().genes)
-        prunable = space.structured_genes()
+        prunable = self.prunable(space)
         if not prunable:
             raise PrunenasError(f"space {space.name!r} does not support channel proposers")
         sizes = {g: int(reference[g]) for g in prunable}
@@ -396,8 +400,18 @@ class SlimmingProposer(_ChannelProposer):
         model.load_state_dict(state)
         return model
 
+    def prunable(self, space: Space) -> dict[str, str]:
+        """Every gene with a BatchNorm of its own (the channel-selection genes of PreResNet and DenseNet too,
+        as network slimming prunes them), else the structured genes."""
+        bns = getattr(space, "gene_batchnorms", None)
+        return dict(bns()) if callable(bns) else space.structured_genes()
+
     def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
         model = self.sparsity_train(ctx).to(ctx.device).eval()
+        bns = getattr(ctx.space, "gene_batchnorms", None)
+        if callable(bns):  # each gene keeps channels of one BatchNorm: rank its |gamma| directly
+            modules = dict(model.named_modules())
+            return {g: modules[p].weight.detach().abs().float().cpu() for g, p in bns().items()}
         # Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold.
         return _channel_scores(ctx, model, "bn_scale")
 
