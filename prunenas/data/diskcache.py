@@ -212,13 +212,20 @@ def build(
         )
     tmp = root / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    arrays: dict[str, int] = {}  # split -> file descriptor of its images file
     try:
         tmp.mkdir()
-        arrays = {
-            split: np.lib.format.open_memmap(tmp / f"{split}_x.npy", mode="w+", dtype=np.uint8,
-                                             shape=(counts[split], 3, stored, stored))
-            for split in ("train", "test")
-        }  # fmt: skip
+        # Rows are written with pwrite at their offsets, not through a memory map: written pages then sit in
+        # the kernel's page cache, never in this process's resident memory.
+        offsets: dict[str, int] = {}
+        for split in ("train", "test"):
+            made = np.lib.format.open_memmap(
+                tmp / f"{split}_x.npy", mode="w+", dtype=np.uint8, shape=(counts[split], 3, stored, stored)
+            )
+            offsets[split] = int(made.offset)
+            del made
+            arrays[split] = os.open(tmp / f"{split}_x.npy", os.O_RDWR)
+        row_bytes = 3 * stored * stored
         labels = {split: np.full(counts[split], -1, dtype=np.int64) for split in ("train", "test")}
         hist = np.zeros((3, 256), dtype=np.int64)
         bad: list[tuple[str, str, str]] = []
@@ -255,7 +262,7 @@ def build(
                             labels[split][i] = -1
                             bad.append((split, shown_of[row], why))
                         else:
-                            arrays[split][i] = array
+                            os.pwrite(arrays[split], array.tobytes(), offsets[split] + i * row_bytes)
                             if split == "train":
                                 for c in range(3):
                                     hist[c] += np.bincount(array[c].reshape(-1), minlength=256)
@@ -277,7 +284,7 @@ def build(
         for split in ("train", "test"):
             if not (labels[split] >= 0).any():
                 raise DataError(f"no readable images under {split}/ in {path}; fix the images or --data-dir")
-            arrays[split].flush()
+            os.close(arrays.pop(split))
             np.save(tmp / f"{split}_y.npy", labels[split])
         levels = np.arange(256, dtype=np.float64)
         n_pix = hist.sum(axis=1).astype(np.float64)
@@ -296,11 +303,12 @@ def build(
         }
         (tmp / "skipped.txt").write_text("".join(f"{s}\t{shown}\t{why}\n" for s, shown, why in bad), encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        arrays.clear()  # close the memory maps before the folder moves
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     except OSError as exc:
+        for fd in arrays.values():
+            os.close(fd)
         raise DataError(
             f"cannot write the dataset cache in {root}: {_why(exc)}; set PRUNENAS_CACHE to a writable folder with "
             f"{need / 2**30:.1f} GiB free"
@@ -325,7 +333,8 @@ def _open(folder: Path, key: str) -> DiskCache | None:
                 return None
             labels = torch.from_numpy(y.astype(np.int64))
             rows = torch.nonzero(labels >= 0).flatten()
-            sets.append(ImageSet(torch.from_numpy(x), labels.clamp(min=0), rows))
+            file = (str(folder / f"{split}_x.npy"), int(x.offset))
+            sets.append(ImageSet(torch.from_numpy(x), labels.clamp(min=0), rows, file=file))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     m, s = meta["mean"], meta["std"]

@@ -28,6 +28,7 @@ class ImageSet:
     x: torch.Tensor
     y: torch.Tensor
     rows: torch.Tensor | None = None
+    file: tuple[str, int] | None = None  # a disk cache's (path, byte offset of row 0): chunks are read from it
 
     def __post_init__(self) -> None:
         if self.x.dtype != torch.uint8 or self.x.dim() != 4 or self.x.shape[1] != 3:
@@ -57,15 +58,40 @@ class ImageSet:
         return int(c), int(h), int(w)
 
     def images(self, indices: torch.Tensor) -> torch.Tensor:
-        """uint8 (len(indices), 3, H, W) images at positions ``indices`` of this set (read from disk if mapped)."""
+        """uint8 (len(indices), 3, H, W) images at positions ``indices`` of this set (read from disk if mapped).
+
+        A disk-cached set reads the span of rows it needs with one positioned read into a fresh buffer (when
+        the rows are close together, as a chunk's are), so the pages never count as this process's resident
+        memory; scattered rows are gathered through the memory map."""
         rows = indices if self.rows is None else self.rows.index_select(0, indices)
-        return self.x.index_select(0, rows)
+        if self.file is None or rows.numel() == 0:
+            return self.x.index_select(0, rows)
+        first, last = int(rows.min()), int(rows.max())
+        span = last - first + 1
+        if span > 2 * rows.numel() + 64:
+            return self.x.index_select(0, rows)
+        path, offset = self.file
+        row_bytes = int(self.x[0].numel())
+        buf = bytearray(span * row_bytes)
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(offset + first * row_bytes)
+            view = memoryview(buf)
+            got = 0
+            while got < len(buf):
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise OSError(f"{path} ends early (truncated cache file)")
+                got += n
+        block = torch.frombuffer(buf, dtype=torch.uint8).view(span, *self.x.shape[1:])
+        if span == rows.numel():  # contiguous rows (sorted, no gaps): the block itself
+            return block
+        return block.index_select(0, rows - first)
 
     def take(self, indices: torch.Tensor) -> ImageSet:
         """The images at ``indices`` (a 1-D int64 tensor): a new contiguous in-memory set, or for a disk-cached
         set a view with composed row indices."""
         if self.rows is not None:
-            return ImageSet(self.x, self.y, self.rows.index_select(0, indices))
+            return ImageSet(self.x, self.y, self.rows.index_select(0, indices), self.file)
         return ImageSet(self.x.index_select(0, indices).contiguous(), self.y.index_select(0, indices))
 
 
