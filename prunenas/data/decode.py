@@ -208,11 +208,8 @@ def _decode_archive(name: str, path: Path, image_size: int, bad_images: str = "s
                     handle = tar.extractfile(member)
                     if handle is not None:
                         files[posixpath.normpath(member.name).lstrip("/")] = handle.read()
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        raise DataError(
-            f"cannot read archive {path}: {_why(exc)} (not a tar archive, or corrupt or truncated); "
-            "download it again or pass an extracted folder as --data-dir"
-        ) from None
+    except ARCHIVE_ERRORS as exc:
+        raise archive_error(path, exc) from None
     spec = _CIFAR.get(name)
     if spec is not None:
         folder = _find_batches(files, spec)
@@ -225,6 +222,17 @@ def _decode_archive(name: str, path: Path, image_size: int, bad_images: str = "s
             return _from_batches(spec, blobs, f"{path}:{folder or '.'}", image_size)
     tree = _archive_tree(name, path, files)
     return _from_tree(name, tree, str(path), image_size, bad_images)
+
+
+ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
+
+
+def archive_error(path: Path, exc: BaseException) -> DataError:
+    """The one line for an archive that cannot be read (what tarfile raised, and the fix)."""
+    return DataError(
+        f"cannot read archive {path}: {_why(exc)} (not a tar archive, or corrupt or truncated); "
+        "download it again or pass an extracted folder as --data-dir"
+    )
 
 
 def _find_batches(files: dict[str, bytes], spec: _CifarSpec) -> str | None:

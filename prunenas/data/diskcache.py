@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from prunenas._imgdecode import decode_job
-from prunenas.data.decode import _CIFAR, _archive_tree, _folder_tree, _short, _Tree, _why
+from prunenas.data.decode import _CIFAR, ARCHIVE_ERRORS, _archive_tree, _folder_tree, _short, _Tree, _why, archive_error
 from prunenas.data.splits import ImageSet
 from prunenas.errors import DataError
 
@@ -82,11 +82,8 @@ def _listing(name: str, layout: str, path: Path) -> _Tree:
             for member in tar:
                 if member.isfile():
                     names[_member_name(member.name)] = member.name.encode()
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        raise DataError(
-            f"cannot read archive {path}: {_why(exc)} (not a tar archive, or corrupt or truncated); "
-            "download it again or pass an extracted folder as --data-dir"
-        ) from None
+    except ARCHIVE_ERRORS as exc:
+        raise archive_error(path, exc) from None
     spec = _CIFAR.get(name)
     if spec is not None and any(n.endswith("/" + spec.test_files[0]) or n == spec.test_files[0] for n in names):
         raise DataError(
@@ -148,8 +145,8 @@ def _jobs_from_archive(path: Path, wanted: dict[str, tuple[int, str]]) -> Iterat
                 if len(job) == JOB_IMAGES:
                     yield job
                     job = []
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        raise DataError(f"cannot read archive {path}: {_why(exc)} (corrupt or truncated); download it again") from None
+    except ARCHIVE_ERRORS as exc:
+        raise archive_error(path, exc) from None
     if job:
         yield job
 

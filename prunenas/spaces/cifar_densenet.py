@@ -50,15 +50,15 @@ from torch import nn
 
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue, Genotype
-from prunenas.spaces.base import Gene, Space, SpaceKind
+from prunenas.spaces.base import Gene, SpaceKind
 from prunenas.spaces.cifar_preresnet import (
     ChannelLink,
+    SelectionSpace,
     check_bool,
     inherit_by_bn_scale,
     init_weights,
     make_conv,
     make_selection,
-    selection_structured,
 )
 from prunenas.spaces.init import check_init
 
@@ -172,7 +172,7 @@ def densenet_layers(space_name: str, depth: int, bottleneck: bool) -> int:
     return (depth - 4) // per
 
 
-class CifarDenseNetSpace(Space):
+class CifarDenseNetSpace(SelectionSpace):
     """Genes, in network order: per layer block{b}_layer{l}_select (with `selection`: channels of the
     layer's first BN kept) and block{b}_layer{l}_conv1 (with `bottleneck`: its width); per transition
     trans{t}_select; final_select (the final BN's channels that reach the classifier) last.
@@ -255,20 +255,8 @@ class CifarDenseNetSpace(Space):
                     )
                 planes = transition_width(planes, self.compression)
         if self.selection:
-            genes.append(
-                Gene("final_select", "int", 1, planes, planes,
-                     description=f"channels of the final BN (of {planes}) fed to the classifier")
-            )  # fmt: skip
-            self.links["final_select"] = ChannelLink("bn", None, "select", "fc")
+            self._final_selection(genes, planes)
         return genes
-
-    def structured_genes(self) -> dict[str, str]:
-        """The bottleneck widths; without bottlenecks, the selections (see the module doc)."""
-        return selection_structured(self.links)
-
-    def gene_batchnorms(self) -> dict[str, str]:
-        """Every gene -> path of the BN whose channels it keeps (the |gamma| network slimming ranks)."""
-        return {gene: link.bn for gene, link in self.links.items()}
 
     def layers_of(self, genes: Mapping[str, GeneValue]) -> tuple[list[list[LayerSpec]], list[int | None], int | None]:
         """(layer widths per block, transition selections, final selection) from gene values."""

@@ -278,7 +278,30 @@ def preresnet_blocks(space_name: str, depth: int, block: str) -> int:
     return (depth - 2) // per
 
 
-class CifarPreResNetSpace(Space):
+class SelectionSpace(Space):
+    """What the families with network slimming's channel selections share: every gene is linked to the BN
+    whose channels it keeps (`links`), and a final selection feeds the classifier."""
+
+    links: dict[str, ChannelLink]
+
+    def structured_genes(self) -> dict[str, str]:
+        """The genes that set a conv's output channels; a space of selections only: the selections."""
+        return selection_structured(self.links)
+
+    def gene_batchnorms(self) -> dict[str, str]:
+        """Every gene -> path of the BN whose channels it keeps (the |gamma| network slimming ranks)."""
+        return {gene: link.bn for gene, link in self.links.items()}
+
+    def _final_selection(self, genes: list[Gene], planes: int) -> None:
+        """The gene of the selection after the final BN (the classifier's input channels)."""
+        genes.append(
+            Gene("final_select", "int", 1, planes, planes,
+                 description=f"channels of the final BN (of {planes}) fed to the classifier")
+        )  # fmt: skip
+        self.links["final_select"] = ChannelLink("bn", None, "select", "fc")
+
+
+class CifarPreResNetSpace(SelectionSpace):
     """Genes per block, in network order: stage{s}_block{b}_select (with `selection`: channels of the
     block's first BN kept), stage{s}_block{b}_conv1, and for bottlenecks stage{s}_block{b}_conv2 (inner
     widths); with `selection`, final_select (channels of the final BN that reach the classifier) last.
@@ -334,20 +357,8 @@ class CifarPreResNetSpace(Space):
                     )
                 in_planes = width
         if self.selection:
-            genes.append(
-                Gene("final_select", "int", 1, in_planes, in_planes,
-                     description=f"channels of the final BN (of {in_planes}) fed to the classifier")
-            )  # fmt: skip
-            self.links["final_select"] = ChannelLink("bn", None, "select", "fc")
+            self._final_selection(genes, in_planes)
         return genes
-
-    def structured_genes(self) -> dict[str, str]:
-        """The inner widths (each block's conv1, and conv2 of bottlenecks); selections are left alone."""
-        return selection_structured(self.links)
-
-    def gene_batchnorms(self) -> dict[str, str]:
-        """Every gene -> path of the BN whose channels it keeps (the |gamma| network slimming ranks)."""
-        return {gene: link.bn for gene, link in self.links.items()}
 
     def blocks_of(self, genes: Mapping[str, GeneValue]) -> tuple[list[list[BlockSpec]], int | None]:
         """(block widths per stage, final selection) from gene values."""
