@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -56,9 +58,10 @@ def world() -> World:
     return World(rank=_env_int("RANK", 0), size=size, local_rank=_env_int("LOCAL_RANK", 0))
 
 
-def join(w: World, device_name: str) -> torch.device:
+def join(w: World, device_name: str, timeout_s: float | None = None) -> torch.device:
     """Join the process group (once) and return this rank's device: cuda:LOCAL_RANK for CUDA runs, else the
-    CPU with gloo."""
+    CPU with gloo. `timeout_s`: how long a collective may wait (a search group's followers wait while
+    rank 0 does the study's work between trials)."""
     from prunenas.train import resolve_device
 
     base = resolve_device(device_name)
@@ -72,8 +75,18 @@ def join(w: World, device_name: str) -> torch.device:
             )
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", rank=w.rank, world_size=w.size)
+        timeout = timedelta(seconds=timeout_s) if timeout_s else None
+        dist.init_process_group(backend="nccl" if cuda else "gloo", rank=w.rank, world_size=w.size, timeout=timeout)
     return device
+
+
+def share(obj: Any = None) -> Any:
+    """Rank 0's `obj` on every rank (a picklable object; the other ranks' argument is ignored)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_sum(*values: torch.Tensor) -> None:

@@ -481,9 +481,10 @@ def train(
 
     def finish(history: list[EpochMetrics], stopped: str | None, wall: float, resumed_from: int) -> TrainResult:
         distributed.barrier()
+        extra = {**(extra_metrics or {}), **({"data_parallel": {"processes": world.size}} if world.parallel else {})}
         return _finish(
             model, space, genotype, data, recipe, settings, history, stopped, wall, writes,
-            evaluate_test=evaluate_test and stopped is None, amp=amp, eval_batches=eval_batches, extra=extra_metrics,
+            evaluate_test=evaluate_test and stopped is None, amp=amp, eval_batches=eval_batches, extra=extra,
             resumed_from=resumed_from,
         )  # fmt: skip
 
@@ -542,6 +543,8 @@ def train(
                 except StopTraining as exc:
                     stopped = exc.reason
                     save_checkpoint(epoch + 1, stopped)
+            if world.parallel:  # rank 0's callbacks decide for the group (a pruned trial stops every rank)
+                stopped = distributed.share(stopped)
             if stopped is not None:
                 break
     finally:

@@ -86,3 +86,21 @@ def test_a_killed_data_parallel_run_resumes_to_the_uninterrupted_result(tmp_path
     assert resumed["resumed_from"] == done and resumed["epochs_run"] == 6
     a, b = weights(tmp_path / "whole"), weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_search_trains_each_candidate_on_a_group_of_two_processes(tmp_path: Path) -> None:
+    """--gpus-per-trial 2 without GPUs: one torchrun group of 2 gloo processes; rank 0 runs the trials and
+    the other rank trains every candidate with it."""
+    cmd = [
+        sys.executable, "-m", "prunenas.cli", "search", "--space", "resnet20_channels", "--dataset", "digits",
+        "--budget", "smoke", "--trials", "3", "--gpus-per-trial", "2", "--no-final", "--out", str(tmp_path / "s"),
+        "--exports", str(tmp_path / "exports"), "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted((tmp_path / "s" / "runs").glob("*/metrics.json"))
+    assert len(runs) == 3
+    for path in runs:
+        assert json.loads(path.read_text())["data_parallel"] == {"processes": 2}
+    bad = subprocess.run([*cmd[:-1], "--workers", "2"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert bad.returncode == 2 and "--gpus-per-trial" in bad.stderr and "Traceback" not in bad.stderr

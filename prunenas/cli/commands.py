@@ -195,11 +195,7 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
         settings,
         out_dir=out,
         init_state=init,
-        extra_metrics={
-            "cost": cost.to_dict(),
-            "weights_from": getattr(args, "weights", None),
-            **({"data_parallel": {"processes": world.size}} if world.parallel else {}),
-        },
+        extra_metrics={"cost": cost.to_dict(), "weights_from": getattr(args, "weights", None)},
     )
     if not world.main:
         return 0

@@ -95,6 +95,10 @@ class SearchSettings(Config):
     storage: str | None = setting(None, "Optuna RDB storage URL (default: a journal file in the study folder)")
     workers: int = setting(1, "worker processes here (N per GPU with --gpus)", low=1, high=1024, identity=False)
     gpus: str | None = setting(None, "one group of --workers processes per listed GPU", metavar="0,1", identity=False)
+    gpus_per_trial: int = setting(
+        1, "train each candidate data-parallel on N GPUs: --gpus is cut into groups of N, one torchrun group each "
+        "(without --gpus: N processes share the CPU, gloo)", low=1, high=64, identity=False, metavar="N",
+    )  # fmt: skip
     heartbeat: float = setting(
         60.0, "database storage: heartbeat of running trials; one silent for 3x this is failed and retried",
         low=0.0, low_open=True, identity=False, metavar="SECONDS",
@@ -126,6 +130,15 @@ class SearchSettings(Config):
             raise ConfigError(f"--objectives lists a metric twice: {','.join(self.objectives)}")
         if self.gpus is not None and not re.fullmatch(r"\d+(,\d+)*", self.gpus.replace(" ", "")):
             raise ConfigError(f"--gpus takes GPU indices like 0,1 (got {self.gpus!r})")
+        if self.gpus_per_trial > 1:
+            n = len(self.gpus.split(",")) if self.gpus else self.gpus_per_trial
+            if n % self.gpus_per_trial:
+                raise ConfigError(
+                    f"--gpus {self.gpus} lists {n} GPU(s), not a multiple of --gpus-per-trial {self.gpus_per_trial}; "
+                    "list whole groups"
+                )
+            if self.workers > 1:
+                raise ConfigError("--gpus-per-trial N runs one worker group per N GPUs: drop --workers")
 
     def limits(self) -> tuple[Limit, ...]:
         """--max limits, with the --max-macs/--max-macs-ratio aliases."""
@@ -209,6 +222,7 @@ class SearchConfig:
     recipe_overrides: Mapping[str, Any] = field(default_factory=dict)
     workers: int = 1  # processes on this machine (per GPU when gpus is set)
     gpus: tuple[str, ...] = ()
+    gpus_per_trial: int = 1  # > 1: each trial trains data-parallel in a torchrun group of this many processes
     heartbeat: float = 60.0  # seconds between heartbeats of a running trial (database storage)
     worker_only: bool = False  # a spawned worker: run trials, no seeding, no final step
     amp: bool | None = None  # trainer switches (None: on for CUDA)
@@ -270,7 +284,10 @@ class SearchConfig:
     def settings_dict(self) -> dict[str, Any]:
         """What the study is (stored in the study; a resume must match): not how this process runs."""
         d = self.to_dict()
-        for k in ("worker_only", "workers", "gpus", "heartbeat", "quiet", "amp", "channels_last", "compile", "data"):
+        for k in (
+            "worker_only", "workers", "gpus", "gpus_per_trial", "heartbeat", "quiet", "amp", "channels_last", "compile",
+            "data",
+        ):  # fmt: skip
             d.pop(k, None)
         d["layout"] = LAYOUT
         d["objectives"] = list(self.objectives)
@@ -384,6 +401,7 @@ def resolve_search(
         recipe_overrides=dict(recipe_overrides),
         workers=settings.workers,
         gpus=tuple(g.strip() for g in settings.gpus.split(",")) if settings.gpus else (),
+        gpus_per_trial=settings.gpus_per_trial,
         heartbeat=settings.heartbeat,
         amp=run.amp,
         channels_last=run.channels_last,

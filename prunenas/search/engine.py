@@ -177,7 +177,7 @@ def run_search(
             retrying = f", retrying {recovered}" if recovered else ""
             log(f"resuming study {config.study!r}: {n_done(study)} trials done{retrying}")
         n_procs = config.workers * max(1, len(config.gpus))
-        if not config.worker_only and (n_procs > 1 or config.gpus):
+        if not config.worker_only and (n_procs > 1 or config.gpus or config.gpus_per_trial > 1):
             run_workers(study, objective, config, log, on_trial)
         else:
             run_trials(study, objective, config, on_trial)

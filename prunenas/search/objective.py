@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 import torch
 
+from prunenas import distributed
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
@@ -275,14 +276,20 @@ class Objective:
 
             callbacks.append(report)
         out.mkdir(parents=True, exist_ok=True)
+        settings = self.config.run_settings(quiet=True, plot=False)
         with run_lock(out):  # two workers never train the same genotype: the second waits, then reads it
             cached = (out / "metrics.json").exists()
+            if distributed.world().parallel:  # --gpus-per-trial: the group's other ranks train it with us
+                distributed.share(
+                    {"genotype": genotype.to_dict(), "recipe": self.proxy.to_dict(), "settings": settings.to_dict(),
+                     "out": str(out)}
+                )  # fmt: skip
             result = train(
                 self.space,
                 genotype,
                 self.data,
                 self.proxy,
-                self.config.run_settings(quiet=True, plot=False),
+                settings,
                 out_dir=out,
                 callbacks=callbacks,
                 evaluate_test=False,

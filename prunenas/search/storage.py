@@ -74,7 +74,7 @@ def check_scale_out(config: SearchConfig) -> None:
                 f"--gpus {','.join(config.gpus)}: this machine has {have} CUDA GPU(s), so GPU(s) {','.join(missing)} "
                 "do not exist; list existing GPUs, or drop --gpus (--workers N runs N processes on the CPU)"
             )
-    processes = config.workers * max(1, len(config.gpus))
+    processes = config.workers * max(1, len(config.gpus) // max(1, config.gpus_per_trial))
     url = config.storage or ""
     if url.startswith("sqlite") and (processes > 1 or config.gpus):
         raise PrunenasError(
@@ -329,6 +329,14 @@ def worker_commands(config: SearchConfig) -> list[tuple[list[str], dict[str, str
     written to the study folder as JSON and every worker reads it (nothing is parsed from argv)."""
     path = replace(config, worker_only=True, quiet=True).save(config.out / CONFIG_FILE)
     base = [sys.executable, "-m", "prunenas.search.worker", str(path)]
+    n = config.gpus_per_trial
+    if n > 1:  # one torchrun group per n GPUs (or n CPU processes): each trial trains data-parallel in it
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}"]
+        group = [*launcher, "-m", "prunenas.search.worker", str(path)]
+        if not config.gpus:
+            return [(group, {})]
+        gpus = list(config.gpus)
+        return [(group, {"CUDA_VISIBLE_DEVICES": ",".join(gpus[i : i + n])}) for i in range(0, len(gpus), n)]
     gpus = list(config.gpus) or [""]
     out = []
     for gpu in gpus:
@@ -347,7 +355,9 @@ def run_workers(
 ) -> None:
     """Start the worker processes, show the study's progress, and wait for them."""
     commands = worker_commands(config)
-    log(f"starting {len(commands)} worker processes" + (f" on GPUs {','.join(config.gpus)}" if config.gpus else ""))
+    groups = f" of {config.gpus_per_trial} data-parallel processes" if config.gpus_per_trial > 1 else ""
+    where = f" on GPUs {','.join(config.gpus)}" if config.gpus else ""
+    log(f"starting {len(commands)} worker process{'es' if len(commands) > 1 else ''}{groups}{where}")
     procs = [subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL) for argv, env in commands]
     from prunenas.progress import make_progress, trial_fields, trial_line
 
