@@ -55,7 +55,7 @@ __all__ = [
 DEFAULT_IMAGE_SIZE = 32
 
 
-def _use_disk(data_cache: str, name: str, layout: str, path: Path, stored: int) -> bool:
+def _use_disk(data_cache: str, name: str, layout: str, path: Path, stored: int, cache_root: Path) -> bool:
     """Whether the images go to the disk cache: forced, or (auto) when decoded they would take more than a
     quarter of the host memory available now. CIFAR python batches always load in memory."""
     if data_cache not in DATA_CACHES:
@@ -67,10 +67,34 @@ def _use_disk(data_cache: str, name: str, layout: str, path: Path, stored: int) 
     )):  # fmt: skip
         return False
     try:
-        n = count_images(name, layout, path)
+        n = _counted(name, layout, path, cache_root)
     except DataError:
         return False  # not an ImageFolder source: the in-memory decoder reports what is wrong
     return n * 3 * stored * stored > available_memory() // 4
+
+
+def _counted(name: str, layout: str, path: Path, cache_root: Path) -> int:
+    """The source's image count, remembered in the cache folder by the source's signature (listing an archive
+    means reading all of it)."""
+    import json
+
+    memo = cache_root / "image-counts.json"
+    key = json.dumps({"dataset": name, "layout": layout, "source": str(path), **_signature(path)}, sort_keys=True)
+    try:
+        known = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), int):
+        return int(known[key])
+    n = count_images(name, layout, path)
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**(known if isinstance(known, dict) else {}), key: n}), encoding="utf-8")
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # not remembered: the next load lists the source again
+    return n
 
 
 def _disk_raw(
@@ -144,7 +168,7 @@ def load_dataset(
     else:
         cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         layout, path = _resolve_source(name, data_dir, cache_root, download)
-        if _use_disk(data_cache, name, layout, path, stored_size or default_stored_size(image_size)):
+        if _use_disk(data_cache, name, layout, path, stored_size or default_stored_size(image_size), cache_root):
             raw = _disk_raw(name, layout, path, cache_root, image_size, stored_size, bad_images, quiet)
         else:
             if stored_size is not None and stored_size != image_size:
