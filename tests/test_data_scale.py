@@ -62,7 +62,14 @@ def disk(tree: Path, cache: Path, **kw: object) -> object:
 
 
 # -- the cache ---------------------------------------------------------------------------------------------------
-def test_disk_cache_holds_the_same_images_as_the_in_memory_path(tree: Path, cache: Path) -> None:
+@pytest.mark.parametrize("scattered", [False, True])
+def test_disk_cache_holds_the_same_images_as_the_in_memory_path(
+    tree: Path, cache: Path, scattered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prunenas.data.splits as splits
+
+    if scattered:  # one positioned read per row instead of one over the span
+        monkeypatch.setattr(splits, "SPAN_SLACK", -(10**6))
     on_disk = disk(tree, cache, stored_size=16)
     in_memory = load_dataset("imagefolder", tree, image_size=16, data_cache="memory", cache_dir=cache, val_size=12)
     assert on_disk.train.on_disk and not in_memory.train.on_disk  # type: ignore[attr-defined]
@@ -71,6 +78,7 @@ def test_disk_cache_holds_the_same_images_as_the_in_memory_path(tree: Path, cach
         assert len(a) == len(b)
         idx = torch.arange(len(a))
         assert torch.equal(a.images(idx), b.images(idx)), split
+        assert torch.equal(a.images(idx.flip(0)[::3]), b.images(idx.flip(0)[::3])), split
         assert torch.equal(a.labels, b.labels), split
     folders = list(cache.glob("*.mmap"))
     assert len(folders) == 1 and (folders[0] / "meta.json").is_file()

@@ -7,6 +7,7 @@ carves a seeded validation set (and optional train subset) out of the decoded tr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,34 +59,29 @@ class ImageSet:
         return int(c), int(h), int(w)
 
     def images(self, indices: torch.Tensor) -> torch.Tensor:
-        """uint8 (len(indices), 3, H, W) images at positions ``indices`` of this set (read from disk if mapped).
+        """uint8 (len(indices), 3, H, W) images at positions ``indices`` of this set (read from disk if cached).
 
-        A disk-cached set reads the span of rows it needs with one positioned read into a fresh buffer (when
-        the rows are close together, as a chunk's are), so the pages never count as this process's resident
-        memory; scattered rows are gathered through the memory map."""
+        A disk-cached set reads its rows with positioned reads into a fresh buffer (one read for the span of
+        rows close together, as a chunk's are; one per row when they are scattered, as a validation split's
+        are), never through the memory map, so the cache's pages never count as this process's memory."""
         rows = indices if self.rows is None else self.rows.index_select(0, indices)
         if self.file is None or rows.numel() == 0:
             return self.x.index_select(0, rows)
-        first, last = int(rows.min()), int(rows.max())
-        span = last - first + 1
-        if span > 2 * rows.numel() + 64:
-            return self.x.index_select(0, rows)
         path, offset = self.file
         row_bytes = int(self.x[0].numel())
-        buf = bytearray(span * row_bytes)
+        first, last = int(rows.min()), int(rows.max())
+        span = last - first + 1
         with open(path, "rb", buffering=0) as fh:
-            fh.seek(offset + first * row_bytes)
-            view = memoryview(buf)
-            got = 0
-            while got < len(buf):
-                n = fh.readinto(view[got:])
-                if not n:
+            if span <= 2 * rows.numel() + SPAN_SLACK:
+                block = _read_rows(fh, offset + first * row_bytes, span * row_bytes).view(span, *self.x.shape[1:])
+                return block if span == rows.numel() else block.index_select(0, rows - first)
+            out = torch.empty((rows.numel(), *self.x.shape[1:]), dtype=torch.uint8)
+            flat = out.view(rows.numel(), row_bytes).numpy()
+            for i, r in enumerate(rows.tolist()):
+                got = os.preadv(fh.fileno(), [memoryview(flat[i])], offset + r * row_bytes)
+                if got != row_bytes:
                     raise OSError(f"{path} ends early (truncated cache file)")
-                got += n
-        block = torch.frombuffer(buf, dtype=torch.uint8).view(span, *self.x.shape[1:])
-        if span == rows.numel():  # contiguous rows (sorted, no gaps): the block itself
-            return block
-        return block.index_select(0, rows - first)
+            return out
 
     def take(self, indices: torch.Tensor) -> ImageSet:
         """The images at ``indices`` (a 1-D int64 tensor): a new contiguous in-memory set, or for a disk-cached
@@ -158,6 +154,22 @@ class _Raw:
     skipped: int = 0  # unreadable images left out (--bad-images skip)
     stats: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # a disk cache's train stats
     cache: str = "memory"  # where the images live: "memory", or the disk cache's folder
+
+
+SPAN_SLACK = 64  # rows of gap a single read over a span of rows may carry beyond twice the rows wanted
+
+
+def _read_rows(fh: Any, start: int, size: int) -> torch.Tensor:
+    """`size` bytes of an open file from byte `start`, as a fresh uint8 tensor (positioned reads)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = os.preadv(fh.fileno(), [view[got:]], start + got)
+        if not n:
+            raise OSError(f"{fh.name} ends early (truncated cache file)")
+        got += n
+    return torch.frombuffer(buf, dtype=torch.uint8)
 
 
 # --------------------------------------------------------------------------------------------- splitting
