@@ -18,9 +18,11 @@ Protocol (every size is a flag; the results file records the ones used and why):
   `proxy` recipe, seed 0), so each spends N x E_p x S image-epochs on candidates:
   a. proposers only: the P proposals, plus N - P more draws of the random proposer (seeds 1, 2, ...,
      spread over the levels), the only proposer with more than one answer per target;
-  b. prunenas search: `prunenas.search.run_search`, TPE, Pareto on (val_acc, macs), seeded with the same
-     P proposals (the study's seed targets set to `--levels`), N trials in all;
-  c. random search over genes: the same study with the random sampler and THE SAME P SEEDS, N trials.
+  b. prunenas search: `prunenas.search.run_search` with TPE, one study per level L limited to that level
+     (`--max macs=L(1+w)x`, single objective val_acc), seeded with that level's proposals, N / levels
+     trials each (N in all). A first design ran one Pareto search over the whole range: its extra trials
+     landed outside the levels' windows, so only its seeds could ever be picked;
+  c. random search over genes: the same per-level studies with the random sampler and THE SAME SEEDS.
      Seeded, because genotypes drawn uniformly per gene have MACs ratios of about 0.15-0.45 on this
      space: almost none would land within 5% of 0.5 or 0.7, and the arm would have nothing to retrain
      there. So b and c differ only in the sampler (TPE vs random), and a vs b measures the search beyond
@@ -75,7 +77,7 @@ TINY = {
     "data_dir": None,
     "train_subset": 128,
     "proxy_epochs": 1,
-    "candidates": 14,
+    "candidates": 15,
     "pretrain_epochs": 1,
     "final_epochs": 2,
     "seeds": 2,
@@ -346,24 +348,34 @@ class Bench:
         )
 
     def search(self, arm: str, sampler: str, reference: Path) -> None:
-        """Arms b and c: prunenas's search with the given sampler, seeded with the proposals."""
+        """Arms b and c: one prunenas search per MACs level, limited to that level (`--max macs=L(1+w)x`,
+        single objective val_acc), seeded with that level's proposals, N/levels trials each. (A Pareto
+        search over the whole range puts its extra trials anywhere in MACs, mostly outside the windows of
+        the levels, so only its seeds could be picked: the first CPU run showed exactly that.)"""
+        per_level = self.args.candidates // len(self.levels)
+        for level in self.levels:
+            self._search_level(arm, sampler, reference, level, per_level)
+
+    def _search_level(self, arm: str, sampler: str, reference: Path, level: float, trials: int) -> None:
         from prunenas.config import RunSettings
         from prunenas.search import SearchSettings, run_search
         from prunenas.search.config import resolve_search
         from prunenas.train import METRICS
 
-        out = self.root / f"search-{sampler}-e{self.args.proxy_epochs}"
+        out = self.root / f"search-{sampler}-e{self.args.proxy_epochs}-L{level:g}"
+        limit = f"macs={level * (1 + self.args.window):.4f}x"
         settings = SearchSettings(
-            budget="fast", trials=self.args.candidates, proxy_epochs=self.args.proxy_epochs, sampler=sampler,
+            budget="fast", trials=trials, proxy_epochs=self.args.proxy_epochs, sampler=sampler,
             proposers=tuple(self.proposers), reference=str(reference), final=False, export=False,
-            study=f"bench-{sampler}", out=str(out),
+            study=f"bench-{sampler}-L{level:g}", out=str(out), max=(limit,),
         )  # fmt: skip
         run = RunSettings(seed=0, device=self.args.device, quiet=True, channels_last=self.args.channels_last)
         config = resolve_search(self.space, SPACE, self.data_cfg, settings, run, {})
-        # the study's seeds: the proposers at exactly the benchmark's levels (the budget presets fix them)
-        config = replace(config, budget=replace(config.budget, seed_targets=tuple(self.levels)))
-        if arm == "search-random" and hasattr(self, "tpe_study"):
-            self._share_seed_runs(out)
+        # the study's seeds: the proposers at exactly this level (the budget presets fix the targets)
+        config = replace(config, budget=replace(config.budget, seed_targets=(level,)))
+        tpe = getattr(self, "tpe_studies", {})
+        if arm == "search-random" and level in tpe:
+            self._share_seed_runs(out, *tpe[level])
         runs_dir = out / "runs"
         before = {p: p.stat().st_mtime for p in runs_dir.glob(f"*/{METRICS}")} if runs_dir.exists() else {}
         seen = dict(before)
@@ -403,10 +415,9 @@ class Bench:
             watcher.join()
             report_new()
         if arm == "search-tpe":
-            self.tpe_study = outcome.study
-            self.tpe_runs = runs_dir
+            self.tpe_studies = {**getattr(self, "tpe_studies", {}), level: (outcome.study, runs_dir)}
         self.search_s = getattr(self, "search_s", {})
-        self.search_s[arm] = time.perf_counter() - t0
+        self.search_s[arm] = self.search_s.get(arm, 0.0) + time.perf_counter() - t0
         for cand in self._trial_candidates(outcome.study, arm):
             self.candidates[arm].append(cand)
             if cand["run"] not in reported:  # finished before this process (a resumed study)
@@ -416,7 +427,7 @@ class Bench:
                     f"val {pct(cand['val_acc'])}",
                 )  # fmt: skip
         self.search_dirs = getattr(self, "search_dirs", {})
-        self.search_dirs[arm] = str(out)
+        self.search_dirs[f"{arm}@{level:g}"] = str(out)
 
     def macs_text(self, genotype: dict[str, Any]) -> str:
         """The MACs ratio by prunenas's forward-hook count (no tracing: safe beside the training thread)."""
@@ -436,16 +447,15 @@ class Bench:
 
         return Genotype.from_dict(d)
 
-    def _share_seed_runs(self, out: Path) -> None:
+    def _share_seed_runs(self, out: Path, study: Any, tpe_runs: Path) -> None:
         """Copy b's finished seed runs into c's run cache: the same runs (genotype, recipe, seed, data)."""
         import optuna
 
-        study: Any = self.tpe_study
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             a = t.user_attrs
             if a.get("origin") != "proposer" or not a.get("run"):
                 continue
-            src, dst = self.tpe_runs / a["run"], out / "runs" / a["run"]
+            src, dst = tpe_runs / a["run"], out / "runs" / a["run"]
             if src.exists() and not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock"))
@@ -1053,11 +1063,13 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in TINY.items():
             if k not in given:
                 setattr(args, k, v)
-    n_props = len([p for p in args.proposers.split(",") if p]) * len(args.levels.split(","))
-    if args.candidates <= n_props:
+    n_levels = len(args.levels.split(","))
+    n_props = len([p for p in args.proposers.split(",") if p]) * n_levels
+    if args.candidates <= n_props or args.candidates % n_levels:
         parser.error(
-            f"--candidates {args.candidates} must exceed the {n_props} proposals: the search is seeded with all "
-            "of them, so with no more trials it would train exactly the proposals (arm b = arm a)"
+            f"--candidates {args.candidates} must be a multiple of the {n_levels} levels and exceed the {n_props} "
+            "proposals: each level's search is seeded with that level's proposals, so with no more trials it would "
+            "train exactly the proposals (arm b = arm a)"
         )
     if args.proxy_epochs not in {int(v) for v in args.fidelity_epochs.split(",")}:
         parser.error("--fidelity-epochs must include --proxy-epochs (the candidates' own runs are one of them)")
