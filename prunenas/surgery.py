@@ -305,9 +305,17 @@ def inherit_channels(space: Space, reference_model: nn.Module, genotype: Genotyp
             drops[gene] = sorted(g * size + int(j) for g in range(splits) for j in order[keep:].tolist())
         prune_channels(model, example, {structured[g]: d for g, d in drops.items()})
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return fitting(space, genotype, num_classes, state)
+
+
+def fitting(
+    space: Space, genotype: Genotype, num_classes: int, state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """`state` once checked to load into a fresh model of `genotype` (inherited shapes must be exactly the
+    genotype's; a mismatch is a bug, raised as RuntimeError)."""
     try:
         space.build(genotype, num_classes=num_classes).load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # the pruned shapes must be exactly the genotype's
+    except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise RuntimeError(f"inherited weights do not fit genotype {genotype.key} of {space.name}: {first}") from None
     return state

@@ -234,11 +234,7 @@ class CifarDenseNetSpace(SelectionSpace):
             for layer in range(1, self.n + 1):
                 prefix, path = f"block{b}_layer{layer}", f"dense{b}.{layer - 1}"
                 if self.selection:
-                    genes.append(
-                        Gene(f"{prefix}_select", "int", 1, planes, planes,
-                             description=f"channels of bn1 (of the {planes} concatenated) fed to conv1")
-                    )  # fmt: skip
-                    self.links[f"{prefix}_select"] = ChannelLink(f"{path}.bn1", None, f"{path}.select", f"{path}.conv1")
+                    self._selection(genes, prefix, path, planes, f"of the {planes} concatenated")
                 if self.bottleneck:
                     top = max(inner, int(inner * mult))
                     genes.append(Gene(f"{prefix}_conv1", "int", 1, top, inner, description="bottleneck width (conv1)"))

@@ -249,12 +249,9 @@ def inherit_by_bn_scale(
                 state[f"{link.bn}.{key}"] = state[f"{link.bn}.{key}"][kept].clone()
             state[f"{link.producer}.weight"] = state[f"{link.producer}.weight"][kept].clone()
         state[f"{link.consumer}.weight"] = state[f"{link.consumer}.weight"][:, kept].clone()
-    try:
-        space.build(genotype, num_classes=num_classes).load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # the pruned shapes must be exactly the genotype's
-        first = str(exc).strip().splitlines()[0]
-        raise RuntimeError(f"inherited weights do not fit genotype {genotype.key} of {space.name}: {first}") from None
-    return state
+    from prunenas.surgery import fitting
+
+    return fitting(space, genotype, num_classes, state)
 
 
 def selection_structured(links: Mapping[str, ChannelLink]) -> dict[str, str]:
@@ -291,6 +288,13 @@ class SelectionSpace(Space):
     def gene_batchnorms(self) -> dict[str, str]:
         """Every gene -> path of the BN whose channels it keeps (the |gamma| network slimming ranks)."""
         return {gene: link.bn for gene, link in self.links.items()}
+
+    def _selection(self, genes: list[Gene], prefix: str, path: str, planes: int, what: str) -> None:
+        """The gene of the selection after `path`.bn1 that feeds `path`.conv1 (of `planes` channels)."""
+        genes.append(
+            Gene(f"{prefix}_select", "int", 1, planes, planes, description=f"channels of bn1 ({what}) fed to conv1")
+        )
+        self.links[f"{prefix}_select"] = ChannelLink(f"{path}.bn1", None, f"{path}.select", f"{path}.conv1")
 
     def _final_selection(self, genes: list[Gene], planes: int) -> None:
         """The gene of the selection after the final BN (the classifier's input channels)."""
@@ -344,11 +348,7 @@ class CifarPreResNetSpace(SelectionSpace):
             for b in range(1, self.n + 1):
                 prefix, path = f"stage{s}_block{b}", f"layer{s}.{b - 1}"
                 if self.selection:
-                    genes.append(
-                        Gene(f"{prefix}_select", "int", 1, in_planes, in_planes,
-                             description=f"channels of bn1 (over the {in_planes}-channel block input) fed to conv1")
-                    )  # fmt: skip
-                    self.links[f"{prefix}_select"] = ChannelLink(f"{path}.bn1", None, f"{path}.select", f"{path}.conv1")
+                    self._selection(genes, prefix, path, in_planes, f"over the {in_planes}-channel block input")
                 for c in range(1, convs + 1):
                     top = max(base, int(base * mult))
                     genes.append(Gene(f"{prefix}_conv{c}", "int", 1, top, base, description=f"inner width (conv{c})"))
