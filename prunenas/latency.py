@@ -4,10 +4,16 @@ Protocol, per candidate: the model (random weights: latency depends on the archi
 spaces with their masks folded in) is exported with the fast legacy ONNX exporter into memory and run by
 ONNX Runtime (graph optimisation ORT_ENABLE_ALL, sequential execution, intra-op threads pinned and
 recorded), or by PyTorch eager (`provider="torch"`). After warm-up runs, the candidate and the space's
-reference model are timed in alternating rounds in the same window (drift control on a shared machine):
-the result is the candidate's median in ms, the reference's median, their ratio, the coefficient of
-variation of the candidate's round medians, the runtime, batch, threads and machine. Results are cached
-on disk per machine, runtime, batch, threads, space and genotype.
+reference model are timed in alternating rounds in the same window (drift control on a shared machine)
+until both have had at least `MIN_ROUNDS` rounds and the timed runs add up to `TIMING_S` seconds: the
+result is the candidate's median in ms, the reference's median, the median of the per-round ratios, the
+coefficient of variation of the candidate's round medians, the runtime, batch, threads and machine.
+Results are cached on disk per machine, runtime, batch, threads, space and genotype; the reference's
+session is kept for the life of the process (one export per space, not one per candidate).
+
+Repeatability on the 2-core development VM (benchmarks/latency_predictor.py): this machine's own
+noise (the same session timed in consecutive 300-run windows) varies by 5-10%, so that is about the
+floor of any seconds-long measurement there; see benchmarks/results for the figures.
 
 The measurement runs in the process that would train the candidate, before training it, so it never
 overlaps that process's own training (several search workers on one machine do overlap each other).
@@ -40,8 +46,11 @@ if TYPE_CHECKING:
 PROVIDERS = ("cpu", "cuda", "tensorrt", "torch")
 _ORT = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 WARMUP = 20
-ROUNDS = 5  # alternating candidate/reference rounds
-RUNS_PER_ROUND = 20
+MIN_ROUNDS = 5  # alternating candidate/reference rounds, at least
+RUNS_PER_ROUND = 20  # at most (fewer for models whose runs are long)
+TIMING_S = 1.2  # seconds of timed runs (both models together) before the measurement stops
+MAX_ROUNDS = 200  # ... or this many rounds, whichever comes first
+_REFERENCES: dict[tuple[Any, ...], Callable[[], None]] = {}  # the reference's runner, per space and setup
 
 
 @dataclass(frozen=True)
@@ -149,30 +158,49 @@ def _timed(run: Callable[[], None], n: int) -> Iterator[float]:
 
 
 def measure(
-    model: nn.Module, reference: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1,
-    provider: str = "cpu", threads: int | None = None,
+    model: nn.Module, reference: nn.Module | Callable[[], None], input_shape: tuple[int, ...], *,
+    batch: int = 1, provider: str = "cpu", threads: int | None = None, timing_s: float | None = None,
 ) -> LatencyResult:  # fmt: skip
-    """Median latency of `model` and of `reference`, timed in alternating rounds after warm-up."""
+    """Median latency of `model` and of `reference` (a model, or a runner made by `runner`), timed in
+    alternating rounds after warm-up until `timing_s` seconds of runs (default `TIMING_S`)."""
     if batch < 1:
         raise ConfigError(f"--latency-batch must be >= 1, got {batch}")
     threads = threads or default_threads()
+    budget = TIMING_S if timing_s is None else timing_s
     example = torch.zeros(batch, *input_shape)
-    runs = [_runner(m.cpu(), example, provider, threads) for m in (model, reference)]
+    ref_run = (
+        reference if not isinstance(reference, nn.Module) else runner(reference, input_shape, batch, provider, threads)
+    )
+    runs = [runner(model, input_shape, batch, provider, threads, example=example), ref_run]
+    per_run = 0.0  # ms, the slower model's warm run
     for run in runs:
-        for _ in range(WARMUP):
-            run()
+        warm = list(_timed(run, WARMUP))
+        per_run = max(per_run, statistics.median(warm[len(warm) // 2 :]))
+    # big models take fewer runs per round, so that MIN_ROUNDS rounds fit in the timing budget
+    per_round = max(3, min(RUNS_PER_ROUND, int(budget * 1000.0 / (2 * MIN_ROUNDS * max(per_run, 1e-3)))))
     rounds: list[list[float]] = [[], []]
-    for _ in range(ROUNDS):
+    spent = 0.0
+    while len(rounds[0]) < MIN_ROUNDS or (spent < budget * 1000.0 and len(rounds[0]) < MAX_ROUNDS):
         for i, run in enumerate(runs):
-            rounds[i].append(statistics.median(_timed(run, RUNS_PER_ROUND)))
+            times = list(_timed(run, per_round))
+            spent += sum(times)
+            rounds[i].append(statistics.median(times))
     cand, ref = statistics.median(rounds[0]), statistics.median(rounds[1])
     spread = statistics.pstdev(rounds[0]) / statistics.mean(rounds[0]) if statistics.mean(rounds[0]) else 0.0
     # the ratio of each round (candidate and reference timed back to back) cancels slow drift of the machine
     ratio = statistics.median(c / r for c, r in zip(rounds[0], rounds[1], strict=True) if r > 0)
     return LatencyResult(
         ms=cand, reference_ms=ref, ratio=ratio, cv=spread, provider=provider,
-        batch=batch, threads=threads, machine=machine(), runs=ROUNDS * RUNS_PER_ROUND,
+        batch=batch, threads=threads, machine=machine(), runs=len(rounds[0]) * per_round,
     )  # fmt: skip
+
+
+def runner(
+    model: nn.Module, input_shape: tuple[int, ...], batch: int, provider: str, threads: int,
+    example: torch.Tensor | None = None,
+) -> Callable[[], None]:  # fmt: skip
+    """A function that runs `model` once on a batch of zeros (exported and loaded into a session)."""
+    return _runner(model.cpu(), torch.zeros(batch, *input_shape) if example is None else example, provider, threads)
 
 
 def genotype_latency(
@@ -191,8 +219,11 @@ def genotype_latency(
             return LatencyResult(**json.loads(path.read_text(encoding="utf-8")))
     torch.manual_seed(0)
     model = space.export_model(space.build(genotype, num_classes=num_classes))
-    reference = space.export_model(space.build(space.reference(), num_classes=num_classes))
-    result = measure(model, reference, space.input_shape, batch=batch, provider=provider, threads=threads)
+    ref_key = (_space_fingerprint(space), num_classes, batch, provider, threads)
+    if ref_key not in _REFERENCES:
+        reference = space.export_model(space.build(space.reference(), num_classes=num_classes))
+        _REFERENCES[ref_key] = runner(reference, space.input_shape, batch, provider, threads)
+    result = measure(model, _REFERENCES[ref_key], space.input_shape, batch=batch, provider=provider, threads=threads)
     if path is not None:
         with contextlib.suppress(OSError):  # a cache: an unwritable home only costs the measurement
             path.parent.mkdir(parents=True, exist_ok=True)

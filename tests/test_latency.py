@@ -85,11 +85,14 @@ def _synthetic(space, genotypes, coef):
     """A predictor fitted to latencies that are an exact non-negative combination of the features."""
     from prunenas.latency_model import features, fit_predictor
 
-    measured = {}
-    for g in genotypes:
-        f = features(space.build(g), space.input_shape)
-        measured[g.key] = sum(c * x for c, x in zip(coef, f, strict=True))
-    return fit_predictor(space, measured, genotypes, provider="cpu", batch=1, threads=1, machine="test")
+    def ms(g):
+        return sum(c * x for c, x in zip(coef, features(space.build(g), space.input_shape), strict=True))
+
+    reference_ms = ms(space.reference())
+    ratios = {g.key: ms(g) / reference_ms for g in genotypes}
+    return fit_predictor(
+        space, ratios, genotypes, reference_ms=reference_ms, provider="cpu", batch=1, threads=1, machine="test"
+    )
 
 
 def test_predictor_recovers_a_known_cost_model_and_reports_its_error():
@@ -104,6 +107,9 @@ def test_predictor_recovers_a_known_cost_model_and_reports_its_error():
     g = space.random_genotype(99)
     truth = sum(c * x for c, x in zip(coef, features(space.build(g), space.input_shape), strict=True))
     assert predictor.predict(space, g) == pytest.approx(truth, rel=1e-6)
+    ref_features = features(space.build(space.reference()), space.input_shape)
+    reference_truth = sum(c * x for c, x in zip(coef, ref_features, strict=True))
+    assert predictor.ratio(space, g) == pytest.approx(truth / reference_truth, rel=1e-6)
     assert predictor.confidently_over(1.2, 1.0) and not predictor.confidently_over(0.99, 1.0)
     # no negative coefficient: more of anything never predicts faster
     noisy = _synthetic(space, genotypes, (0.02, 0.0, 0.0, 0.0, 0.0, 0.3))

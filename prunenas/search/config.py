@@ -114,7 +114,7 @@ class SearchSettings(Config):
     latency_predictor: bool = setting(
         False,
         "with --max latency=...: predict each candidate's latency first (a predictor calibrated once per space by "
-        "timing 16 genotypes, cached) and record it infeasible untimed and untrained when the prediction is over "
+        "timing 24 genotypes, cached) and record it infeasible untimed and untrained when the prediction is over "
         "the limit by more than the predictor's 90th-percentile error; others are timed",
         identity=False,
     )
