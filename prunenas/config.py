@@ -433,7 +433,9 @@ class RunSettings(Config):
     resume: bool = setting(True, "resume from the run folder's checkpoint", identity=False, cli=False)
     checkpoint: bool = setting(True, "write a checkpoint every epoch", identity=False, cli=False)
     plot: bool = setting(True, "write curve.png", identity=False, cli=False)
-    threads: int | None = setting(None, "CPU threads (default: torch's)", low=1, identity=False, cli=False)
+    threads: int | None = setting(
+        None, "CPU threads for training (default: torch's, one per core)", low=1, identity=False, metavar="N"
+    )
 
     def check(self) -> None:
         name = self.device
