@@ -213,3 +213,30 @@ def test_cli_search_bad_input(tmp_path, capsys, argv, message):
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("prunenas: error:") and "Traceback" not in err
     assert message in err
+
+
+def test_seed_targets_and_no_seeding_set_the_budget_and_name_another_study():
+    from prunenas.search import SearchSettings
+    from prunenas.search.config import default_study_name
+
+    assert SearchSettings(budget="smoke").resolved_budget(None).seed_targets == BUDGETS["smoke"].seed_targets
+    assert SearchSettings(budget="smoke", seed_targets=(0.3, 0.6)).resolved_budget(None).seed_targets == (0.3, 0.6)
+    assert SearchSettings(budget="fast", seeding=False).resolved_budget(None).seed_targets == ()
+    variants = (SearchSettings(), SearchSettings(seed_targets=(0.3,)), SearchSettings(seeding=False))
+    assert len({default_study_name(v, 0) for v in variants}) == 3  # never resumes a study seeded otherwise
+
+
+def test_no_seeding_samples_from_the_first_trial(tmp_path, tiny_space, data):
+    budget = replace(BUDGETS["smoke"], trials=1, proxy_epochs=1, seed_targets=(), top_k=1, final_epochs=1)
+    config = config_for(tmp_path, tiny_space, final=False, budget=budget)
+    run_search(config, tiny_space, data, log=lambda m: None)
+    trials = optuna.load_study(study_name="t", storage=search_mod.make_storage(config)).get_trials()
+    assert len(trials) == 1 and trials[0].user_attrs.get("origin") != "proposer"
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "abc"])
+def test_bad_seed_targets_are_one_line(value, capsys, tmp_path):
+    code = main(["search", "--space", "resnet20_channels", "--dataset", "digits", "--seed-targets", value,
+                 "--out", str(tmp_path / "s")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--seed-targets" in err and err.count("\n") == 1 and "Traceback" not in err

@@ -83,6 +83,11 @@ class SearchSettings(Config):
     proposers: tuple[str, ...] = setting(
         (), "proposers that seed (genes) or are sampled (proposers mode)", metavar="A,B"
     )
+    seed_targets: tuple[float, ...] = setting(
+        (), "MACs ratios (density spaces: densities) at which proposers seed the study (default: the budget's)",
+        low=0.0, high=1.0, low_open=True, metavar="R,R",
+    )  # fmt: skip
+    seeding: bool = setting(True, "genes mode: seed the study with the proposers' genotypes before sampling")
     reference: str | None = setting(
         None, "trained reference: adds proposers that score trained weights", metavar="CKPT"
     )
@@ -160,6 +165,7 @@ class SearchSettings(Config):
             "top_k": self.top_k,
             "final_epochs": self.final_epochs,
             "train_subset": train_subset,
+            "seed_targets": (self.seed_targets or None) if self.seeding else (),
         }
         return replace(budget, **{k: v for k, v in changes.items() if v is not None})
 
@@ -178,6 +184,8 @@ def default_study_name(settings: SearchSettings, seed: int, overrides: Mapping[s
         parts.append("+".join(settings.objectives))
     # --trials, --top-k and --final-epochs extend or finish the same study; these change what it measures:
     changed: dict[str, Any] = {"proxy_epochs": settings.proxy_epochs} if settings.proxy_epochs else {}
+    if settings.seed_targets or not settings.seeding:  # other seeds: another study, not a resumed one
+        changed["seed_targets"] = list(settings.seed_targets) if settings.seeding else []
     changed.update({f"recipe.{k}": v for k, v in (overrides or {}).items() if v is not None})
     if changed:
         from prunenas.config import fingerprint
