@@ -81,6 +81,9 @@ def machine() -> str:
 
 
 def default_threads() -> int:
+    """One thread per core this process may run on (taskset and cpusets count, not the machine's total)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
 
 

@@ -177,3 +177,16 @@ def test_search_discards_candidates_confidently_predicted_over_the_limit(monkeyp
     assert objective.predicted_over(space.reference())["latency"] == pytest.approx(2.0, rel=1e-6)
     assert predictor.ratio(space, space.smallest_genotype()) < 0.95
     assert objective.predicted_over(space.smallest_genotype()) == {}  # under the limit: it is timed
+
+
+def test_default_threads_follow_the_cores_this_process_may_use(monkeypatch):
+    import os
+
+    from prunenas.latency import default_threads
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})  # as under `taskset -c 3`
+    assert default_threads() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert default_threads() == 3
