@@ -145,7 +145,7 @@ def space_study(name: str, n: int, calibration: int, threads: int | None, repeat
     }
 
 
-def search_pair(trials: int, ratio: float) -> dict[str, Any]:
+def search_pair(trials: int, ratio: float, threads: int | None) -> dict[str, Any]:
     from prunenas.cli import main
 
     out: dict[str, Any] = {}
@@ -158,6 +158,8 @@ def search_pair(trials: int, ratio: float) -> dict[str, Any]:
             "--max", limit, "--objectives", "val_acc,latency", "--seed", "0",
             "--out", str(root / tag), "--exports", str(root / f"exports-{tag}"), "--quiet",
         ]  # fmt: skip
+        if threads:
+            argv += ["--latency-threads", str(threads)]
         t0 = time.perf_counter()
         code = main(argv)
         summary = json.loads((root / tag / "summary.json").read_text()) if code == 0 else {}
@@ -184,7 +186,7 @@ def main() -> None:
         for s in args.spaces.split(",")
         if s
     ]
-    searches = search_pair(args.search_trials, args.limit) if args.search_trials else {}
+    searches = search_pair(args.search_trials, args.limit, args.threads or None) if args.search_trials else {}
     from prunenas.latency import machine
 
     result = {

@@ -150,9 +150,15 @@ class Params(_CostMetric):
     field = "params"
 
 
+def _threads(options: Mapping[str, Any]) -> int | None:
+    value = options.get("latency_threads")
+    return int(value) if value else None
+
+
 class Latency(Metric):
     """Measured latency in ms on the deployment runtime (`prunenas.latency`): ONNX Runtime on the CPU by
-    default; options latency_batch (1) and latency_provider (cpu, cuda, tensorrt, torch)."""
+    default; options latency_batch (1), latency_provider (cpu, cuda, tensorrt, torch) and latency_threads
+    (None: one per core this process may use)."""
 
     name = "latency"
     unit = "ms"
@@ -165,7 +171,7 @@ class Latency(Metric):
 
         result = genotype_latency(
             ctx.space, ctx.genotype, ctx.num_classes, batch=int(ctx.options.get("latency_batch", 1)),
-            provider=str(ctx.options.get("latency_provider", "cpu")),
+            provider=str(ctx.options.get("latency_provider", "cpu")), threads=_threads(ctx.options),
         )  # fmt: skip
         return result.ms
 
@@ -174,7 +180,8 @@ class Latency(Metric):
 
         provider = str(options.get("latency_provider", "cpu"))
         runtime = "PyTorch eager" if provider == "torch" else f"ONNX Runtime {provider}"
-        return f"{runtime}, batch {int(options.get('latency_batch', 1))}, {default_threads()} threads, {machine()}"
+        threads = _threads(options) or default_threads()
+        return f"{runtime}, batch {int(options.get('latency_batch', 1))}, {threads} threads, {machine()}"
 
     def parse_amount(self, text: str) -> float:
         """8ms, 800us, 0.01s or a plain number of ms."""

@@ -52,14 +52,17 @@ def test_measurement_is_interleaved_with_the_reference_and_cached(tmp_path, monk
 
 def test_search_optimises_latency_and_records_it(tmp_path, monkeypatch, tiny_toml):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNENAS_COST_CACHE", str(tmp_path / "costs"))
     argv = ["search", "--space", str(tiny_toml), "--dataset", "digits", "--train-subset", "64", "--budget", "smoke",
             "--trials", "2", "--proxy-epochs", "1", "--no-final", "--objectives", "val_acc,latency",
-            "--out", "s", "-q"]  # fmt: skip
+            "--latency-threads", "1", "--out", "s", "-q"]  # fmt: skip
     assert main(argv) == 0
+    measured = [json.loads(p.read_text()) for p in (tmp_path / "costs" / "latency").glob("*.json")]
+    assert measured and all(m["threads"] == 1 for m in measured)  # --latency-threads reached the measurement
     with open("s/trials.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 and all(float(r["latency"]) > 0 and float(r["latency_ratio"]) > 0 for r in rows)
-    assert all(r["latency_setup"].startswith("ONNX Runtime cpu, batch 1, ") for r in rows)
+    assert all(r["latency_setup"].startswith("ONNX Runtime cpu, batch 1, 1 threads, ") for r in rows)
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert [o["name"] for o in summary["objectives"]] == ["val_acc", "latency"]
     assert summary["objectives"][1]["unit"] == "ms" and "threads" in summary["objectives"][1]["setup"]
@@ -70,6 +73,7 @@ def test_search_optimises_latency_and_records_it(tmp_path, monkeypatch, tiny_tom
     [
         (["--latency-provider", "gpu"], "--latency-provider"),
         (["--latency-batch", "0"], "--latency-batch"),
+        (["--latency-threads", "0"], "--latency-threads"),
         (["--max", "latency=5parsecs"], "duration"),
         (["--max", "latency=0ms"], "positive"),
     ],

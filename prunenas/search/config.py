@@ -112,6 +112,10 @@ class SearchSettings(Config):
         0.01, "density spaces: lowest density the search samples", low=0.0, high=1.0, low_open=True
     )
     latency_batch: int = setting(1, "batch size of the latency metric", low=1, high=4096, metavar="N")
+    latency_threads: int | None = setting(
+        None, "intra-op threads of the latency metric (default: one per core this process may use; on a small "
+        "shared machine 1 thread measures far more repeatably)", low=1, high=1024, metavar="N",
+    )  # fmt: skip
     latency_provider: str = setting(
         "cpu", "runtime of the latency metric: ONNX Runtime cpu, cuda or tensorrt, or torch (eager)",
         choices=("cpu", "cuda", "tensorrt", "torch"),
@@ -238,6 +242,7 @@ class SearchConfig:
     compile: bool = False
     latency_batch: int = 1  # options of the latency metric
     latency_provider: str = "cpu"
+    latency_threads: int | None = None  # None: one per core this process may use
     latency_predictor: bool = False  # discard candidates predicted over a latency limit (prunenas.latency_model)
     space_ref: str | None = None  # how a worker finds the space (a name or a TOML path); default `space`
     data: DataConfig | None = None  # how a worker loads the data; default DataConfig(dataset)
@@ -269,7 +274,11 @@ class SearchConfig:
 
     def metric_options(self) -> dict[str, Any]:
         """Options of the metrics that take some (the latency metric's runtime and batch)."""
-        return {"latency_batch": self.latency_batch, "latency_provider": self.latency_provider}
+        return {
+            "latency_batch": self.latency_batch,
+            "latency_provider": self.latency_provider,
+            "latency_threads": self.latency_threads,
+        }
 
     def run_settings(self, **changes: Any) -> RunSettings:
         base = RunSettings(
@@ -405,6 +414,7 @@ def resolve_search(
         min_density=settings.min_density,
         latency_batch=settings.latency_batch,
         latency_provider=settings.latency_provider,
+        latency_threads=settings.latency_threads,
         latency_predictor=settings.latency_predictor,
         recipe_overrides=dict(recipe_overrides),
         workers=settings.workers,

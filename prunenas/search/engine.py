@@ -95,7 +95,10 @@ def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: settings.get(k) for k in keep}
     measured = [*(settings.get("objectives") or []), *(str(x) for x in settings.get("limits") or [])]
     if any(m.startswith("latency") for m in measured):  # the runtime and batch of a latency study
-        out["latency"] = (settings.get("latency_batch"), settings.get("latency_provider"))
+        latency: tuple[Any, ...] = (settings.get("latency_batch"), settings.get("latency_provider"))
+        if settings.get("latency_threads"):  # absent in older studies: the default keeps them resumable
+            latency += (settings.get("latency_threads"),)
+        out["latency"] = latency
     budget = settings.get("budget") or {}
     out["proxy_epochs"] = budget.get("proxy_epochs")
     out["train_subset"] = budget.get("train_subset")

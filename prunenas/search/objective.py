@@ -186,8 +186,9 @@ class Objective:
             from prunenas.latency_model import latency_predictor
 
             self._predictor = latency_predictor(
-                self.space, provider=self.config.latency_provider, batch=self.config.latency_batch
-            )
+                self.space, provider=self.config.latency_provider, batch=self.config.latency_batch,
+                threads=self.config.latency_threads,
+            )  # fmt: skip
         ratio = self._predictor.ratio(self.space, genotype)
         if self._predictor.confidently_over(ratio, self.limits["latency"] / reference):
             return {"latency": ratio * reference}
