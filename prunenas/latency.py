@@ -11,9 +11,9 @@ coefficient of variation of the candidate's round medians, the runtime, batch, t
 Results are cached on disk per machine, runtime, batch, threads, space and genotype; the reference's
 session is kept for the life of the process (one export per space, not one per candidate).
 
-Repeatability on the 2-core development VM (benchmarks/latency_predictor.py): this machine's own
-noise (the same session timed in consecutive 300-run windows) varies by 5-10%, so that is about the
-floor of any seconds-long measurement there; see benchmarks/results for the figures.
+Repeatability on the 2-core development VM (benchmarks/latency_predictor.py, results in
+benchmarks/results/2026-11-28-cpu-latency-predictor*.md): on the idle machine, 5 measurements of one genotype
+vary by 1.9-3.0% in the ratio with 1 thread and by 8-17% with both cores.
 
 The measurement runs in the process that would train the candidate, before training it, so it never
 overlaps that process's own training (several search workers on one machine do overlap each other).
@@ -122,9 +122,9 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def _runner(model: nn.Module, example: torch.Tensor, provider: str, threads: int) -> Callable[[], None]:
-    """A function that runs the model once on `example`."""
-    model = model.eval()
+def runner(model: nn.Module, example: torch.Tensor, provider: str, threads: int) -> Callable[[], None]:
+    """A function that runs the model once on `example` (for ONNX Runtime: exported and loaded into a session)."""
+    model = model.cpu().eval()
     if provider == "torch":
         torch.set_num_threads(threads)
 
@@ -162,28 +162,25 @@ def _timed(run: Callable[[], None], n: int) -> Iterator[float]:
 
 def measure(
     model: nn.Module, reference: nn.Module | Callable[[], None], input_shape: tuple[int, ...], *,
-    batch: int = 1, provider: str = "cpu", threads: int | None = None, timing_s: float | None = None,
+    batch: int = 1, provider: str = "cpu", threads: int | None = None,
 ) -> LatencyResult:  # fmt: skip
-    """Median latency of `model` and of `reference` (a model, or a runner made by `runner`), timed in
-    alternating rounds after warm-up until `timing_s` seconds of runs (default `TIMING_S`)."""
+    """Median latency of `model` and of `reference` (a model, or a runner made by `runner` on the same
+    batch), timed in alternating rounds after warm-up until `TIMING_S` seconds of runs."""
     if batch < 1:
         raise ConfigError(f"--latency-batch must be >= 1, got {batch}")
     threads = threads or default_threads()
-    budget = TIMING_S if timing_s is None else timing_s
     example = torch.zeros(batch, *input_shape)
-    ref_run = (
-        reference if not isinstance(reference, nn.Module) else runner(reference, input_shape, batch, provider, threads)
-    )
-    runs = [runner(model, input_shape, batch, provider, threads, example=example), ref_run]
+    ref_run = runner(reference, example, provider, threads) if isinstance(reference, nn.Module) else reference
+    runs = [runner(model, example, provider, threads), ref_run]
     per_run = 0.0  # ms, the slower model's warm run
     for run in runs:
         warm = list(_timed(run, WARMUP))
         per_run = max(per_run, statistics.median(warm[len(warm) // 2 :]))
     # big models take fewer runs per round, so that MIN_ROUNDS rounds fit in the timing budget
-    per_round = max(3, min(RUNS_PER_ROUND, int(budget * 1000.0 / (2 * MIN_ROUNDS * max(per_run, 1e-3)))))
+    per_round = max(3, min(RUNS_PER_ROUND, int(TIMING_S * 1000.0 / (2 * MIN_ROUNDS * max(per_run, 1e-3)))))
     rounds: list[list[float]] = [[], []]
     spent = 0.0
-    while len(rounds[0]) < MIN_ROUNDS or (spent < budget * 1000.0 and len(rounds[0]) < MAX_ROUNDS):
+    while len(rounds[0]) < MIN_ROUNDS or (spent < TIMING_S * 1000.0 and len(rounds[0]) < MAX_ROUNDS):
         for i, run in enumerate(runs):
             times = list(_timed(run, per_round))
             spent += sum(times)
@@ -196,14 +193,6 @@ def measure(
         ms=cand, reference_ms=ref, ratio=ratio, cv=spread, provider=provider,
         batch=batch, threads=threads, machine=machine(), runs=len(rounds[0]) * per_round,
     )  # fmt: skip
-
-
-def runner(
-    model: nn.Module, input_shape: tuple[int, ...], batch: int, provider: str, threads: int,
-    example: torch.Tensor | None = None,
-) -> Callable[[], None]:  # fmt: skip
-    """A function that runs `model` once on a batch of zeros (exported and loaded into a session)."""
-    return _runner(model.cpu(), torch.zeros(batch, *input_shape) if example is None else example, provider, threads)
 
 
 def genotype_latency(
@@ -225,7 +214,7 @@ def genotype_latency(
     ref_key = (_space_fingerprint(space), num_classes, batch, provider, threads)
     if ref_key not in _REFERENCES:
         reference = space.export_model(space.build(space.reference(), num_classes=num_classes))
-        _REFERENCES[ref_key] = runner(reference, space.input_shape, batch, provider, threads)
+        _REFERENCES[ref_key] = runner(reference, torch.zeros(batch, *space.input_shape), provider, threads)
     result = measure(model, _REFERENCES[ref_key], space.input_shape, batch=batch, provider=provider, threads=threads)
     if path is not None:
         with contextlib.suppress(OSError):  # a cache: an unwritable home only costs the measurement
