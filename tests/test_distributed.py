@@ -39,7 +39,7 @@ def load(url: str) -> optuna.Study:
     return optuna.load_study(study_name="dist", storage=url)
 
 
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.3, proc: subprocess.Popen | None = None):
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.1, proc: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -95,8 +95,11 @@ def test_two_workers_share_one_study(tmp_path, tiny_toml, pg_url):
 
 
 def test_kill_9_of_a_worker_loses_nothing(tmp_path, tiny_toml, pg_url):
+    # trials of 16 epochs on 320 images (a few seconds each here): the window in which a trial is running with an
+    # epoch checkpoint must stay far wider than one poll even on a much faster machine (4 epochs on 160 images
+    # left under half a second, and a CI run saw the search finish before a poll caught a trial mid-way)
     argv = search_argv(
-        tmp_path, tiny_toml, "--workers", "2", "--storage", pg_url, "--heartbeat", "1", trials=6, epochs=4, subset=160
+        tmp_path, tiny_toml, "--workers", "2", "--storage", pg_url, "--heartbeat", "1", trials=6, epochs=16, subset=320
     )
     main = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
