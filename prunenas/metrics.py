@@ -224,15 +224,21 @@ def clear_cache() -> None:
 # -- limits ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Limit:
-    """An upper limit on a metric: absolute, or `relative` to the reference model's value."""
+    """A limit on a metric that is minimised: an upper one (`--max`), or with `lower` a lower one (`--min`,
+    which with a `--max` keeps a search in a band); absolute, or `relative` to the reference model's value."""
 
     metric: str
     value: float
     relative: bool = False
+    lower: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--min" if self.lower else "--max"
 
     @classmethod
     def parse(cls, text: str, flag: str = "--max") -> Limit:
-        """`macs=0.5x`, `params=1.2e6`, `macs=50M`."""
+        """`macs=0.5x`, `params=1.2e6`, `macs=50M`; a lower limit when `flag` is --min."""
         name, sep, amount = text.partition("=")
         name, amount = name.strip(), amount.strip()
         if not sep or not name or not amount:
@@ -249,14 +255,17 @@ class Limit:
             ) from None
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{flag} {text!r}: the limit must be a positive finite number")
-        return cls(name, value, relative)
+        return cls(name, value, relative, lower=flag == "--min")
 
     def text(self) -> str:
+        """METRIC=VALUE as given to its flag (the flag itself not included)."""
         return f"{self.metric}={self.value:g}{'x' if self.relative else ''}"
 
     def absolute(self, reference: float | None) -> float:
         if not self.relative:
             return self.value
         if reference is None:
-            raise ConfigError(f"--max {self.text()}: {self.metric} has no reference value; give an absolute limit")
+            raise ConfigError(
+                f"{self.flag} {self.text()}: {self.metric} has no reference value; give an absolute limit"
+            )
         return self.value * reference

@@ -198,6 +198,7 @@ def pareto_figure(
     limit: float | None = None,
     max_macs: int | None = None,
     reference: Mapping[str, float] | None = None,
+    floor: float | None = None,
 ) -> Any:
     """The figure of `plot_pareto`."""
     from prunenas.metrics import get_metric
@@ -250,6 +251,8 @@ def pareto_figure(
         ax.annotate("reference", (rx, ry), fontsize=7, xytext=(4, -10), textcoords="offset points")
     if limit is not None:
         ax.axvline(limit / sx, ls="--", c="tab:red", lw=1, label=f"{x.name} limit")
+    if floor is not None:
+        ax.axvline(floor / sx, ls=":", c="tab:red", lw=1, label=f"{x.name} lower limit")
     ax.set_xlabel(f"{x.label or x.name}" + (" (millions)" if sx == 1e6 else ""))
     ax.set_ylabel(f"{y.label or y.name}" + (" (%), proxy training" if y.name == "val_acc" else ""))
     ax.grid(alpha=0.3)
@@ -273,15 +276,16 @@ def plot_pareto(
     limit: float | None = None,
     max_macs: int | None = None,
     reference: Mapping[str, float] | None = None,
+    floor: float | None = None,
     fmt: str | None = None,
 ) -> Path:
     """One metric against another for every measured trial (default: validation accuracy against MACs);
     proposer-seeded trials are marked and named `proposer@target`, the Pareto front is joined by a line,
-    the retrained winners are circled, infeasible (never trained) candidates sit on the x axis, `limit` is
-    drawn on x, and `reference` ({metric name: value} of the unpruned model, with the x and y metrics) is
-    a point of its own. Written to `path` (format: `fmt` or the suffix)."""
+    the retrained winners are circled, infeasible (never trained) candidates sit on the x axis, `limit` (and
+    a lower limit, `floor`) is drawn on x, and `reference` ({metric name: value} of the unpruned model, with
+    the x and y metrics) is a point of its own. Written to `path` (format: `fmt` or the suffix)."""
     fig = pareto_figure(
         rows, front=front, winners=winners, title=title, x=x, y=y, limit=limit, max_macs=max_macs,
-        reference=reference,
+        reference=reference, floor=floor,
     )  # fmt: skip
     return save_figure(fig, path, fmt)

@@ -160,6 +160,38 @@ def test_constrained_mode_never_trains_an_infeasible_genotype(tmp_path, tiny_spa
     assert all(r["epochs_run"] is None for r in infeasible)
 
 
+def test_a_band_trains_only_candidates_between_min_and_max(tmp_path, tiny_space, data, monkeypatch):
+    from prunenas.metrics import Limit
+
+    spy = TrainSpy(monkeypatch)
+    low, high = 0.35, 0.6
+    config = config_for(
+        tmp_path, tiny_space, final=False, sampler="random",
+        max_limits=(Limit("macs", high, relative=True),), min_limits=(Limit("macs", low, relative=True, lower=True),),
+        budget=replace(BUDGETS["smoke"], trials=10, proxy_epochs=1, seed_targets=(0.2, 0.5, 0.9), top_k=1,
+                       final_epochs=1),
+    )  # fmt: skip
+    assert config.objectives == ("val_acc",)
+    run_search(config, tiny_space, data, log=lambda m: None)
+    rows = json.loads((config.out / "trials.json").read_text())
+    below = [r for r in rows if r["macs_ratio"] < low]
+    above = [r for r in rows if r["macs_ratio"] > high]
+    inside = [r for r in rows if low <= r["macs_ratio"] <= high]
+    assert below and above and inside  # the 0.2 and 0.9 seeds fall outside, the 0.5 ones inside
+    assert all(r["infeasible"] and r["epochs_run"] is None for r in below + above)
+    assert not any(r["infeasible"] for r in inside)
+    assert set(spy.keys) == {r["key"] for r in inside}
+    study = optuna.load_study(study_name="t", storage=search_mod.make_storage(config))
+    lowest = min(below, key=lambda r: r["macs_ratio"])
+    trial = next(t for t in study.get_trials() if t.user_attrs.get("key") == lowest["key"])
+    # the shortfall under --min reaches Optuna as a positive constraint, as the excess over --max does
+    assert trial.system_attrs["constraints:min_macs"] == pytest.approx(1 - lowest["macs_ratio"] / low, rel=1e-6)
+    reference_macs = genotype_cost(tiny_space, tiny_space.reference()).macs
+    assert study.user_attrs["floors"]["macs"] == pytest.approx(low * reference_macs)
+    summary = json.loads((config.out / "summary.json").read_text())
+    assert summary["min_limits"]["macs=0.35x"] == pytest.approx(study.user_attrs["floors"]["macs"])
+
+
 def test_duplicate_genotype_hits_the_cache(tmp_path, tiny_space, data, monkeypatch):
     spy = TrainSpy(monkeypatch)
     config = config_for(tmp_path, tiny_space)
@@ -204,6 +236,13 @@ def test_resume_with_other_settings_is_refused(tmp_path, tiny_space, data):
         (["--space", "resnet20_channels", "--max-macs-ratio", "0.00001"], "smallest model"),
         (["--space", "resnet20_channels", "--max-macs-ratio", "1.5"], "--max-macs-ratio"),
         (["--space", "resnet20_channels", "--timeout", "-1"], "--timeout"),
+        (["--space", "resnet20_channels", "--min", "macs=0.6x", "--max", "macs=0.5x"], "--min macs=0.6x is not below"),
+        (["--space", "resnet20_channels", "--min", "macs=0.6x", "--max-macs-ratio", "0.5"], "is not below --max"),
+        (["--space", "resnet20_channels", "--min", "macs=1.5x"], "above the unpruned model"),
+        (["--space", "resnet20_channels", "--min", "macs=2M", "--max", "macs=0.01x"], "is not below --max"),
+        (["--space", "resnet20_channels", "--min", "macs"], "--min 'macs' must look like METRIC=VALUE"),
+        (["--space", "resnet20_channels", "--min", "val_acc=0.5"], "--min 'val_acc=0.5': val_acc is maximised"),
+        (["--space", "resnet20_channels", "--min", "macs=0.3x", "--min", "macs=0.4x"], "two lower limits"),
         (["--space", "resnet20_channels", "--storage", "postgresql://u:p@127.0.0.1:1/x"], "storage"),
     ],
 )
@@ -224,6 +263,20 @@ def test_seed_targets_and_no_seeding_set_the_budget_and_name_another_study():
     assert SearchSettings(budget="fast", seeding=False).resolved_budget(None).seed_targets == ()
     variants = (SearchSettings(), SearchSettings(seed_targets=(0.3,)), SearchSettings(seeding=False))
     assert len({default_study_name(v, 0) for v in variants}) == 3  # never resumes a study seeded otherwise
+
+
+def test_min_names_another_study_and_survives_the_config_round_trip(tmp_path):
+    from prunenas.metrics import Limit
+    from prunenas.search import SearchSettings
+    from prunenas.search.config import default_study_name
+
+    banded = SearchSettings(max=("macs=0.55x",), min=("macs=0.45x",))
+    assert default_study_name(banded, 0) != default_study_name(SearchSettings(max=("macs=0.55x",)), 0)
+    assert "min-macs=0.45x" in default_study_name(banded, 0)
+    config = config_for(tmp_path, get_space("resnet20_channels"), min_limits=(Limit("macs", 0.45, True, lower=True),))
+    again = SearchConfig.from_dict(json.loads(config.to_json()))
+    assert again.min_limits == config.min_limits and again.min_limits[0].lower
+    assert "min macs=0.45x" in again.settings_dict()["limits"]
 
 
 def test_no_seeding_samples_from_the_first_trial(tmp_path, tiny_space, data):

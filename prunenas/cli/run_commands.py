@@ -48,6 +48,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "study_dir": str(outcome.study_dir),
                 "objectives": list(config.objectives),
                 "limits": [lim.text() for lim in config.limits],
+                "min_limits": [lim.text() for lim in config.min_limits],
                 "trials": outcome.trials,
                 "complete": outcome.complete,
                 "pruned": outcome.pruned,
@@ -79,7 +80,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"study {config.study!r}: {outcome.trials} trials ({outcome.complete} complete, {outcome.pruned} pruned, "
         f"{outcome.infeasible} infeasible, {outcome.failed} failed) in {outcome.wall_time_s:.0f} s; "
         f"objectives {', '.join(config.objectives)}"
-        + (f" under {', '.join(lim.text() for lim in config.limits)}" if config.limits else "")
+        + (f" under {', '.join(config.settings_dict()['limits'])}" if config.constrained else "")
     )
     if rows:
         names = [("val (proxy)" if m.name == "val_acc" else m.name) for m in metrics]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -69,7 +69,7 @@ class SearchSettings(Config):
     sampler: str = setting("tpe", "Optuna sampler", choices=SAMPLERS)
     pruner: str = setting("none", "stop weak candidates early (single objective only)", choices=PRUNERS)
     objectives: tuple[str, ...] = setting(
-        (), "metrics to optimise, e.g. val_acc,macs (default val_acc,macs; val_acc alone under a --max limit)",
+        (), "metrics to optimise, e.g. val_acc,macs (default val_acc,macs; val_acc alone under a --max or --min limit)",
         metavar="M,M",
     )  # fmt: skip
     max: tuple[str, ...] = setting(
@@ -80,6 +80,11 @@ class SearchSettings(Config):
         None, "alias of --max macs=Rx", low=0.0, high=1.0, low_open=True, metavar="R"
     )
     max_macs: int | None = setting(None, "alias of --max macs=N", low=1, metavar="N")
+    min: tuple[str, ...] = setting(
+        (), "lower limit METRIC=VALUE, in the forms of --max; with a --max on the same metric it keeps the search "
+        "in a band (--min macs=0.45x --max macs=0.55x: candidates near one cost level); a candidate below it is "
+        "recorded infeasible and not trained; repeatable", metavar="METRIC=VALUE",
+    )  # fmt: skip
     proposers: tuple[str, ...] = setting(
         (), "proposers that seed (genes) or are sampled (proposers mode)", metavar="A,B"
     )
@@ -133,6 +138,7 @@ class SearchSettings(Config):
             raise ConfigError("give either --max-macs N or --max-macs-ratio R, not both")
         for text in self.max:
             Limit.parse(text)
+        check_band(self.limits(), self.floors())
         for name in self.objectives:
             get_metric(name)
         if len(set(self.objectives)) != len(self.objectives):
@@ -161,6 +167,14 @@ class SearchSettings(Config):
             raise ConfigError(f"two limits on the same metric ({', '.join(metrics)}); give one each")
         return tuple(out)
 
+    def floors(self) -> tuple[Limit, ...]:
+        """--min limits."""
+        out = tuple(Limit.parse(t, "--min") for t in self.min)
+        metrics = [limit.metric for limit in out]
+        if len(set(metrics)) != len(metrics):
+            raise ConfigError(f"--min gives two lower limits on the same metric ({', '.join(metrics)}); give one each")
+        return out
+
     def resolved_budget(self, train_subset: int | None) -> Budget:
         budget = BUDGETS[self.budget]
         changes: dict[str, Any] = {
@@ -174,6 +188,18 @@ class SearchSettings(Config):
         return replace(budget, **{k: v for k, v in changes.items() if v is not None})
 
 
+def check_band(limits: Sequence[Limit], floors: Sequence[Limit]) -> None:
+    """Refuse a --min that is not below the --max on the same metric (when both are absolute or both relative,
+    so comparable before the reference is measured; `check_limits` compares the rest once it is)."""
+    for floor in floors:
+        for limit in limits:
+            if limit.metric == floor.metric and limit.relative == floor.relative and floor.value >= limit.value:
+                raise ConfigError(
+                    f"--min {floor.text()} is not below --max {limit.text()}: no candidate could be in between; "
+                    f"lower --min {floor.metric} or raise --max {limit.metric}"
+                )
+
+
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text)
 
@@ -184,6 +210,7 @@ def default_study_name(settings: SearchSettings, seed: int, overrides: Mapping[s
     parts = [settings.budget, settings.mode, settings.sampler, f"s{seed}"]
     for limit in settings.limits():
         parts.append(f"max{limit.value:g}" if limit.metric == "macs" and limit.relative else f"max-{limit.text()}")
+    parts.extend(f"min-{floor.text()}" for floor in settings.floors())
     if settings.objectives and settings.objectives != DEFAULT_OBJECTIVES:
         parts.append("+".join(settings.objectives))
     # --trials, --top-k and --final-epochs extend or finish the same study; these change what it measures:
@@ -220,6 +247,7 @@ class SearchConfig:
     max_limits: tuple[Limit, ...] = ()  # as given with --max (see `limits` for the aliases)
     max_macs: int | None = None  # alias: a limit of max_macs MACs
     max_macs_ratio: float | None = None  # alias: a limit of max_macs_ratio x the reference's MACs
+    min_limits: tuple[Limit, ...] = ()  # lower limits (--min)
     proposer_names: tuple[str, ...] | None = None  # None: every applicable proposer
     reference: str | None = None
     final_recipe: str = "scratch-e"
@@ -250,6 +278,7 @@ class SearchConfig:
     def __post_init__(self) -> None:
         for name in self.objectives:
             get_metric(name)
+        check_band(self.limits, self.min_limits)
         if self.data is not None and self.data.val_size == 0:
             raise PrunenasError(
                 "--val-size 0 leaves no validation split, and a search ranks its candidates on it (the test set "
@@ -270,7 +299,7 @@ class SearchConfig:
     @property
     def objectives(self) -> tuple[str, ...]:
         """The metrics optimised, in order: as given, else val_acc and MACs (val_acc alone under limits)."""
-        return self.objective_names or (("val_acc",) if self.limits else DEFAULT_OBJECTIVES)
+        return self.objective_names or (("val_acc",) if self.limits or self.min_limits else DEFAULT_OBJECTIVES)
 
     def metric_options(self) -> dict[str, Any]:
         """Options of the metrics that take some (the latency metric's runtime and batch)."""
@@ -287,8 +316,13 @@ class SearchConfig:
         return base.replace(**changes)
 
     @property
+    def limited_metrics(self) -> tuple[str, ...]:
+        """The metrics a --max or --min limit is on (each once)."""
+        return tuple(dict.fromkeys(lim.metric for lim in (*self.limits, *self.min_limits)))
+
+    @property
     def constrained(self) -> bool:
-        return bool(self.limits)
+        return bool(self.limits or self.min_limits)
 
     @property
     def single_objective(self) -> bool:
@@ -308,7 +342,7 @@ class SearchConfig:
             d.pop(k, None)
         d["layout"] = LAYOUT
         d["objectives"] = list(self.objectives)
-        d["limits"] = [lim.text() for lim in self.limits]
+        d["limits"] = [lim.text() for lim in self.limits] + [f"min {lim.text()}" for lim in self.min_limits]
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -319,7 +353,7 @@ class SearchConfig:
                 v = str(v)
             elif f.name == "budget":
                 v = {**dataclasses.asdict(v), "seed_targets": list(v.seed_targets)}
-            elif f.name == "max_limits":
+            elif f.name in ("max_limits", "min_limits"):
                 v = [lim.text() for lim in v]
             elif f.name == "data":
                 v = v.to_dict() if v is not None else None
@@ -346,6 +380,7 @@ class SearchConfig:
         b["seed_targets"] = tuple(b["seed_targets"])
         v["budget"] = Budget(**b)
         v["max_limits"] = tuple(Limit.parse(t) for t in v.get("max_limits", ()))
+        v["min_limits"] = tuple(Limit.parse(t, "--min") for t in v.get("min_limits", ()))
         v["objective_names"] = tuple(v.get("objective_names", ()))
         v["gpus"] = tuple(v.get("gpus", ()))
         if v.get("proposer_names") is not None:
@@ -401,6 +436,7 @@ def resolve_search(
         max_limits=tuple(Limit.parse(t) for t in settings.max),
         max_macs=settings.max_macs,
         max_macs_ratio=settings.max_macs_ratio,
+        min_limits=settings.floors(),
         proposer_names=settings.proposers or None,
         reference=settings.reference,
         final_recipe=settings.final_recipe,

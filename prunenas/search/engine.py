@@ -14,6 +14,7 @@ import optuna
 
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
+from prunenas.genotype import Genotype
 from prunenas.metrics import MetricContext, get_metric
 from prunenas.paths import ensure_dir
 from prunenas.search.config import LAYOUT, SearchConfig
@@ -93,7 +94,8 @@ def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that must match for a resume (not the ones that only say how long to run)."""
     keep = ("space", "dataset", "mode", "limits", "objectives", "seed", "reference", "min_density", "recipe_overrides")
     out = {k: settings.get(k) for k in keep}
-    measured = [*(settings.get("objectives") or []), *(str(x) for x in settings.get("limits") or [])]
+    limits = [str(x).removeprefix("min ") for x in settings.get("limits") or []]  # --max and --min
+    measured = [*(settings.get("objectives") or []), *limits]
     if any(m.startswith("latency") for m in measured):  # the runtime and batch of a latency study
         latency: tuple[Any, ...] = (settings.get("latency_batch"), settings.get("latency_provider"))
         if settings.get("latency_threads"):  # absent in older studies: the default keeps them resumable
@@ -106,16 +108,20 @@ def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_limits(config: SearchConfig, space: Space, objective: Objective) -> None:
-    """Refuse a limit that even the space's smallest model is over (nothing could be trained)."""
-    if not objective.limits:
+    """Refuse limits no candidate could meet: a --max that even the space's smallest model is over, a --min
+    that even its largest (the unpruned reference) is under, a --min at or above the --max on its metric."""
+    if not objective.limits and not objective.floors:
         return
-    smallest = space.smallest_genotype()
-    ctx = MetricContext(space, smallest, objective.data.num_classes, options=objective.options)
+
+    def value_of(genotype: Genotype, name: str) -> float:
+        ctx = MetricContext(space, genotype, objective.data.num_classes, options=objective.options)
+        return objective.metrics[name].measure(ctx)
+
     for name, limit in objective.limits.items():
         metric = objective.metrics[name]
         if metric.after_training:
             continue
-        value = metric.measure(ctx)
+        value = value_of(space.smallest_genotype(), name)
         if value > limit:
             ref = objective.references.get(name)
             share = f", {value / ref:.4f} of the reference" if ref else ""
@@ -124,6 +130,22 @@ def check_limits(config: SearchConfig, space: Space, objective: Objective) -> No
                 f"the {name} limit {metric.format(limit)} is below the smallest model of {space.name!r} "
                 f"({metric.format(value)}{share}); {hint}"
             )
+    for name, floor in objective.floors.items():
+        metric = objective.metrics[name]
+        if name in objective.limits and floor >= objective.limits[name]:
+            ceiling = metric.format(objective.limits[name])
+            raise PrunenasError(
+                f"--min {name} {metric.format(floor)} is not below --max {name} {ceiling}: "
+                f"no candidate could be in between; lower --min {name} or raise --max {name}"
+            )
+        if metric.after_training:
+            continue
+        value = value_of(space.reference(), name)
+        if value < floor:
+            raise PrunenasError(
+                f"--min {name} {metric.format(floor)} is above the unpruned model of {space.name!r} "
+                f"({metric.format(value)}): no candidate could reach it; lower --min {name}"
+            )
 
 
 def _seed_study(
@@ -131,6 +153,8 @@ def _seed_study(
 ) -> None:
     study.set_user_attr("settings", config.settings_dict())
     study.set_user_attr("limits", dict(objective.limits))
+    if objective.floors:
+        study.set_user_attr("floors", dict(objective.floors))
     seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []
     bounds = objective.search_bounds([g for g, _ in seeds])
     if len(seeds) > config.budget.trials:

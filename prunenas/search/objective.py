@@ -96,7 +96,7 @@ class Objective:
         )
         self.runs = config.out / "runs"
         self.objectives: list[Metric] = [get_metric(n) for n in config.objectives]
-        names = list(dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *(lim.metric for lim in config.limits)]))
+        names = list(dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *config.limited_metrics]))
         self.metrics: dict[str, Metric] = {n: get_metric(n) for n in names}
         self.options = config.metric_options()
         if "latency" in self.metrics:
@@ -108,6 +108,9 @@ class Objective:
         }
         self.limits: dict[str, float] = {
             lim.metric: lim.absolute(self.references.get(lim.metric)) for lim in config.limits
+        }
+        self.floors: dict[str, float] = {
+            lim.metric: lim.absolute(self.references.get(lim.metric)) for lim in config.min_limits
         }
         self._proposers: list[str] = list(config.proposer_names or applicable_proposers(space, config.reference))
         self._context: Any = None
@@ -205,8 +208,11 @@ class Objective:
                 trial.set_user_attr(f"{name}_ratio", value / ref)
 
     def violations(self, values: dict[str, float]) -> dict[str, float]:
-        """Relative excess over each limit whose metric was measured (<= 0: within the limit)."""
-        return {n: values[n] / lim - 1.0 for n, lim in self.limits.items() if n in values}
+        """Relative excess over each --max limit whose metric was measured, and relative shortfall under each
+        --min limit (as `min_METRIC`); <= 0: within the limit. Optuna's constrained samplers read them."""
+        over = {n: values[n] / lim - 1.0 for n, lim in self.limits.items() if n in values}
+        under = {f"min_{n}": 1.0 - values[n] / floor for n, floor in self.floors.items() if n in values}
+        return {**over, **under}
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         trial.set_user_attr("host", socket.gethostname())

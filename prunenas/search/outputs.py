@@ -55,7 +55,7 @@ def recorded_metrics(config: SearchConfig) -> list[Metric]:
     """Every metric a trial records: the built-ins, the objectives and the limited ones."""
     from prunenas.search.objective import ALWAYS_RECORDED
 
-    names = dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *(lim.metric for lim in config.limits)])
+    names = dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *config.limited_metrics])
     return [get_metric(n) for n in names]
 
 
@@ -247,7 +247,7 @@ def _plot_axes(config: SearchConfig) -> tuple[Metric, Metric]:
     objectives = [get_metric(n) for n in config.objectives]
     xs = [m for m in objectives if m.direction == "minimize"]
     ys = [m for m in objectives if m.direction == "maximize"]
-    x = xs[0] if xs else get_metric(config.limits[0].metric) if config.limits else get_metric("macs")
+    x = get_metric(xs[0].name if xs else config.limited_metrics[0] if config.limited_metrics else "macs")
     return x, ys[0] if ys else get_metric("val_acc")
 
 
@@ -275,6 +275,7 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
     png = plot_pareto(
         rows, config.out / "pareto.png", front=front, winners={w.genotype.key for w in winners},
         title=f"{space.name}: {config.study}", x=x, y=y, limit=limit, reference=reference,
+        floor=study.user_attrs.get("floors", {}).get(x.name),
     )  # fmt: skip
     files["pareto_png"] = str(png)
     summary = {
@@ -285,6 +286,7 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
             for m in (get_metric(n) for n in config.objectives)
         ],
         "limits": {lim.text(): study.user_attrs.get("limits", {}).get(lim.metric) for lim in config.limits},
+        "min_limits": {lim.text(): study.user_attrs.get("floors", {}).get(lim.metric) for lim in config.min_limits},
         "settings": config.settings_dict(),
         "trials": len(rows),
         "pareto_front": front,
