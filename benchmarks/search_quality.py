@@ -18,10 +18,13 @@ Protocol (every size is a flag; the results file records the ones used and why):
   `proxy` recipe, seed 0), so each spends N x E_p x S image-epochs on candidates:
   a. proposers only: the P proposals, plus N - P more draws of the random proposer (seeds 1, 2, ...,
      spread over the levels), the only proposer with more than one answer per target;
-  b. prunenas search: `prunenas.search.run_search` with TPE, one study per level L limited to that level
-     (`--max macs=L(1+w)x`, single objective val_acc), seeded with that level's proposals, N / levels
-     trials each (N in all). A first design ran one Pareto search over the whole range: its extra trials
-     landed outside the levels' windows, so only its seeds could ever be picked;
+  b. prunenas search: `prunenas.search.run_search` with TPE, one study per level L limited to that level's
+     window (`--min macs=L(1-w)x --max macs=L(1+w)x`, single objective val_acc; `--no-band`: `--max` only),
+     seeded with that level's proposals, N / levels trained candidates each (N in all): draws outside the
+     band are recorded infeasible without training, and the study is extended until it has trained its
+     share (at most `--trial-cap` x that many draws). A first design ran one Pareto search over the whole
+     range, a second limited each level from above only: in both, the searches' own candidates landed
+     below the windows, so only their seeds could ever be picked;
   c. random search over genes: the same per-level studies with the random sampler and THE SAME SEEDS.
      Seeded, because genotypes drawn uniformly per gene have MACs ratios of about 0.15-0.45 on this
      space: almost none would land within 5% of 0.5 or 0.7, and the arm would have nothing to retrain
@@ -348,8 +351,8 @@ class Bench:
         )
 
     def search(self, arm: str, sampler: str, reference: Path) -> None:
-        """Arms b and c: one prunenas search per MACs level, limited to that level (`--max macs=L(1+w)x`,
-        single objective val_acc), seeded with that level's proposals, N/levels trials each. (A Pareto
+        """Arms b and c: one prunenas search per MACs level, limited to that level's window (see the module
+        docstring), single objective val_acc, seeded with that level's proposals, N/levels trained each. (A Pareto
         search over the whole range puts its extra trials anywhere in MACs, mostly outside the windows of
         the levels, so only its seeds could be picked: the first CPU run showed exactly that.)"""
         per_level = self.args.candidates // len(self.levels)
@@ -362,12 +365,14 @@ class Bench:
         from prunenas.search.config import resolve_search
         from prunenas.train import METRICS
 
-        out = self.root / f"search-{sampler}-e{self.args.proxy_epochs}-L{level:g}"
+        band = "-band" if self.args.band else ""
+        out = self.root / f"search-{sampler}-e{self.args.proxy_epochs}-L{level:g}{band}"
         limit = f"macs={level * (1 + self.args.window):.4f}x"
+        floor = (f"macs={level * (1 - self.args.window):.4f}x",) if self.args.band else ()
         settings = SearchSettings(
             budget="fast", trials=trials, proxy_epochs=self.args.proxy_epochs, sampler=sampler,
             proposers=tuple(self.proposers), reference=str(reference), final=False, export=False,
-            study=f"bench-{sampler}-L{level:g}", out=str(out), max=(limit,),
+            study=f"bench-{sampler}-L{level:g}{band}", out=str(out), max=(limit,), min=floor,
         )  # fmt: skip
         run = RunSettings(seed=0, device=self.args.device, quiet=True, channels_last=self.args.channels_last)
         config = resolve_search(self.space, SPACE, self.data_cfg, settings, run, {})
@@ -408,12 +413,33 @@ class Bench:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         t0 = time.perf_counter()
+        # With a band, candidates outside it are recorded infeasible and never trained (MACs are counted, not
+        # trained), so the study is extended (--trials is study-wide: a rerun resumes it) until it has trained
+        # `trials` candidates, the compute every arm is charged, or has drawn `--trial-cap` x that many.
+        cap = trials * self.args.trial_cap
+        total = trials
         try:
-            outcome = run_search(config, self.space, self.splits, log=lambda msg: print(f"  {arm}: {msg}", flush=True))
+            while True:
+                outcome = run_search(
+                    config, self.space, self.splits, log=lambda msg: print(f"  {arm}: {msg}", flush=True)
+                )
+                trained = len(self._trial_candidates(outcome.study, arm))
+                if trained >= trials or total >= cap:
+                    break
+                total = min(cap, total + trials - trained)
+                config = replace(config, budget=replace(config.budget, trials=total))
         finally:
             stop.set()
             watcher.join()
             report_new()
+        drawn = sum(1 for t in outcome.study.get_trials(deepcopy=False) if t.user_attrs.get("key"))
+        self.drawn = {**getattr(self, "drawn", {}), f"{arm}@{level:g}": {"drawn": drawn, "trained": trained}}
+        if trained < trials:
+            print(
+                f"  {arm}: at {level:g}x only {trained} of {trials} candidates fell in the band after {drawn} draws "
+                f"(--trial-cap {self.args.trial_cap}); this arm trains fewer candidates there",
+                flush=True,
+            )
         if arm == "search-tpe":
             self.tpe_studies = {**getattr(self, "tpe_studies", {}), level: (outcome.study, runs_dir)}
         self.search_s = getattr(self, "search_s", {})
@@ -751,6 +777,8 @@ class Bench:
                 "test": len(self.splits.test),
                 "levels": self.levels,
                 "window": a.window,
+                "band": a.band,
+                "trial_cap": a.trial_cap,
                 "proposers": self.proposers,
                 "proposals": len(self.proposals),
                 "candidates_per_arm": a.candidates,
@@ -772,6 +800,7 @@ class Bench:
             },
             "wall_s": self.wall_s,
             "search_dirs": getattr(self, "search_dirs", {}),
+            "search_draws": getattr(self, "drawn", {}),
             "proposals": [
                 {
                     "proposer": p["proposer"],
@@ -853,10 +882,20 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"- why: {sz['why']}")
     lines += [
         "",
-        "Arms (same number of candidates, so the same proxy compute): **a** the proposals plus extra draws of "
-        "the random proposer; **b** prunenas search, TPE on (val_acc, MACs), seeded with the same proposals; "
-        "**c** the same search with the random sampler and the same seeds. The seeded trials are the same "
-        "runs as arm a's proposals, trained once and charged to every arm.",
+        "Arms (same number of trained candidates, so the same proxy compute): **a** the proposals plus extra "
+        "draws of the random proposer; **b** prunenas search, TPE on val_acc, one study per level seeded with "
+        "that level's proposals; **c** the same studies with the random sampler and the same seeds. The seeded "
+        "trials are the same runs as arm a's proposals, trained once and charged to every arm. "
+        + (
+            f"Each study is limited to its level's window on both sides (`--min macs=L(1-w)x --max macs=L(1+w)x`, "
+            f"w = {sz['window']:g}); draws outside it are recorded infeasible untrained (MACs counted, no "
+            "training), and a study is extended until it has trained its share of candidates (or drawn "
+            f"{sz.get('trial_cap')}x that many). Draws per study (drawn / trained): "
+            + ", ".join(f"{k} {v['drawn']}/{v['trained']}" for k, v in res.get("search_draws", {}).items())
+            + "."
+            if sz.get("band")
+            else "Each study is limited above only (`--max macs=L(1+w)x`)."
+        ),
         "",
         "## Final models (test accuracy %, mean +- std over seeds)",
         "",
@@ -1039,6 +1078,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=None, help="validation images (default: the standard split)")
     parser.add_argument("--levels", default="0.3,0.5,0.7", help="target MACs ratios")
     parser.add_argument("--window", type=float, default=0.05, help="relative MACs window around each target")
+    parser.add_argument(
+        "--band", action=argparse.BooleanOptionalAction, default=True,
+        help="searches limited to the window on both sides (--min and --max), not only above (--max)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trial-cap", type=int, default=25,
+        help="with --band: a level's study draws at most this many times its trained candidates",
+    )  # fmt: skip
     parser.add_argument("--proposers", default="uniform,l1,fpgm,random")
     parser.add_argument("--candidates", type=int, default=18, help="proxy candidates per arm (>= the proposals)")
     parser.add_argument("--proxy-epochs", type=int, default=2)
