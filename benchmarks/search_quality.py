@@ -418,11 +418,14 @@ class Bench:
         # `trials` candidates, the compute every arm is charged, or has drawn `--trial-cap` x that many.
         cap = trials * self.args.trial_cap
         total = trials
+
+        def log(msg: str) -> None:
+            if not msg.startswith("resuming study"):  # one per extension: noise here
+                print(f"  {arm}: {msg}", flush=True)
+
         try:
             while True:
-                outcome = run_search(
-                    config, self.space, self.splits, log=lambda msg: print(f"  {arm}: {msg}", flush=True)
-                )
+                outcome = run_search(config, self.space, self.splits, log=log)
                 trained = len(self._trial_candidates(outcome.study, arm))
                 if trained >= trials or total >= cap:
                     break

@@ -192,6 +192,24 @@ def test_a_band_trains_only_candidates_between_min_and_max(tmp_path, tiny_space,
     assert summary["min_limits"]["macs=0.35x"] == pytest.approx(study.user_attrs["floors"]["macs"])
 
 
+def test_a_resumed_random_search_draws_new_genotypes(tmp_path, tiny_space, data, monkeypatch):
+    """The sampler is seeded from the run seed and the trials already in the study: a resumed study does not
+    redraw the genotypes its first session drew (each a wasted, cached trial)."""
+    spy = TrainSpy(monkeypatch)
+    budget = replace(BUDGETS["smoke"], trials=3, proxy_epochs=1, seed_targets=(), top_k=1, final_epochs=1)
+    config = config_for(tmp_path, tiny_space, final=False, sampler="random", budget=budget)
+    run_search(config, tiny_space, data, log=lambda m: None)
+    run_search(replace(config, budget=replace(budget, trials=6)), tiny_space, data, log=lambda m: None)
+    trials = optuna.load_study(study_name="t", storage=search_mod.make_storage(config)).get_trials()
+    keys = [t.user_attrs["key"] for t in trials]
+    assert len(keys) == 6 and len(set(keys)) == 6 and len(spy.keys) == 6
+    # and a fresh study with the same seed draws the same first genotypes (reproducible)
+    again = replace(config, out=tmp_path / "again")
+    run_search(again, tiny_space, data, log=lambda m: None)
+    first = optuna.load_study(study_name="t", storage=search_mod.make_storage(again)).get_trials()
+    assert [t.user_attrs["key"] for t in first] == keys[:3]
+
+
 def test_duplicate_genotype_hits_the_cache(tmp_path, tiny_space, data, monkeypatch):
     spy = TrainSpy(monkeypatch)
     config = config_for(tmp_path, tiny_space)

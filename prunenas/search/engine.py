@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from prunenas.search.objective import (
     Objective,
     make_pruner,
     make_sampler,
+    sampler_seed,
     seed_genotypes,
 )
 from prunenas.search.outputs import (
@@ -71,6 +73,10 @@ def open_study(config: SearchConfig) -> optuna.Study:
         raise PrunenasError(
             f"study {config.study!r} exists with other objectives ({exc}); use another --study or --out"
         ) from None
+    so_far = len(study.get_trials(deepcopy=False))
+    worker = os.getpid() if config.worker_only else 0  # parallel workers run in no reproducible order anyway
+    if so_far or worker:
+        study.sampler = make_sampler(config, sampler_seed(config, so_far, worker))
     stored = study.user_attrs.get("settings")
     if stored is not None:
         if stored.get("layout") != LAYOUT:

@@ -340,16 +340,23 @@ def seed_genotypes(
 
 
 # -- samplers and pruners --------------------------------------------------------------------------------------
-def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+def sampler_seed(config: SearchConfig, trials_so_far: int, worker: int = 0) -> int:
+    """The sampler's seed: the run seed for a new study (so a search is reproducible from its seed), moved on
+    by the trials the study already holds when a process opens it (a resumed study would otherwise redraw
+    its first session's genotypes, wasted trials that hit the cache) and by a worker's own number (parallel
+    workers would otherwise draw the same random candidates)."""
+    return (config.seed + 1_000_003 * trials_so_far + 7_919 * worker) % 2**32
+
+
+def make_sampler(config: SearchConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    seed = config.seed if seed is None else seed
     if config.sampler == "tpe":
         n_startup = max(2, min(10, config.budget.trials // 4))
-        return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=n_startup, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True)
     if config.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            seed=config.seed, population_size=max(4, min(50, config.budget.trials // 4))
-        )
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, config.budget.trials // 4)))
     if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=config.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     raise PrunenasError(f"unknown sampler {config.sampler!r}; valid: tpe, nsga2, random")
 
 
