@@ -423,7 +423,11 @@ class RunSettings(Config):
     )
     amp: bool | None = setting(None, "CUDA: bf16 autocast (default on for CUDA)", identity=False)
     compile: bool = setting(False, "torch.compile the model (pays off only for long runs)", identity=False)
-    eval_every: int = setting(1, "validate every K epochs (and at the end)", low=1, metavar="K", identity=False)
+    eval_every: int | None = setting(
+        None, "validate every K epochs and at the end (default: every epoch; a search's proxy runs validate only "
+        "at the end, since they are ranked on the final model, unless --pruner needs per-epoch reports)",
+        low=1, metavar="K", identity=False,
+    )  # fmt: skip
     test_every_epoch: bool = setting(
         False, "also evaluate the test set after every epoch and report the best such epoch, labelled "
         "test-selected (the papers' code reported it; the final-epoch test accuracy stays the honest number)",

@@ -525,7 +525,9 @@ def train(
             metrics = train_epoch(step, train_batches, epoch, progress)
             if not math.isfinite(metrics.train_loss):
                 stopped = f"non-finite training loss ({metrics.train_loss}) in epoch {epoch + 1}"
-            elif val_batches is not None and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == recipe.epochs):
+            elif val_batches is not None and (
+                (epoch + 1) % (settings.eval_every or 1) == 0 or epoch + 1 == recipe.epochs
+            ):
                 val_loss, val_acc = evaluate(model, val_batches, amp)
                 metrics = dataclasses.replace(metrics, val_loss=val_loss, val_acc=val_acc)
             if test_batches is not None and math.isfinite(metrics.train_loss):

@@ -210,6 +210,51 @@ def test_a_resumed_random_search_draws_new_genotypes(tmp_path, tiny_space, data,
     assert [t.user_attrs["key"] for t in first] == keys[:3]
 
 
+def _histories(out: Path) -> list[list[dict]]:
+    return [json.loads(p.read_text())["history"] for p in sorted((out / "runs").glob("*/metrics.json"))]
+
+
+def test_proxy_runs_validate_at_the_end_unless_a_pruner_needs_every_epoch(tmp_path, tiny_space, data):
+    budget = replace(BUDGETS["smoke"], trials=2, proxy_epochs=3, seed_targets=(), top_k=1, final_epochs=1)
+    plain = config_for(tmp_path / "plain", tiny_space, final=False, budget=budget)
+    run_search(plain, tiny_space, data, log=lambda m: None)
+    histories = _histories(plain.out)
+    assert len(histories) == 2
+    for history in histories:  # ranked on the final model: one validation pass, after the last epoch
+        assert [h["val_acc"] is not None for h in history] == [False, False, True]
+        assert all(h["test_acc"] is None for h in history)
+    pruned = config_for(tmp_path / "pruned", tiny_space, final=False, budget=budget, objective_names=("val_acc",),
+                        pruner="median")  # fmt: skip
+    run_search(pruned, tiny_space, data, log=lambda m: None)
+    for history in _histories(pruned.out):  # the pruner's per-epoch reports need every epoch validated
+        assert all(h["val_acc"] is not None for h in history)
+    every = config_for(tmp_path / "every", tiny_space, final=False, budget=budget, eval_every=1)
+    run_search(every, tiny_space, data, log=lambda m: None)
+    for history in _histories(every.out):  # an explicit --eval-every wins
+        assert all(h["val_acc"] is not None for h in history)
+
+
+def test_run_flags_reach_the_search_runs(tmp_path, tiny_toml):
+    """--threads, --eval-every and --test-every-epoch were accepted by `prunenas search` and then dropped."""
+    from prunenas.cli import build_parser
+    from prunenas.config import DataConfig, RunSettings
+    from prunenas.search import SearchSettings
+    from prunenas.search.config import resolve_search
+
+    args = build_parser().parse_args(
+        ["search", "--space", str(tiny_toml), "--threads", "1", "--eval-every", "2", "--test-every-epoch"]
+    )
+    space = get_space(str(tiny_toml))
+    settings, run = SearchSettings.from_args(args), RunSettings.from_args(args)
+    config = resolve_search(space, str(tiny_toml), DataConfig(dataset="digits"), settings, run, {})
+    final = config.run_settings()
+    assert (final.threads, final.eval_every, final.test_every_epoch) == (1, 2, True)
+    proxy = config.proxy_settings()
+    assert (proxy.threads, proxy.eval_every, proxy.test_every_epoch) == (1, 2, False)  # candidates never see test
+    again = SearchConfig.from_dict(json.loads(config.to_json()))  # what a worker process reads
+    assert again.proxy_settings() == proxy
+
+
 def test_duplicate_genotype_hits_the_cache(tmp_path, tiny_space, data, monkeypatch):
     spy = TrainSpy(monkeypatch)
     config = config_for(tmp_path, tiny_space)

@@ -268,6 +268,9 @@ class SearchConfig:
     amp: bool | None = None  # trainer switches (None: on for CUDA)
     channels_last: bool | None = None
     compile: bool = False
+    threads: int | None = None  # CPU threads for training (None: torch's)
+    eval_every: int | None = None  # None: proxies validate at the end (every epoch for a pruner), finals every epoch
+    test_every_epoch: bool = False  # the finals only: a candidate's proxy run never sees the test set
     latency_batch: int = 1  # options of the latency metric
     latency_provider: str = "cpu"
     latency_threads: int | None = None  # None: one per core this process may use
@@ -310,10 +313,19 @@ class SearchConfig:
         }
 
     def run_settings(self, **changes: Any) -> RunSettings:
+        """The settings of the winners' final runs (with `changes`); `proxy_settings` for the candidates."""
         base = RunSettings(
-            device=self.device, seed=self.seed, amp=self.amp, channels_last=self.channels_last, compile=self.compile
-        )
+            device=self.device, seed=self.seed, amp=self.amp, channels_last=self.channels_last, compile=self.compile,
+            threads=self.threads, eval_every=self.eval_every, test_every_epoch=self.test_every_epoch,
+        )  # fmt: skip
         return base.replace(**changes)
+
+    def proxy_settings(self) -> RunSettings:
+        """A candidate's proxy run: quiet, no plot, no test set, validated at the end only (it is ranked on
+        the final model) unless a pruner needs the per-epoch reports or --eval-every was given."""
+        per_epoch = self.single_objective and self.pruner != "none"
+        every = self.eval_every or (1 if per_epoch else self.budget.proxy_epochs)
+        return self.run_settings(quiet=True, plot=False, test_every_epoch=False, eval_every=every)
 
     @property
     def limited_metrics(self) -> tuple[str, ...]:
@@ -337,7 +349,7 @@ class SearchConfig:
         d = self.to_dict()
         for k in (
             "worker_only", "workers", "gpus", "gpus_per_trial", "heartbeat", "quiet", "amp", "channels_last", "compile",
-            "data",
+            "data", "threads", "eval_every", "test_every_epoch",
         ):  # fmt: skip
             d.pop(k, None)
         d["layout"] = LAYOUT
@@ -460,6 +472,9 @@ def resolve_search(
         amp=run.amp,
         channels_last=run.channels_last,
         compile=run.compile,
+        threads=run.threads,
+        eval_every=run.eval_every,
+        test_every_epoch=run.test_every_epoch,
         space_ref=ref,
         data=data.replace(train_subset=budget.train_subset),
     )

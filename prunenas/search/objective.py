@@ -283,7 +283,7 @@ class Objective:
 
             callbacks.append(report)
         out.mkdir(parents=True, exist_ok=True)
-        settings = self.config.run_settings(quiet=True, plot=False)
+        settings = self.config.proxy_settings()
         with run_lock(out):  # two workers never train the same genotype: the second waits, then reads it
             cached = (out / "metrics.json").exists()
             if distributed.world().parallel:  # --gpus-per-trial: the group's other ranks train it with us
