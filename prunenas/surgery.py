@@ -91,6 +91,7 @@ class ChannelGroup:
 
 
 _COUNTED = (nn.Conv2d, nn.Linear)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def channel_groups(model: nn.Module, example: torch.Tensor, ignored: Sequence[str] = ()) -> list[ChannelGroup]:
@@ -244,18 +245,28 @@ def channel_scores(
 
 
 # -- weight inheritance (channel spaces) -------------------------------------------------------------------------
-def inherit_channels(space: Space, reference_model: nn.Module, genotype: Genotype) -> dict[str, torch.Tensor]:
+#: The criteria `inherit_channels` keeps channels by.
+INHERIT_CRITERIA = ("l1", "bn_scale")
+
+
+def inherit_channels(
+    space: Space, reference_model: nn.Module, genotype: Genotype, criterion: str = "l1"
+) -> dict[str, torch.Tensor]:
     """The weights of `genotype` cut out of a trained reference model of `space` (a state_dict).
 
     For every gene that pruning narrows (`space.structured_genes()`), the channels kept are those with the
     largest L1 norm of the reference's filters (Li et al. 2017), summed over the convolutions whose
     outputs are coupled with it (a residual width is shared by every conv that writes into that stream);
+    with `criterion` "bn_scale", those with the largest |gamma| summed over the group's BatchNorms instead
+    (network slimming's rule: the channels above its threshold are each BN's largest);
     each conv, BatchNorm and linear layer of the dependency group (Torch-Pruning's, e.g. conv1 -> bn1 ->
     conv2's input channels) then keeps exactly those slices, in their original order. Genes that channel
     pruning does not change (the residual widths of shortcut-A ResNets) must keep the reference's value.
     Every gene's filters are scored on the reference's original weights (Li et al.'s independent
     strategy), before any gene is cut. `reference_model` is not modified.
     """
+    if criterion not in INHERIT_CRITERIA:
+        raise ValueError(f"unknown inheritance criterion {criterion!r}; valid: {', '.join(INHERIT_CRITERIA)}")
     genotype = space.validate(genotype)
     reference = space.reference()
     structured = space.structured_genes()
@@ -292,10 +303,12 @@ def inherit_channels(space: Space, reference_model: nn.Module, genotype: Genotyp
             with _quiet_tracing():
                 group = graph.get_pruning_group(root, pruner.prune_out_channels, idxs=list(range(width)))
             score = torch.zeros(width, dtype=torch.float64)
+            kinds = _BATCHNORMS if criterion == "bn_scale" else _COUNTED
             for item in group:
                 target = item.dep.target.module
-                if graph.is_out_channel_pruning_fn(item.dep.handler) and isinstance(target, _COUNTED):
-                    norms = target.weight.detach().abs().flatten(1).sum(1).double()
+                if graph.is_out_channel_pruning_fn(item.dep.handler) and isinstance(target, kinds):
+                    weight = target.weight.detach().abs()
+                    norms = weight.reshape(weight.shape[0], -1).sum(1).double()
                     score += norms[torch.as_tensor([int(i) for i in item.idxs], dtype=torch.long)]
             splits = getattr(space, "gene_splits", {}).get(gene, 1)
             per_split = score.view(splits, -1).mean(0)  # grouped layers lose the same positions in every split
@@ -326,7 +339,7 @@ def magnitude_masks(
     space: Space, state: Mapping[str, torch.Tensor], genotype: Genotype, num_classes: int
 ) -> dict[str, torch.Tensor]:
     """Per layer, the genotype's number of weights with the largest |w| in `state` (layer-wise magnitude
-    pruning to the genotype's densities; ties broken by position)."""
+    pruning to the genotype's densities; ties broken by position; an all-zero mask for a gene of 0.0)."""
     genotype = space.validate(genotype)
     model = space.build(space.reference(), num_classes=num_classes)
     model.load_state_dict(state, strict=True)
@@ -344,7 +357,8 @@ def apply_masks_to_model(model: nn.Module, masks: Mapping[str, torch.Tensor], re
     """Attach `masks` (layer path -> 0/1 tensor) to `model` with `set_mask` and return it.
 
     Apply to a freshly built model to train a proposer's own mask from scratch ("reinitialize");
-    `rescale` multiplies kept weights by 1/sqrt(density) (He init with the fan scaled by the density).
+    `rescale` multiplies kept weights by 1/sqrt(density) (He init with the fan scaled by the density);
+    an all-zero mask empties its layer (nothing is left to rescale).
     """
     layers = dict(prunable_layers(model))
     unknown = sorted(set(masks) - set(layers))

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from prunenas.config import parse_bool, parse_float, parse_int
+from prunenas.config import RunSettings, parse_bool, parse_float, parse_int
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
@@ -76,15 +76,21 @@ class ProposalContext:
     device: torch.device
     seed: int = 0
     data: DatasetSplits | None = None
+    #: How a training the proposer runs itself executes (precision, last partial batch: a protocol's
+    #: settings); None: prunenas's defaults.
+    run: RunSettings | None = None
 
 
 @dataclass(frozen=True)
 class Proposal:
-    """A proposer's decision: the genotype, and for unstructured methods the mask it chose."""
+    """A proposer's decision: the genotype, for unstructured methods the mask it chose, and `source`: the
+    weights of the reference genotype it trained itself and decided on (network slimming's sparsity-trained
+    model; None when it scored the context's model), which prune-then-fine-tune cuts the genotype from."""
 
     genotype: Genotype
     masks: Mapping[str, torch.Tensor] | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, torch.Tensor] | None = None
 
 
 class Proposer(ABC):
@@ -104,6 +110,9 @@ class Proposer(ABC):
     gpu_only_seeding: ClassVar[bool] = False
     #: option name -> default value (documented in `prunenas proposers`)
     options: ClassVar[Mapping[str, Any]] = {}
+    #: The importance by which prune-then-fine-tune keeps channels of the weights the decision came from
+    #: (`Space.initial_state`'s `criterion`); None: the space's own rule.
+    inherits_by: ClassVar[str | None] = None
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options))
@@ -150,6 +159,11 @@ class Proposer(ABC):
     @abstractmethod
     def propose(self, ctx: ProposalContext, target: Target) -> Proposal:
         """Score `ctx.model` and return a genotype of `ctx.space` that meets `target`."""
+
+    def trains_source(self) -> bool:
+        """Whether the proposer trains the weights it decides on itself (its `Proposal.source`), so that
+        prune-then-fine-tune starts from them instead of from a reference trained without it."""
+        return False
 
     def describe(self) -> dict[str, Any]:
         return {

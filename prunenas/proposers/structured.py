@@ -139,13 +139,22 @@ def local_widths(sizes: Mapping[str, int], ratio: float, floor: int) -> tuple[Wi
     return widths, clamped
 
 
-def global_widths(scores: Mapping[str, torch.Tensor], ratio: float, floor: int) -> tuple[Widths, dict[str, int]]:
-    """Remove the int(ratio * N) lowest-scoring channels over all genes, none below `floor`."""
+def global_widths(
+    scores: Mapping[str, torch.Tensor], ratio: float, floor: int, *, threshold_rule: bool = False
+) -> tuple[Widths, dict[str, int]]:
+    """Remove the int(ratio * N) lowest-scoring channels over all genes, none below `floor`.
+
+    `threshold_rule`: network slimming's code instead (resprune.py, vggprune.py, denseprune.py): the
+    threshold is the sorted score at index int(ratio * N) and a channel is kept only when its score is
+    strictly above it, so int(ratio * N) + 1 channels go (more on ties)."""
     genes = list(scores)
     sizes = [int(scores[g].numel()) for g in genes]
     flat = torch.cat([scores[g].detach().double().flatten().cpu() for g in genes])
     owner = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
     to_remove = int(ratio * flat.numel() + 1e-9)
+    if threshold_rule and 0 < to_remove + 1 <= flat.numel():
+        threshold = torch.sort(flat).values[to_remove]
+        to_remove = int((flat <= threshold).sum())
     order = torch.argsort(flat, stable=True)
     # Removing in ascending order, a gene stops losing channels at its floor. Counting the removals
     # per gene among the first k candidates and capping them gives the exact result in one pass
@@ -207,8 +216,17 @@ class _ChannelProposer(Proposer):
     options: ClassVar[Mapping[str, Any]] = {"global_ranking": True, "min_channels": 1}
     uses_scores: ClassVar[bool] = True
 
+    #: Network slimming's threshold rule (see `global_widths`) instead of removing exactly int(ratio * N).
+    threshold_rule: ClassVar[bool] = False
+
     def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def scores_and_source(
+        self, ctx: ProposalContext
+    ) -> tuple[dict[str, torch.Tensor], Mapping[str, torch.Tensor] | None]:
+        """The scores and the weights they were read from when the proposer trained them (`Proposal.source`)."""
+        return self.scores(ctx), None
 
     def prunable(self, space: Space) -> dict[str, str]:
         """The genes this proposer narrows -> the module each one is scored through."""
@@ -226,11 +244,15 @@ class _ChannelProposer(Proposer):
         if floor < 1:
             raise PrunenasError(f"proposer {self.name!r}: min_channels must be >= 1 (got {floor})")
         scored = self.uses_scores and bool(self.settings.get("global_ranking", False))
-        scores = self.scores(ctx) if scored else {}
+        scores, source = self.scores_and_source(ctx) if scored else ({}, None)
         clamp_log: dict[str, int] = {}
 
         def widths_for(r: float) -> Widths:
-            widths, clamped = global_widths(scores, r, floor) if scored else local_widths(sizes, r, floor)
+            widths, clamped = (
+                global_widths(scores, r, floor, threshold_rule=self.threshold_rule)
+                if scored
+                else local_widths(sizes, r, floor)
+            )
             clamp_log.clear()
             clamp_log.update(clamped)
             return snap_widths(space, widths)
@@ -247,7 +269,7 @@ class _ChannelProposer(Proposer):
             "clamped": dict(clamp_log),
             "time_s": time.perf_counter() - t0,
         }
-        return Proposal(genotype, None, info)
+        return Proposal(genotype, None, info, source=source)
 
 
 class UniformProposer(_ChannelProposer):
@@ -352,7 +374,10 @@ TaylorProposer = _BY_CLASS["TaylorProposer"]
 
 class SlimmingProposer(_ChannelProposer):
     """Network slimming (Liu et al. 2017): train with an L1 penalty on BN scales, then ONE global
-    threshold over all |gamma| decides the channels kept per BN (no per-layer normalisation)."""
+    threshold over all |gamma| decides the channels kept per BN (no per-layer normalisation). As in the
+    paper's code, a `ratio` target p keeps the channels whose |gamma| is above the sorted value at index
+    int(p x N). The sparsity-trained model is the proposal's `source`: prune-then-fine-tune cuts the
+    genotype out of it, keeping each BN's channels of largest |gamma| (the ones above the threshold)."""
 
     name = "slimming"
     needs_data = True
@@ -364,15 +389,27 @@ class SlimmingProposer(_ChannelProposer):
         "lam": None,  # default: the space's `slimming_l1` (1e-4 VGG, 1e-5 ResNet)
         "train_subset": None,
     }
+    threshold_rule: ClassVar[bool] = True
+    inherits_by: ClassVar[str | None] = "bn_scale"
 
-    def sparsity_train(self, ctx: ProposalContext) -> nn.Module:
-        from prunenas.recipes import make_recipe, recipe_from_mapping
-        from prunenas.train import CHECKPOINT, RunSettings, train
+    def _epochs(self, space: Space) -> int:
+        from prunenas.recipes import recipe_from_mapping
 
         # The paper trains with the L1 penalty over the whole standard run (Liu et al. 2017: 160 CIFAR
         # epochs); a shorter run compresses the same lr schedule into fewer epochs.
         chosen = self.settings["sparsity_epochs"]
-        epochs = recipe_from_mapping("standard", ctx.space.recipe).epochs if chosen is None else int(chosen)
+        return recipe_from_mapping("standard", space.recipe).epochs if chosen is None else int(chosen)
+
+    def trains_source(self) -> bool:
+        """It trains the sparsity model itself unless told to score given weights (sparsity_epochs=0) or to
+        keep the same fraction everywhere (global_ranking=false: no scores)."""
+        return bool(self.settings.get("global_ranking", True)) and self.settings["sparsity_epochs"] != 0
+
+    def sparsity_train(self, ctx: ProposalContext) -> nn.Module:
+        from prunenas.recipes import make_recipe
+        from prunenas.train import CHECKPOINT, RunSettings, train
+
+        epochs = self._epochs(ctx.space)
         model = copy.deepcopy(ctx.model)
         if epochs <= 0:
             if not ctx.trained:
@@ -385,13 +422,17 @@ class SlimmingProposer(_ChannelProposer):
             lam = getattr(ctx.space, "slimming_l1", 1e-5)
         recipe = make_recipe("standard", ctx.space.recipe, overrides={"epochs": epochs, "bn_l1": float(lam)})
         data = ctx.data
+        # the caller's precision and batching (a protocol's fp32, last partial batch), never its test-set reports
+        settings = (ctx.run or RunSettings()).replace(
+            device=str(ctx.device), seed=ctx.seed, quiet=True, plot=False, test_every_epoch=False
+        )
         with tempfile.TemporaryDirectory() as tmp:
             train(
                 ctx.space,
                 ctx.space.reference(),
                 data,
                 recipe,
-                RunSettings(device=str(ctx.device), seed=ctx.seed, quiet=True, plot=False),
+                settings,
                 out_dir=tmp,
                 init_state=model.state_dict() if ctx.trained else None,
                 evaluate_test=False,
@@ -407,13 +448,19 @@ class SlimmingProposer(_ChannelProposer):
         return dict(bns()) if callable(bns) else space.structured_genes()
 
     def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
+        return self.scores_and_source(ctx)[0]
+
+    def scores_and_source(
+        self, ctx: ProposalContext
+    ) -> tuple[dict[str, torch.Tensor], Mapping[str, torch.Tensor] | None]:
         model = self.sparsity_train(ctx).to(ctx.device).eval()
+        source = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if self.trains_source() else None
         bns = getattr(ctx.space, "gene_batchnorms", None)
         if callable(bns):  # each gene keeps channels of one BatchNorm: rank its |gamma| directly
             modules = dict(model.named_modules())
-            return {g: modules[p].weight.detach().abs().float().cpu() for g, p in bns().items()}
+            return {g: modules[p].weight.detach().abs().float().cpu() for g, p in bns().items()}, source
         # Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold.
-        return _channel_scores(ctx, model, "bn_scale")
+        return _channel_scores(ctx, model, "bn_scale"), source
 
 
 # -- Li et al. 2017 exactly ---------------------------------------------------------------------------

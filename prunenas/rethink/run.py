@@ -197,7 +197,7 @@ def _propose(
     assert config.target is not None
     ctx = make_context(
         config.space, data=data, reference=reference if proposer.needs_trained else None,
-        seed=config.settings.seed if seed is None else seed, device=config.settings.device,
+        seed=config.settings.seed if seed is None else seed, device=config.settings.device, run=config.settings,
     )  # fmt: skip
     provenance = {"reference": str(reference) if proposer.needs_trained else "random init", "dataset": data.name}
     proposal = run_proposer(proposer, ctx, config.target, **provenance)
@@ -388,9 +388,13 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
                 for s, (p, inv) in per_seed.items()
             }
         torch.save(saved, study / MASKS_FILE)
+    # Prune-then-fine-tune cuts the genotype out of the weights the decision came from: the proposer's own
+    # trained model where it has one (network slimming's sparsity-trained model), else the reference.
+    source = proposal.source if proposal is not None and proposal.source is not None else ref_state
     ref_model = space.build(space.reference(), num_classes=num_classes)
-    ref_model.load_state_dict(ref_state, strict=True)
-    pruned = space.initial_state(ref_model, genotype, masks)
+    ref_model.load_state_dict(source, strict=True)
+    criterion = proposer.inherits_by if proposer is not None else None
+    pruned = space.initial_state(ref_model, genotype, masks, criterion=criterion)
 
     inv_masks = _cpu(inv_proposal.masks) if inv_proposal is not None and inv_proposal.masks is not None else None
     own_masks = {s: _cpu(p.masks) for s, (p, _) in per_seed.items() if p.masks is not None}

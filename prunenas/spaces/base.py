@@ -31,7 +31,7 @@ class Gene:
     """One searchable decision.
 
     `kind` is "int" (a channel count) or "float" (a density or a ratio). Bounds are inclusive,
-    except that `low_open=True` excludes `low` itself (densities live in (0, 1]). An int gene with
+    except that `low_open=True` excludes `low` itself. An int gene with
     `step` > 1 takes only multiples of `step` (a channel divisor: widths that run fast, or that a
     grouped convolution can split evenly); its bounds and reference are multiples of it.
     """
@@ -221,14 +221,27 @@ class Space(ABC):
         ref = float(gene.reference)
         return float(value) / ref if ref else 0.0
 
+    #: How `initial_state` picks the inherited channels, in words (the plan of a Rethinking study says it).
+    inheritance: ClassVar[str] = "channels with the largest filter L1 norm"
+
     def initial_state(
-        self, reference_model: nn.Module, genotype: Genotype, masks: Mapping[str, torch.Tensor] | None = None
+        self,
+        reference_model: nn.Module,
+        genotype: Genotype,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        *,
+        criterion: str | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The weights `genotype` inherits from a trained reference model when it is fine-tuned
-        (Li et al.'s rule for channel spaces: the filters with the largest L1 norm)."""
+        """The weights `genotype` inherits from a trained reference model when it is fine-tuned (Li et al.'s
+        rule for channel spaces: the filters with the largest L1 norm; `criterion` "bn_scale": the channels
+        of largest |BN gamma|, network slimming's rule)."""
         from prunenas.surgery import inherit_channels
 
-        return inherit_channels(self, reference_model, genotype)
+        return inherit_channels(self, reference_model, genotype, criterion or "l1")
+
+    def inheritance_by(self, criterion: str | None) -> str:
+        """`inheritance` for channels kept by `criterion` (None: the space's own rule), in words."""
+        return "channels of largest |BN scale|" if criterion == "bn_scale" else self.inheritance
 
     # -- provided ------------------------------------------------------------------------------
     @property

@@ -250,7 +250,12 @@ class CifarResNetStagesSpace(Space):
         return 1.0 - float(value)
 
     def initial_state(
-        self, reference_model: nn.Module, genotype: Genotype, masks: Mapping[str, torch.Tensor] | None = None
+        self,
+        reference_model: nn.Module,
+        genotype: Genotype,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        *,
+        criterion: str | None = None,
     ) -> dict[str, torch.Tensor]:
         raise SpaceError(f"space {self.name!r} samples prune ratios; fine-tuning needs a channel or density space")
 
