@@ -1,7 +1,7 @@
 """The genotype: what a pruning method decided, as a frozen, validated, hashable value.
 
 A genotype names its space and gives one value per gene, in network order: an int (channels) for
-structured spaces, a float density in (0, 1] for unstructured ones. Any other keys of the JSON file
+structured spaces, a float density in [0, 1] for unstructured ones (0: a layer emptied). Any other keys of the JSON file
 are provenance (proposer, target, seed, source paper...), kept but not part of the identity.
 
 File format (the public contract)::

@@ -119,7 +119,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda t: ["cost", str(write(t / "g.json", '{"space": "resnet20_channels", "genes": {"x": 3}}'))],
         "unknown gene",
     ),
-    ("density of zero", lambda t: ["cost", genotype_file(t, '{"conv1": 0.0}', "resnet20_density")], "conv1"),
+    # a density of 0 is valid (an emptied layer); below 0 is not
+    ("negative density", lambda t: ["cost", genotype_file(t, '{"conv1": -0.1}', "resnet20_density")], "conv1"),
     ("missing genotype file", lambda t: ["cost", str(t / "nothing.json")], "does not exist"),
     ("genotype path is a folder", lambda t: ["cost", str(t)], "folder"),
     ("zero epochs", lambda t: ["train", r20(t), "--dataset", "digits", "--epochs", "0"], "epochs"),

@@ -476,7 +476,8 @@ def test_bad_input_is_one_line(r20: ProposalContext) -> None:
         lambda: U.SnipProposer().propose(r20, Target("density", 0.1)),
         lambda: Target("density", 1.5),
         lambda: Target("ratio", 1.0),
-        lambda: U.MagnitudeProposer(min_weights=0),
+        lambda: U.MagnitudeProposer(min_weights=-1),  # 0 is valid: a layer may be emptied
+        lambda: U.MagnitudeProposer(layers="linear"),
         lambda: U.SynflowProposer(iterations="many"),
         lambda: U.GraspProposer(temperature=0),
         lambda: U.ERKProposer(invert=True),

@@ -149,19 +149,21 @@ def test_width_zero_message() -> None:
 
 
 @pytest.mark.parametrize("name", DENSITY_SPACES)
-def test_density_zero_and_above_one_rejected(name: str) -> None:
+def test_density_outside_zero_to_one_rejected(name: str) -> None:
+    """Densities live in [0, 1]: 0 empties a layer (the Rethinking weight-level code can), above 1 or below 0
+    is refused naming the gene and the range."""
     space = get_space(name)
     gene = space.genes[1]
-    assert gene.bounds_text() == "(0.0, 1.0]"
-    for value in (0, 0.0, -0.5, 1.0001, 2):
+    assert gene.bounds_text() == "[0.0, 1.0]"
+    for value in (-1e-9, -0.5, 1.0001, 2):
         genes = {**space.reference().genes, gene.name: value}
         with pytest.raises(GenotypeError) as info:
             space.validate(Genotype(name, genes))
         assert f"'{gene.name}'" in str(info.value)
-        assert "(0.0, 1.0]" in str(info.value)
-    # The smallest positive density is valid.
-    ok = space.validate(Genotype(name, {**space.reference().genes, gene.name: 1e-6}))
-    assert ok.genes[gene.name] == 1e-6
+        assert "[0.0, 1.0]" in str(info.value)
+    for value in (0, 0.0, 1e-6):
+        ok = space.validate(Genotype(name, {**space.reference().genes, gene.name: value}))
+        assert ok.genes[gene.name] == value
 
 
 @pytest.mark.parametrize("name", SPACES)

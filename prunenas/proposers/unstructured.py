@@ -1,11 +1,12 @@
 """Unstructured proposers: magnitude pruning and pruning at initialization as density proposers.
 
 Each score-based proposer scores every weight of every prunable layer (each Conv2d and Linear,
-shortcut convs and the classifier included), ranks the scores GLOBALLY and keeps the best ones; the
-genotype it proposes is the per-layer density vector (kept_L / numel_L). The mask it chose comes back
-in `Proposal.masks` for the ablations of Frankle et al. (ICLR 2021): shuffle it within each layer
-(`prunenas.surgery.shuffle_masks`), apply it to a freshly built model
-(`prunenas.surgery.apply_masks_to_model`, "reinitialize"), or invert the scores (option `invert`).
+shortcut convs and the classifier included; with `layers=conv` only the Conv2d layers), ranks the
+scores GLOBALLY and keeps the best ones; the genotype it proposes is the per-layer density vector
+(kept_L / numel_L). The mask it chose comes back in `Proposal.masks` for the ablations of Frankle et
+al. (ICLR 2021): shuffle it within each layer (`prunenas.surgery.shuffle_masks`), apply it to a
+freshly built model (`prunenas.surgery.apply_masks_to_model`, "reinitialize"), or invert the scores
+(option `invert`).
 
 Scores (their formulas and code are in `prunenas.proposers.at_init_scores`):
   magnitude  |w| of trained weights
@@ -25,6 +26,25 @@ Targets: `density` d (fraction of prunable weights kept, met to one weight), `ra
 within 2%). Collapse guard: every layer keeps at least `min_weights` weights and `min_density` of its
 weights; the extra weights are taken from the other layers, so the overall target still holds, and
 the guarded layers are reported in `Proposal.info["clamped"]` (layer -> count before the guard).
+`min_weights=0` (with `min_density=0`) lets a layer lose every weight (gene 0.0).
+
+Options (`prunenas proposers --json` lists them with their defaults):
+  min_weights, min_density   the collapse guard above (every density proposer)
+  layers     (score-based proposers except synflow, whose iterations rank every layer)
+             "all"  every Conv2d and Linear is ranked (the default)
+             "conv" only Conv2d layers are ranked; every Linear keeps all its weights (gene 1.0). As in
+                    the Rethinking paper's weight-level code (cifar/weight-level/cifar_prune.py), a
+                    density or ratio target then counts conv weights only and is met by that code's
+                    threshold rule rather than by rounding: with n conv weights, p the pruned fraction
+                    (the ratio, or 1 - density) and y their keys sorted ascending, the weights kept are
+                    those with key > y[int(n * p)] (int(n * p) + 1 pruned when the keys are distinct,
+                    ties at the threshold pruned with it), which can empty a layer when
+                    min_weights=0; a --macs-ratio target counts the whole model (dense Linear layers
+                    included). With d = 1 - p that keeps floor(d * n) weights, d * n - 1 when d * n
+                    is whole: one fewer than round(d * n), the count of layers=all, whenever d * n is
+                    whole or rounds up.
+  invert     keep the other end of the ranking (score-based proposers)
+  samples_per_class, temperature, iterations   as listed under the scores above
 """
 
 from __future__ import annotations
@@ -215,12 +235,14 @@ class _FormulaRanking:
 
 @dataclass(frozen=True)
 class _Layers:
-    """The prunable layers of a context's model: names (= genes), shapes, floors and MACs."""
+    """The prunable layers of a context's model: names (= genes), shapes, floors, MACs and whether
+    each is ranked (a layer that is not keeps all its weights)."""
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     floors: tuple[int, ...]
     macs: tuple[int, ...]
+    ranked: tuple[bool, ...]
 
     @property
     def numels(self) -> list[int]:
@@ -253,25 +275,72 @@ def _layer_macs(space: Space, model: nn.Module, key: tuple[tuple[str, tuple[int,
     return _MACS_CACHE[cache_key]
 
 
-def _layer_table(ctx: ProposalContext, min_weights: int, min_density: float) -> _Layers:
-    found = [(name, tuple(int(d) for d in weight_of(m).shape)) for name, m in prunable_layers(ctx.model)]
+def _layer_table(ctx: ProposalContext, min_weights: int, min_density: float, conv_only: bool = False) -> _Layers:
+    """The layer table; with `conv_only` only Conv2d layers are ranked and every other layer's floor is
+    its whole weight count (it stays dense)."""
+    modules = list(prunable_layers(ctx.model))
+    found = [(name, tuple(int(d) for d in weight_of(m).shape)) for name, m in modules]
     genes = [g.name for g in ctx.space.genes]
     if [name for name, _ in found] != genes:
         raise PrunenasError(
             f"the model's prunable layers do not match the genes of space {ctx.space.name!r}; "
             f"score a model built by that space (space.build())"
         )
-    floors = tuple(min(math.prod(s), max(min_weights, math.ceil(min_density * math.prod(s) - 1e-9))) for _, s in found)
+    ranked = tuple(not conv_only or isinstance(m, nn.Conv2d) for _, m in modules)
+    floors = tuple(
+        min(math.prod(s), max(min_weights, math.ceil(min_density * math.prod(s) - 1e-9))) if r else math.prod(s)
+        for (_, s), r in zip(found, ranked, strict=True)
+    )
     return _Layers(
         names=tuple(genes),
         shapes=tuple(s for _, s in found),
         floors=floors,
         macs=_layer_macs(ctx.space, ctx.model, tuple(found)),
+        ranked=ranked,
     )
+
+
+class _RankedSubset:
+    """A global ranking over some of the layers (`_Layers.ranked`); every other layer keeps all its
+    weights. Kept counts given to `allocate` are of the whole model."""
+
+    def __init__(self, inner: _GlobalRanking, layers: _Layers) -> None:
+        self.inner = inner
+        self.ranked = [i for i, r in enumerate(layers.ranked) if r]
+        self.numels = layers.numels
+        self.fixed = sum(n for n, r in zip(self.numels, layers.ranked, strict=True) if not r)
+
+    def allocate(self, kept: int) -> _Allocation:
+        inner = self.inner.allocate(kept - self.fixed)
+        counts = list(self.numels)
+        for i, count in zip(self.ranked, inner.counts, strict=True):
+            counts[i] = count
+        return _Allocation(counts, inner.clamped)
+
+    def masks(self, counts: Sequence[int]) -> list[torch.Tensor]:
+        out = [torch.ones(n, dtype=torch.bool) for n in self.numels]
+        for i, mask in zip(self.ranked, self.inner.masks([counts[i] for i in self.ranked]), strict=True):
+            out[i] = mask
+        return out
+
+    def threshold_kept(self, pruned: float) -> int:
+        """Weights of the whole model kept by the Rethinking code's rule on the ranked keys: with y the
+        keys sorted ascending and n their number, those with key > y[int(n * pruned)] (the ranking keeps
+        exactly those: every key above the threshold ranks before every key at or below it)."""
+        keys = torch.cat(self.inner.keys)
+        threshold = torch.sort(keys).values[int(keys.numel() * pruned)]
+        return int((keys > threshold).sum()) + self.fixed
 
 
 def _target_density(target: Target) -> float:
     return target.value if target.kind == "density" else 1.0 - target.value
+
+
+def _pruned_fraction(target: Target) -> float:
+    """The fraction a density or ratio target prunes, as the Rethinking code's `--percent`. 1 - density
+    is rounded to 12 decimals so that, e.g., density 0.3 gives the float 0.7 itself (1 - 0.3 is
+    0.7000000000000001, which moves int(n * p) by one for some n)."""
+    return target.value if target.kind == "ratio" else round(1.0 - target.value, 12)
 
 
 def _solve(layers: _Layers, target: Target, ranker: _Ranker, options: str) -> _Allocation:
@@ -279,7 +348,10 @@ def _solve(layers: _Layers, target: Target, ranker: _Ranker, options: str) -> _A
     kept count for a MACs ratio (the MACs ratio grows with the kept count)."""
     total, least = layers.total, sum(layers.floors)
     if target.kind != "macs_ratio":
-        kept = round(_target_density(target) * total)
+        if isinstance(ranker, _RankedSubset):
+            kept = ranker.threshold_kept(_pruned_fraction(target))
+        else:
+            kept = round(_target_density(target) * total)
         if kept < least:
             raise PrunenasError(
                 f"{target.describe()} keeps {kept} of {total} weights but the collapse guard ({options}) keeps at "
@@ -334,6 +406,8 @@ def _as_number(proposer: str, name: str, value: Any, kind: type, low: float, hig
 # --------------------------------------------------------------------------------------------- proposers
 
 _DENSITY_TARGETS: tuple[TargetKind, ...] = ("density", "ratio", "macs_ratio")
+#: Values of the `layers` option: which layers are ranked (the others keep all their weights).
+LAYER_CHOICES = ("all", "conv")
 
 
 class _DensityProposer(Proposer):
@@ -347,7 +421,7 @@ class _DensityProposer(Proposer):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         s, name = self.settings, self.name
-        s["min_weights"] = _as_number(name, "min_weights", s["min_weights"], int, 1, math.inf, "an integer >= 1")
+        s["min_weights"] = _as_number(name, "min_weights", s["min_weights"], int, 0, math.inf, "an integer >= 0")
         s["min_density"] = _as_number(name, "min_density", s["min_density"], float, 0.0, 1.0, "a number in [0, 1]")
         if "invert" in s:
             s["invert"] = _as_bool(name, "invert", s["invert"])
@@ -359,6 +433,11 @@ class _DensityProposer(Proposer):
             s["temperature"] = _as_number(name, "temperature", s["temperature"], float, 1e-12, math.inf, "a number > 0")
         if "iterations" in s:
             s["iterations"] = _as_number(name, "iterations", s["iterations"], int, 1, 100_000, "an integer >= 1")
+        if "layers" in s and s["layers"] not in LAYER_CHOICES:
+            raise PrunenasError(
+                f"proposer {name!r}: option layers={s['layers']!r} must be all (conv and linear layers ranked) or "
+                "conv (conv layers only, linear layers kept dense)"
+            )
 
     @abstractmethod
     def _ranker(self, ctx: ProposalContext, target: Target, layers: _Layers) -> tuple[_Ranker, dict[str, Any]]:
@@ -367,11 +446,15 @@ class _DensityProposer(Proposer):
     def _guard(self) -> str:
         return f"min_weights={self.settings['min_weights']}, min_density={self.settings['min_density']:g}"
 
+    def _conv_only(self) -> bool:
+        """Whether only Conv2d layers are ranked (option layers=conv, where the proposer has it)."""
+        return bool(self.settings.get("layers", "all") == "conv")
+
     def propose(self, ctx: ProposalContext, target: Target) -> Proposal:
         """Rank the weights, meet `target` with the collapse guard, return genotype, masks and info."""
         self.check(ctx.space, target, ctx.trained)
         start = time.perf_counter()
-        layers = _layer_table(ctx, self.settings["min_weights"], self.settings["min_density"])
+        layers = _layer_table(ctx, self.settings["min_weights"], self.settings["min_density"], self._conv_only())
         ranker, extra = self._ranker(ctx, target, layers)
         allocation = _solve(layers, target, ranker, self._guard())
         masks = ranker.masks(allocation.counts)
@@ -389,6 +472,7 @@ class _DensityProposer(Proposer):
             "clamped": {name: clamped[name] for name in layers.names if name in clamped},
             "target": target.to_dict(),
             "options": dict(self.settings),
+            **self._ranked_info(layers, allocation.counts),
             **extra,
             "time_s": round(time.perf_counter() - start, 3),
         }
@@ -398,12 +482,23 @@ class _DensityProposer(Proposer):
         }
         return Proposal(genotype=genotype, masks=shaped, info=info)
 
+    def _ranked_info(self, layers: _Layers, counts: Sequence[int]) -> dict[str, Any]:
+        """With layers=conv: the kept fraction and weight count of the ranked layers (what the target counts)."""
+        if not self._conv_only():
+            return {}
+        numels = layers.numels
+        ranked = [i for i, r in enumerate(layers.ranked) if r]
+        total = sum(numels[i] for i in ranked)
+        kept = sum(counts[i] for i in ranked)
+        return {"ranked_density": kept / total if total else 1.0, "ranked_weights": total}
+
 
 class _ScoreProposer(_DensityProposer):
     """Ranks `scores(ctx)` globally: keeps the highest (or, with `keep_highest=False`, the lowest);
-    the option `invert` flips which end is kept."""
+    the option `invert` flips which end is kept, the option `layers` which layers are ranked (the
+    module docstring gives the threshold rule of layers=conv)."""
 
-    options: ClassVar[Mapping[str, Any]] = {**_DensityProposer.options, "invert": False}
+    options: ClassVar[Mapping[str, Any]] = {**_DensityProposer.options, "layers": "all", "invert": False}
     keep_highest: ClassVar[bool] = True
 
     @abstractmethod
@@ -416,8 +511,18 @@ class _ScoreProposer(_DensityProposer):
 
     def _ranker(self, ctx: ProposalContext, target: Target, layers: _Layers) -> tuple[_Ranker, dict[str, Any]]:
         scores = self.scores(ctx)
-        keys = [self._sign() * scores[name].to(torch.float64) for name in layers.names]
-        return _GlobalRanking(keys, layers.names, layers.floors), {}
+        if not self._conv_only():
+            keys = [self._sign() * scores[name].to(torch.float64) for name in layers.names]
+            return _GlobalRanking(keys, layers.names, layers.floors), {}
+        ranked = [i for i, r in enumerate(layers.ranked) if r]
+        if not ranked:
+            raise PrunenasError(
+                f"proposer {self.name!r}: option layers=conv ranks no layer of space {ctx.space.name!r} (it has no "
+                "Conv2d layer); use layers=all"
+            )
+        keys = [self._sign() * scores[layers.names[i]].to(torch.float64) for i in ranked]
+        inner = _GlobalRanking(keys, [layers.names[i] for i in ranked], [layers.floors[i] for i in ranked])
+        return _RankedSubset(inner, layers), {}
 
 
 class _DataProposer(_ScoreProposer):
@@ -447,7 +552,7 @@ class _DataProposer(_ScoreProposer):
 class MagnitudeProposer(_ScoreProposer):
     name = "magnitude"
     needs_trained = True
-    summary = "global |w| of trained weights over all conv+linear layers (unstructured)"
+    summary = "global |w| of trained weights over conv+linear layers (layers=conv: convs only, as Rethinking's code)"
 
     def scores(self, ctx: ProposalContext) -> Scores:
         return magnitude_scores(ctx.model)
@@ -520,7 +625,11 @@ class SynflowProposer(_ScoreProposer):
     name = "synflow"
     gpu_only_seeding = True  # 100 float64 iterations
     summary = "SynFlow |w * dR/dw|, data-free, float64, 100 iterations (Tanaka et al. 2020)"
-    options: ClassVar[Mapping[str, Any]] = {**_ScoreProposer.options, "iterations": 100}
+    # no `layers` option: its iterations score and prune every layer
+    options: ClassVar[Mapping[str, Any]] = {
+        **{k: v for k, v in _ScoreProposer.options.items() if k != "layers"},
+        "iterations": 100,
+    }
     MACS_PASSES: ClassVar[int] = 2
 
     def scores(self, ctx: ProposalContext) -> Scores:

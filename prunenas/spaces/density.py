@@ -2,11 +2,13 @@
 
 A density space wraps a channel space's reference model (its `base`) and has one gene per prunable
 layer (every Conv2d and Linear, shortcut convs and the classifier included), named by module path,
-valued in (0, 1]. Building a genotype gives the dense model with a fixed random mask per layer that
-keeps exactly `mask_count(density, numel)` weights, stored as a `weight_mask` buffer. With `rescale`
-(the default) surviving weights of a fresh init are rescaled by 1/sqrt(density), i.e. He init with the
-fan scaled by the density; Frankle et al.'s open_lth does not rescale (its spaces set rescale = false).
-Call `apply_masks(model)` after every optimizer step to keep masked weights exactly zero.
+valued in [0, 1]: 0.0 masks every weight of the layer (weight-level pruning can empty a layer, as the
+Rethinking paper's code does), any density above 0 keeps at least one. Building a genotype gives the
+dense model with a fixed random mask per layer that keeps exactly `mask_count(density, numel)` weights,
+stored as a `weight_mask` buffer. With `rescale` (the default) surviving weights of a fresh init are
+rescaled by 1/sqrt(density), i.e. He init with the fan scaled by the density; Frankle et al.'s
+open_lth does not rescale (its spaces set rescale = false). Call `apply_masks(model)` after every
+optimizer step to keep masked weights exactly zero.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ MASK = "weight_mask"
 
 
 def mask_count(density: float, numel: int) -> int:
-    """Weights kept in a layer of `numel` weights at `density` (at least one)."""
+    """Weights kept in a layer of `numel` weights at `density`: none at 0.0 (an emptied layer), at least
+    one at any density above 0."""
+    if density <= 0.0:
+        return 0
     return max(1, min(numel, round(density * numel)))
 
 
@@ -131,7 +136,6 @@ class DensitySpace(Space):
                 0.0,
                 1.0,
                 1.0,
-                low_open=True,
                 description=f"{type(m).__name__} {tuple(weight_of(m).shape)}",
             )
             for name, m in prunable_layers(model)
@@ -152,9 +156,17 @@ class DensitySpace(Space):
         return model, {k: float(v) for k, v in genotype.genes.items()}
 
     def search_range(self, gene: Gene, seeds: Sequence[Genotype] = (), min_value: float | None = None) -> SearchRange:
-        """Densities are sampled on a log scale from `min_value` (lower where a seed goes lower) to 1."""
-        low = min([0.01 if min_value is None else min_value] + [float(g.genes[gene.name]) for g in seeds])
+        """Densities are sampled on a log scale from `min_value` (lower where a seed goes lower, but never
+        to 0: a seed's emptied layer, density 0.0, does not move the low end) to 1."""
+        seeded = [float(g.genes[gene.name]) for g in seeds]
+        low = min([0.01 if min_value is None else min_value] + [d for d in seeded if d > 0.0])
         return (low, gene.high, True)
+
+    def smallest_genotype(self) -> Genotype:
+        """The cheapest genotype that keeps every layer: one weight per layer (density 1e-6). Limits are
+        judged against it and searches sample densities above 0; a genotype with emptied layers (0.0) is
+        cheaper, but only a proposer asked for one (min_weights=0) makes it."""
+        return self.make({g.name: min(g.high, 1e-6) for g in self.genes}, origin="smallest")
 
     def achieved(self, genotype: Genotype) -> dict[str, float]:
         """The kept fraction of all prunable weights."""
@@ -173,7 +185,12 @@ class DensitySpace(Space):
         return fold_masks(model)
 
     def initial_state(
-        self, reference_model: nn.Module, genotype: Genotype, masks: Mapping[str, torch.Tensor] | None = None
+        self,
+        reference_model: nn.Module,
+        genotype: Genotype,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        *,
+        criterion: str | None = None,
     ) -> dict[str, torch.Tensor]:
         """The reference's trained weights under `masks` (by default: per-layer magnitude masks at the
         genotype's densities)."""
