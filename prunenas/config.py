@@ -433,6 +433,10 @@ class RunSettings(Config):
         "test-selected (the papers' code reported it; the final-epoch test accuracy stays the honest number)",
         identity=False,
     )  # fmt: skip
+    keep_last_batch: bool = setting(
+        False, "train on each epoch's last, partial batch too (the papers' code does; prunenas drops it so every "
+        "step has the same batch size); set by --protocol rethinking|frankle", cli=False,
+    )  # fmt: skip
     quiet: bool = setting(False, "no progress bar", identity=False, aliases=("-q",))
     resume: bool = setting(True, "resume from the run folder's checkpoint", identity=False, cli=False)
     checkpoint: bool = setting(True, "write a checkpoint every epoch", identity=False, cli=False)

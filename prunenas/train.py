@@ -128,11 +128,13 @@ def run_identity(
     seed: int,
     data: DatasetSplits,
     init_state: Mapping[str, torch.Tensor] | None = None,
+    *,
+    keep_last_batch: bool = False,
 ) -> dict[str, Any]:
-    """What makes two runs the same run: the genotype, every recipe field, the seed, the data and, for
-    runs that start from given weights, a hash of those weights. Stored in checkpoints (compared on
-    resume) and hashed by `run_id` into default run folder names and the search's run cache, so a
-    change of any result-changing setting gets a new folder."""
+    """What makes two runs the same run: the genotype, every recipe field, the seed, the data, whether an
+    epoch's last partial batch trains and, for runs that start from given weights, a hash of those
+    weights. Stored in checkpoints (compared on resume) and hashed by `run_id` into default run folder
+    names and the search's run cache, so a change of any result-changing setting gets a new folder."""
     key: dict[str, Any] = {
         "genotype": genotype.key,
         "recipe": recipe.to_dict(),
@@ -143,6 +145,8 @@ def run_identity(
     }
     if data.normalize != "train":  # fixed constants instead of the training split's statistics
         key["normalize"] = data.normalize
+    if keep_last_batch:  # only when set, so the names of runs that drop it stay as they were
+        key["last_batch"] = "kept"
     if init_state is not None:
         digest = hashlib.sha256()
         for name in sorted(init_state):
@@ -360,15 +364,18 @@ def train_epoch(
 
 def _data_batches(
     data: DatasetSplits, recipe: Recipe, device: torch.device, seed: int, channels_last: bool,
-    shard: tuple[int, int] = (0, 1),
+    shard: tuple[int, int] = (0, 1), keep_last_batch: bool = False,
 ) -> Any:  # fmt: skip
     """The shuffled, augmented training batches and a factory of evaluation batches: whole splits on the
     device, or streamed from the disk cache (`prunenas.data.make_batches`); crops of the model's input size
-    when the images are stored larger. `shard` = (rank, world) of a data-parallel run."""
+    when the images are stored larger. `shard` = (rank, world) of a data-parallel run. An epoch drops its
+    last, partial batch unless `keep_last_batch` (the papers' DataLoaders keep it: 782 steps of 64 on 50,000
+    images, where dropping it gives 781)."""
     out_size = data.image_shape[1]
     train_batches = make_batches(
         data.train, batch_size=recipe.batch_size, device=device, mean=data.mean, std=data.std,
-        augment=recipe.augment, shuffle=True, drop_last=len(data.train) > recipe.batch_size, seed=seed,
+        augment=recipe.augment, shuffle=True, drop_last=not keep_last_batch and len(data.train) > recipe.batch_size,
+        seed=seed,
         channels_last=channels_last, dtype=torch.float32, flip=data.flip, out_size=out_size, crop=recipe.crop,
         shard=shard,
     )  # fmt: skip
@@ -459,7 +466,7 @@ def train(
         settings = settings.replace(quiet=True, plot=False)
     if writes is not None:
         genotype.save(writes / "genotype.json")  # every run folder says what it trained
-    key = run_identity(genotype, recipe, settings.seed, data, init_state)
+    key = run_identity(genotype, recipe, settings.seed, data, init_state, keep_last_batch=settings.keep_last_batch)
 
     # -- model, exactly as a fresh run builds it ------------------------------------------------
     torch.manual_seed(settings.seed)
@@ -474,8 +481,9 @@ def train(
         model.to(memory_format=torch.channels_last)
     step = TrainStep(model, recipe, amp=amp, compile=settings.compile, parallel=world.parallel)
     train_batches, eval_batches = _data_batches(
-        data, recipe, device, settings.seed, channels_last, shard=(world.rank, world.size)
-    )
+        data, recipe, device, settings.seed, channels_last, shard=(world.rank, world.size),
+        keep_last_batch=settings.keep_last_batch,
+    )  # fmt: skip
     val_batches = eval_batches(data.val) if len(data.val) else None
     test_batches = eval_batches(data.test) if settings.test_every_epoch and len(data.test) else None
 

@@ -74,20 +74,34 @@ class RethinkConfig:
 
     @property
     def effective_scratch_b_cap(self) -> float | None:
-        """--scratch-b-cap, or the density spaces' default cap."""
+        """--scratch-b-cap, else none where the protocol's code has none (Rethinking's CIFAR code), else the
+        density spaces' default cap."""
+        from prunenas.protocols import get_protocol
+
         if self.scratch_b_cap is not None:
             return self.scratch_b_cap
+        if get_protocol(self.protocol).uncapped_scratch_b:
+            return None
         return DENSITY_SCRATCH_B_CAP if self.space.masked else None
 
     def protocol_settings(self) -> dict[str, Any]:
         """The protocol's name and the settings its runs use (recorded in every run's metrics)."""
-        from prunenas.protocols import resolved_settings
+        from prunenas.protocols import code_model, get_protocol, resolved_settings
 
         data = self.data or DataConfig(dataset=self.dataset)
         cap = self.effective_scratch_b_cap
+        protocol = get_protocol(self.protocol)
+        code = code_model(self.space, protocol)
+        options = protocol.proposer_options.get(self.proposer or "")
         return {
             "protocol": self.protocol,
             **resolved_settings(self.space, data, self.settings),
+            "model": None if code is None else (
+                ", ".join(f"{k} = {v}" for k, v in code.settings.items()) + f" ({code.why})"
+            ),
+            "proposer options": None if not options else ", ".join(
+                f"{k}={dict(self.proposer_options).get(k, v)}" for k, v in options.items()
+            ),
             "scratch-B cap": "none" if cap is None else f"{cap:g} x E",
             "mask scoring (at-init proposers)": None if not self.space.masked else (
                 "each seed scores its own init" if scores_each_seed(self) else "one mask, from the base seed's context"
@@ -106,19 +120,38 @@ def with_protocol(config: RethinkConfig) -> RethinkConfig:
     given = {f.name for f in dataclasses.fields(data) if getattr(data, f.name) != getattr(plain_data, f.name)}
     given |= {f.name for f in dataclasses.fields(run) if getattr(run, f.name) != getattr(plain_run, f.name)}
     space, data, settings = apply_protocol(protocol, config.space, data, config.settings, given=frozenset(given))
-    if space is config.space and data == (config.data or data) and settings == config.settings:
+    # the options the paper's code runs the proposer with, under those the user gave
+    options = {**protocol.proposer_options.get(config.proposer or "", {}), **dict(config.proposer_options)}
+    if (
+        space is config.space and data == (config.data or data) and settings == config.settings
+        and options == dict(config.proposer_options)
+    ):  # fmt: skip
         return config
-    return dataclasses.replace(config, space=space, data=data, settings=settings)
+    return dataclasses.replace(config, space=space, data=data, settings=settings, proposer_options=options)
+
+
+def _proposer_of(config: RethinkConfig) -> Proposer | None:
+    """The study's proposer (None: a genotype file, or options it refuses: `check_config` says why)."""
+    if config.proposer is None or config.space.proposer_kind is None:
+        return None
+    try:
+        return get_proposer(config.proposer, config.space.proposer_kind, **dict(config.proposer_options))
+    except PrunenasError:
+        return None
+
+
+def finetune_source(config: RethinkConfig) -> Proposer | None:
+    """The proposer whose own trained model the fine-tuned arm starts from (network slimming prunes and
+    fine-tunes its sparsity-trained model), None when that arm starts from the unpruned reference."""
+    proposer = _proposer_of(config)
+    return proposer if proposer is not None and proposer.trains_source() else None
 
 
 def scores_each_seed(config: RethinkConfig) -> bool:
     """Whether every seed's proposer scores that seed's own init (a density space and a proposer that
     scores the init, not trained weights): the mask arm of seed s is then the paper's."""
-    if not config.space.masked or config.proposer is None or config.space.proposer_kind is None:
-        return False
-    try:
-        proposer = get_proposer(config.proposer, config.space.proposer_kind, **dict(config.proposer_options))
-    except PrunenasError:
+    proposer = _proposer_of(config)
+    if not config.space.masked or proposer is None:
         return False
     return not proposer.needs_trained
 
@@ -184,7 +217,18 @@ def check_config(config: RethinkConfig) -> tuple[Proposer | None, Proposer | Non
                 f"the genotype is for space {config.genotype.space!r}, not {space.name!r}; pass --space "
                 f"{config.genotype.space}"
             )
-        space.validate(config.genotype)
+        try:
+            space.validate(config.genotype)
+        except PrunenasError as exc:
+            from prunenas.protocols import code_model, get_protocol
+
+            code = code_model(space, get_protocol(config.protocol))
+            if code is None:
+                raise
+            raise PrunenasError(
+                f"{exc}; --protocol {config.protocol} builds {space.name!r} as its paper's code does ({code.why}): "
+                "pass a genotype of that model (e.g. from --proposer under the same --protocol)"
+            ) from None
         return None, None
     assert config.proposer is not None
     if config.target is None:
@@ -224,8 +268,17 @@ def source_tags(config: RethinkConfig, base_epochs: int) -> tuple[str, str]:
     of the run folder names of the arms that depend on them (fine-tuning; density arms under the mask),
     so two studies of the same genotype (another --reference, proposer or base seed) never share such
     runs: `train` identifies a run by genotype, recipe, seed and data, not by its initial weights."""
-    if config.reference is not None:
-        reference: dict[str, Any] = {"checkpoint": str(Path(config.reference).resolve())}
+    trained_by = finetune_source(config)
+    if trained_by is not None:  # the proposer's own trained model (the fine-tuned arm's starting weights)
+        reference: dict[str, Any] = {
+            "trained by the proposer": {
+                "proposer": config.proposer, "options": dict(config.proposer_options),
+                "target": config.target.to_dict() if config.target is not None else None,
+                "seed": config.settings.seed,
+            }
+        }  # fmt: skip
+    elif config.reference is not None:
+        reference = {"checkpoint": str(Path(config.reference).resolve())}
     else:
         reference = {"unpruned": {"epochs": base_epochs, "seed": config.settings.seed}}
     if config.genotype is not None:
@@ -424,14 +477,16 @@ def make_plan(
         b_epochs, estimated = max(1, int(E * factor)), True
 
     given = config.reference is not None
+    trained_by = finetune_source(config)
     ref_from = f"the given reference {config.reference}" if given else f"the unpruned seed-{seeds[0]} model"
+    if trained_by is not None:
+        ref_from = f"{trained_by.name}'s own trained seed-{seeds[0]} model (the one it decided on)"
     if density:
         inherit = f"{ref_from}'s weights under {mask_source}, finetune recipe (lr {finetune.lr:g}, constant)"
         scratch_what = f"{mask_source} on a fresh init (seed k), standard schedule"
     else:
-        inherit = (
-            f"{ref_from}'s channels with the largest filter L1 norm, finetune recipe (lr {finetune.lr:g}, constant)"
-        )
+        rule = space.inheritance_by(trained_by.inherits_by if trained_by is not None else None)
+        inherit = f"the {rule} of {ref_from}, finetune recipe (lr {finetune.lr:g}, constant)"
         scratch_what = "the pruned genotype from a fresh init (seed k), standard schedule"
     executed = dense_macs or macs  # a dense device multiplies masked weights too
     if given:

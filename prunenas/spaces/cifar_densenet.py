@@ -54,11 +54,13 @@ from prunenas.spaces.base import Gene, SpaceKind
 from prunenas.spaces.cifar_preresnet import (
     ChannelLink,
     SelectionSpace,
+    check_bn_weight,
     check_bool,
     inherit_by_bn_scale,
     init_weights,
     make_conv,
     make_selection,
+    set_bn_weight,
 )
 from prunenas.spaces.init import check_init
 
@@ -178,7 +180,8 @@ class CifarDenseNetSpace(SelectionSpace):
     trans{t}_select; final_select (the final BN's channels that reach the classifier) last.
 
     Config: depth (40), growth_rate (12), stem_width (2 x growth_rate), bottleneck (false), compression
-    (1.0: the fraction of channels a transition keeps), selection (true), init ("prunenas"),
+    (1.0: the fraction of channels a transition keeps), selection (true), init ("prunenas"), bn_weight
+    (every BatchNorm weight at init; default: the init scheme's),
     max_width_multiplier (1.0, bottleneck widths only). The defaults build the network-slimming code's
     DenseNet-40 (initialised as that code does with init = "rethinking").
     """
@@ -194,6 +197,7 @@ class CifarDenseNetSpace(SelectionSpace):
             "compression",
             "selection",
             "init",
+            "bn_weight",
             "max_width_multiplier",
         }
     )
@@ -222,6 +226,7 @@ class CifarDenseNetSpace(SelectionSpace):
                 "set selection = true (network slimming's channel selections) or bottleneck = true"
             )
         self.init = check_init(name, config.get("init", "prunenas"))
+        self.bn_weight = check_bn_weight(name, config.get("bn_weight"))
         mult = float(config.get("max_width_multiplier", 1.0))
         self.stem_width = int(config.get("stem_width", 2 * self.growth))
         if self.stem_width < 1:
@@ -272,7 +277,7 @@ class CifarDenseNetSpace(SelectionSpace):
 
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         blocks, transitions, final = self.layers_of(genes)
-        return CifarDenseNet(
+        model = CifarDenseNet(
             self.growth,
             self.stem_width,
             blocks,
@@ -283,6 +288,7 @@ class CifarDenseNetSpace(SelectionSpace):
             self.input_shape[0],
             init=self.init,
         )
+        return set_bn_weight(model, self.bn_weight)
 
     def analytic_macs(self, genotype: Genotype) -> int | None:
         """Conv and FC multiply-accumulates from the widths (equal to the traced count)."""
@@ -306,7 +312,13 @@ class CifarDenseNetSpace(SelectionSpace):
         return macs + (final or planes) * self.num_classes
 
     def initial_state(
-        self, reference_model: nn.Module, genotype: Genotype, masks: Mapping[str, torch.Tensor] | None = None
+        self,
+        reference_model: nn.Module,
+        genotype: Genotype,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        *,
+        criterion: str | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Network slimming's rule: each narrowed BN keeps its channels of largest |gamma| (see the module doc)."""
+        """Network slimming's rule whatever the `criterion`: each narrowed BN keeps its channels of largest
+        |gamma| (see the module doc)."""
         return inherit_by_bn_scale(self, self.links, reference_model, genotype)

@@ -85,6 +85,27 @@ def init_weights(model: nn.Module, scheme: str, selection: bool) -> None:
                 nn.init.constant_(m.weight, 0.5)
 
 
+def check_bn_weight(space_name: str, value: object) -> float | None:
+    """The [model] `bn_weight` value (None: the init scheme's), checked."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SpaceError(
+            f"space {space_name!r}: bn_weight (every BatchNorm weight at init) must be a number > 0, got {value!r}; "
+            "leave it out for the init scheme's"
+        )
+    return float(value)
+
+
+def set_bn_weight(model: nn.Module, value: float | None) -> nn.Module:
+    """Every BatchNorm2d weight of `model` set to `value` (None: left as the init scheme drew it)."""
+    if value is not None:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, value)
+    return model
+
+
 def make_selection(channels: int, keep: int | None) -> nn.Module:
     return nn.Identity() if keep is None else ChannelSelection(channels, keep)
 
@@ -280,6 +301,7 @@ class SelectionSpace(Space):
     whose channels it keeps (`links`), and a final selection feeds the classifier."""
 
     links: dict[str, ChannelLink]
+    inheritance: ClassVar[str] = "channels of largest |BN scale| (network slimming's rule)"
 
     def structured_genes(self) -> dict[str, str]:
         """The genes that set a conv's output channels; a space of selections only: the selections."""
@@ -311,15 +333,16 @@ class CifarPreResNetSpace(SelectionSpace):
     widths); with `selection`, final_select (channels of the final BN that reach the classifier) last.
 
     Config: depth (164), block ("bottleneck"; or "basic"), widths ([16, 32, 64]: stage widths before the
-    bottleneck expansion; the stem has widths[0]), selection (true), init ("prunenas"),
-    max_width_multiplier (1.0, inner widths only). The defaults build network slimming's PreResNet-164
-    (initialised as its code does with init = "rethinking").
+    bottleneck expansion; the stem has widths[0]), selection (true), init ("prunenas"), bn_weight (every
+    BatchNorm weight at init; default: the init scheme's), max_width_multiplier (1.0, inner widths only).
+    The defaults build network slimming's PreResNet-164 (initialised as its code does with init =
+    "rethinking").
     """
 
     family: ClassVar[str] = "cifar_preresnet"
     kind: ClassVar[SpaceKind] = "channels"
     config_keys: ClassVar[frozenset[str] | None] = frozenset(
-        {"depth", "block", "widths", "selection", "init", "max_width_multiplier"}
+        {"depth", "block", "widths", "selection", "init", "bn_weight", "max_width_multiplier"}
     )
     #: Network slimming's L1 penalty on the BN scales for ResNets (Liu et al. 2017).
     slimming_l1: ClassVar[float] = 1e-5
@@ -337,6 +360,7 @@ class CifarPreResNetSpace(SelectionSpace):
         self.widths = [int(w) for w in widths]
         self.selection = check_bool(name, "selection", config.get("selection", True))
         self.init = check_init(name, config.get("init", "prunenas"))
+        self.bn_weight = check_bn_weight(name, config.get("bn_weight"))
         mult = float(config.get("max_width_multiplier", 1.0))
         expansion = EXPANSION[self.block]
         self.stage_widths = [w * expansion for w in self.widths]
@@ -376,6 +400,9 @@ class CifarPreResNetSpace(SelectionSpace):
 
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         stages, final = self.blocks_of(genes)
+        return set_bn_weight(self._model(stages, final, num_classes), self.bn_weight)
+
+    def _model(self, stages: list[list[BlockSpec]], final: int | None, num_classes: int) -> nn.Module:
         return CifarPreResNet(
             self.block,
             self.widths[0],
@@ -410,7 +437,13 @@ class CifarPreResNetSpace(SelectionSpace):
         return macs + (final or in_planes) * self.num_classes
 
     def initial_state(
-        self, reference_model: nn.Module, genotype: Genotype, masks: Mapping[str, torch.Tensor] | None = None
+        self,
+        reference_model: nn.Module,
+        genotype: Genotype,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        *,
+        criterion: str | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Network slimming's rule: each narrowed BN keeps its channels of largest |gamma| (see the module doc)."""
+        """Network slimming's rule whatever the `criterion`: each narrowed BN keeps its channels of largest
+        |gamma| (see the module doc)."""
         return inherit_by_bn_scale(self, self.links, reference_model, genotype)

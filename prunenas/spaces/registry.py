@@ -108,6 +108,20 @@ def _resolve_toml(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     return data
 
 
+def shipped_model(space: Space) -> dict[str, Any] | None:
+    """The [model] table of the shipped file `space` was built from (None: not a shipped space, e.g. the
+    user's own file or a model factory), so callers can tell the shipped settings from the user's."""
+    path = _toml_index().get(space.name)
+    if path is None or not space.source:
+        return None
+    try:
+        if Path(space.source).resolve() != path.resolve():
+            return None
+    except OSError:
+        return None
+    return dict(_resolve_toml(path).get("model", {}))
+
+
 def _find_toml(name: str, relative_to: Path | None = None) -> Path:
     if name.endswith(".toml"):
         p = Path(name)
