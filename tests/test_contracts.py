@@ -12,8 +12,10 @@ import optuna
 import pytest
 import torch
 
+from prunenas import latency_model
 from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits, load_dataset
+from prunenas.latency_model import FEATURES, LatencyPredictor, features
 from prunenas.metrics import Metric, get_metric, metric_names
 from prunenas.proposers.base import Proposer, TargetKind, proposers
 from prunenas.recipes import make_recipe
@@ -108,7 +110,25 @@ class TestSpaceContract(SpaceContract):
 
 
 # -- proposers ------------------------------------------------------------------------------------------------
+def fixed_latency_predictor(space: Space, **_: Any) -> LatencyPredictor:
+    """A latency predictor with fixed coefficients (no timing): 10% fixed cost, 60% in proportion to the MACs
+    and 30% to the activations of the space's reference, so a latency target is met on the same model every
+    run, however busy the machine is (the real predictor is fitted to measured timings: test_latency.py)."""
+    ref = features(space.counting_model(space.reference(), space.num_classes)[0], space.input_shape)
+    macs = ref[0] + ref[1] + ref[2]
+    per = {"dense_macs": 0.6 / macs, "grouped_macs": 0.6 / macs, "linear_macs": 0.6 / macs,
+           "activations": 0.3 / ref[3], "weights": 0.0, "constant": 0.1 / ref[5]}  # fmt: skip
+    return LatencyPredictor(
+        space=space.name, provider="cpu", batch=1, threads=1, machine="fixed", reference_ms=1.0,
+        coefficients=tuple(per[f] for f in FEATURES), calibration=0, loo_median=0.0, loo_p90=0.0,
+    )  # fmt: skip
+
+
 class TestProposerContract(ProposerContract):
+    @pytest.fixture(autouse=True)
+    def _fixed_latency(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(latency_model, "latency_predictor", fixed_latency_predictor)
+
     @pytest.fixture(params=PROPOSERS, ids=proposer_id)
     def proposer_class(self, request: pytest.FixtureRequest) -> type[Proposer]:
         cls: type[Proposer] = request.param

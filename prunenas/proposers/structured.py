@@ -246,10 +246,13 @@ class _ChannelProposer(Proposer):
         scored = self.uses_scores and bool(self.settings.get("global_ranking", False))
         scores, source = self.scores_and_source(ctx) if scored else ({}, None)
         clamp_log: dict[str, int] = {}
+        # the code's threshold rule reads a pruned fraction; a cost target is met by bisection on r instead,
+        # where removing every tie at once (all |gamma| equal at init) would leave no ratio in between
+        threshold_rule = self.threshold_rule and target.kind == "ratio"
 
         def widths_for(r: float) -> Widths:
             widths, clamped = (
-                global_widths(scores, r, floor, threshold_rule=self.threshold_rule)
+                global_widths(scores, r, floor, threshold_rule=threshold_rule)
                 if scored
                 else local_widths(sizes, r, floor)
             )
@@ -376,8 +379,9 @@ class SlimmingProposer(_ChannelProposer):
     """Network slimming (Liu et al. 2017): train with an L1 penalty on BN scales, then ONE global
     threshold over all |gamma| decides the channels kept per BN (no per-layer normalisation). As in the
     paper's code, a `ratio` target p keeps the channels whose |gamma| is above the sorted value at index
-    int(p x N). The sparsity-trained model is the proposal's `source`: prune-then-fine-tune cuts the
-    genotype out of it, keeping each BN's channels of largest |gamma| (the ones above the threshold)."""
+    int(p x N); a cost target is met by bisection on the fraction removed, as for the other criteria.
+    The sparsity-trained model is the proposal's `source`: prune-then-fine-tune cuts the genotype out of
+    it, keeping each BN's channels of largest |gamma| (the ones above the threshold)."""
 
     name = "slimming"
     needs_data = True
