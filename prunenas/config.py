@@ -419,9 +419,12 @@ class RunSettings(Config):
     device: str = setting("auto", f"where to train: {DEVICES}", identity=False)
     seed: int = setting(0, "seed of init, masks, split order and augmentation", low=0, high=2**63 - 1)
     channels_last: bool | None = setting(
-        None, "CUDA: channels_last memory format (default on for CUDA)", identity=False
+        None, "channels_last memory format (default: on for CUDA and for bf16 on a CPU)", identity=False
     )
-    amp: bool | None = setting(None, "CUDA: bf16 autocast (default on for CUDA)", identity=False)
+    amp: bool | None = setting(
+        None, "bf16 autocast (default: on for CUDA, and on CPUs with AMX-BF16; refused on a CPU without bf16 "
+        "instructions; --no-amp: exact fp32)", identity=False,
+    )  # fmt: skip
     compile: bool = setting(False, "torch.compile the model (pays off only for long runs)", identity=False)
     eval_every: int | None = setting(
         None, "validate every K epochs and at the end (default: every epoch; a search's proxy runs validate only "
@@ -442,8 +445,9 @@ class RunSettings(Config):
     checkpoint: bool = setting(True, "write a checkpoint every epoch", identity=False, cli=False)
     plot: bool = setting(True, "write curve.png", identity=False, cli=False)
     threads: int | None = setting(
-        None, "CPU threads for training (default: torch's, one per core)", low=1, identity=False, metavar="N"
-    )
+        None, "CPU threads for training (default: the cores this process may use, shared among the training "
+        "processes running on this machine)", low=1, identity=False, metavar="N",
+    )  # fmt: skip
 
     def check(self) -> None:
         name = self.device

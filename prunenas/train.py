@@ -4,7 +4,9 @@ Design (GUIDE section 6): the whole dataset lives on the training device as uint
 per batch there (`prunenas.data.DeviceBatches`), or, for data too large for that, is streamed there in
 chunks from the memory-mapped disk cache (`prunenas.data.StreamBatches`); losses and accuracies are
 summed on the device and read once per epoch, so there is no host synchronisation per step. On CUDA: channels_last, bf16
-autocast and cudnn.benchmark (each switchable). Every epoch ends with a checkpoint; a run resumes
+autocast and cudnn.benchmark (each switchable); on a CPU with AMX-BF16, bf16 autocast with channels_last, and
+threads shared among the training processes of the machine (`resolve_precision`, `prunenas.hardware`).
+Every epoch ends with a checkpoint; a run resumes
 from it to the same result as an uninterrupted run because the batch order and augmentation of
 epoch e depend only on (seed, e) and the RNG states are checkpointed.
 
@@ -120,6 +122,29 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise PrunenasError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
+
+
+def resolve_precision(device: torch.device, settings: RunSettings) -> dict[str, Any]:
+    """How a run computes, recorded in metrics.json ("precision"): bf16 autocast or fp32, the memory format
+    and, on a CPU, the threads and the CPU. CUDA: bf16 and channels_last unless switched off. CPU: bf16
+    autocast where the CPU has AMX-BF16 (`prunenas.hardware`; --amp elsewhere is refused, --no-amp and the
+    papers' protocols are exact fp32), channels_last with bf16 (measured faster with it; fp32 keeps the
+    layout it always had), and --threads or this process's share of the cores."""
+    if device.type == "cuda":
+        amp = settings.amp is not False
+        why = "bf16 autocast on CUDA" if amp else "fp32 (--no-amp or the protocol)"
+        channels_last = True if settings.channels_last is None else settings.channels_last
+        return {"amp": amp, "dtype": "bfloat16" if amp else "float32", "why": why, "channels_last": channels_last}
+    from prunenas import hardware
+
+    amp, why = hardware.resolve_cpu_amp(settings.amp)
+    channels_last = amp if settings.channels_last is None else settings.channels_last
+    threads = settings.threads or hardware.share_cores()
+    return {
+        "amp": amp, "dtype": "bfloat16" if amp else "float32", "why": why, "channels_last": channels_last,
+        "threads": threads, "threads_from": "--threads" if settings.threads else "share of the cores",
+        "cpu": hardware.cpu_info().to_dict(),
+    }  # fmt: skip
 
 
 def run_identity(
@@ -454,10 +479,10 @@ def train(
     world = distributed.world()
     device = distributed.join(world, settings.device) if world.parallel else resolve_device(settings.device)
     cuda = device.type == "cuda"
-    channels_last = cuda if settings.channels_last is None else settings.channels_last
-    amp = cuda if settings.amp is None else (settings.amp and cuda)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    precision = resolve_precision(device, settings)
+    amp, channels_last = precision["amp"], precision["channels_last"]
+    if device.type == "cpu":
+        torch.set_num_threads(precision["threads"])
     if cuda:
         torch.backends.cudnn.benchmark = True
     out = _make_out(out_dir) if world.main else (Path(out_dir) if out_dir is not None else None)
@@ -489,7 +514,10 @@ def train(
 
     def finish(history: list[EpochMetrics], stopped: str | None, wall: float, resumed_from: int) -> TrainResult:
         distributed.barrier()
-        extra = {**(extra_metrics or {}), **({"data_parallel": {"processes": world.size}} if world.parallel else {})}
+        extra = {
+            **(extra_metrics or {}), "precision": precision,
+            **({"data_parallel": {"processes": world.size}} if world.parallel else {}),
+        }  # fmt: skip
         return _finish(
             model, space, genotype, data, recipe, settings, history, stopped, wall, writes,
             evaluate_test=evaluate_test and stopped is None, amp=amp, eval_batches=eval_batches, extra=extra,
