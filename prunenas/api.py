@@ -144,10 +144,12 @@ def train_model(
     out: str | Path | None = None,
     weights: Mapping[str, Any] | str | Path | None = None,
     settings: RunSettings | None = None,
+    teacher: Any = None,
     **recipe_overrides: Any,
 ) -> TrainedModel:
     """Train a genotype from scratch (or from `weights`) and return the trained model with its metrics.
-    With `out`, the run folder is kept (and resumed on a second call); without, a temporary one is used."""
+    With `out`, the run folder is kept (and resumed on a second call); without, a temporary one is used.
+    `teacher` (a model or a checkpoint.pt of the space's reference) makes the run distill from it."""
     import torch
 
     from prunenas.train import CHECKPOINT, load_model_state
@@ -161,7 +163,7 @@ def train_model(
     init = load_model_state(weights) if isinstance(weights, str | Path) else weights
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out) if out is not None else Path(tmp)
-        result = run_training(space, g, splits, r, run, out_dir=folder, init_state=init)
+        result = run_training(space, g, splits, r, run, out_dir=folder, init_state=init, teacher=teacher)
         model = space.build(g, num_classes=splits.num_classes)
         state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
         model.load_state_dict(state)

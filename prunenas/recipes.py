@@ -8,6 +8,9 @@ Named recipes (CIFAR, GUIDE section 4):
   proxy      a short run (10 epochs unless set) with the whole lr schedule compressed into it
 Every field can be overridden (`--epochs`, `--lr`, ...). ImageNet-style presets (`PRESETS`: imagenet-step,
 imagenet-cosine, imagenet-short) replace the space's [recipe] values under the flags.
+
+Distillation (`kd_temperature`, `kd_weight`) acts only in a run given a teacher (`prunenas.train.train(...,
+teacher=...)`, `--teacher`); the student still starts from a fresh init.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 SCHEDULES = ("step", "constant", "cosine")
 PROXY_EPOCHS = 10
+#: The recipe fields of knowledge distillation: they act only in a run with a teacher, so a run without one
+#: leaves them out of its identity (`prunenas.train.run_identity`).
+KD_FIELDS = ("kd_temperature", "kd_weight")
+#: Help of the --teacher flag of `train`, `search` and `rethink` (each adds what it does with it).
+TEACHER_HELP = (
+    "distill from this teacher (Hinton et al. 2015): a checkpoint.pt of the space's reference genotype trained on "
+    "the same dataset; the student still starts from a fresh init"
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class Recipe(Config):
 
     Every field is also a command-line flag of `train`, `pretrain` and `search` (`--lr 0.05`,
     `--milestones 0.3,0.6`, `--nesterov`), and a `--set KEY=VALUE` key; all of them change the result
-    and so the run's identity."""
+    and so the run's identity, the distillation fields (`KD_FIELDS`) only in a run with a teacher."""
 
     cli_group: ClassVar[str] = "recipe (defaults from the space's TOML [recipe])"
 
@@ -87,6 +98,16 @@ class Recipe(Config):
         None, "ImageNet-style preset under the flags: imagenet-step (90 epochs, x0.1 every 30), imagenet-cosine "
         "(warm-up, cosine, label smoothing) or imagenet-short (16 epochs, for search proxies)",
         choices=tuple(PRESETS), omit_default=True,
+    )  # fmt: skip
+    # Distillation (Hinton, Vinyals and Dean 2015); omitted from to_dict at their defaults, so the names of runs
+    # made before these fields existed stay as they were.
+    kd_temperature: float = setting(
+        4.0, "distillation: softmax temperature T of teacher and student (only with a teacher; 4 is the CIFAR "
+        "practice of the RepDistiller benchmarks)", low=0.0, low_open=True, omit_default=True, metavar="T",
+    )  # fmt: skip
+    kd_weight: float = setting(
+        0.9, "distillation: weight w of the T^2-scaled KL term; 1 - w weighs the cross-entropy (only with a "
+        "teacher)", low=0.0, high=1.0, omit_default=True, metavar="W",
     )  # fmt: skip
     needs_weights: bool = setting(False, "starts from given weights (finetune)", cli=False)
     extra: dict[str, Any] = setting(default_factory=dict, help="derived values (scratch-b factor)", cli=False)

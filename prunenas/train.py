@@ -12,6 +12,9 @@ epoch e depend only on (seed, e) and the RNG states are checkpointed.
 
 Per-epoch callbacks receive an `EpochMetrics`; one may raise `StopTraining(reason)` to end the run
 early (recorded), anything else it raises propagates. This module never imports optuna.
+
+A run may distill from a teacher (`Teacher`, `train(..., teacher=...)`): the student still starts from a
+fresh init and learns from the loss of Hinton, Vinyals and Dean (2015), `distillation_loss`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from prunenas.data import DatasetSplits, DeviceBatches, ImageSet, StreamBatches,
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.paths import ensure_dir
-from prunenas.recipes import Recipe
+from prunenas.recipes import KD_FIELDS, Recipe
 from prunenas.spaces.base import Space
 from prunenas.spaces.density import apply_masks, masked_layers
 
@@ -147,6 +150,84 @@ def resolve_precision(device: torch.device, settings: RunSettings) -> dict[str, 
     }  # fmt: skip
 
 
+def weights_sha(state: Mapping[str, torch.Tensor]) -> str:
+    """16 hex digits of a state dict's names and values (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A trained model a run distills from: kept in eval mode, never updated. `checkpoint` is the file it
+    was loaded from (None: a model given in memory), `given_as` how it was named ("reference" for
+    `--teacher reference`, "checkpoint" for a path, "model" for a module), `weights_sha` the hash of its
+    weights that the run identity holds."""
+
+    model: nn.Module
+    weights_sha: str
+    checkpoint: str | None = None
+    given_as: str = "model"
+
+    @classmethod
+    def of(cls, model: nn.Module, checkpoint: str | None = None, given_as: str = "model") -> Teacher:
+        return cls(model, weights_sha(model.state_dict()), checkpoint, given_as)
+
+    def record(self, recipe: Recipe) -> dict[str, Any]:
+        """What metrics.json says of the teacher ("teacher")."""
+        return {
+            "checkpoint": self.checkpoint, "given_as": self.given_as, "weights_sha": self.weights_sha,
+            "temperature": recipe.kd_temperature, "weight": recipe.kd_weight,
+        }  # fmt: skip
+
+
+def load_teacher(
+    space: Space, path: str | Path, num_classes: int | None, *, flag: str = "--teacher", given_as: str = "checkpoint"
+) -> Teacher:
+    """The teacher in `path` (a checkpoint.pt of `space`'s reference genotype, or its run folder), with one
+    line naming `flag` for a missing, damaged or foreign file, a model of another space or input size
+    (the checks `--reference` gets) or of another number of classes than `num_classes` (None: not known
+    yet, e.g. a dry run; checked again when the data is loaded)."""
+    p, content = read_checkpoint(path, flag)
+    saved = content if isinstance(content, dict) else {}
+    if "genotype" in saved:
+        genotype = Genotype.from_dict(saved["genotype"], origin=str(p))
+        if genotype.space != space.name or genotype != space.reference():
+            raise PrunenasError(
+                f"{flag} {str(p)!r} holds a model of {genotype.space!r} genotype {genotype.key}, not the reference "
+                f"of {space.name!r}; pass a checkpoint from `prunenas pretrain --space {space.name}`"
+            )
+    classes = saved.get("num_classes")
+    if num_classes is not None and isinstance(classes, int) and classes != num_classes:
+        raise PrunenasError(
+            f"{flag} {str(p)!r} was trained on {classes} classes but the data has {num_classes}; pass a teacher "
+            "trained on this dataset"
+        )
+    state = load_model_state(p, flag)
+    n = num_classes or (classes if isinstance(classes, int) else space.num_classes)
+    with torch.random.fork_rng(devices=[]):  # building draws an init: the caller's RNG stream stays as it was
+        model = space.build(space.reference(), num_classes=n)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise PrunenasError(
+            f"{flag} {str(p)!r} does not fit the reference of {space.name!r} with {n} classes: {load_error(exc)}; "
+            "pass a checkpoint of this space's reference trained on the same dataset"
+        ) from None
+    return Teacher.of(model.eval(), str(p), given_as)
+
+
+def as_teacher(teacher: Teacher | nn.Module | str | Path | None, space: Space, num_classes: int) -> Teacher | None:
+    """`train`'s teacher argument as a `Teacher`: a checkpoint path is loaded (`load_teacher`)."""
+    if teacher is None or isinstance(teacher, Teacher):
+        return teacher
+    if isinstance(teacher, nn.Module):
+        return Teacher.of(teacher)
+    return load_teacher(space, teacher, num_classes)
+
+
 def run_identity(
     genotype: Genotype,
     recipe: Recipe,
@@ -155,14 +236,17 @@ def run_identity(
     init_state: Mapping[str, torch.Tensor] | None = None,
     *,
     keep_last_batch: bool = False,
+    teacher: Teacher | None = None,
 ) -> dict[str, Any]:
     """What makes two runs the same run: the genotype, every recipe field, the seed, the data, whether an
-    epoch's last partial batch trains and, for runs that start from given weights, a hash of those
-    weights. Stored in checkpoints (compared on resume) and hashed by `run_id` into default run folder
-    names and the search's run cache, so a change of any result-changing setting gets a new folder."""
+    epoch's last partial batch trains, for runs that start from given weights a hash of those weights
+    and, for runs that distill, a hash of the teacher's weights with the distillation settings (which
+    act only then, so a run without a teacher leaves them out). Stored in checkpoints (compared on
+    resume) and hashed by `run_id` into default run folder names and the search's run cache, so a
+    change of any result-changing setting gets a new folder."""
     key: dict[str, Any] = {
         "genotype": genotype.key,
-        "recipe": recipe.to_dict(),
+        "recipe": {k: v for k, v in recipe.to_dict().items() if k not in KD_FIELDS},
         "seed": seed,
         "dataset": data.name,
         "train_size": len(data.train),
@@ -173,11 +257,13 @@ def run_identity(
     if keep_last_batch:  # only when set, so the names of runs that drop it stay as they were
         key["last_batch"] = "kept"
     if init_state is not None:
-        digest = hashlib.sha256()
-        for name in sorted(init_state):
-            digest.update(name.encode())
-            digest.update(init_state[name].detach().cpu().contiguous().numpy().tobytes())
-        key["init"] = digest.hexdigest()[:16]
+        key["init"] = weights_sha(init_state)
+    if teacher is not None:
+        key["teacher"] = {
+            "weights": teacher.weights_sha,
+            "temperature": recipe.kd_temperature,
+            "weight": recipe.kd_weight,
+        }
     return key
 
 
@@ -288,18 +374,50 @@ def _make_progress(total: int, quiet: bool, desc: str, initial: int = 0) -> Any:
     return make_progress(total, desc, unit="step", initial=initial, quiet=quiet)
 
 
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    weight: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a Neural
+    Network"): w * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - w) * CE(s, y), each term the mean
+    over the batch, from student logits `s`, teacher logits `t` and labels `y`. The soft term's gradients
+    shrink as 1 / T^2, so the T^2 keeps the two terms on comparable scales whatever T. Computed in fp32
+    (logits of a bf16 autocast are upcast); with w = 0 it is exactly the cross-entropy."""
+    s, t = student.float(), teacher.float()
+    hard = F.cross_entropy(s, targets, label_smoothing=label_smoothing)
+    soft = F.kl_div(
+        F.log_softmax(s / temperature, dim=1), F.log_softmax(t / temperature, dim=1), reduction="batchmean",
+        log_target=True,
+    )  # fmt: skip
+    return weight * temperature**2 * soft + (1.0 - weight) * hard
+
+
 class TrainStep:
-    """One optimizer step of the trainer: forward (bf16 autocast when `amp`), cross-entropy, backward,
-    the network-slimming BN penalty, SGD, re-applied masks. Losses and accuracies are summed on the
-    device (`loss_sum`, `correct`, `seen`) and read once per epoch, so a step never syncs the host.
-    `benchmarks/train_throughput.py` times this same object."""
+    """One optimizer step of the trainer: forward (bf16 autocast when `amp`), cross-entropy (with a
+    `teacher`: `distillation_loss` from the teacher's logits of the same batch, computed under the same
+    autocast without gradients), backward, the network-slimming BN penalty, SGD, re-applied masks.
+    Losses and accuracies are summed on the device (`loss_sum`, `correct`, `seen`) and read once per
+    epoch, so a step never syncs the host. `benchmarks/train_throughput.py` times this same object."""
 
     def __init__(
-        self, model: nn.Module, recipe: Recipe, *, amp: bool, compile: bool = False, parallel: bool = False
+        self,
+        model: nn.Module,
+        recipe: Recipe,
+        *,
+        amp: bool,
+        compile: bool = False,
+        parallel: bool = False,
+        teacher: nn.Module | None = None,
     ) -> None:
         self.model = model
         self.recipe = recipe
         self.amp = amp
+        self.teacher = teacher.eval() if teacher is not None else None  # eval: BN running stats, no dropout
         self.device = next(model.parameters()).device
         forward = model
         if parallel:  # a data-parallel run (torchrun): gradients averaged over the ranks in backward
@@ -334,7 +452,15 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.forward(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+            if self.teacher is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+            else:
+                with torch.no_grad():
+                    teacher_logits = self.teacher(x)
+                loss = distillation_loss(
+                    logits, teacher_logits, y, temperature=self.recipe.kd_temperature, weight=self.recipe.kd_weight,
+                    label_smoothing=self.recipe.label_smoothing,
+                )  # fmt: skip
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.recipe.bn_l1 > 0:  # subgradient of bn_l1 * sum |gamma| (network slimming)
@@ -437,7 +563,7 @@ def _resume(
     state = _load_checkpoint(ckpt_path)
     if state.get("run_key") != key:
         raise PrunenasError(
-            f"{str(ckpt_path.parent)!r} holds a different run (other genotype, recipe, seed or data); "
+            f"{str(ckpt_path.parent)!r} holds a different run (other genotype, recipe, seed, data or teacher); "
             "pass another --out or --fresh to overwrite it"
         )
     step.model.load_state_dict(state["model"])
@@ -447,6 +573,21 @@ def _resume(
         torch.cuda.set_rng_state(state["rng_cuda"], step.device)
     history = [EpochMetrics(**h) for h in state["history"]]
     return history, int(state["epoch"]), float(state.get("wall_time_s", 0.0)), state.get("stopped")
+
+
+def _place_teacher(teacher: nn.Module, device: torch.device, channels_last: bool, data: DatasetSplits) -> None:
+    """The teacher on the run's device and memory format, in eval mode, checked to output one logit per
+    class of `data` (a model given in memory has not been checked against the data)."""
+    teacher.to(device).eval()
+    if channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = teacher(torch.zeros(1, *data.image_shape, device=device))
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise PrunenasError(
+            f"the teacher outputs {tuple(out.shape[1:])} per image but the data has {data.num_classes} classes; pass "
+            "a teacher trained on this dataset"
+        )
 
 
 def train(
@@ -461,12 +602,16 @@ def train(
     init_state: Mapping[str, torch.Tensor] | None = None,
     evaluate_test: bool = True,
     extra_metrics: Mapping[str, Any] | None = None,
+    teacher: Teacher | nn.Module | str | Path | None = None,
 ) -> TrainResult:
     """Build `genotype` fresh (or from `init_state`) and train it with `recipe` on `data`.
 
     With `out_dir`, writes checkpoint.pt every epoch, metrics.json and curve.png at the end, and
     resumes from an existing checkpoint of the same run (same `run_identity`). Launched by torchrun with
     several processes, it trains data-parallel (`prunenas.distributed`): rank 0 writes the folder.
+    With a `teacher` (a model, a `Teacher`, or a checkpoint.pt of the space's reference genotype), the run
+    distills from it (`distillation_loss`, the recipe's kd_temperature and kd_weight); the teacher is put
+    on the run's device in eval mode, is part of the run identity and is recorded in metrics.json.
     """
     from prunenas import distributed
 
@@ -485,13 +630,16 @@ def train(
         torch.set_num_threads(precision["threads"])
     if cuda:
         torch.backends.cudnn.benchmark = True
+    kd = as_teacher(teacher, space, data.num_classes)  # a bad teacher fails before the run folder is touched
     out = _make_out(out_dir) if world.main else (Path(out_dir) if out_dir is not None else None)
     writes = out if world.main else None  # other ranks read the checkpoint, never write
     if not world.main:
         settings = settings.replace(quiet=True, plot=False)
     if writes is not None:
         genotype.save(writes / "genotype.json")  # every run folder says what it trained
-    key = run_identity(genotype, recipe, settings.seed, data, init_state, keep_last_batch=settings.keep_last_batch)
+    key = run_identity(
+        genotype, recipe, settings.seed, data, init_state, keep_last_batch=settings.keep_last_batch, teacher=kd
+    )
 
     # -- model, exactly as a fresh run builds it ------------------------------------------------
     torch.manual_seed(settings.seed)
@@ -504,7 +652,12 @@ def train(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    step = TrainStep(model, recipe, amp=amp, compile=settings.compile, parallel=world.parallel)
+    if kd is not None:
+        _place_teacher(kd.model, device, channels_last, data)
+    step = TrainStep(
+        model, recipe, amp=amp, compile=settings.compile, parallel=world.parallel,
+        teacher=kd.model if kd is not None else None,
+    )  # fmt: skip
     train_batches, eval_batches = _data_batches(
         data, recipe, device, settings.seed, channels_last, shard=(world.rank, world.size),
         keep_last_batch=settings.keep_last_batch,
@@ -517,6 +670,7 @@ def train(
         extra = {
             **(extra_metrics or {}), "precision": precision,
             **({"data_parallel": {"processes": world.size}} if world.parallel else {}),
+            **({"teacher": kd.record(recipe)} if kd is not None else {}),
         }  # fmt: skip
         return _finish(
             model, space, genotype, data, recipe, settings, history, stopped, wall, writes,

@@ -73,6 +73,14 @@ def add_training_args(p: argparse.ArgumentParser, default_out: str) -> None:
     RunSettings.add_arguments(p)
 
 
+def _teacher_arg(p: argparse.ArgumentParser, what: str = "") -> None:
+    """--teacher of `train` and `rethink` (`search` has it as a `SearchSettings` field, beside --reference);
+    `what`: what the command does with it."""
+    from prunenas.recipes import TEACHER_HELP
+
+    p.add_argument("--teacher", metavar="CKPT", help=f"{TEACHER_HELP}{what} (default: none)")
+
+
 def _target_args(p: argparse.ArgumentParser, title: str) -> None:
     tg = p.add_argument_group(title)
     tg.add_argument("--ratio", type=float, help="fraction of prunable channels/weights removed, in [0, 1)")
@@ -89,6 +97,7 @@ def _target_args(p: argparse.ArgumentParser, title: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     import textwrap
 
+    from prunenas.recipes import KD_FIELDS, Recipe
     from prunenas.report import PLOT_FORMATS
     from prunenas.rethink.settings import RethinkSettings
     from prunenas.search import SearchSettings
@@ -158,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights", metavar="CKPT", help="start from these weights (for --recipe finetune; default: a fresh init)"
     )
+    _teacher_arg(p)
     add_training_args(p, "runs/train/SPACE-KEY-RECIPE-sSEED-RUNID")
     p.set_defaults(handler=_handler("commands", "cmd_train"))
 
@@ -243,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--genotype", metavar="FILE", help="a fixed pruned genotype (file or shipped name), not --proposer")
     p.add_argument("--dry-run", action="store_true", help="print the plan (arms, seeds, epochs, totals); train nothing")
     RethinkSettings.add_arguments(p)
+    _teacher_arg(p, "; adds the arm scratch-e-kd; `reference`: the unpruned arm's seed-s model, or --reference")
+    Recipe.add_arguments(p, only=KD_FIELDS, title="distillation (the scratch-e-kd arm, with --teacher)")
     _json_flag(p, "print the plan or the outcome as JSON")
     DataConfig.add_arguments(p)
     RunSettings.add_arguments(p)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prunenas.cli.common import (
+    check_kd_flags,
     data_config,
     default_run_dir,
     fit_to_data,
@@ -18,6 +19,7 @@ from prunenas.cli.common import (
     pct,
     print_json,
     recipe_from_args,
+    recipe_overrides,
     run_settings,
     target_from_args,
 )
@@ -167,12 +169,19 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
     from prunenas import distributed
     from prunenas.cost import genotype_cost
     from prunenas.report import format_table, human
-    from prunenas.train import CHECKPOINT, CURVE, METRICS, load_model_state, train
+    from prunenas.train import CHECKPOINT, CURVE, METRICS, load_model_state, load_teacher, train
 
     data_cfg = data_config(args)
     space, genotype = fit_to_data(space, genotype, image_size=data_cfg.image_size)
     settings = run_settings(args)
     recipe = recipe_from_args(args, space, genotype)
+    teacher_arg = getattr(args, "teacher", None)
+    check_kd_flags(recipe_overrides(args), teacher_arg)
+    if teacher_arg == "reference":
+        raise PrunenasError(
+            "--teacher reference names the space's trained reference, and `prunenas train` takes no --reference: "
+            f"pass --teacher CKPT, the checkpoint.pt of `prunenas pretrain --space {space.name}`"
+        )
     init = load_model_state(args.weights) if getattr(args, "weights", None) else None
     world = distributed.world()
     if world.parallel:  # launched by torchrun: rank 0 decodes (or builds the cache) first, the others then read it
@@ -182,7 +191,11 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
     data = load_data(data_cfg, settings.seed)
     if world.parallel and world.main:
         distributed.barrier()
-    out = Path(args.out) if args.out else default_run_dir(root, space, genotype, recipe, data, settings.seed, init)
+    teacher = load_teacher(space, teacher_arg, data.num_classes) if teacher_arg else None
+    out = (
+        Path(args.out) if args.out
+        else default_run_dir(root, space, genotype, recipe, data, settings.seed, init, teacher)
+    )  # fmt: skip
     if args.fresh and out.exists() and world.main:
         for name in (CHECKPOINT, METRICS, CURVE):
             (out / name).unlink(missing_ok=True)
@@ -196,6 +209,7 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
         out_dir=out,
         init_state=init,
         extra_metrics={"cost": cost.to_dict(), "weights_from": getattr(args, "weights", None)},
+        teacher=teacher,
     )
     if not world.main:
         return 0
@@ -214,6 +228,9 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
         ["test accuracy (final)", pct(result.test_acc)],
         ["wall time", f"{result.wall_time_s:.1f} s at {result.images_per_s:.0f} img/s"],
     ]
+    if teacher is not None:
+        kd = f"T {recipe.kd_temperature:g}, weight {recipe.kd_weight:g}"
+        rows.append(["distilled from", f"{teacher.checkpoint} ({kd})"])
     if result.stopped:
         rows.append(["stopped", result.stopped])
     print(format_table(rows, ["", ""], "ll"))

@@ -129,10 +129,25 @@ def target_from_args(args: argparse.Namespace) -> Any:
     return Target(given[0][0], given[0][1])  # type: ignore[arg-type]
 
 
-def default_run_dir(root: str, space: Any, genotype: Any, recipe: Any, data: Any, seed: int, init: Any = None) -> Path:
+def check_kd_flags(overrides: dict[str, Any], teacher: str | None) -> None:
+    """Refuse distillation settings given without a teacher: they would change nothing, silently."""
+    from prunenas.config import flag_of
+    from prunenas.recipes import KD_FIELDS, Recipe
+
+    given = [flag_of(Recipe.__dataclass_fields__[k]) for k in KD_FIELDS if overrides.get(k) is not None]
+    if given and teacher is None:
+        raise PrunenasError(
+            f"{' and '.join(given)} set distillation, which needs a teacher: add --teacher CKPT (or --teacher "
+            "reference), or leave them out"
+        )
+
+
+def default_run_dir(
+    root: str, space: Any, genotype: Any, recipe: Any, data: Any, seed: int, init: Any = None, teacher: Any = None
+) -> Path:
     """runs/<root>/<space>-<key>-<recipe>-s<seed>-<run id>: the identity hash covers every result-changing
-    setting, so changing any of them (e.g. --lr) gets a new folder."""
+    setting (a teacher included), so changing any of them (e.g. --lr) gets a new folder."""
     from prunenas.train import run_folder_name, run_identity
 
-    identity = run_identity(genotype, recipe, seed, data, init)
+    identity = run_identity(genotype, recipe, seed, data, init, teacher=teacher)
     return Path("runs") / root / run_folder_name(space, genotype, recipe, identity)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from prunenas.cli.common import (
+    check_kd_flags,
     data_config,
     fit_to_data,
     load_data,
@@ -33,6 +34,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     run = run_settings(args)
     data_cfg = data_config(args)
     overrides = recipe_overrides(args)
+    check_kd_flags(overrides, settings.teacher)
     named = get_space(args.space)
     space, _ = fit_to_data(named, image_size=data_cfg.image_size)
     # workers find the space again by the --space value (a TOML path), or by its name when it moved
@@ -96,6 +98,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # -- prunenas rethink -------------------------------------------------------------------------------------
 def cmd_rethink(args: argparse.Namespace) -> int:
+    from prunenas.recipes import KD_FIELDS
     from prunenas.rethink import (
         RethinkConfig,
         check_config,
@@ -121,6 +124,8 @@ def cmd_rethink(args: argparse.Namespace) -> int:
     if args.genotype and (targets or args.option):
         raise PrunenasError("--ratio/--macs-ratio/--density/--option go with --proposer; a --genotype is fixed")
     ablations = parse_ablations(study.ablation)
+    kd = {k: getattr(args, k) for k in KD_FIELDS if getattr(args, k, None) is not None}
+    check_kd_flags(kd, args.teacher)
     settings = run_settings(args)
     data_cfg = data_config(args)
     if args.genotype:
@@ -136,6 +141,8 @@ def cmd_rethink(args: argparse.Namespace) -> int:
         proposer_options=parse_options(args.option),
         target=target_from_args(args) if args.proposer else None,
         reference=study.reference,
+        teacher=args.teacher,
+        kd=kd,
         seeds=study.seeds,
         budget=study.budget,
         epochs=study.epochs,

@@ -16,19 +16,21 @@ from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.proposers.base import Proposer, Target, get_proposer
 from prunenas.proposers.runner import make_context, run_proposer
-from prunenas.recipes import Recipe, make_recipe
+from prunenas.recipes import KD_FIELDS, Recipe, make_recipe
 from prunenas.rethink.settings import BUDGETS
 from prunenas.spaces.base import Space
 
 SMOKE_EPOCHS = 2  # every arm, so a CPU run on digits takes a minute or two
 FAST_FRACTION = 4  # fast = 1/4 of the paper's epochs
 ARMS = ("unpruned", "finetune", "scratch-e", "scratch-b")
+KD_ARM = "scratch-e-kd"  # Scratch-E distilled from the unpruned model: an arm only with --teacher
 ABLATIONS = ("mask", "shuffle", "reinit", "invert")
 LABELS = {
     "unpruned": "unpruned",
     "finetune": "fine-tuned",
     "scratch-e": "scratch-E",
     "scratch-b": "scratch-B",
+    KD_ARM: "scratch-E+KD",
     "mask": "mask",
     "shuffle": "shuffle",
     "reinit": "reinit",
@@ -56,6 +58,10 @@ class RethinkConfig:
     proposer_options: Mapping[str, Any] = field(default_factory=dict)
     target: Target | None = None
     reference: str | None = None  # a trained reference checkpoint instead of training the unpruned arm
+    # the teacher of the scratch-e-kd arm: a checkpoint, or "reference" (`reference`, else the unpruned arm's
+    # seed-s model); None: no such arm
+    teacher: str | None = None
+    kd: Mapping[str, Any] = field(default_factory=dict)  # kd_temperature / kd_weight of that arm's recipe
     seeds: int = 1
     budget: str = "paper"
     epochs: int | None = None  # base E (unpruned, scratch-E, ablations; scratch-B scales it)
@@ -193,6 +199,7 @@ def check_config(config: RethinkConfig) -> tuple[Proposer | None, Proposer | Non
             raise PrunenasError(f"{flag} must be >= 1 (got {value})")
     if config.scratch_b_cap is not None and not config.scratch_b_cap > 0:
         raise PrunenasError(f"--scratch-b-cap must be > 0 (got {config.scratch_b_cap})")
+    check_teacher(config)
     if space.proposer_kind is None:  # no pruned genotype to compare (e.g. stage ratios)
         raise PrunenasError(
             f"space {space.name!r} is a {space.kind} space; rethink compares channel or density genotypes "
@@ -246,6 +253,36 @@ def check_config(config: RethinkConfig) -> tuple[Proposer | None, Proposer | Non
         options = {**dict(config.proposer_options), "invert": True}
         inverted = get_proposer(config.proposer, space.proposer_kind, **options)
     return proposer, inverted
+
+
+def check_teacher(config: RethinkConfig) -> None:
+    """Refuse distillation settings without --teacher and out-of-range ones (the recipe's checks); check a
+    teacher checkpoint (`prunenas.train.load_teacher`; its classes when the dataset's are known)."""
+    from prunenas.config import flag_of
+
+    unknown = sorted(set(config.kd) - set(KD_FIELDS))
+    if unknown:
+        raise PrunenasError(f"unknown distillation setting(s) {unknown}; valid: {', '.join(KD_FIELDS)}")
+    if config.kd and config.teacher is None:
+        flags = " and ".join(flag_of(Recipe.__dataclass_fields__[k]) for k in config.kd)
+        raise PrunenasError(f"{flags} set the scratch-e-kd arm's distillation: add --teacher reference (or CKPT)")
+    make_recipe("scratch-e", config.space.recipe, overrides=dict(config.kd))
+    if config.teacher is not None and config.teacher != "reference":
+        from prunenas.train import load_teacher
+
+        load_teacher(config.space, config.teacher, _KNOWN_CLASSES.get(config.dataset.lower()))
+
+
+def teacher_source(config: RethinkConfig, base_epochs: int) -> dict[str, Any] | None:
+    """What the scratch-e-kd arm's teacher is, for its runs' tag: the given checkpoint, the given reference,
+    or the unpruned arm's runs (each seed's own model); None without --teacher."""
+    if config.teacher is None:
+        return None
+    if config.teacher != "reference":
+        return {"checkpoint": str(Path(config.teacher).resolve())}
+    if config.reference is not None:
+        return {"reference": str(Path(config.reference).resolve())}
+    return {"unpruned": {"epochs": base_epochs, "seed": "each run's own"}}
 
 
 def resolve_epochs(config: RethinkConfig) -> tuple[int, int]:
@@ -519,6 +556,19 @@ def make_plan(
             if a.name in ("scratch-e", "scratch-b") else a
             for a in arms
         ]  # fmt: skip
+    if config.teacher is not None:
+        kd = make_recipe("scratch-e", space.recipe, overrides={**overrides, "epochs": E, **dict(config.kd)})
+        if config.teacher != "reference":
+            teacher = f"the teacher {config.teacher}"
+        elif given:
+            teacher = f"the given reference {config.reference}"
+        else:
+            teacher = "the unpruned seed-k model"
+        kd_what = (
+            f"{scratch_what}, distilled from {teacher} (T {kd.kd_temperature:g}, weight {kd.kd_weight:g}, "
+            "Hinton et al. 2015)"
+        )
+        arms.append(ArmPlan(KD_ARM, kd_what, genotype, kd, E, seeds, KD_ARM, macs, params, executed))
     for name in ablations:
         if name == "mask":
             what = (
@@ -541,6 +591,8 @@ def make_plan(
     tags = {"finetune": mask_tag if density else ref_tag}
     if density:
         tags.update({name: mask_tag for name in ("scratch-e", "scratch-b", "mask", "reinit", "invert")})
+    if config.teacher is not None:  # Scratch-E's starting weights, and the teacher
+        tags[KD_ARM] = fingerprint({"init": tags.get("scratch-e", ""), "teacher": teacher_source(config, E)}, length=6)
     arms = [dataclasses.replace(a, tag=tags.get(a.name, "")) for a in arms]
     data = (config.data or DataConfig(dataset=config.dataset)).identity()
     owners = {a.name: a for a in arms}

@@ -24,6 +24,7 @@ from prunenas.proposers.base import Proposal, Proposer
 from prunenas.proposers.runner import load_reference, make_context, run_proposer
 from prunenas.recipes import Recipe
 from prunenas.rethink.plan import (
+    KD_ARM,
     REINIT_OFFSET,
     ArmPlan,
     Plan,
@@ -36,7 +37,17 @@ from prunenas.rethink.plan import (
 from prunenas.rethink.report import GENOTYPE_FILE, MASKS_FILE, paper_row, write_outputs
 from prunenas.spaces.base import Space
 from prunenas.surgery import magnitude_masks, masked_state
-from prunenas.train import CHECKPOINT, METRICS, EpochMetrics, TrainResult, evaluate, load_error, train
+from prunenas.train import (
+    CHECKPOINT,
+    METRICS,
+    EpochMetrics,
+    Teacher,
+    TrainResult,
+    evaluate,
+    load_error,
+    load_teacher,
+    train,
+)
 
 Log = Callable[[str], None]
 
@@ -124,10 +135,10 @@ class RethinkOutcome:
 
 
 def _finished_result(
-    out: Path, genotype: Genotype, recipe: Recipe, seed: int, data: DatasetSplits
+    out: Path, genotype: Genotype, recipe: Recipe, seed: int, data: DatasetSplits, teacher: Teacher | None = None
 ) -> TrainResult | None:
-    """The result recorded in `out`/metrics.json when it is this very run and it is over (finished or
-    stopped on purpose); None otherwise (then `train` runs or resumes it)."""
+    """The result recorded in `out`/metrics.json when it is this very run (with the same teacher's weights)
+    and it is over (finished or stopped on purpose); None otherwise (then `train` runs or resumes it)."""
     path = out / METRICS
     if not path.exists():
         return None
@@ -140,6 +151,7 @@ def _finished_result(
             and d["seed"] == seed
             and d["dataset"]["name"] == data.name
             and d["dataset"]["sizes"] == {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+            and (d.get("teacher") or {}).get("weights_sha") == (teacher.weights_sha if teacher else None)
         )
         if not same or not (d.get("finished") or d.get("stopped")):
             return None
@@ -258,6 +270,10 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
     ref_state: dict[str, torch.Tensor] | None = None
     if config.reference is not None:
         ref_state = _load_reference_state(space, config.reference, num_classes)
+    # a teacher checkpoint is checked against the data before anything trains
+    given_teacher = (
+        load_teacher(space, config.teacher, num_classes) if config.teacher not in (None, "reference") else None
+    )
     counts = {"trained": 0, "skipped": 0}
 
     # 1. The genotype, up front unless the proposer scores the reference that this study trains.
@@ -296,9 +312,11 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
         arm: ArmPlan,
         init_for: Callable[[int], Mapping[str, torch.Tensor] | None],
         genotypes: Mapping[int, Genotype] | None = None,
+        teacher_for: Callable[[int], Teacher] | None = None,
     ) -> list[RunRecord]:
         """Train (or find finished) the arm's seeds; seed s trains `genotypes[s]` when given (its own
-        scored mask's per-layer densities), else the arm's genotype."""
+        scored mask's per-layer densities), else the arm's genotype, and distills from `teacher_for(s)`
+        when given."""
         nonlocal done
         assert arm.genotype is not None and arm.recipe is not None
         records = []
@@ -307,7 +325,8 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
             out = arm.run_dir(study, seed)
             prefix = f"[{done}/{total_runs}] {arm.label} seed {seed}"
             genotype = (genotypes or {}).get(seed, arm.genotype)
-            result = _finished_result(out, genotype, arm.recipe, seed, data)
+            teacher = teacher_for(seed) if teacher_for is not None else None
+            result = _finished_result(out, genotype, arm.recipe, seed, data, teacher)
             trained = result is None
             if result is None:
                 log(f"{prefix}: {arm.recipe.epochs} epochs ({arm.recipe.name}) -> {out}")
@@ -324,6 +343,7 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
                         "cost": genotype_cost(space, genotype, num_classes=num_classes).to_dict(),
                         "protocol": config.protocol_settings(),
                     },
+                    teacher=teacher,
                 )
                 counts["trained"] += 1
             else:
@@ -419,12 +439,24 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
     }
     if inv_proposal is not None:
         inits["invert"] = fresh(inv_masks, own=own_inv)
+    inits[KD_ARM] = inits["scratch-e"]  # Scratch-E's very starting weights, with a teacher
+
+    def teacher_for(seed: int) -> Teacher:
+        """The scratch-e-kd arm's teacher for `seed`: the given checkpoint, the given reference, or the
+        unpruned arm's seed-`seed` model."""
+        if given_teacher is not None:
+            return given_teacher
+        if config.reference is not None:
+            return load_teacher(space, config.reference, num_classes, flag="--reference", given_as="reference")
+        path = unpruned.run_dir(study, seed) / CHECKPOINT
+        return load_teacher(space, path, num_classes, flag="--teacher reference", given_as="reference")
+
     own_genotypes = {s: p.genotype for s, (p, _) in per_seed.items()}
     inv_genotypes = {s: i.genotype for s, (_, i) in per_seed.items() if i is not None}
     for arm in plan.arms:
         if arm.name != "unpruned" and arm.trains:
             genotypes = None if arm.name == "finetune" else inv_genotypes if arm.name == "invert" else own_genotypes
-            runs[arm.name] = run_arm(arm, inits[arm.name], genotypes)
+            runs[arm.name] = run_arm(arm, inits[arm.name], genotypes, teacher_for if arm.name == KD_ARM else None)
     results = tuple(ArmResult(arm, tuple(runs.get(arm.runs_of, []))) for arm in plan.arms)
     outcome = RethinkOutcome(plan, results, {}, counts["trained"], counts["skipped"], time.perf_counter() - t0)
     files = write_outputs(outcome)

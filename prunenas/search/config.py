@@ -16,6 +16,7 @@ from prunenas.config import Config, ConfigError, DataConfig, RunSettings, settin
 from prunenas.errors import PrunenasError
 from prunenas.metrics import Limit, get_metric
 from prunenas.paths import safe_name
+from prunenas.recipes import TEACHER_HELP
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("none", "median", "hyperband")
@@ -96,6 +97,13 @@ class SearchSettings(Config):
     reference: str | None = setting(
         None, "trained reference: adds proposers that score trained weights", metavar="CKPT"
     )
+    teacher: str | None = setting(
+        None,
+        TEACHER_HELP
+        + "; every candidate's proxy run and the winners' retraining distill; `reference`: the --reference "
+        "checkpoint (default: none)",
+        metavar="CKPT",
+    )
     final_recipe: str = setting("scratch-e", "recipe of the winners' retraining", choices=FINAL_RECIPES)
     final: bool = setting(True, "retrain the winners with the full recipe and export them", identity=False)
     export: bool = setting(True, "export the retrained winners to ONNX", identity=False)
@@ -154,6 +162,7 @@ class SearchSettings(Config):
                 )
             if self.workers > 1:
                 raise ConfigError("--gpus-per-trial N runs one worker group per N GPUs: drop --workers")
+        check_teacher(self.teacher, self.reference, self.gpus_per_trial)
 
     def limits(self) -> tuple[Limit, ...]:
         """--max limits, with the --max-macs/--max-macs-ratio aliases."""
@@ -188,6 +197,18 @@ class SearchSettings(Config):
         return replace(budget, **{k: v for k, v in changes.items() if v is not None})
 
 
+def check_teacher(teacher: str | None, reference: str | None, gpus_per_trial: int) -> None:
+    """Refuse `--teacher reference` without the --reference it names, and a teacher with data-parallel
+    candidates (the group's other ranks train without one)."""
+    if teacher == "reference" and reference is None:
+        raise ConfigError(
+            "--teacher reference distills from the space's trained reference: pass --reference CKPT with it, or "
+            "--teacher CKPT"
+        )
+    if teacher is not None and gpus_per_trial > 1:
+        raise ConfigError("--teacher trains each candidate on one device: drop --gpus-per-trial (use --workers)")
+
+
 def check_band(limits: Sequence[Limit], floors: Sequence[Limit]) -> None:
     """Refuse a --min that is not below the --max on the same metric (when both are absolute or both relative,
     so comparable before the reference is measured; `check_limits` compares the rest once it is)."""
@@ -218,6 +239,8 @@ def default_study_name(settings: SearchSettings, seed: int, overrides: Mapping[s
     if settings.seed_targets or not settings.seeding:  # other seeds: another study, not a resumed one
         changed["seed_targets"] = list(settings.seed_targets) if settings.seeding else []
     changed.update({f"recipe.{k}": v for k, v in (overrides or {}).items() if v is not None})
+    if settings.teacher is not None:  # distilled candidates: another study
+        changed["teacher"] = settings.teacher
     if changed:
         from prunenas.config import fingerprint
 
@@ -250,6 +273,7 @@ class SearchConfig:
     min_limits: tuple[Limit, ...] = ()  # lower limits (--min)
     proposer_names: tuple[str, ...] | None = None  # None: every applicable proposer
     reference: str | None = None
+    teacher: str | None = None  # a checkpoint, or "reference" (= `reference`): proxies and finals distill from it
     final_recipe: str = "scratch-e"
     final: bool = True
     export: bool = True
@@ -282,6 +306,7 @@ class SearchConfig:
         for name in self.objectives:
             get_metric(name)
         check_band(self.limits, self.min_limits)
+        check_teacher(self.teacher, self.reference, self.gpus_per_trial)
         if self.data is not None and self.data.val_size == 0:
             raise PrunenasError(
                 "--val-size 0 leaves no validation split, and a search ranks its candidates on it (the test set "
@@ -342,6 +367,18 @@ class SearchConfig:
 
     def data_config(self) -> DataConfig:
         return self.data or DataConfig(dataset=self.dataset, train_subset=self.budget.train_subset)
+
+    def load_teacher(self, space: Any, num_classes: int) -> Any:
+        """The `prunenas.train.Teacher` the candidates distill from (checked: `prunenas.train.load_teacher`),
+        None without --teacher."""
+        if self.teacher is None:
+            return None
+        from prunenas.train import load_teacher
+
+        if self.teacher == "reference":
+            assert self.reference is not None  # check_teacher
+            return load_teacher(space, self.reference, num_classes, flag="--reference", given_as="reference")
+        return load_teacher(space, self.teacher, num_classes)
 
     # -- identity and JSON ----------------------------------------------------------------------------------
     def settings_dict(self) -> dict[str, Any]:
@@ -451,6 +488,7 @@ def resolve_search(
         min_limits=settings.floors(),
         proposer_names=settings.proposers or None,
         reference=settings.reference,
+        teacher=settings.teacher,
         final_recipe=settings.final_recipe,
         final=settings.final,
         export=settings.export,

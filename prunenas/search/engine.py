@@ -98,7 +98,10 @@ def open_study(config: SearchConfig) -> optuna.Study:
 
 def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that must match for a resume (not the ones that only say how long to run)."""
-    keep = ("space", "dataset", "mode", "limits", "objectives", "seed", "reference", "min_density", "recipe_overrides")
+    keep = (
+        "space", "dataset", "mode", "limits", "objectives", "seed", "reference", "teacher", "min_density",
+        "recipe_overrides",
+    )  # fmt: skip
     out = {k: settings.get(k) for k in keep}
     limits = [str(x).removeprefix("min ") for x in settings.get("limits") or []]  # --max and --min
     measured = [*(settings.get("objectives") or []), *limits]

@@ -113,6 +113,8 @@ class Objective:
             lim.metric: lim.absolute(self.references.get(lim.metric)) for lim in config.min_limits
         }
         self._proposers: list[str] = list(config.proposer_names or applicable_proposers(space, config.reference))
+        # loaded (and checked) once, before any candidate trains; every proxy run distills from it
+        self.teacher = config.load_teacher(space, data.num_classes)
         self._context: Any = None
         self._predictor: Any = None
         self._bounds: dict[str, list[Any]] | None = None
@@ -266,7 +268,7 @@ class Objective:
         return out[0] if len(out) == 1 else out
 
     def run_dir(self, genotype: Genotype) -> Path:
-        identity = run_identity(genotype, self.proxy, self.config.seed, self.data)
+        identity = run_identity(genotype, self.proxy, self.config.seed, self.data, teacher=self.teacher)
         return self.runs / f"{genotype.key}-{run_id(identity)}"
 
     def train(self, trial: optuna.Trial, genotype: Genotype) -> tuple[TrainResult, bool]:
@@ -301,6 +303,7 @@ class Objective:
                 callbacks=callbacks,
                 evaluate_test=False,
                 extra_metrics={"trial": trial.number, "study": self.config.study},
+                teacher=self.teacher,
             )
         return result, cached
 

@@ -143,6 +143,7 @@ def finalize(
             config.run_settings(quiet=config.quiet),
             out_dir=run_dir,
             extra_metrics={"cost": cost.to_dict(), "study": config.study, "trial": w.trial},
+            teacher=config.load_teacher(space, data.num_classes),
         )
         export_dir = None
         if config.export and result.finished:
