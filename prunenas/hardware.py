@@ -1,10 +1,12 @@
 """What the CPU can do, and how many of its cores a training process may take.
 
-bf16 on a CPU. Mixed precision pays on a CPU only where it has bf16 units. Measured on an Intel Xeon with
-AMX-BF16, ResNet-20 at batch 128 (benchmarks/results/2026-12-05-cpu-trainer.md): bf16 autocast with
-channels_last trained about 2x faster than fp32. An AMD EPYC without them ran bf16 14-44x slower than
-fp32. So `cpu_amp_default()` is on only where AMX tiles and AVX-512 BF16 are detected (torch's own
-probes), and `--amp` on a CPU without bf16 instructions is refused rather than silently made slow.
+bf16 on a CPU. Mixed precision pays on a CPU only where it has bf16 units, and only for some layers.
+Measured on an Intel Xeon with AMX-BF16 at batch 128 (benchmarks/results/2026-12-05-cpu-trainer.md):
+bf16 autocast with channels_last trained ResNet-20 about 2x faster than fp32, but MobileNetV2 (depthwise
+convolutions) slower, where fp32 with channels_last was 1.7x faster. An AMD EPYC without bf16 units ran
+bf16 14-44x slower than fp32. So `cpu_mode` defaults to bf16 only where AMX tiles and AVX-512 BF16 are
+detected (torch's own probes) and the convolutions are dense, and `--amp` on a CPU without bf16
+instructions is refused rather than silently made slow.
 
 Threads. A process that takes every core beside another that does the same runs far slower than its
 share: the two oversubscribe the cores. `share_cores()` registers the process in a per-user folder of
@@ -92,22 +94,34 @@ def cpu_amp_default() -> bool:
     return info.amx and info.avx512_bf16
 
 
-def resolve_cpu_amp(amp: bool | None) -> tuple[bool, str]:
-    """(bf16 autocast on, why) for a CPU run: `amp` as given (--amp / --no-amp) or this CPU's default.
-    --amp on a CPU without bf16 instructions is refused in one line."""
+def cpu_mode(amp: bool | None, *, grouped: bool) -> tuple[bool, bool, str]:
+    """(bf16 autocast, channels_last, why) for training on this CPU; `grouped`: the model has grouped or
+    depthwise convolutions. Measured on an Intel Xeon with AMX-BF16, 1 thread, batch 128
+    (benchmarks/results/2026-12-05-cpu-trainer.md): ResNet-20 310 img/s in fp32, 664 in bf16 with
+    channels_last; MobileNetV2 (depthwise) 300 in fp32, 499 in fp32 with channels_last, but 233 in bf16 with
+    channels_last. So where AMX-BF16 is detected the default is bf16 with channels_last for dense
+    convolutions and fp32 with channels_last for grouped ones; elsewhere fp32 as it always ran. --no-amp is
+    fp32 in the layout it always had (NCHW; --channels-last sets it); --amp without bf16 instructions is
+    refused."""
     info = cpu_info()
     if amp is False:
-        return False, "fp32 (--no-amp or the protocol)"
+        return False, False, "fp32 (--no-amp or the protocol)"
     if amp is True:
         if not info.bf16:
             raise PrunenasError(
                 f"--amp trains in bfloat16, but this CPU ({info.model}) has no bf16 instructions (no AVX-512 BF16 "
                 "or AMX), where bf16 runs many times slower than fp32; drop --amp (or pass --no-amp)"
             )
-        return True, "bf16 autocast (--amp)"
-    if cpu_amp_default():
-        return True, "bf16 autocast (default on this CPU: AMX-BF16 detected)"
-    return False, "fp32 (default on this CPU: no AMX-BF16 detected)"
+        return True, True, "bf16 autocast (--amp)"
+    if not cpu_amp_default():
+        return False, False, "fp32 (default on this CPU: no AMX-BF16 detected)"
+    if grouped:
+        return (
+            False,
+            True,
+            ("fp32 with channels_last (default on this CPU for grouped or depthwise convolutions: slower in bf16)"),
+        )
+    return True, True, "bf16 autocast (default on this CPU: AMX-BF16 detected)"
 
 
 # -- sharing the cores -------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ the preset. Every run of such a study records the protocol and the settings it r
 key "protocol"), and `--dry-run` prints them.
 
   prunenas    prunenas's defaults: a held-out validation split (a tenth of the training images), the final
-              model's test accuracy, bf16 autocast on CUDA, normalisation by the training split's own
-              statistics, the space's own initialisation.
+              model's test accuracy, bf16 autocast on CUDA and on CPUs with AMX-BF16, normalisation by the
+              training split's own statistics, the space's own initialisation.
   rethinking  Liu et al. (ICLR 2019), Eric-mingjie/rethinking-network-pruning: every training image
               trains (no validation split), the last partial batch of an epoch too, the best epoch's test
               accuracy is reported (selected on the test set, so labelled test-selected, beside the final
@@ -200,7 +200,9 @@ def resolved_settings(space: Space, data: DataConfig, settings: RunSettings) -> 
         ),
         "reported test accuracy": "final epoch + best epoch by test (test-selected)" if settings.test_every_epoch
         else "final epoch",
-        "precision": "fp32" if settings.amp is False else "bf16 autocast on CUDA, fp32 on CPU",
+        "precision": "fp32" if settings.amp is False else (
+            "bf16 autocast" if settings.amp else "bf16 autocast on CUDA and on CPUs with AMX-BF16, else fp32"
+        ),
         "normalisation": "training split's statistics" if data.normalize == "train"
         else f"fixed {data.normalize} constants",
         "last partial batch": "trained (every image, every epoch)" if settings.keep_last_batch

@@ -127,12 +127,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def resolve_precision(device: torch.device, settings: RunSettings) -> dict[str, Any]:
+def resolve_precision(device: torch.device, settings: RunSettings, model: nn.Module | None = None) -> dict[str, Any]:
     """How a run computes, recorded in metrics.json ("precision"): bf16 autocast or fp32, the memory format
-    and, on a CPU, the threads and the CPU. CUDA: bf16 and channels_last unless switched off. CPU: bf16
-    autocast where the CPU has AMX-BF16 (`prunenas.hardware`; --amp elsewhere is refused, --no-amp and the
-    papers' protocols are exact fp32), channels_last with bf16 (measured faster with it; fp32 keeps the
-    layout it always had), and --threads or this process's share of the cores."""
+    and, on a CPU, the threads and the CPU. CUDA: bf16 and channels_last unless switched off. CPU: as
+    `prunenas.hardware.cpu_mode` decides for `model`'s layers (bf16 only where the CPU has AMX-BF16 and the
+    convolutions are dense; --amp without bf16 instructions is refused; --no-amp and the papers' protocols
+    are fp32 in the layout they always had), and --threads or this process's share of the cores."""
     if device.type == "cuda":
         amp = settings.amp is not False
         why = "bf16 autocast on CUDA" if amp else "fp32 (--no-amp or the protocol)"
@@ -140,8 +140,10 @@ def resolve_precision(device: torch.device, settings: RunSettings) -> dict[str, 
         return {"amp": amp, "dtype": "bfloat16" if amp else "float32", "why": why, "channels_last": channels_last}
     from prunenas import hardware
 
-    amp, why = hardware.resolve_cpu_amp(settings.amp)
-    channels_last = amp if settings.channels_last is None else settings.channels_last
+    grouped = model is not None and any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
+    amp, channels_last, why = hardware.cpu_mode(settings.amp, grouped=grouped)
+    if settings.channels_last is not None:
+        channels_last = settings.channels_last
     threads = settings.threads or hardware.share_cores()
     return {
         "amp": amp, "dtype": "bfloat16" if amp else "float32", "why": why, "channels_last": channels_last,
@@ -624,7 +626,15 @@ def train(
     world = distributed.world()
     device = distributed.join(world, settings.device) if world.parallel else resolve_device(settings.device)
     cuda = device.type == "cuda"
-    precision = resolve_precision(device, settings)
+    # -- model, exactly as a fresh run builds it (first: how it computes depends on its layers) ----------
+    torch.manual_seed(settings.seed)
+    model = space.build(genotype, num_classes=data.num_classes)
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state, strict=True)
+        except RuntimeError as exc:
+            raise PrunenasError(f"the given weights do not fit genotype {genotype.key}: {load_error(exc)}") from None
+    precision = resolve_precision(device, settings, model)
     amp, channels_last = precision["amp"], precision["channels_last"]
     if device.type == "cpu":
         torch.set_num_threads(precision["threads"])
@@ -641,14 +651,6 @@ def train(
         genotype, recipe, settings.seed, data, init_state, keep_last_batch=settings.keep_last_batch, teacher=kd
     )
 
-    # -- model, exactly as a fresh run builds it ------------------------------------------------
-    torch.manual_seed(settings.seed)
-    model = space.build(genotype, num_classes=data.num_classes)
-    if init_state is not None:
-        try:
-            model.load_state_dict(init_state, strict=True)
-        except RuntimeError as exc:
-            raise PrunenasError(f"the given weights do not fit genotype {genotype.key}: {load_error(exc)}") from None
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -56,8 +56,22 @@ def test_bf16_only_where_the_cpu_has_bf16_units(
     precision = resolve_precision(CPU, RunSettings(amp=amp, threads=1))
     assert precision["amp"] is expected
     assert precision["dtype"] == ("bfloat16" if expected else "float32")
-    assert precision["channels_last"] is expected  # the measured-faster layout comes with bf16 only
+    assert precision["channels_last"] is expected  # the measured-faster layout; --no-amp keeps NCHW
     assert precision["cpu"]["model"] == info.model and precision["threads"] == 1
+
+
+def test_depthwise_models_train_in_fp32_channels_last_on_amx(cpu_is: CpuIs) -> None:
+    """MobileNetV2 trained slower in bf16 than in fp32 on the AMX machine, faster in channels_last."""
+    depthwise = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, groups=8), torch.nn.Conv2d(8, 4, 1))
+    cpu_is(AMX)
+    precision = resolve_precision(CPU, RunSettings(threads=1), depthwise)
+    assert (precision["amp"], precision["channels_last"]) == (False, True) and "depthwise" in precision["why"]
+    assert resolve_precision(CPU, RunSettings(amp=True, threads=1), depthwise)["amp"] is True  # asked for
+    cpu_is(EPYC)
+    assert resolve_precision(CPU, RunSettings(threads=1), depthwise)["channels_last"] is False
+    cpu_is(AMX)
+    dense = resolve_precision(CPU, RunSettings(threads=1, channels_last=False))
+    assert (dense["amp"], dense["channels_last"]) == (True, False)  # --no-channels-last wins
 
 
 def test_amp_on_a_cpu_without_bf16_is_one_line_exit_2(cpu_is: CpuIs, capsys: pytest.CaptureFixture[str]) -> None:
