@@ -17,7 +17,20 @@ import torch
 from prunenas.train import CHECKPOINT
 
 FACTORIES = Path(__file__).with_name("factories.py")
-COMMON = ["--dataset", "digits", "--train-subset", "256", "--batch-size", "32", "--seed", "3", "--quiet", "--json"]
+# fp32 (--no-amp): the comparison is of data-parallel against one process, not of precisions
+COMMON = [
+    "--dataset",
+    "digits",
+    "--train-subset",
+    "256",
+    "--batch-size",
+    "32",
+    "--seed",
+    "3",
+    "--quiet",
+    "--json",
+    "--no-amp",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PRUNENAS_PROGRESS": "lines"}
 
 
