@@ -18,7 +18,7 @@ when others kept more than half a core busy: the load average counts this benchm
 DataLoader workers (up to 4 here) and lags by minutes: above 2.5 it is only noted.
 
     python benchmarks/cpu_trainer.py --out benchmarks/results          # ~25-30 min on 2 idle cores
-    python benchmarks/cpu_trainer.py --tiny                             # every path: 1-2 min idle, ~6 busy
+    python benchmarks/cpu_trainer.py --tiny                             # every path: ~30 s idle, ~6 min busy
 """
 
 from __future__ import annotations
