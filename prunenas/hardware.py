@@ -130,7 +130,8 @@ def _registry() -> Path:
     return Path(tempfile.gettempdir()) / f"prunenas-{uid}" / "training"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is alive (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -166,7 +167,7 @@ def share_cores() -> int:
         for entry in folder.iterdir():
             if not entry.name.isdigit():
                 continue
-            if _alive(int(entry.name)):
+            if pid_alive(int(entry.name)):
                 live += 1
             else:  # a process that died without cleaning up
                 _unregister(entry)

@@ -25,7 +25,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -71,20 +70,16 @@ class LatencyResult:
 
 def machine() -> str:
     """The processor the numbers belong to (cache key and provenance)."""
-    name = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{name} x{os.cpu_count()}"
+    from prunenas.hardware import cpu_info
+
+    return f"{cpu_info().model} x{os.cpu_count()}"
 
 
 def default_threads() -> int:
     """One thread per core this process may run on (taskset and cpusets count, not the machine's total)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    from prunenas.hardware import available_cores
+
+    return available_cores()
 
 
 def check_provider(provider: str, flag: str = "--latency-provider") -> str:

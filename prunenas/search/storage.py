@@ -175,13 +175,9 @@ def storage_errors() -> tuple[type[BaseException], ...]:
 def _alive(host: str, pid: int) -> bool:
     if host != socket.gethostname():
         return True  # cannot tell: leave it to heartbeats
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from prunenas.hardware import pid_alive
+
+    return pid_alive(pid)
 
 
 def recover_stale_trials(study: optuna.Study) -> list[int]:
