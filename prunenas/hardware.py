@@ -97,8 +97,8 @@ def cpu_amp_default() -> bool:
 def cpu_mode(amp: bool | None, *, grouped: bool) -> tuple[bool, bool, str]:
     """(bf16 autocast, channels_last, why) for training on this CPU; `grouped`: the model has grouped or
     depthwise convolutions. Measured on an Intel Xeon with AMX-BF16, 1 thread, batch 128
-    (benchmarks/results/2026-12-05-cpu-trainer.md): ResNet-20 310 img/s in fp32, 664 in bf16 with
-    channels_last; MobileNetV2 (depthwise) 300 in fp32, 499 in fp32 with channels_last, but 233 in bf16 with
+    (benchmarks/results/2026-12-05-cpu-trainer.md): ResNet-20 319 img/s in fp32, 696 in bf16 with
+    channels_last; MobileNetV2 (depthwise) 294 in fp32, 505 in fp32 with channels_last, but 224 in bf16 with
     channels_last. So where AMX-BF16 is detected the default is bf16 with channels_last for dense
     convolutions and fp32 with channels_last for grouped ones; elsewhere fp32 as it always ran. --no-amp is
     fp32 in the layout it always had (NCHW; --channels-last sets it); --amp without bf16 instructions is
