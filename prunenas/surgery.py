@@ -94,15 +94,54 @@ _COUNTED = (nn.Conv2d, nn.Linear)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def channel_groups(model: nn.Module, example: torch.Tensor, ignored: Sequence[str] = ()) -> list[ChannelGroup]:
+# -- a bound on the work of grouping (traced spaces) ------------------------------------------------------------
+class GroupTooLarge(Exception):
+    """Torch-Pruning's walk of one dependency group passed `limit` entries: the layer at `root` reaches the
+    same layers again and again with other channel indices (channel shuffles and splits make the walk grow
+    without end, and each entry costs a scan of the ones before it)."""
+
+    def __init__(self, root: str, limit: int) -> None:
+        super().__init__(f"the dependency group of {root!r} grew past {limit} entries")
+        self.root, self.limit = root, limit
+
+
+@contextmanager
+def _bounded_groups(limit: int | None, names: Mapping[Any, str]) -> Iterator[None]:
+    """Within the block, a Torch-Pruning group that grows past `limit` entries raises GroupTooLarge (its
+    grouping is pure Python: the check stops it where it stands). None: no bound."""
+    if limit is None:
+        yield
+        return
+    graph_module = _tp().dependency.graph
+    unbounded = graph_module.Group
+    bound: int = limit
+
+    class Bounded(unbounded):  # type: ignore[misc, valid-type]
+        def add_dep(self, dep: Any, idxs: Any) -> None:
+            super().add_dep(dep, idxs)
+            if len(self._group) > bound:
+                root = self._group[0].dep.target.module
+                raise GroupTooLarge(names.get(root, type(root).__name__), bound)
+
+    graph_module.Group = Bounded
+    try:
+        yield
+    finally:
+        graph_module.Group = unbounded
+
+
+def channel_groups(
+    model: nn.Module, example: torch.Tensor, ignored: Sequence[str] = (), max_entries: int | None = None
+) -> list[ChannelGroup]:
     """Every dependency group of `model` rooted at a Conv2d or Linear, except the groups whose channels
-    reach a layer of `ignored` (module paths: the output layer, user-chosen layers) as its output."""
+    reach a layer of `ignored` (module paths: the output layer, user-chosen layers) as its output.
+    `max_entries`: a group whose walk grows past this many entries raises GroupTooLarge."""
     graph = dependency_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
     modules = dict(model.named_modules())
     skip = [modules[n] for n in ignored]
     found = []
-    with _quiet_tracing():
+    with _quiet_tracing(), _bounded_groups(max_entries, names):
         groups = list(graph.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv2d, nn.Linear]))
     for group in groups:
         root = group[0].dep.target.module

@@ -31,20 +31,26 @@ lowest width fraction, and may `extends` another traced TOML.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from prunenas.errors import SpaceError, first_line
+from prunenas.errors import PrunenasError, SpaceError, first_line
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
-from prunenas.spaces.factories import make_model
+from prunenas.spaces.cache import derived_key, entry_path, load, store
+from prunenas.spaces.factories import factory_source, make_model, user_code
+
+if TYPE_CHECKING:
+    from prunenas.surgery import ChannelGroup
 
 DEFAULT_DIVISOR = 8
 DEFAULT_MIN_FRACTION = 0.125
@@ -56,6 +62,28 @@ WINDOW_ATTENTION = frozenset(
 )
 #: What a traced space's name may start with (the user-callable forms contain a ':' too).
 PREFIXES = ("torchvision:", "timm:", "density:")
+#: The bound on deriving a space: how many entries Torch-Pruning's walk of one dependency group may reach
+#: before the model is refused. A well-behaved model stays far below it (torchvision's ResNets, DenseNets and
+#: ConvNeXts under 200; timm's mobilevitv2_200, the largest seen, 26.6k); channel shuffles and splits (a
+#: CIFAR ShuffleNetV2) make it grow without end, and each entry costs a scan of those before it.
+MAX_GROUP_ENTRIES_ENV = "PRUNENAS_MAX_GROUP_ENTRIES"
+DEFAULT_MAX_GROUP_ENTRIES = 40_000
+
+
+def max_group_entries() -> int:
+    """The bound on one dependency group's entries: $PRUNENAS_MAX_GROUP_ENTRIES, else the default; a value
+    that is not a whole number >= 1 is refused in one line naming the variable."""
+    given = os.environ.get(MAX_GROUP_ENTRIES_ENV, "")
+    text = given.strip()
+    if not text:
+        return DEFAULT_MAX_GROUP_ENTRIES
+    if not text.isdigit() or int(text) < 1:
+        raise PrunenasError(
+            f"{MAX_GROUP_ENTRIES_ENV}={given!r} is not a number of entries; use a whole number >= 1 (default "
+            f"{DEFAULT_MAX_GROUP_ENTRIES}: how far Torch-Pruning may follow one dependency group before a traced "
+            "space is refused), or unset it"
+        )
+    return int(text)
 
 
 def is_factory_name(name: str) -> bool:
@@ -243,6 +271,7 @@ class TracedSpace(Space):
         if not isinstance(ignored, list) or not all(isinstance(x, str) for x in ignored):
             raise SpaceError(f"space {self.name!r}: ignored_layers must be a list of module paths, got {ignored!r}")
         self.user_ignored: list[str] = list(ignored)
+        self.max_group_entries = max_group_entries()  # checked even when the space comes from the cache
 
     def example(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros(batch, *self.input_shape)
@@ -274,10 +303,87 @@ class TracedSpace(Space):
         return out
 
     def _make_genes(self) -> list[Gene]:
-        from prunenas.cost import fvcore_macs_by_layer
-        from prunenas.surgery import channel_groups
-
+        """The genes: from the derived-space cache when an entry for these settings, this factory source and
+        these libraries exists, else derived (and stored). The user's code runs behind `user_code`."""
         self._settings()
+        try:
+            with user_code(self.factory, "tracing its model", errors=False):
+                source = factory_source(self.factory)
+                path = entry_path(self.slug, derived_key(self._derivation_settings(source), source))
+                cached = load(path)
+                if cached is not None:
+                    with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                        return self._restore(cached)  # a malformed entry is derived again and rewritten
+                genes = self._derive()
+        except SpaceError as exc:
+            text = str(exc)
+            if self.source != "model factory" and text.startswith("model factory "):  # a TOML file's [model] factory
+                raise SpaceError(f"space {self.name!r} ({self.source}): [model] factory {text[14:]}") from None
+            raise
+        store(path, self.name, self._derived(genes))
+        return genes
+
+    def _derivation_settings(self, source: Mapping[str, Any]) -> dict[str, Any]:
+        """What the derivation depends on besides the factory's source and the libraries (the cache's key)."""
+        factory = self.factory
+        if "module" in source:  # a user's file: by its resolved path, whatever folder the spec was given from
+            factory = f"{source['module']}:{factory.rpartition(':')[2]}"
+        return {
+            "family": self.family, "factory": factory, "kwargs": self.kwargs, "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes, "ignored_layers": self.user_ignored, "divisor": self.divisor,
+            "min_fraction": self.min_fraction,
+        }  # fmt: skip
+
+    def _call_path(self, model: nn.Module, x: torch.Tensor) -> list[str]:
+        """The module paths of the layers (leaf modules, and every Conv2d/Linear) in the order the forward
+        of `x` calls them."""
+        path: list[str] = []
+        hooks = [
+            m.register_forward_hook(lambda *_, n=n: path.append(n))
+            for n, m in model.named_modules()
+            if n and (isinstance(m, nn.Conv2d | nn.Linear) or next(m.children(), None) is None)
+        ]
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return path
+
+    def _check_static_path(self, model: nn.Module, path: list[str]) -> None:
+        """Refuse a model whose forward calls other layers for other input values (data-dependent control
+        flow): its MACs and channel groups, traced on one input, would describe one path only."""
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, *self.input_shape, generator=gen)
+        probes = {
+            "a random input": x, "its negation": -x, "a uniform [0, 1) input": torch.rand(x.shape, generator=gen),
+            "a 10x larger random input": 10 * x,
+        }  # fmt: skip
+        why = ""
+        for what, probe in probes.items():
+            try:
+                other = self._call_path(model, probe)
+            except Exception as exc:
+                why = f"it fails on {what} ({type(exc).__name__}: {first_line(exc, limit=100)}) but runs on zeros"
+                break
+            if other != path:
+                same = (i for i, (a, b) in enumerate(zip(path, other, strict=False)) if a != b)
+                i = next(same, min(len(path), len(other)))
+                a, b = (path[i] if i < len(path) else "the end"), (other[i] if i < len(other) else "the end")
+                why = f"on {what} it calls {b!r} where zeros call {a!r} (layer call {i + 1})"
+                break
+        if why:
+            raise SpaceError(
+                f"space {self.name!r}: the forward of {self.factory!r} depends on the input values: {why}; refused, "
+                "since MACs and channel groups traced on one input would describe one path only: make the layers "
+                "it calls independent of the input values"
+            )
+
+    def _derive(self) -> list[Gene]:
+        from prunenas.cost import fvcore_macs_by_layer
+        from prunenas.surgery import GroupTooLarge, channel_groups
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = self.fresh_model()
@@ -288,22 +394,14 @@ class TracedSpace(Space):
         if windowed:  # tracing them takes minutes and tens of GB (measured on swin_v2 and maxvit)
             raise SpaceError(
                 f"space {self.name!r}: Torch-Pruning cannot group the window attention of {self.factory!r} "
-                f"({', '.join(windowed)}); its channels cannot be searched (its density: space can be)"
+                f"({', '.join(windowed)}); neither its channels nor its density: space (built on the same trace) "
+                "can be searched"
             )
-        order: list[str] = []
-        hooks = [
-            m.register_forward_hook(lambda *_, n=n: order.append(n))
-            for n, m in modules.items()
-            if isinstance(m, nn.Conv2d | nn.Linear)
-        ]
-        try:
-            with torch.no_grad():
-                model(self.example())
-        finally:
-            for h in hooks:
-                h.remove()
+        path = self._call_path(model, self.example())
+        order = [n for n in path if isinstance(modules[n], nn.Conv2d | nn.Linear)]
         if not order:
             raise SpaceError(f"space {self.name!r}: model {self.factory!r} has no Conv2d or Linear layer to prune")
+        self._check_static_path(model, path)
         unknown = [n for n in self.user_ignored if n not in modules]
         if unknown:
             raise SpaceError(
@@ -313,12 +411,25 @@ class TracedSpace(Space):
         self.output_layer = order[-1]
         rank = {n: i for i, n in enumerate(dict.fromkeys(order))}
         try:
-            found = channel_groups(model, self.example(), ignored=[self.output_layer, *self.user_ignored])
+            found = channel_groups(
+                model,
+                self.example(),
+                ignored=[self.output_layer, *self.user_ignored],
+                max_entries=self.max_group_entries,
+            )
+        except GroupTooLarge as exc:  # channel shuffles and splits: grouping would run for hours
+            raise SpaceError(
+                f"space {self.name!r}: deriving the channel groups of {self.factory!r} was stopped: Torch-Pruning's "
+                f"dependency group of {exc.root!r} grew past {exc.limit} entries (channel shuffles or splits make it "
+                "reach the same layers in ever more channel orders, for hours); neither its channels nor its density: "
+                f"space (built on the same trace) can be searched (${MAX_GROUP_ENTRIES_ENV} sets the bound)"
+            ) from None
         except Exception as exc:  # Torch-Pruning cannot trace this model's graph
             first = first_line(exc, limit=160)
             raise SpaceError(
                 f"space {self.name!r}: Torch-Pruning cannot build the dependency graph of {self.factory!r} "
-                f"({type(exc).__name__}: {first}); its channels cannot be searched (try its density: space)"
+                f"({type(exc).__name__}: {first}); neither its channels nor its density: space (built on the same "
+                "trace) can be searched"
             ) from None
         groups = [
             # a group is named by the first layer (in execution order) whose output channels it sets
@@ -350,15 +461,7 @@ class TracedSpace(Space):
             candidates[g.root] = (g, step, low)
         failing = self._probe(model, {r: (g.width, low, g.splits) for r, (g, _, low) in candidates.items()})
         self.fixed_groups.update(failing)
-        self.groups = {r: g for r, (g, _, _) in candidates.items() if r not in failing}
-        self.gene_splits = {r: g.splits for r, g in self.groups.items()}
-        self._outs: dict[str, list[tuple[str, int]]] = {}
-        self._ins: dict[str, list[tuple[str, int]]] = {}
-        for r, g in self.groups.items():
-            for layer, n in g.out_layers:
-                self._outs.setdefault(layer, []).append((r, n))
-            for layer, n in g.in_layers:
-                self._ins.setdefault(layer, []).append((r, n))
+        self._set_groups({r: g for r, (g, _, _) in candidates.items() if r not in failing})
         if not self.groups:
             reasons = "; ".join(f"{k}: {v}" for k, v in list(self.fixed_groups.items())[:3])
             raise SpaceError(
@@ -372,6 +475,65 @@ class TracedSpace(Space):
             layers = ", ".join(dict.fromkeys(n for n, _ in g.out_layers))
             what = f"out channels of {layers}" if len(layers) < 80 else f"out channels of {len(g.out_layers)} layers"
             genes.append(Gene(r, "int", low, g.width, g.width, step=step, description=what))
+        return genes
+
+    def _set_groups(self, groups: Mapping[str, ChannelGroup]) -> None:
+        """The searchable groups (root -> group), and the per-layer tables the cost model reads from them."""
+        self.groups = dict(groups)
+        self.gene_splits = {r: g.splits for r, g in self.groups.items()}
+        self._outs: dict[str, list[tuple[str, int]]] = {}
+        self._ins: dict[str, list[tuple[str, int]]] = {}
+        for r, g in self.groups.items():
+            for layer, n in g.out_layers:
+                self._outs.setdefault(layer, []).append((r, n))
+            for layer, n in g.in_layers:
+                self._ins.setdefault(layer, []).append((r, n))
+
+    # -- the derived-space cache (prunenas.spaces.cache) -------------------------------------------------------
+    def _derived(self, genes: list[Gene]) -> dict[str, Any]:
+        """What `_derive` found, as JSON values."""
+        return {
+            "genes": [asdict(g) for g in genes],
+            "output_layer": self.output_layer,
+            "layers": {n: [x.out, x.inp, x.groups, x.macs, list(x.fans), x.kind] for n, x in self._layers.items()},
+            "init_modes": self.init_modes,
+            "fixed_groups": self.fixed_groups,
+            "groups": [asdict(g) for g in self.groups.values()],
+        }
+
+    def _restore(self, data: Mapping[str, Any]) -> list[Gene]:
+        """The genes and tables of a cache entry (any malformation raises KeyError, TypeError or ValueError)."""
+        from prunenas.surgery import ChannelGroup
+
+        def pairs(rows: Any) -> tuple[tuple[str, int], ...]:
+            return tuple((str(n), int(k)) for n, k in rows)
+
+        groups = [
+            ChannelGroup(
+                root=str(g["root"]), width=int(g["width"]), splits=int(g["splits"]), out_layers=pairs(g["out_layers"]),
+                in_layers=pairs(g["in_layers"]), kinds=tuple(str(k) for k in g["kinds"]),
+            )
+            for g in data["groups"]
+        ]  # fmt: skip
+        genes = [Gene(**g) for g in data["genes"]]
+        layers = {
+            str(n): _Layer(int(o), int(i), int(gr), int(m), (int(f[0]), int(f[1])), str(k))
+            for n, (o, i, gr, m, f, k) in data["layers"].items()
+        }
+        by_root = {g.root: g for g in groups}
+        ints = ("low", "high", "reference", "step")
+        if (
+            not genes
+            or len(by_root) != len(genes)
+            or any(g.kind != "int" or g.name not in by_root for g in genes)
+            or any(type(getattr(g, k)) is not int for g in genes for k in ints)
+        ):
+            raise ValueError("the entry's genes and groups do not match")
+        self.output_layer = str(data["output_layer"])
+        self._layers = layers
+        self.init_modes = {str(k): str(v) for k, v in data["init_modes"].items()}
+        self.fixed_groups = {str(k): str(v) for k, v in data["fixed_groups"].items()}
+        self._set_groups(by_root)
         return genes
 
     def _probe(self, model: nn.Module, plan: Mapping[str, tuple[int, int, int]]) -> dict[str, str]:
