@@ -7,6 +7,11 @@ are provenance (proposer, target, seed, source paper...), kept but not part of t
 File format (the public contract)::
 
     {"space": "resnet56_channels", "genes": {"stage1_width": 16, "stage1_block1": 6, ...}, "proposer": "l1"}
+
+A genotype of a space defined by the user's own files (a TOML file, a model factory's Python file) also
+records where they were and their content hash, under the optional provenance key `space_origin`
+(written by `to_dict` from the space loaded under that name; see `prunenas.spaces.files`), so the space
+is found again from any folder. Files without it load as before.
 """
 
 from __future__ import annotations
@@ -99,9 +104,18 @@ class Genotype:
 
     # -- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The file form: space, genes, then provenance keys (sorted)."""
+        """The file form: space, genes, then provenance keys (sorted). `space_origin` is that of the space
+        loaded under this genotype's space name in this process, when one was (see the module docstring)."""
+        from prunenas.spaces.files import ORIGIN_KEY, loaded_origin
+
+        provenance = dict(self.provenance)
+        loaded, origin = loaded_origin(self.space)
+        if loaded:
+            provenance.pop(ORIGIN_KEY, None)
+            if origin is not None:
+                provenance[ORIGIN_KEY] = origin
         out: dict[str, Any] = {"space": self.space, "genes": dict(self.genes)}
-        out.update({k: self.provenance[k] for k in sorted(self.provenance)})
+        out.update({k: provenance[k] for k in sorted(provenance)})
         return out
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -202,6 +202,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             latency_repeats=args.repeats,
             provider=args.provider,
             opset=args.opset,
+            space=args.space,
         )
     except ExportError as exc:  # the export itself is wrong, not the input: exit 1, still one line
         print(f"prunenas: error: {exc}", file=sys.stderr)

@@ -390,16 +390,18 @@ def export_run(
     tolerance: float = PARITY_TOLERANCE,
     opset: int = DEFAULT_OPSET,
     out_flag: str = "-o",
+    space: str | None = None,
 ) -> ExportResult:
     """Export the trained model of `run_dir` to ONNX at `opset` (MIN_OPSET..max_opset()), verify it, and
     write model.onnx, model.json, README.md.
 
     Output: `out_dir`, else `root/<space>/<name>` (name: `name`, else the genotype key, or the run
-    folder's name when the key's folder holds another run's export). Raises PrunenasError for bad input
+    folder's name when the key's folder holds another run's export). `space` (a space name, .toml path or
+    model factory) replaces the space the run records, e.g. when its file moved. Raises PrunenasError for bad input
     and ExportError (a PrunenasError) when the exported model fails a check; then nothing is written.
     """
     check_opset(opset)
-    run = load_run(run_dir)
+    run = load_run(run_dir, space)
     resolve_providers(provider)  # a provider that is not there fails now, not after the export
     if benchmark:  # validate before the slow part
         _check_latency_args(latency_batches, latency_repeats, latency_warmup)

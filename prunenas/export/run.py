@@ -45,14 +45,22 @@ class TrainedRun:
         return self.space.input_shape
 
 
-def _space_of_run(name: str, state: Mapping[str, Any], run: Path) -> Space:
-    """The run's space: by name, or (a user's TOML space) from the file the run recorded it was defined in."""
+def _space_of_run(genotype: Genotype, state: Mapping[str, Any], run: Path, space: str | None) -> Space:
+    """The run's space: `space` (--space) when given, else the one its genotype records (by name, or from
+    the files it recorded: see `space_for_genotype`), else (runs written before genotypes recorded
+    their files) the .toml path the run recorded."""
     from prunenas.spaces import get_space
+    from prunenas.spaces.files import ORIGIN_KEY
+    from prunenas.spaces.registry import space_for_genotype
     from prunenas.train import METRICS
 
+    if space is not None:
+        return get_space(space)
     try:
-        return get_space(name)
+        return space_for_genotype(genotype)
     except SpaceError:
+        if ORIGIN_KEY in genotype.provenance:
+            raise  # the recorded files are changed or gone: that message says what to do
         source = state.get("space_source")
         if not source:
             metrics = run / METRICS
@@ -62,13 +70,20 @@ def _space_of_run(name: str, state: Mapping[str, Any], run: Path) -> Space:
         if isinstance(source, str) and source.endswith(".toml") and Path(source).is_file():
             return get_space(source)
         raise PrunenasError(
-            f"the run's space {name!r} is not a known space and the run does not say where it is defined; "
-            "put its .toml file in a folder of $PRUNENAS_SPACES_PATH and export again"
+            f"the run's space {genotype.space!r} is not a known space here and the run does not say where it is "
+            "defined (it was trained before runs recorded that): pass --space with the space it was trained in "
+            "(its .toml file or model factory path/to/file.py:callable)"
         ) from None
 
 
-def load_run(run_dir: str | Path) -> TrainedRun:
-    """Read a run folder (checkpoint.pt, genotype.json, metrics.json) and rebuild its trained model.
+def _in_space(genotype: Genotype, space: Space) -> Genotype:
+    """`genotype` as one of `space` (the same genes under another space name, when --space renames it)."""
+    return genotype if genotype.space == space.name else Genotype(space.name, genotype.genes, genotype.provenance)
+
+
+def load_run(run_dir: str | Path, space: str | None = None) -> TrainedRun:
+    """Read a run folder (checkpoint.pt, genotype.json, metrics.json) and rebuild its trained model in
+    its own space, or in `space` (a space name, .toml path or model factory: --space).
 
     Raises PrunenasError (one line: what is wrong and how to fix it) for anything missing or inconsistent.
     """
@@ -98,10 +113,11 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         genotype = Genotype.from_dict(ckpt_genotype, origin=f"{ckpt_path} genotype")
     else:
         raise PrunenasError(f"run folder {str(run)!r} has no genotype.json; pass {layout}")
-    space = _space_of_run(genotype.space, state, run)
-    genotype = space.validate(genotype)
+    run_space = _space_of_run(genotype, state, run, space)
+    genotype = run_space.validate(_in_space(genotype, run_space))
     if isinstance(ckpt_genotype, Mapping):
-        trained = space.validate(Genotype.from_dict(ckpt_genotype, origin=f"{ckpt_path} genotype"))
+        trained = Genotype.from_dict(ckpt_genotype, origin=f"{ckpt_path} genotype")
+        trained = run_space.validate(_in_space(trained, run_space))
         if trained.key != genotype.key:
             raise PrunenasError(
                 f"{genotype_file} (genotype {genotype.key}) is not the genotype checkpoint.pt was trained on "
@@ -124,12 +140,12 @@ def load_run(run_dir: str | Path) -> TrainedRun:
             "is unknown; pass the folder of a `prunenas train` run"
         )
     assert isinstance(dataset, Mapping)
-    num_classes = int(state.get("num_classes") or len(dataset.get("classes") or []) or space.num_classes)
+    num_classes = int(state.get("num_classes") or len(dataset.get("classes") or []) or run_space.num_classes)
     classes = tuple(str(c) for c in dataset.get("classes") or [])
     if len(classes) != num_classes:
         classes = tuple(str(i) for i in range(num_classes))
 
-    model = space.build(genotype, num_classes=num_classes)
+    model = run_space.build(genotype, num_classes=num_classes)
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as exc:
@@ -146,7 +162,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         )
     return TrainedRun(
         run_dir=run,
-        space=space,
+        space=run_space,
         genotype=genotype,
         model=model,
         num_classes=num_classes,
