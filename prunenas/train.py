@@ -711,7 +711,13 @@ def train(
         len(train_batches) * recipe.epochs, settings.quiet, desc, initial=start_epoch * len(train_batches)
     )
     if progress is not None and start_epoch:
-        progress.note(f"{desc}: resuming after epoch {start_epoch}/{recipe.epochs}")
+        done = start_epoch >= recipe.epochs  # a finished run given again: nothing is trained
+        resumed = (
+            f"already trained ({start_epoch}/{recipe.epochs} epochs), reused"
+            if done
+            else f"resuming after epoch {start_epoch}/{recipe.epochs}"
+        )
+        progress.note(f"{desc}: {resumed}")
     try:
         for epoch in range(start_epoch, recipe.epochs):
             metrics = train_epoch(step, train_batches, epoch, progress)

@@ -10,6 +10,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 a bug, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -269,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", metavar="DIR", help="export folder (default exports/SPACE/NAME)")
     p.add_argument("--name", help="export name (default: the genotype key, or the run folder's name if taken)")
     p.add_argument(
+        "--space",
+        help="space name, .toml path or model factory the run was trained in (default: the one the run records)",
+    )
+    p.add_argument(
         "--opset", type=int, default=default_opset, metavar="N",
         help=f"ONNX opset of model.onnx, {min_opset} up to the newest the installed torch exports "
         f"(default {default_opset})",
@@ -321,7 +326,25 @@ def _print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `prunenas` command (`argv`: its arguments; None: this process's command line, and the process
+    ends when it returns). Ctrl-C or SIGTERM, once or many times: one line and exit 130 (`prunenas.interrupts`)."""
+    from prunenas import interrupts
+
     raw = list(sys.argv[1:] if argv is None else argv)
+    with interrupts.orderly_shutdown(process_ends=argv is None):
+        try:
+            return _run(raw)
+        except KeyboardInterrupt:
+            return _interrupted()
+        except BaseException:
+            if interrupts.received() is not None:  # what the signal broke on its way (a peer rank gone, ...)
+                return _interrupted()
+            raise
+
+
+def _run(raw: list[str]) -> int:
+    from prunenas import distributed
+
     try:
         parser = build_parser()
         args = parser.parse_args(raw)
@@ -330,18 +353,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is None:
             parser.print_help()
             return 2
+        distributed.world()  # torchrun's environment, checked before any command starts its work
         return handler(args)
     except PrunenasError as exc:
         print(f"prunenas: error: {exc}", file=sys.stderr)
         if "--json" in raw:  # scripts read stdout: the error as JSON there too
             print(json.dumps({"error": str(exc), "exit_code": 2}))
         return 2
-    except KeyboardInterrupt:
-        print("prunenas: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
         return 0
+
+
+def _interrupted() -> int:
+    """The one line of an interrupted command (only rank 0 of a torchrun group says it), exit code 130."""
+    from prunenas import distributed, interrupts
+
+    quiet = False
+    with contextlib.suppress(Exception):
+        quiet = not distributed.world().main
+    if not quiet:
+        with contextlib.suppress(Exception):
+            print(f"prunenas: {interrupts.describe()}", file=sys.stderr, flush=True)
+    return interrupts.EXIT_CODE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -237,12 +237,15 @@ class Objective:
         if any(v > 0 for v in violations.values()):
             # Never trained: recorded with the worst training metrics so the sampler learns the boundary.
             trial.set_user_attr("infeasible", True)
+            self._note_duplicate(trial, genotype)
             for m in self.objectives:
                 if m.after_training:
                     trial.set_user_attr(m.name, None)
             return self._returned({**values, **{m.name: m.worst for m in self.objectives if m.after_training}})
         result, cached = self.train(trial, genotype)
         trial.set_user_attr("cached", cached)
+        if cached:
+            self._note_duplicate(trial, genotype)
         trial.set_user_attr("resumed_from_epoch", result.resumed_from)
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("train_time_s", result.wall_time_s)
@@ -262,6 +265,21 @@ class Objective:
         if any(v > 0 for v in late.values()):  # over a limit only training could measure
             trial.set_user_attr("infeasible", True)
         return self._returned(values)
+
+    @staticmethod
+    def _note_duplicate(trial: optuna.Trial, genotype: Genotype) -> None:
+        """Record `duplicate_of`: the first other trial of the study with this genotype, finished or running (the
+        one whose run this trial reused), so its progress line says so instead of repeating a count."""
+        if not hasattr(trial, "study"):
+            return
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+        others = [
+            t.number
+            for t in trial.study.get_trials(deepcopy=False, states=states)
+            if t.number != trial.number and t.user_attrs.get("key") == genotype.key
+        ]
+        if others:
+            trial.set_user_attr("duplicate_of", min(others))
 
     def _returned(self, values: dict[str, float]) -> float | tuple[float, ...]:
         out = tuple(float(values[m.name]) for m in self.objectives)

@@ -20,7 +20,7 @@ from prunenas.metrics import Metric, get_metric
 from prunenas.recipes import make_recipe
 from prunenas.search.config import SearchConfig
 from prunenas.spaces.base import Space
-from prunenas.train import TrainResult, train
+from prunenas.train import CHECKPOINT, METRICS, TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,14 @@ def finalize(
             overrides={"epochs": config.budget.final_epochs, **config.recipe_overrides},
         )
         run_dir = config.out / "final" / f"{w.genotype.key}-{recipe.name}-e{recipe.epochs}"
-        log(
-            f"winner {i}/{len(winners)}: trial {w.trial} ({w.origin}), "
-            f"retraining with {recipe.name} for {recipe.epochs} epochs"
-        )
+        # say what will happen: a run folder of an earlier session is reused or resumed, not trained again
+        if (run_dir / METRICS).exists():
+            what = f"already retrained with {recipe.name} for {recipe.epochs} epochs, reused"
+        elif (run_dir / CHECKPOINT).exists():
+            what = f"resuming its retraining with {recipe.name} ({recipe.epochs} epochs)"
+        else:
+            what = f"retraining with {recipe.name} for {recipe.epochs} epochs"
+        log(f"winner {i}/{len(winners)}: trial {w.trial} ({w.origin}), {what}")
         result = train(
             space,
             w.genotype.with_provenance(study=config.study, trial=w.trial, origin=w.origin),
