@@ -24,7 +24,7 @@ from prunenas.genotype import Genotype
 __version__ = "0.1.0"
 
 _LAZY = {
-    "get_space": "prunenas.spaces",
+    "get_space": "prunenas.api",
     "space_names": "prunenas.spaces",
     "Space": "prunenas.spaces",
     "load_genotype": "prunenas.api",

@@ -16,11 +16,16 @@
 The names avoid those of the submodules (`prunenas.train`, `prunenas.cost`, `prunenas.search`,
 `prunenas.export`), which stay importable as modules.
 
-Every function validates its arguments like the CLI does (`PrunenasError` with a one-line message).
+Every function checks its arguments where they enter (`_arg` and its helpers): a wrong type or value is a
+`PrunenasError` (a `ConfigError`) of one line naming the function, the parameter, what was given and what is
+valid, never a TypeError from torch or pathlib. A genotype is accepted as a `Genotype`, a genotype dict (the
+JSON file's mapping), a file path, a shipped genotype name or a space name.
 """
 
 from __future__ import annotations
 
+import inspect
+import numbers
 import os
 import tempfile
 from collections.abc import Mapping
@@ -28,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunenas.config import DataConfig, RunSettings
-from prunenas.errors import PrunenasError
+from prunenas.config import DATASETS, DEVICES, ConfigError, DataConfig, RunSettings, check_arg
 from prunenas.genotype import Genotype
-from prunenas.spaces import Space, get_space
+from prunenas.spaces import Space
+from prunenas.spaces import get_space as _get_space
 
 if TYPE_CHECKING:
     from torch import nn
@@ -43,54 +48,133 @@ if TYPE_CHECKING:
     from prunenas.search import SearchOutcome
     from prunenas.train import TrainResult
 
+PathLike = str | os.PathLike[str]
 
-def _space_of(space: Space | str | None, genotype: Genotype | None = None) -> Space:
+# -- arguments, checked where they enter --------------------------------------------------------------------
+_GENOTYPE = (
+    "a Genotype, a genotype dict {'space': NAME, 'genes': {...}}, the path of a genotype JSON file, a shipped "
+    "genotype name (li2017_resnet56_b) or a space name (its reference)"
+)
+_SPACE = "a Space, a space name (see prunenas.space_names()), a model name (torchvision:NAME) or a .toml path"
+_DATA = "a dataset name (digits, cifar10, cifar100, imagefolder), a DataConfig or the DatasetSplits of load_data()"
+
+
+def _arg(where: str, name: str, value: Any, valid: str, *types: type, **bounds: Any) -> Any:
+    """Argument `name` of function `where` checked against `types` and `bounds` (`prunenas.config.check_arg`);
+    a path given as text must not be empty."""
+    value = check_arg(where, name, value, valid, *types, **bounds)
+    if isinstance(value, str) and not value.strip() and os.PathLike in types:
+        raise ConfigError(f"{where}: {name} must be {valid}, got an empty string")
+    return value
+
+
+def _path(where: str, name: str, value: Any, what: str, *, optional: bool = False) -> Path | None:
+    checked = _arg(where, name, value, f"{what} (str or pathlib.Path)", str, os.PathLike, optional=optional)
+    return None if checked is None else Path(checked)
+
+
+def _seed(where: str, seed: Any) -> int:
+    return int(_arg(where, "seed", seed, "an integer in [0, 2**63)", numbers.Integral, low=0, high=2**63 - 1))
+
+
+def _num_classes(where: str, num_classes: Any) -> int | None:
+    """Classes of the model's output (None: the space's own)."""
+    return _arg(where, "num_classes", num_classes, "an integer >= 1", numbers.Integral, low=1, optional=True)
+
+
+def _device(where: str, device: Any) -> str:
+    _arg(where, "device", device, DEVICES, str)
+    try:
+        RunSettings(device=device)
+    except ConfigError:
+        raise ConfigError(f"{where}: device must be {DEVICES}, got {device!r}") from None
+    return str(device)
+
+
+def _data(where: str, data: Any, *, optional: bool = False, splits: bool = True) -> Any:
+    from prunenas.data import DatasetSplits
+
+    types: tuple[type, ...] = (str, DataConfig, DatasetSplits) if splits else (str, DataConfig)
+    valid = _DATA if splits else "a dataset name (digits, cifar10, cifar100, imagefolder) or a DataConfig"
+    _arg(where, "data", data, valid, *types, optional=optional)
+    if isinstance(data, str) and data not in DATASETS:
+        raise ConfigError(f"{where}: data must be {valid}, got {data!r}")
+    return data
+
+
+def _space_of(where: str, space: Any, genotype: Genotype | None = None, name: str = "space") -> Space:
     if isinstance(space, Space):
         return space
     if space is not None:
-        return get_space(space)
+        return _get_space(os.fspath(_arg(where, name, space, _SPACE, str, os.PathLike)))
     if genotype is None:
-        raise PrunenasError("name a space (e.g. resnet20_channels) or pass a genotype")
-    return get_space(genotype.space)
+        raise ConfigError(f"{where}: {name} must be {_SPACE}, got None")
+    from prunenas.spaces.registry import space_for_genotype
+
+    return space_for_genotype(genotype)  # by name, else from the files the genotype recorded (space_origin)
 
 
-def load_genotype(source: Genotype | str | Path, space: Space | str | None = None) -> Genotype:
-    """A validated genotype from a Genotype, a JSON file, the name of a shipped genotype
-    (`li2017_resnet56_b`), or a space name (its reference genotype). `space` re-targets it."""
+def _load_genotype(where: str, name: str, source: Any, space: Any = None) -> Genotype:
+    """The validated genotype of argument `name` of `where` (see `load_genotype`)."""
     from prunenas.spaces import space_names
     from prunenas.spaces.traced import is_factory_name
 
+    _arg(where, name, source, _GENOTYPE, Genotype, Mapping, str, os.PathLike)
+    target = _space_of(where, space, name="space") if space is not None else None
     if isinstance(source, Genotype):
         genotype = source
-    elif space is not None and isinstance(source, str) and source == _space_of(space).name:
-        genotype = _space_of(space).reference()  # a space given by its file, named by its name
+    elif isinstance(source, Mapping):
+        genotype = Genotype.from_dict(source, origin=f"{where}: {name} (a genotype dict)")
+    elif target is not None and isinstance(source, str) and source == target.name:
+        genotype = target.reference()  # a space given by its file, named by its name
     elif isinstance(source, str) and source in space_names() and not os.path.exists(source):
-        genotype = get_space(source).reference()
+        genotype = _get_space(source).reference()
     elif isinstance(source, str) and is_factory_name(source) and not os.path.exists(source):
-        genotype = get_space(source).reference()  # a model factory name: its unpruned model
+        genotype = _get_space(source).reference()  # a model factory name: its unpruned model
     else:
         genotype = Genotype.load(source)
-    target = _space_of(space, genotype)
+    target = target or _space_of(where, None, genotype)
     if target.name != genotype.space:
         genotype = Genotype(target.name, genotype.genes, genotype.provenance)
     return target.validate(genotype)
 
 
-def build(genotype: Genotype | str | Path, *, num_classes: int | None = None, seed: int = 0) -> nn.Module:
+# -- the functions ------------------------------------------------------------------------------------------
+def get_space(name: PathLike, overrides: Mapping[str, Any] | None = None) -> Space:
+    """A space by name (see `space_names()`), by a model name (`torchvision:resnet18`) or by the path of a
+    TOML file; `overrides` change its [model] settings."""
+    _arg("get_space()", "name", name, _SPACE[len("a Space, ") :], str, os.PathLike)
+    _arg("get_space()", "overrides", overrides, "a dict of [model] settings", Mapping, optional=True)
+    return _get_space(os.fspath(name), overrides)
+
+
+def load_genotype(source: Genotype | Mapping[str, Any] | PathLike, space: Space | PathLike | None = None) -> Genotype:
+    """A validated genotype from a Genotype, a genotype dict (the JSON file's mapping), a JSON file, the name
+    of a shipped genotype (`li2017_resnet56_b`), or a space name (its reference genotype). `space` re-targets
+    it."""
+    return _load_genotype("load_genotype()", "source", source, space)
+
+
+def build(
+    genotype: Genotype | Mapping[str, Any] | PathLike, *, num_classes: int | None = None, seed: int = 0
+) -> nn.Module:
     """A freshly initialised model of the genotype (seeded)."""
     import torch
 
-    g = load_genotype(genotype)
+    num_classes = _num_classes("build()", num_classes)
+    seed = _seed("build()", seed)
+    g = _load_genotype("build()", "genotype", genotype)
     torch.manual_seed(seed)
-    return _space_of(None, g).build(g, num_classes=num_classes)
+    return _space_of("build()", None, g).build(g, num_classes=num_classes)
 
 
-def count_cost(genotype: Genotype | str | Path, *, num_classes: int | None = None) -> Cost:
+def count_cost(genotype: Genotype | Mapping[str, Any] | PathLike, *, num_classes: int | None = None) -> Cost:
     """MACs and params of a genotype and of its space's reference (see `prunenas.cost`)."""
     from prunenas.cost import genotype_cost
 
-    g = load_genotype(genotype)
-    return genotype_cost(_space_of(None, g), g, num_classes=num_classes)
+    num_classes = _num_classes("count_cost()", num_classes)
+    g = _load_genotype("count_cost()", "genotype", genotype)
+    return genotype_cost(_space_of("count_cost()", None, g), g, num_classes=num_classes)
 
 
 def load_data(data: DataConfig | DatasetSplits | str = "digits", *, seed: int = 0, **settings: Any) -> DatasetSplits:
@@ -98,8 +182,19 @@ def load_data(data: DataConfig | DatasetSplits | str = "digits", *, seed: int = 
     a DataConfig, or splits already loaded."""
     from prunenas.data import DatasetSplits, load_dataset
 
+    where = "load_data()"
+    _data(where, data)
+    seed = _seed(where, seed)
+    if settings and not isinstance(data, str):
+        raise ConfigError(
+            f"{where}: settings {sorted(settings)} apply to a dataset given by name; with a "
+            f"{type(data).__name__} give none (a DataConfig changes with .replace(...))"
+        )
     if isinstance(data, DatasetSplits):
         return data
+    DataConfig.check_values(
+        settings, where, sep=": ", allowed=[n for n in DataConfig.setting_names() if n != "dataset"]
+    )
     cfg = data if isinstance(data, DataConfig) else DataConfig(dataset=data, **settings)
     data_dir = cfg.data_dir or os.environ.get("PRUNENAS_DATA") or None
     return load_dataset(
@@ -121,14 +216,19 @@ class TrainedModel:
 
 
 def make_recipe_for(
-    genotype: Genotype, recipe: str = "standard", scratch_b_cap: float | None = None, **overrides: Any
+    genotype: Genotype | Mapping[str, Any] | PathLike,
+    recipe: str = "standard",
+    scratch_b_cap: float | None = None,
+    **overrides: Any,
 ) -> Recipe:
     """The named recipe from the genotype's space's defaults, with overrides (scratch-b scaled by MACs)."""
     from prunenas.cost import genotype_cost
-    from prunenas.recipes import make_recipe
+    from prunenas.recipes import Recipe, make_recipe
 
-    space = _space_of(None, genotype)
-    c = genotype_cost(space, genotype)
+    Recipe.check_values(overrides, "make_recipe_for()", sep=": ")
+    g = _load_genotype("make_recipe_for()", "genotype", genotype)
+    space = _space_of("make_recipe_for()", None, g)
+    c = genotype_cost(space, g)
     return make_recipe(
         recipe, space.recipe, macs=c.macs, reference_macs=c.reference_macs, scratch_b_cap=scratch_b_cap,
         overrides=overrides,
@@ -136,70 +236,97 @@ def make_recipe_for(
 
 
 def train_model(
-    genotype: Genotype | str | Path,
+    genotype: Genotype | Mapping[str, Any] | PathLike,
     data: DataConfig | DatasetSplits | str = "digits",
     recipe: str = "standard",
     *,
     seed: int = 0,
-    out: str | Path | None = None,
-    weights: Mapping[str, Any] | str | Path | None = None,
+    out: PathLike | None = None,
+    weights: Mapping[str, Any] | PathLike | None = None,
     settings: RunSettings | None = None,
     teacher: Any = None,
     **recipe_overrides: Any,
 ) -> TrainedModel:
     """Train a genotype from scratch (or from `weights`) and return the trained model with its metrics.
     With `out`, the run folder is kept (and resumed on a second call); without, a temporary one is used.
-    `teacher` (a model or a checkpoint.pt of the space's reference) makes the run distill from it."""
+    `teacher` (a model or a checkpoint.pt of the space's reference) makes the run distill from it.
+    `recipe_overrides` are recipe settings by name (epochs=2, lr=0.05, ...)."""
     import torch
+    from torch import nn
 
-    from prunenas.train import CHECKPOINT, load_model_state
+    from prunenas.recipes import RECIPES, Recipe
+    from prunenas.train import CHECKPOINT, Teacher, load_model_state
     from prunenas.train import train as run_training
 
-    g = load_genotype(genotype)
-    space = _space_of(None, g)
+    where = "train_model()"
+    _data(where, data)
+    _arg(where, "recipe", recipe, f"one of {', '.join(RECIPES)}", str)
+    if recipe not in RECIPES:
+        raise ConfigError(f"{where}: recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    seed = _seed(where, seed)
+    out_dir = _path(where, "out", out, "a run folder", optional=True)
+    _arg(where, "weights", weights, "a state_dict or the path of a checkpoint.pt", Mapping, str, os.PathLike,
+         optional=True)  # fmt: skip
+    _arg(where, "settings", settings, "a RunSettings", RunSettings, optional=True)
+    _arg(where, "teacher", teacher, "a torch.nn.Module or the path of a checkpoint.pt of the space's reference",
+         nn.Module, Teacher, str, os.PathLike, optional=True)  # fmt: skip
+    Recipe.check_values(recipe_overrides, where, sep=": ")
+    g = _load_genotype(where, "genotype", genotype)
+    space = _space_of(where, None, g)
     splits = load_data(data, seed=seed)
     r = make_recipe_for(g, recipe, **recipe_overrides)
     run = (settings or RunSettings(quiet=True)).replace(seed=seed)
-    init = load_model_state(weights) if isinstance(weights, str | Path) else weights
+    init = load_model_state(Path(weights), f"{where}: weights") if isinstance(weights, str | os.PathLike) else weights
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(out) if out is not None else Path(tmp)
+        folder = out_dir if out_dir is not None else Path(tmp)
         result = run_training(space, g, splits, r, run, out_dir=folder, init_state=init, teacher=teacher)
         model = space.build(g, num_classes=splits.num_classes)
         state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
         model.load_state_dict(state)
-    return TrainedModel(model.eval(), result, g, r, Path(out) if out is not None else None)
+    return TrainedModel(model.eval(), result, g, r, out_dir)
 
 
 def propose(
-    space: Space | str,
+    space: Space | PathLike,
     proposer: str,
     *,
     ratio: float | None = None,
     macs_ratio: float | None = None,
     density: float | None = None,
-    reference: str | Path | None = None,
+    reference: PathLike | None = None,
     data: DataConfig | DatasetSplits | str | None = None,
     seed: int = 0,
     device: str = "auto",
     **options: Any,
 ) -> Genotype:
-    """Run a pruning method on a space and return the genotype it decides (with provenance)."""
+    """Run a pruning method on a space and return the genotype it decides (with provenance); `options` are
+    the proposer's options by name (see `prunenas proposers`)."""
     from prunenas.proposers.base import Target, get_proposer
     from prunenas.proposers.runner import make_context, run_proposer
 
-    s = _space_of(space)
+    where = "propose()"
+    _arg(where, "proposer", proposer, "a proposer name (see `prunenas proposers`)", str)
+    _arg(where, "ratio", ratio, "a number in [0, 1) (channels or weights removed)", numbers.Real, low=0.0,
+         high=1.0, high_open=True, optional=True)  # fmt: skip
+    for name, value in (("macs_ratio", macs_ratio), ("density", density)):
+        _arg(where, name, value, "a number in (0, 1]", numbers.Real, low=0.0, low_open=True, high=1.0, optional=True)
     given = [(k, v) for k, v in (("ratio", ratio), ("macs_ratio", macs_ratio), ("density", density)) if v is not None]
     if len(given) != 1:
-        raise PrunenasError("give exactly one target: ratio=R, macs_ratio=R or density=D")
-    target = Target(given[0][0], given[0][1])  # type: ignore[arg-type]
+        raise ConfigError(f"{where}: give exactly one target: ratio=R, macs_ratio=R or density=D (got {len(given)})")
+    reference_path = _path(where, "reference", reference, "the checkpoint.pt of a trained reference", optional=True)
+    _data(where, data, optional=True)
+    seed = _seed(where, seed)
+    device = _device(where, device)
+    s = _space_of(where, space)
+    target = Target(given[0][0], float(given[0][1]))  # type: ignore[arg-type]
     method = get_proposer(proposer, s.proposer_kind, **options)
     splits = load_data(data, seed=seed) if data is not None else None
-    ctx = make_context(s, data=splits, reference=reference, seed=seed, device=device)
+    ctx = make_context(s, data=splits, reference=reference_path, seed=seed, device=device)
     return run_proposer(method, ctx, target).genotype
 
 
 def search_architectures(
-    space: Space | str,
+    space: Space | PathLike,
     data: DataConfig | str = "digits",
     budget: str = "smoke",
     *,
@@ -212,19 +339,63 @@ def search_architectures(
     from prunenas.search import SearchSettings, run_search
     from prunenas.search.config import resolve_search
 
-    s = _space_of(space)
+    where = "search_architectures()"
+    _data(where, data, splits=False)
+    seed = _seed(where, seed)
+    device = _device(where, device)
+    SearchSettings.check_values({**settings, "budget": budget}, where, sep=": ")
+    s = _space_of(where, space)
     cfg = data if isinstance(data, DataConfig) else DataConfig(dataset=data)
     search_settings = SearchSettings(budget=budget, **settings)
     config = resolve_search(
-        s, str(space) if not isinstance(space, Space) else s.source, cfg, search_settings,
+        s, s.source if isinstance(space, Space) else os.fspath(space), cfg, search_settings,
         RunSettings(seed=seed, device=device, quiet=True), {},
     )  # fmt: skip
     splits = load_data(config.data_config(), seed=seed)
     return run_search(config, s, splits, log=lambda _msg: None)
 
 
-def export_onnx(run_dir: str | Path, out: str | Path | None = None, **options: Any) -> ExportResult:
-    """Export a trained run folder to ONNX, verified with onnx.checker and ONNX Runtime parity."""
+#: export_onnx's options: (what is valid, types, bounds); the exporter checks the finer points (opset range,
+#: batch sizes, providers).
+_EXPORT_OPTIONS: dict[str, tuple[str, tuple[type, ...], dict[str, Any]]] = {
+    "name": ("a folder name", (str,), {"optional": True}),
+    "root": ("a folder (str or pathlib.Path)", (str, os.PathLike), {}),
+    "dataset": ("a dataset name", (str,), {"optional": True}),
+    "data_dir": ("a folder (str or pathlib.Path)", (str, os.PathLike), {"optional": True}),
+    "benchmark": ("True or False", (bool,), {}),
+    "latency_batches": ("a list of batch sizes", (list, tuple), {}),
+    "latency_repeats": ("an integer >= 1", (numbers.Integral,), {"low": 1}),
+    "latency_warmup": ("an integer >= 0", (numbers.Integral,), {"low": 0}),
+    "provider": ("an ONNX Runtime provider name", (str,), {"optional": True}),
+    "tolerance": ("a number > 0", (numbers.Real,), {"low": 0.0, "low_open": True}),
+    "opset": ("an ONNX opset (integer)", (numbers.Integral,), {}),
+}
+
+
+def export_onnx(run_dir: PathLike, out: PathLike | None = None, **options: Any) -> ExportResult:
+    """Export a trained run folder to ONNX, verified with onnx.checker and ONNX Runtime parity; `options` are
+    export_run's (name, root, dataset, data_dir, benchmark, latency_batches, latency_repeats, latency_warmup,
+    provider, tolerance, opset)."""
     from prunenas.export import export_run
 
-    return export_run(run_dir, out, **options)
+    where = "export_onnx()"
+    run = Path(
+        _arg(
+            where,
+            "run_dir",
+            run_dir,
+            "a run folder (str or pathlib.Path) of train_model(out=...) or `prunenas train`",
+            str,
+            os.PathLike,
+        )
+    )
+    dest = _path(where, "out", out, "an output folder", optional=True)
+    valid = [p for p in inspect.signature(export_run).parameters if p in _EXPORT_OPTIONS]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {unknown}; valid: {', '.join(valid)}")
+    checked = {}
+    for key, value in options.items():
+        what, types, bounds = _EXPORT_OPTIONS[key]
+        checked[key] = _arg(where, key, value, what, *types, **bounds)
+    return export_run(run, dest, **checked)

@@ -23,9 +23,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
@@ -95,19 +96,64 @@ def dest_of(f: dataclasses.Field[Any]) -> str:
 # -- strict parsing of values (CLI text, TOML, JSON) --------------------------------------------------------------
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
+#: What a boolean may be written as, everywhere (the README's list).
+BOOL_WORDS = "true/false, yes/no, on/off or 1/0"
 
 
-def parse_bool(text: object, where: str) -> bool:
-    """true/false (also yes/no, on/off, 1/0), any case; anything else is an error."""
-    if isinstance(text, bool):
-        return text
-    if isinstance(text, str):
-        low = text.strip().lower()
+def parse_bool(value: object, where: str, *, error: type[PrunenasError] | None = None) -> bool:
+    """The one boolean parser of prunenas: flag values, `--set` recipe settings, proposer `--option`s, TOML and
+    JSON values, environment variables. A bool; true/false, yes/no, on/off or 1/0 as text in any case; or the
+    integer 1 or 0 (TOML `nesterov = 1`, and `--set nesterov=0`, whose value reads as JSON). Anything else
+    raises `error` (default ConfigError) naming `where`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
         if low in _TRUE:
             return True
         if low in _FALSE:
             return False
-    raise ConfigError(f"{where} must be true or false, got {text!r}")
+    raise (error or ConfigError)(f"{where} must be true or false ({BOOL_WORDS}), got {value!r}")
+
+
+def _shown(value: object) -> str:
+    """A value as an error message shows it: its repr (shortened) and its type."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def check_arg(
+    where: str,
+    name: str,
+    value: Any,
+    valid: str,
+    *types: type,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+) -> Any:
+    """A Python API argument checked where it enters: `value` of parameter `name` of `where` (a function,
+    `build()`) must be one of `types` (a bool is never a number unless `bool` is listed; numbers.Integral and
+    numbers.Real take numpy's too and come back as int and float) within [`low`, `high`] (`*_open`: excluding
+    the bound), or None when `optional`. Else a ConfigError naming the function, the parameter, what was given
+    and `valid`."""
+    if value is None and optional:
+        return None
+    ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+    if ok and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = int(value) if isinstance(value, numbers.Integral) else float(value)
+        ok = math.isfinite(value)
+        ok = ok and (low is None or (value > low if low_open else value >= low))
+        ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        also = " or None" if optional else ""
+        raise ConfigError(f"{where}: {name} must be {valid}{also}, got {_shown(value)}")
+    return value
 
 
 def parse_value(text: str) -> Any:
@@ -189,6 +235,11 @@ def coerce(cls: type, f: dataclasses.Field[Any], value: Any, where: str | None =
         if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
             # command-line text: repeated flags and comma-separated lists, each item parsed as a value
             pieces = [p.strip() for v in value for p in v.strip("[]").split(",") if p.strip()]
+            if not pieces:  # `--objectives ""`: text that lists nothing is a slip, never "the default"
+                metavar = meta.get("metavar") or f.name.upper()
+                raise ConfigError(
+                    f"{where} {','.join(value)!r} lists nothing; give {metavar}, or leave {where} out for its default"
+                )
             value = pieces if item_type is str else [parse_value(p) for p in pieces]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where} must be a list, got {value!r}")
@@ -217,17 +268,21 @@ def coerce(cls: type, f: dataclasses.Field[Any], value: Any, where: str | None =
     return value
 
 
+def _bound(x: Any) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"  # an int bound exactly (a seed's 2**63 - 1)
+
+
 def _range_text(meta: Mapping[str, Any]) -> str:
     low, high = meta.get("low"), meta.get("high")
     if low is None and high is None:
         return ""
     if high is None:
-        return f" {'>' if meta.get('low_open') else '>='} {low:g}"
+        return f" {'>' if meta.get('low_open') else '>='} {_bound(low)}"
     if low is None:
-        return f" {'<' if meta.get('high_open') else '<='} {high:g}"
+        return f" {'<' if meta.get('high_open') else '<='} {_bound(high)}"
     left = "(" if meta.get("low_open") else "["
     right = ")" if meta.get("high_open") else "]"
-    return f" in {left}{low:g}, {high:g}{right}"
+    return f" in {left}{_bound(low)}, {_bound(high)}{right}"
 
 
 def _check_range(meta: Mapping[str, Any], value: float, where: str) -> None:
@@ -238,6 +293,16 @@ def _check_range(meta: Mapping[str, Any], value: float, where: str) -> None:
         raise ConfigError(f"{where} must be{_range_text(meta)}, got {value!r}")
 
 
+def _as_given(f: dataclasses.Field[Any], value: Any) -> str:
+    """A setting as its flag would give it: `--latency-predictor`, `--no-seeding`, `--data-dir '/x'`."""
+    flag = flag_of(f)
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    if isinstance(value, tuple):
+        return f"{flag} {','.join(str(v) for v in value)}"
+    return f"{flag} {value!r}" if isinstance(value, str) else f"{flag} {value}"
+
+
 # -- the base class ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Config:
@@ -246,13 +311,59 @@ class Config:
     #: Title of the argparse group of this config's flags.
     cli_group: ClassVar[str] = "settings"
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # A setting that does not exist is one line naming it and the valid ones, not the TypeError of the
+        # generated __init__ (pn.DataConfig(datset=...), pn.search_architectures(..., trails=4)).
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        if len(args) > len(names):
+            raise ConfigError(
+                f"{cls.__name__}() got {len(args)} positional values for {len(names)} fields; pass settings by "
+                f"name: {', '.join(cls.setting_names())}"
+            )
+        cls.check_names(kwargs, f"{cls.__name__}()", allowed=names)
+        return super().__new__(cls)
+
+    #: Settings that apply only under a condition on the others: field name -> a function of the config that
+    #: returns None where the field applies, else why it does not ("to --dataset digits (...)"). A field set
+    #: to anything but its default where it does not apply is refused (`check_applicable`), never dropped.
+    conditions: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {}
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, coerce(type(self), f, getattr(self, f.name)))
         self.check()
+        self.check_applicable()
 
     def check(self) -> None:
         """Checks across fields (subclasses); raise ConfigError naming the flags."""
+
+    def inapplicable(self) -> dict[str, str]:
+        """The settings given (not at their default) that do not apply with the others: name -> why not."""
+        out = {}
+        for f in dataclasses.fields(self):
+            rule = self.conditions.get(f.name)
+            if rule is not None and getattr(self, f.name) != f.default:
+                why = rule(self)
+                if why:
+                    out[f.name] = why
+        return out
+
+    def check_applicable(self) -> None:
+        """Refuse settings that cannot apply (`conditions`), all of them in one line naming their flags."""
+        found = self.inapplicable()
+        if not found:
+            return
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        by_reason: dict[str, list[str]] = {}
+        for name, why in found.items():
+            by_reason.setdefault(why, []).append(_as_given(fields[name], getattr(self, name)))
+        raise ConfigError(
+            "; ".join(
+                f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} not apply {why}; "
+                f"leave {'it' if len(given) == 1 else 'them'} out"
+                for why, given in by_reason.items()
+            )
+        )
 
     # -- data ---------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -265,13 +376,54 @@ class Config:
         return out
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, where: str = "") -> Any:
-        """Build from a mapping (JSON, TOML); unknown keys are an error that lists the valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+    def setting_names(cls) -> tuple[str, ...]:
+        """The settings a user sets by name, sorted: the fields that have a flag. The one list every message
+        about unknown settings offers (--set, a TOML table, keyword arguments, JSON), so that a key offered in
+        one place is accepted in all of them."""
+        return tuple(sorted(f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True)))
+
+    @classmethod
+    def check_names(cls, values: Mapping[str, Any], where: str, *, allowed: Sequence[str] | None = None) -> None:
+        """Refuse keys of `values` that are not settings (`allowed`, default `setting_names()`): one line that
+        names `where` (the flag, TOML table or function) and lists the valid settings."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: settings must be a table of NAME = VALUE, got {values!r}")
+        known = set(cls.setting_names() if allowed is None else allowed)
+        unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
-            prefix = f"{where}: " if where else ""
-            raise ConfigError(f"{prefix}unknown setting(s) {unknown}; valid: {', '.join(sorted(names))}")
+            offered = ", ".join(n for n in cls.setting_names() if n in known)  # only names accepted here
+            raise ConfigError(f"{where}: unknown setting(s) {unknown}; valid: {offered}")
+
+    @classmethod
+    def check_values(
+        cls,
+        values: Mapping[str, Any],
+        where: str,
+        *,
+        sep: str = " ",
+        allowed: Sequence[str] | None = None,
+        with_flag: bool = False,
+    ) -> dict[str, Any]:
+        """A user's settings by name (`--set KEY=VALUE`, a TOML table, keyword arguments) checked where they
+        enter: unknown keys refused (`check_names`), each value typed and range-checked with a message naming
+        `where` and the key (`--set nesterov must be ...`; `sep=": "`: `train_model(): epochs must be ...`;
+        `with_flag`: the key's own flag too, `--set kd_weight (--kd-weight) must be ...`). Returns the typed
+        values."""
+        cls.check_names(values, where, allowed=allowed)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out = {}
+        for k, v in values.items():
+            label = f"{where}{sep}{k}" + (f" ({flag_of(fields[k])})" if with_flag else "")
+            out[k] = coerce(cls, fields[k], v, label)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, where: str = "", user: bool = False) -> Any:
+        """Build from a mapping: a user's (TOML, --set; `user`: only `setting_names()`) or a saved one (JSON
+        round trips, which also carry the fields without a flag). Unknown keys are an error listing the valid
+        settings."""
+        allowed = None if user else [f.name for f in dataclasses.fields(cls)]
+        cls.check_names(values, where or cls.__name__, allowed=allowed)
         return cls(**dict(values))
 
     def replace(self, **changes: Any) -> Any:
@@ -359,6 +511,14 @@ NORMALIZE = ("train", "cifar", "imagenet")
 DATA_CACHES = ("auto", "memory", "disk")
 
 
+#: Datasets shipped inside prunenas: no folder, download, disk cache or image files of their own.
+EMBEDDED_DATASETS = ("digits",)
+_EMBEDDED = (
+    "to --dataset digits, whose images are embedded in prunenas (nothing is read from a folder, decoded from "
+    "files or cached on disk)"
+)
+
+
 @dataclass(frozen=True)
 class DataConfig(Config):
     """Which images a run trains and validates on."""
@@ -401,6 +561,11 @@ class DataConfig(Config):
         "stop", "unreadable or truncated images: stop with their names, or skip them (counted and listed)",
         choices=("stop", "skip"), omit_default=True,
     )  # fmt: skip
+
+    conditions: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {
+        name: lambda cfg: _EMBEDDED if cfg.dataset in EMBEDDED_DATASETS else None
+        for name in ("data_dir", "stored_size", "data_cache", "bad_images")
+    }
 
 
 DEVICES = "auto, cpu, cuda or cuda:N"

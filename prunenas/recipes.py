@@ -15,13 +15,13 @@ teacher=...)`, `--teacher`); the student still starts from a fresh init.
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from prunenas.config import Config, ConfigError, parse_value, setting
+from prunenas.config import Config, ConfigError, check_arg, coerce, parse_value, setting
 from prunenas.errors import PrunenasError
 
 RECIPES = ("standard", "scratch-e", "scratch-b", "finetune", "proxy")
@@ -139,9 +139,21 @@ class Recipe(Config):
         return lr
 
 
-def recipe_from_mapping(name: str, values: Mapping[str, Any]) -> Recipe:
-    """A recipe from a mapping (a space's TOML [recipe], --set values); unknown keys are an error."""
-    return Recipe.from_dict({**values, "name": name}, where=f"recipe {name!r}")
+#: Where a space's TOML [recipe] values enter (named in their errors).
+SPACE_RECIPE = "the space's [recipe]"
+
+
+def recipe_settings() -> tuple[str, ...]:
+    """The recipe settings a user may name (`--set KEY=VALUE`, a TOML [recipe], `train_model(**settings)`):
+    the one list that every message about recipe settings offers."""
+    return Recipe.setting_names()
+
+
+def recipe_from_mapping(name: str, values: Mapping[str, Any], where: str = SPACE_RECIPE) -> Recipe:
+    """A recipe from a user's mapping (a space's TOML [recipe], --set values): keys and values are checked
+    where they enter (`where` names them in the error)."""
+    Recipe.check_values(values, where)
+    return Recipe.from_dict({**values, "name": name})
 
 
 def parse_assignments(
@@ -171,13 +183,25 @@ def make_recipe(
     scratch-b needs `macs` and `reference_macs`; its epochs are int(E * reference_macs / macs),
     capped at `scratch_b_cap` x E when given (the ImageNet convention caps at 2x).
     """
-    if name not in RECIPES:
+    if not isinstance(name, str) or name not in RECIPES:
         raise PrunenasError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
+    macs = check_arg("make_recipe()", "macs", macs, "an integer >= 0", numbers.Integral, low=0, optional=True)
+    reference_macs = check_arg(
+        "make_recipe()", "reference_macs", reference_macs, "an integer >= 0", numbers.Integral, low=0, optional=True
+    )
+    scratch_b_cap = check_arg(
+        "make_recipe()", "scratch_b_cap", scratch_b_cap, "a number > 0", numbers.Real, low=0, low_open=True,
+        optional=True,
+    )  # fmt: skip
+    check_arg("make_recipe()", "overrides", overrides, "a dict of recipe settings", Mapping, optional=True)
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    Recipe.check_names(over, "make_recipe(): overrides")  # their values name their flags when the recipe is made
+    check_arg("make_recipe()", "space_recipe", space_recipe, "a dict (a space's [recipe])", Mapping, optional=True)
     values = dict(space_recipe or {})
+    Recipe.check_values(values, SPACE_RECIPE)
     preset = over.get("preset", values.get("preset"))
     if preset is not None:
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise PrunenasError(f"unknown --preset {preset!r}; valid: {', '.join(PRESETS)}")
         chosen = dict(PRESETS[preset])
         cap = chosen.pop("scratch_b_cap", None)
@@ -195,6 +219,7 @@ def make_recipe(
         factor = reference_macs / macs
         if scratch_b_cap is not None:
             factor = min(factor, scratch_b_cap)
-        epochs = over.pop("epochs", base.epochs)  # --epochs sets E, the budget of the full model
+        # --epochs sets E, the budget of the full model (a flag's text until checked here)
+        epochs = coerce(Recipe, Recipe.__dataclass_fields__["epochs"], over.pop("epochs", base.epochs))
         base = base.replace(epochs=max(1, int(epochs * factor)), extra={"scratch_b_factor": factor})
-    return dataclasses.replace(recipe_from_mapping(name, {**base.to_dict(), **over}), name=name)
+    return Recipe.from_dict({**base.to_dict(), **over, "name": name})

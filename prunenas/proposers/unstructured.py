@@ -61,6 +61,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from prunenas.config import parse_bool
 from prunenas.cost import fvcore_macs_by_layer
 from prunenas.errors import PrunenasError
 from prunenas.proposers.at_init_scores import (
@@ -382,13 +383,7 @@ def _solve(layers: _Layers, target: Target, ranker: _Ranker, options: str) -> _A
 
 
 def _as_bool(proposer: str, name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise PrunenasError(f"proposer {proposer!r}: option {name}={value!r} must be true or false")
+    return parse_bool(value, f"proposer {proposer!r}: option {name}")
 
 
 def _as_number(proposer: str, name: str, value: Any, kind: type, low: float, high: float, text: str) -> Any:
