@@ -7,7 +7,8 @@ instead, one per finished epoch or trial, each flushed as it is written::
     resnet20_channels 264c8f7e proxy: epoch 3/10 loss 1.234 acc 0.567 val 0.601 812 img/s
     trial 5/8 done: #6 l1@0.5, val_acc 0.601, MACs 0.512x
 
-`PRUNENAS_PROGRESS=bar` or `=lines` overrides the choice.
+`PRUNENAS_PROGRESS=bar` or `=lines` overrides the choice (`auto`, empty or unset: the choice above); any
+other value is refused (`progress_style`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,25 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from prunenas.errors import PrunenasError
+
 ENV = "PRUNENAS_PROGRESS"
 _STYLES = ("bar", "lines")
+
+
+def progress_style() -> str | None:
+    """The style `PRUNENAS_PROGRESS` forces ("bar" or "lines"), None for the automatic choice (unset, empty or
+    "auto"); any other value is bad input, refused in one line naming the variable."""
+    given = os.environ.get(ENV, "")
+    style = given.strip().lower()
+    if style in ("", "auto"):
+        return None
+    if style not in _STYLES:
+        raise PrunenasError(
+            f"{ENV}={given!r} is not a progress style; valid: bar (a progress bar), lines (one line per epoch or "
+            "trial, for logs) or auto (a bar on a terminal, lines elsewhere); fix or unset it"
+        )
+    return style
 
 
 class Progress:
@@ -113,10 +131,10 @@ def make_progress(
     """The progress of `total` units: None when `quiet`, a bar on a terminal, plain lines otherwise.
 
     `stream` defaults to sys.stderr (looked up at each write, so pytest's capture sees the lines)."""
+    style = progress_style()  # checked even when quiet: a bad value is refused wherever it is set
     if quiet:
         return None
-    style = os.environ.get(ENV, "").strip().lower()
-    if style not in _STYLES:
+    if style is None:
         style = "bar" if is_terminal(stream if stream is not None else sys.stderr) else "lines"
     if style == "bar":
         return BarProgress(total, desc, unit, initial, stream)
@@ -165,6 +183,11 @@ def trial_line(done: int, total: int, trial: Any) -> str:
     ratio = attrs.get("macs_ratio")
     if isinstance(ratio, int | float):
         parts.append(f"MACs {ratio:.3f}x")
+    duplicate = attrs.get("duplicate_of")
+    if isinstance(duplicate, int) and state in ("COMPLETE", "PRUNED"):
+        # the genotype of an earlier trial again: its run was reused and the count of done ones did not move
+        details = "".join(f", {p}" for p in parts[1:])
+        return f"trial {parts[0]}: duplicate of trial #{duplicate}, reused{details} ({done}/{total} done)"
     if attrs.get("cached"):
         parts.append("cached")
     if state in ("COMPLETE", "PRUNED"):

@@ -21,6 +21,7 @@ from prunenas.cli.common import (
     recipe_from_args,
     recipe_overrides,
     run_settings,
+    space_arg,
     target_from_args,
 )
 from prunenas.errors import PrunenasError
@@ -114,9 +115,9 @@ def cmd_spaces_show(args: argparse.Namespace) -> int:
     from prunenas.cost import genotype_cost
     from prunenas.genotype import Genotype
     from prunenas.report import format_table, human
-    from prunenas.spaces import get_space, shipped_genotypes
+    from prunenas.spaces import shipped_genotypes
 
-    space = get_space(args.space)
+    space = space_arg(args.space, "SPACE")  # the positional argument: errors name it, not a --space flag
     info = space.describe()
     cost = genotype_cost(space, space.reference())
     info["reference_macs"], info["reference_params"] = cost.macs, cost.params

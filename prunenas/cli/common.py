@@ -25,7 +25,29 @@ def data_config(args: argparse.Namespace, **changes: Any) -> DataConfig:
 
 
 def run_settings(args: argparse.Namespace, **changes: Any) -> RunSettings:
+    """The run flags, and $PRUNENAS_PROGRESS (how a run shows its progress), checked before any work."""
+    from prunenas.progress import progress_style
+
+    progress_style()
     return RunSettings.from_args(args, **changes)
+
+
+def space_arg(value: str, name: str = "--space") -> Any:
+    """The space a command-line value names; its errors name the argument that gave it (`name`: a flag, or
+    the positional SPACE of `prunenas spaces show`), never a flag the command does not have."""
+    from prunenas.errors import SpaceError
+    from prunenas.spaces import get_space
+
+    try:
+        return get_space(value)
+    except SpaceError as exc:
+        if name == "--space":
+            raise
+        text = str(exc)
+        prefix = f"--space {value}: "
+        if text.startswith(prefix):
+            text = f"{name} {value!r}: {text[len(prefix) :]}"
+        raise SpaceError(text.replace("--space ", "space ")) from None  # a space it is built on, not a flag
 
 
 def load_data(cfg: DataConfig, seed: int) -> Any:
@@ -40,10 +62,7 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     values = Recipe.values_from_args(args)
     extra = parse_assignments(getattr(args, "recipe_set", None), "--set")
-    valid = {f for f in Recipe.__dataclass_fields__ if Recipe.__dataclass_fields__[f].metadata.get("cli", True)}
-    unknown = sorted(set(extra) - valid)
-    if unknown:
-        raise PrunenasError(f"--set: unknown setting(s) {unknown}; valid recipe settings: {', '.join(sorted(valid))}")
+    Recipe.check_values(extra, "--set", with_flag=True)  # checked here: errors name --set KEY and KEY's flag
     return {**extra, **values}
 
 

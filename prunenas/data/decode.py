@@ -150,10 +150,13 @@ def _accepted_layouts(name: str) -> str:
     return f"{tree}, or a .tar.gz of such a tree"
 
 
-def _walk_files(root: Path, skip_hidden: bool = False) -> list[Path]:
-    """All files under ``root``, sorted, following symlinks but visiting each real folder once."""
-    found: list[Path] = []
+def _walk_files(root: Path, skip_hidden: bool = False, contained: bool = False) -> list[Path]:
+    """All files under ``root``, sorted, following symlinks but visiting each real folder once (a link loop
+    is cut there). With ``contained`` (a class folder) a link to a folder outside ``root`` is refused, as it
+    would file that folder's images (another class's) under this class, and each real file counts once."""
+    found: list[tuple[Path, tuple[int, int]]] = []
     seen: set[tuple[int, int]] = set()
+    real_root = root.resolve()
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -166,10 +169,23 @@ def _walk_files(root: Path, skip_hidden: bool = False) -> list[Path]:
                 if skip_hidden and entry.name.startswith("."):
                     continue
                 if entry.is_dir(follow_symlinks=True):
+                    target = Path(entry.path).resolve()
+                    if contained and entry.is_symlink() and not target.is_relative_to(real_root):
+                        raise DataError(
+                            f"{entry.path} is a link to {target}, outside its class folder {root}: its images would "
+                            "be filed under that class too; remove the link, or copy the images into the folder"
+                        )
                     stack.append(Path(entry.path))
                 elif entry.is_file(follow_symlinks=True):
-                    found.append(Path(entry.path))
-    return sorted(found)
+                    fst = entry.stat() if contained else None
+                    found.append((Path(entry.path), (fst.st_dev, fst.st_ino) if fst else (0, len(found))))
+    files: list[Path] = []
+    counted: set[tuple[int, int]] = set()
+    for path, key in sorted(found):  # of several links to one file, the first name in order counts
+        if key not in counted:
+            counted.add(key)
+            files.append(path)
+    return files
 
 
 # --------------------------------------------------------------------------------------------- decoding
@@ -261,8 +277,9 @@ def _folder_tree(root: Path) -> _Tree:
         empty: list[str] = []
         try:
             class_dirs = sorted(p for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith("."))
+            _check_class_folders(root / split, class_dirs)
             for class_dir in class_dirs:
-                found = [p for p in _walk_files(class_dir, skip_hidden=True) if _is_image(p.name)]
+                found = [p for p in _walk_files(class_dir, skip_hidden=True, contained=True) if _is_image(p.name)]
                 if not found:
                     empty.append(class_dir.name)
                 items.extend((class_dir.name, str(p), p) for p in found)
@@ -276,6 +293,27 @@ def _folder_tree(root: Path) -> _Tree:
             )
         tree[split] = items
     return tree
+
+
+def _check_class_folders(split: Path, class_dirs: list[Path]) -> None:
+    """Refuse class folders that are links into one another (or to the split folder above them): a class would
+    hold another's images."""
+    reals: dict[Path, Path] = {}
+    above = split.resolve()
+    for class_dir in class_dirs:
+        real = class_dir.resolve()
+        clash = next((d for r, d in reals.items() if real.is_relative_to(r) or r.is_relative_to(real)), None)
+        if clash is not None or above.is_relative_to(real):
+            link, other = class_dir, f"{split} itself"
+            if clash is not None:  # name the link, whichever of the two comes first
+                swap = clash.is_symlink() and not class_dir.is_symlink()
+                link = clash if swap else class_dir
+                other = f"class folder {(class_dir if swap else clash).name}"
+            raise DataError(
+                f"class folder {link} leads to {link.resolve()}, which overlaps {other}: one class would hold "
+                "another's images; give each class its own folder (remove the link)"
+            )
+        reals[real] = class_dir
 
 
 def _archive_tree(name: str, path: Path, files: dict[str, bytes]) -> _Tree:

@@ -1,11 +1,12 @@
 """Test accuracy of an exported model through ONNX Runtime.
 
 `evaluate_onnx(path, dataset)` needs no CLI and no PyTorch model: the input normalization comes from
-the sidecar model.json beside the .onnx file (`load_sidecar`).
+the model.json beside the .onnx file (`load_sidecar`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -19,33 +20,75 @@ from prunenas.errors import PrunenasError
 from prunenas.export.common import ONNX_FILE, SIDECAR, _read_json, _three_floats
 from prunenas.export.runtime import make_session, normalize_images
 
+_WANTED = "`prunenas evaluate` takes the model.onnx that `prunenas export RUN_DIR` writes"
+
 
 def _onnx_file(path: str | Path) -> Path:
+    """The ONNX file of MODEL_ONNX (a file, or an export folder holding model.onnx); anything else that prunenas
+    writes (a genotype, a model.json, a run folder, a checkpoint) is refused as what it is, with the way to an
+    ONNX model."""
     p = Path(path)
-    if p.is_dir() and (p / ONNX_FILE).is_file():
-        return p / ONNX_FILE
+    if p.is_dir():
+        if (p / ONNX_FILE).is_file():
+            return p / ONNX_FILE
+        if (p / "checkpoint.pt").is_file():
+            raise PrunenasError(
+                f"{str(p)!r} is a run folder, not an exported model; {_WANTED}: run `prunenas export {p}`, then "
+                f"evaluate the model.onnx it writes"
+            )
+        raise PrunenasError(f"{str(p)!r} is a folder without {ONNX_FILE}; {_WANTED}")
     if not p.exists():
-        raise PrunenasError(f"ONNX file {str(p)!r} does not exist; pass the model.onnx written by `prunenas export`")
-    if not p.is_file():
-        raise PrunenasError(
-            f"{str(p)!r} is a folder without {ONNX_FILE}; pass the model.onnx written by `prunenas export`"
-        )
+        raise PrunenasError(f"ONNX file {str(p)!r} does not exist; {_WANTED}")
+    what, fix = _not_onnx(p)
+    if what:
+        raise PrunenasError(f"{str(p)!r} is {what}, not an ONNX model; {_WANTED}{fix}")
     return p
 
 
+def _not_onnx(p: Path) -> tuple[str, str]:
+    """(what a file that prunenas knows is, when it is not an ONNX model, the way from it to one); ("", "") when
+    it may be one (ONNX Runtime then judges it)."""
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return "", ""  # reported as unreadable where it is opened
+    if head.startswith(b"PK"):
+        return "a PyTorch checkpoint (a zip archive)", ": export its run folder with `prunenas export RUN_DIR` first"
+    if p.suffix.lower() == ".toml":
+        return "a space definition (TOML)", ""
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "", ""
+    if isinstance(data, Mapping) and "genes" in data and "space" in data:
+        return (
+            f"a genotype JSON (an architecture of space {data['space']!r}, without weights)",
+            f": train it (`prunenas train {p}`), export the run folder (`prunenas export RUN_DIR`), then evaluate "
+            "the model.onnx that writes",
+        )
+    if isinstance(data, Mapping) and ("export" in data or "input" in data):
+        beside = p.parent / ONNX_FILE
+        return "the model.json that `prunenas export` writes beside model.onnx", (
+            f": pass {str(beside)!r}" if beside.is_file() else ""
+        )
+    return "a JSON file", ""
+
+
 def load_sidecar(onnx_path: str | Path) -> dict[str, Any]:
-    """The sidecar of an ONNX file: `<stem>.json` next to it, else `model.json` in its folder."""
+    """The model.json of an exported ONNX file: `<stem>.json` next to it, else `model.json` in its folder."""
     p = Path(onnx_path)
+    fix = "export the model again with `prunenas export RUN_DIR`"
     for candidate in (p.with_suffix(".json"), p.parent / SIDECAR):
         if candidate.is_file():
-            sidecar = _read_json(candidate, "sidecar", "export the model again with `prunenas export RUN_DIR`")
+            sidecar = _read_json(candidate, "model.json", fix)
             inp = sidecar.get("input")
             mean = _three_floats(inp.get("mean")) if isinstance(inp, Mapping) else None
             std = _three_floats(inp.get("std")) if isinstance(inp, Mapping) else None
             if mean is None or std is None or min(std) <= 0:
                 raise PrunenasError(
-                    f"sidecar {str(candidate)!r} has no usable input.mean/std; export the model again with "
-                    "`prunenas export RUN_DIR`"
+                    f"{str(candidate)!r} (beside {str(p)!r}) has no usable input.mean/std, the input normalization "
+                    f"of the exported model; {fix}"
                 )
             return sidecar
     raise PrunenasError(
@@ -64,8 +107,8 @@ def evaluate_onnx(
 ) -> dict[str, Any]:
     """Accuracy of an exported model on a dataset's test split, run with ONNX Runtime.
 
-    Inputs are normalized with the mean/std of the sidecar model.json; `dataset` defaults to the one the
-    model was trained on. The result includes the sidecar's PyTorch test accuracy when the datasets match.
+    Inputs are normalized with the mean/std of the model.json beside it; `dataset` defaults to the one the
+    model was trained on. The result includes model.json's PyTorch test accuracy when the datasets match.
     """
     from prunenas.data import load_dataset
 
@@ -73,13 +116,17 @@ def evaluate_onnx(
     sidecar = load_sidecar(path)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PrunenasError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. --batch-size 256")
-    session = make_session(path, provider)
-    meta = session.get_inputs()[0]
     ds = sidecar.get("dataset")
     trained_on = ds.get("name") if isinstance(ds, Mapping) else None
     name = dataset or trained_on
     if not name:
-        raise PrunenasError(f"the sidecar of {str(path)!r} names no dataset; pass --dataset")
+        raise PrunenasError(f"the model.json of {str(path)!r} names no dataset; pass --dataset")
+    if data_dir:  # a --data-dir that cannot apply (the embedded digits) is refused, as by every command
+        from prunenas.config import DataConfig
+
+        DataConfig(dataset=name.lower() if isinstance(name, str) else name, data_dir=data_dir)
+    session = make_session(path, provider)
+    meta = session.get_inputs()[0]
     folder = data_dir or os.environ.get("PRUNENAS_DATA") or None
     shape = [int(d) for d in meta.shape[1:] if isinstance(d, int)]
     if len(shape) != 3:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -141,12 +141,49 @@ class SearchSettings(Config):
         identity=False,
     )
 
+    conditions: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {
+        **dict.fromkeys(("latency_batch", "latency_threads", "latency_provider"), lambda s: s._unless_latency()),
+        "latency_predictor": lambda s: None if any(lim.metric == "latency" for lim in s.limits()) else (
+            "without a --max latency=... limit (it discards the candidates predicted over that limit untimed)"
+        ),
+        "pruner": lambda s: None if s.single_objective() else (
+            "to a search of several objectives (Optuna's pruners need a single objective: pass --objectives "
+            "val_acc, or a --max/--min limit, which makes accuracy the only objective)"
+        ),
+        **dict.fromkeys(("seed_targets", "seeding"), lambda s: None if s.mode == "genes" else (
+            "with --mode proposers (it samples a proposer and its target in every trial; seeding is for --mode genes)"
+        )),
+        "proposers": lambda s: None if s.mode == "proposers" or s.seeding else (
+            "with --no-seeding in --mode genes (no proposer runs: the sampler picks every gene)"
+        ),
+        "heartbeat": lambda s: None if s.storage else (
+            "without --storage (the study folder's journal needs no heartbeat: a trial whose process is gone is "
+            "found by its process id and retried)"
+        ),
+        **dict.fromkeys(("final_epochs", "final_recipe"), lambda s: None if s.final else (
+            "with --no-final (no winner is retrained)"
+        )),
+    }  # fmt: skip
+
+    def _unless_latency(self) -> str | None:
+        """None when latency is measured (an objective or a limit), else why the latency options do not apply."""
+        metrics = [*self.objectives, *(lim.metric for lim in (*self.limits(), *self.floors()))]
+        if any(m.startswith("latency") for m in metrics):
+            return None
+        return "without a latency objective or limit (--objectives val_acc,latency, --max latency=8ms or --min ...)"
+
+    def single_objective(self) -> bool:
+        """Whether the search optimises one value (`SearchConfig.single_objective`, before it is resolved)."""
+        return len(self.objectives) == 1 or (
+            not self.objectives and bool(self.max or self.min or self.max_macs or self.max_macs_ratio)
+        )
+
     def check(self) -> None:
         if self.max_macs is not None and self.max_macs_ratio is not None:
             raise ConfigError("give either --max-macs N or --max-macs-ratio R, not both")
         for text in self.max:
             Limit.parse(text)
-        check_band(self.limits(), self.floors())
+        check_band(self.limits(), self.floors(), self.max_macs_ratio, self.max_macs)
         for name in self.objectives:
             get_metric(name)
         if len(set(self.objectives)) != len(self.objectives):
@@ -209,15 +246,29 @@ def check_teacher(teacher: str | None, reference: str | None, gpus_per_trial: in
         raise ConfigError("--teacher trains each candidate on one device: drop --gpus-per-trial (use --workers)")
 
 
-def check_band(limits: Sequence[Limit], floors: Sequence[Limit]) -> None:
+def typed_limit(limit: Limit, max_macs_ratio: float | None = None, max_macs: int | None = None) -> tuple[str, str]:
+    """(a limit as it was typed, the flag that changes it): `--max macs=0.5`, or the alias `--max-macs-ratio 0.5`
+    / `--max-macs N` that made it (pass the alias values when they were given)."""
+    alias = not limit.lower and limit.metric == "macs"
+    if alias and limit.relative and max_macs_ratio is not None and limit.value == max_macs_ratio:
+        return f"--max-macs-ratio {max_macs_ratio:g}", "--max-macs-ratio"
+    if alias and not limit.relative and max_macs is not None and limit.value == max_macs:
+        return f"--max-macs {max_macs}", "--max-macs"
+    return f"{limit.flag} {limit.text()}", f"{limit.flag} {limit.metric}"
+
+
+def check_band(
+    limits: Sequence[Limit], floors: Sequence[Limit], max_macs_ratio: float | None = None, max_macs: int | None = None
+) -> None:
     """Refuse a --min that is not below the --max on the same metric (when both are absolute or both relative,
     so comparable before the reference is measured; `check_limits` compares the rest once it is)."""
     for floor in floors:
         for limit in limits:
             if limit.metric == floor.metric and limit.relative == floor.relative and floor.value >= limit.value:
+                ceiling, flag = typed_limit(limit, max_macs_ratio, max_macs)
                 raise ConfigError(
-                    f"--min {floor.text()} is not below --max {limit.text()}: no candidate could be in between; "
-                    f"lower --min {floor.metric} or raise --max {limit.metric}"
+                    f"--min {floor.text()} is not below {ceiling}: no candidate could be in between; "
+                    f"lower --min {floor.metric} or raise {flag}"
                 )
 
 
@@ -305,7 +356,7 @@ class SearchConfig:
     def __post_init__(self) -> None:
         for name in self.objectives:
             get_metric(name)
-        check_band(self.limits, self.min_limits)
+        check_band(self.limits, self.min_limits, self.max_macs_ratio, self.max_macs)
         check_teacher(self.teacher, self.reference, self.gpus_per_trial)
         if self.data is not None and self.data.val_size == 0:
             raise PrunenasError(
@@ -464,6 +515,11 @@ def resolve_search(
 ) -> SearchConfig:
     """The resolved search of the `prunenas search` flags (and of `prunenas.search(...)`)."""
     budget = settings.resolved_budget(data.train_subset)
+    if settings.min_density != SearchSettings.min_density and getattr(space, "kind", "density") != "density":
+        raise ConfigError(
+            f"--min-density {settings.min_density:g} does not apply to --space {space_ref} (a {space.kind} space: its "
+            "genes are not densities); leave it out"
+        )
     study = safe_name(settings.study or default_study_name(settings, run.seed, recipe_overrides), "--study")
     from prunenas.spaces.traced import is_factory_name
 

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
-from prunenas.metrics import MetricContext, get_metric
+from prunenas.metrics import Limit, MetricContext, get_metric
 from prunenas.paths import ensure_dir
-from prunenas.search.config import LAYOUT, SearchConfig
+from prunenas.search.config import LAYOUT, SearchConfig, typed_limit
 from prunenas.search.objective import (
     Objective,
     make_pruner,
@@ -36,17 +37,24 @@ from prunenas.search.outputs import (
     write_tables,
 )
 from prunenas.search.storage import (
+    JOURNAL,
     _first_line,
     _silence_storage_errors_in_threads,
+    begin_session,
+    check_journal,
     check_scale_out,
     make_storage,
     n_done,
     recover_stale_trials,
+    requeue_failed,
     run_trials,
     run_workers,
     storage_errors,
 )
 from prunenas.spaces.base import Space
+
+if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy  # what storages return (optuna does not export it)
 
 
 def _directions(config: SearchConfig) -> list[optuna.study.StudyDirection]:
@@ -57,43 +65,76 @@ def _directions(config: SearchConfig) -> list[optuna.study.StudyDirection]:
     ]  # fmt: skip
 
 
+def stored_study(config: SearchConfig) -> FrozenStudy | None:
+    """The study as stored, read without writing anything (no journal is created, nothing is appended), or
+    None when there is none yet."""
+    if not config.storage:
+        path = config.out / JOURNAL
+        if not path.is_file() or path.stat().st_size == 0:
+            check_journal(path)  # a folder in the journal's place
+            return None
+    storage = make_storage(config)  # a journal is checked before it is opened
+    return next((s for s in storage.get_all_studies() if s.study_name == config.study), None)
+
+
+def check_resumable(config: SearchConfig, study: FrozenStudy | optuna.Study) -> None:
+    """Refuse to resume a study that was started with other objectives or settings, or by an earlier layout."""
+    if list(study.directions) != _directions(config):
+        raise PrunenasError(
+            f"study {config.study!r} in {str(config.out)!r} exists with other objectives; rerun with its objectives "
+            "to resume, or pass another --study/--out"
+        )
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        return
+    if stored.get("layout") != LAYOUT:
+        raise PrunenasError(
+            f"study {config.study!r} in {str(config.out)!r} was made by an earlier prunenas (another study-folder "
+            "layout); start a new one with another --study or --out (its trials.csv and runs stay readable)"
+        )
+    mine, theirs = _identity(config.settings_dict()), _identity(stored)
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise PrunenasError(
+            f"study {config.study!r} in {str(config.out)!r} was started with other settings ({', '.join(diff)}); "
+            "rerun with the same options to resume, or pass another --study/--out"
+        )
+
+
 def open_study(config: SearchConfig) -> optuna.Study:
     """Create the study, or load it and check that it was started with the same settings."""
     storage = make_storage(config)
-    try:
-        study = optuna.create_study(
-            study_name=config.study,
-            storage=storage,
-            sampler=make_sampler(config),
-            pruner=make_pruner(config),
-            directions=_directions(config),
-            load_if_exists=True,
-        )
-    except ValueError as exc:
-        raise PrunenasError(
-            f"study {config.study!r} exists with other objectives ({exc}); use another --study or --out"
-        ) from None
+    existing = next((s for s in storage.get_all_studies() if s.study_name == config.study), None)
+    if existing is not None:
+        check_resumable(config, existing)  # before anything is appended to it
+    study = optuna.create_study(
+        study_name=config.study,
+        storage=storage,
+        sampler=make_sampler(config),
+        pruner=make_pruner(config),
+        directions=_directions(config),
+        load_if_exists=True,
+    )
     so_far = len(study.get_trials(deepcopy=False))
     worker = os.getpid() if config.worker_only else 0  # parallel workers run in no reproducible order anyway
     if so_far or worker:
         study.sampler = make_sampler(config, sampler_seed(config, so_far, worker))
-    stored = study.user_attrs.get("settings")
-    if stored is not None:
-        if stored.get("layout") != LAYOUT:
-            raise PrunenasError(
-                f"study {config.study!r} in {str(config.out)!r} was made by an earlier prunenas (another study-folder "
-                "layout); start a new one with another --study or --out (its trials.csv and runs stay readable)"
-            )
-        mine, theirs = _identity(config.settings_dict()), _identity(stored)
-        if mine != theirs:
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise PrunenasError(
-                f"study {config.study!r} in {str(config.out)!r} was started with other settings ({', '.join(diff)}); "
-                "rerun with the same options to resume, or pass another --study/--out"
-            )
     if config.objectives and not study.metric_names:
         study.set_metric_names(list(config.objectives))
     return study
+
+
+def check_reference(config: SearchConfig, space: Space, data: DatasetSplits) -> None:
+    """Load --reference as the proposers will, so that a missing, foreign or corrupt checkpoint is refused
+    before the study exists (torch's random state is left as it was)."""
+    if config.reference is None:
+        return
+    import torch
+
+    from prunenas.proposers.runner import make_context
+
+    with torch.random.fork_rng(devices=[]):
+        make_context(space, data=data, reference=config.reference, seed=config.seed, device="cpu")
 
 
 def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,9 +157,26 @@ def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _as_typed(config: SearchConfig, limit: Limit) -> tuple[str, str]:
+    """(the flag and value a limit was given as, the flag to change it with)."""
+    aliases = limit not in config.max_limits
+    return typed_limit(limit, config.max_macs_ratio if aliases else None, config.max_macs if aliases else None)
+
+
+def _meant_relative(limit: Limit, reference: float | None, metric: Any) -> str:
+    """A hint when an absolute limit reads like a fraction of the reference without its `x` (macs=0.5)."""
+    if limit.relative or reference is None or not 0 < limit.value <= 1:
+        return ""
+    return (
+        f", or did you mean {limit.flag} {limit.metric}={limit.value:g}x ({limit.value:g} times the reference's "
+        f"{metric.format(reference)})?"
+    )
+
+
 def check_limits(config: SearchConfig, space: Space, objective: Objective) -> None:
-    """Refuse limits no candidate could meet: a --max that even the space's smallest model is over, a --min
-    that even its largest (the unpruned reference) is under, a --min at or above the --max on its metric."""
+    """Refuse limits no candidate could meet or that limit nothing: a --max that even the space's smallest model
+    is over, a --min that even its largest (the unpruned reference) is under or that even its smallest meets,
+    a --min at or above the --max on its metric. Messages quote the limit as it was typed."""
     if not objective.limits and not objective.floors:
         return
 
@@ -126,6 +184,8 @@ def check_limits(config: SearchConfig, space: Space, objective: Objective) -> No
         ctx = MetricContext(space, genotype, objective.data.num_classes, options=objective.options)
         return objective.metrics[name].measure(ctx)
 
+    given = {lim.metric: lim for lim in config.limits}
+    lowest = {lim.metric: lim for lim in config.min_limits}
     for name, limit in objective.limits.items():
         metric = objective.metrics[name]
         if metric.after_training:
@@ -134,37 +194,52 @@ def check_limits(config: SearchConfig, space: Space, objective: Objective) -> No
         if value > limit:
             ref = objective.references.get(name)
             share = f", {value / ref:.4f} of the reference" if ref else ""
-            hint = "raise --max-macs-ratio" if name == "macs" else f"raise --max {name}=..."
+            typed, flag = _as_typed(config, given[name])
+            least = metric.format(value)
+            if given[name].relative and ref:  # rounded up: the ratio shown is one the smallest model meets
+                least = f"{math.ceil(value / ref * 1e4) / 1e4:.4f}{'x' if flag.startswith('--max ') else ''}"
             raise PrunenasError(
-                f"the {name} limit {metric.format(limit)} is below the smallest model of {space.name!r} "
-                f"({metric.format(value)}{share}); {hint}"
+                f"{typed} is below the smallest model of {space.name!r} ({metric.format(value)}{share}), so no "
+                f"candidate could meet it: raise {flag} to at least {least}{_meant_relative(given[name], ref, metric)}"
             )
     for name, floor in objective.floors.items():
         metric = objective.metrics[name]
+        typed, _ = _as_typed(config, lowest[name])
         if name in objective.limits and floor >= objective.limits[name]:
-            ceiling = metric.format(objective.limits[name])
+            ceiling, flag = _as_typed(config, given[name])
             raise PrunenasError(
-                f"--min {name} {metric.format(floor)} is not below --max {name} {ceiling}: "
-                f"no candidate could be in between; lower --min {name} or raise --max {name}"
+                f"{typed} is not below {ceiling} ({metric.format(floor)} vs {metric.format(objective.limits[name])}): "
+                f"no candidate could be in between; lower --min {name} or raise {flag}"
             )
         if metric.after_training:
             continue
         value = value_of(space.reference(), name)
         if value < floor:
             raise PrunenasError(
-                f"--min {name} {metric.format(floor)} is above the unpruned model of {space.name!r} "
-                f"({metric.format(value)}): no candidate could reach it; lower --min {name}"
+                f"{typed} is above the unpruned model of {space.name!r} ({metric.format(value)}): no candidate "
+                f"could reach it; lower --min {name}"
+            )
+        smallest = value_of(space.smallest_genotype(), name)
+        if smallest >= floor:
+            ref = objective.references.get(name)
+            raise PrunenasError(
+                f"{typed} limits nothing: even the smallest model of {space.name!r} has {metric.format(smallest)}; "
+                f"raise --min {name} or leave it out{_meant_relative(lowest[name], ref, metric)}"
             )
 
 
 def _seed_study(
-    study: optuna.Study, objective: Objective, config: SearchConfig, space: Space, data: DatasetSplits, log: Any
+    study: optuna.Study,
+    objective: Objective,
+    config: SearchConfig,
+    seeds: list[tuple[Genotype, dict[str, Any]]],
+    log: Callable[[str], None],
 ) -> None:
-    study.set_user_attr("settings", config.settings_dict())
+    """Store the search's bounds and limits, queue the proposers' genotypes, then its settings: a study holds
+    settings only once it is complete, so one cut off before that is seeded again by the next run."""
     study.set_user_attr("limits", dict(objective.limits))
     if objective.floors:
         study.set_user_attr("floors", dict(objective.floors))
-    seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []
     bounds = objective.search_bounds([g for g, _ in seeds])
     if len(seeds) > config.budget.trials:
         log(f"seeding: {len(seeds)} proposals for {config.budget.trials} trials; the first {config.budget.trials} seed")
@@ -172,6 +247,7 @@ def _seed_study(
     study.set_user_attr("bounds", json.dumps({k: list(v) for k, v in bounds.items()}))
     for genotype, attrs in seeds:
         study.enqueue_trial(dict(genotype.genes), user_attrs=attrs, skip_if_exists=True)
+    study.set_user_attr("settings", config.settings_dict())
     if seeds:
         names = ", ".join(sorted({a["proposer"] for _, a in seeds}))
         log(f"seeded the study with {len(seeds)} proposer genotypes ({names})")
@@ -189,13 +265,26 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    begin_session()
+    # Everything the user gave is checked before anything is written, so a refused search leaves no study
+    # behind that would turn the corrected command away as "other settings".
     if not config.worker_only:
         check_scale_out(config)
-    ensure_dir(config.out, "--out")
-    if config.final and config.export and not config.worker_only:
-        ensure_dir(config.exports_root, "--exports")  # fail now, not after hours of training
-    objective = Objective(config, space, data)
+    objective = Objective(config, space, data)  # the teacher and the latency runtime are checked here
     check_limits(config, space, objective)
+    make_pruner(config)  # a pruner needs a single objective
+    stored = None
+    if not config.worker_only:
+        check_reference(config, space, data)
+        stored = stored_study(config)
+        if stored is not None:
+            check_resumable(config, stored)
+    ensure_dir(config.out, "--out")  # the folders only, so that an output that cannot be written fails now
+    if config.final and config.export and not config.worker_only:
+        ensure_dir(config.exports_root, "--exports")  # not after hours of training
+    seeds: list[tuple[Genotype, dict[str, Any]]] | None = None
+    if not config.worker_only and (stored is None or "settings" not in stored.user_attrs):
+        seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []  # a new study's seeds
     _silence_storage_errors_in_threads()
     metrics = recorded_metrics(config)
 
@@ -207,10 +296,14 @@ def run_search(
         if config.worker_only:
             pass
         elif "settings" not in study.user_attrs:
-            _seed_study(study, objective, config, space, data, log)
+            if seeds is None:  # another process created it meanwhile, without settings yet
+                seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []
+            _seed_study(study, objective, config, seeds, log)
         else:
-            recovered = recover_stale_trials(study)
-            retrying = f", retrying {recovered}" if recovered else ""
+            retried = recover_stale_trials(study)
+            if n_done(study) < config.budget.trials:  # failed genotypes (whatever failed them) get their retry
+                retried += requeue_failed(study)
+            retrying = f", retrying {retried}" if retried else ""
             log(f"resuming study {config.study!r}: {n_done(study)} trials done{retrying}")
         n_procs = config.workers * max(1, len(config.gpus))
         if not config.worker_only and (n_procs > 1 or config.gpus or config.gpus_per_trial > 1):

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -181,9 +182,9 @@ def _alive(host: str, pid: int) -> bool:
 
 
 def recover_stale_trials(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials whose worker process on this machine is gone as FAIL and enqueue them
-    again (same genotype: the retry resumes the run folder's last checkpoint). Returns their numbers."""
-    recovered = []
+    """Mark RUNNING trials whose worker process on this machine is gone as FAIL and queue them again
+    (`requeue_failed`). Returns their numbers."""
+    stale = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
         if host is None or pid is None or _alive(str(host), int(pid)):
@@ -192,16 +193,59 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         except (ValueError, RuntimeError):
             continue  # another process got there first
-        retry(study, t)
-        recovered.append(t.number)
-    return recovered
+        stale.append(t.number)
+    return requeue_failed(study, stale) if stale else []
+
+
+# -- retries ------------------------------------------------------------------------------------------------------
+# One rule, whatever failed a trial (an error in it, Ctrl-C, a worker process that died): its genotype is queued
+# again, and the retry resumes the run folder's last checkpoint. A session (one run_search, here or in a worker)
+# retries a genotype once: a retry that fails in the session that queued it waits for the next run of the command,
+# which retries every genotype whose last trial failed. So a seeded proposal is never lost, and a trial that
+# fails every time costs one attempt per run instead of looping.
+_SESSION = {"id": uuid.uuid4().hex}
+
+
+def begin_session() -> str:
+    """A new retry session (`run_search` starts one): the trials it queues again carry its id."""
+    _SESSION["id"] = uuid.uuid4().hex
+    return _SESSION["id"]
 
 
 def retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
     """Queue a failed trial's genotype again; its run folder makes the retry resume, not restart."""
     attrs = {k: v for k, v in t.user_attrs.items() if k in ("origin", "proposer", "target")}
     attrs["retry_of"] = int(t.user_attrs.get("retry_of", t.number))
+    attrs["retry_session"] = _SESSION["id"]
     study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+
+
+def requeue_failed(study: optuna.Study, numbers: Collection[int] | None = None) -> list[int]:
+    """Queue again the failed trials among `numbers` (default: all) that the rule above retries: the last
+    attempt of their genotype, not queued by this session, not a surplus trial (which never started), with
+    their genes sampled, and of a genotype no other trial has finished. Returns their numbers."""
+    trials = study.get_trials(deepcopy=False)
+    last: dict[int, int] = {}
+    for t in trials:
+        root = int(t.user_attrs.get("retry_of", t.number))
+        last[root] = max(last.get(root, -1), t.number)
+    finished = {t.user_attrs.get("key") for t in trials if t.state in _DONE} - {None}
+    retried = []
+    for t in trials:
+        if t.state != optuna.trial.TrialState.FAIL or (numbers is not None and t.number not in numbers):
+            continue
+        root = int(t.user_attrs.get("retry_of", t.number))
+        if (
+            last[root] != t.number
+            or t.user_attrs.get("surplus")
+            or not t.params
+            or t.user_attrs.get("retry_session") == _SESSION["id"]
+            or t.user_attrs.get("key") in finished
+        ):
+            continue
+        retry(study, t)
+        retried.append(t.number)
+    return retried
 
 
 _DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -263,9 +307,8 @@ def run_trials(
     )
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        failed = trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get("surplus")
-        if failed and "retry_of" not in trial.user_attrs:
-            retry(study, trial)  # once: a seeded proposal is never lost to a passing failure
+        if trial.state == optuna.trial.TrialState.FAIL:
+            requeue_failed(study, [trial.number])  # a seeded proposal is never lost to a passing failure
         if progress is not None:
             done = min(cap, n_done(study))
             progress.set_done(done)
@@ -305,19 +348,15 @@ def run_trials(
 
 
 def requeue_own_trials(study: optuna.Study) -> None:
-    """After Ctrl-C: this process's interrupted trial is failed and queued again, so the next run of
-    the same command resumes it from its run folder's last checkpoint."""
+    """After Ctrl-C: this process's interrupted trial is failed and queued again (`requeue_failed`, as any
+    failed trial), so the next run of the same command resumes it from its run folder's last checkpoint."""
     me = (socket.gethostname(), os.getpid())
     with contextlib.suppress(Exception):
-        retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
-        for t in study.get_trials(deepcopy=False):
-            if (t.user_attrs.get("host"), t.user_attrs.get("pid")) != me or t.number in retried:
-                continue
+        own = [t for t in study.get_trials(deepcopy=False) if (t.user_attrs.get("host"), t.user_attrs.get("pid")) == me]
+        for t in own:
             if t.state == optuna.trial.TrialState.RUNNING:
                 study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            elif t.state != optuna.trial.TrialState.FAIL or t.user_attrs.get("surplus"):
-                continue
-            retry(study, t)
+        requeue_failed(study, [t.number for t in own])
 
 
 def worker_commands(config: SearchConfig) -> list[tuple[list[str], dict[str, str]]]:
@@ -327,7 +366,9 @@ def worker_commands(config: SearchConfig) -> list[tuple[list[str], dict[str, str
     base = [sys.executable, "-m", "prunenas.search.worker", str(path)]
     n = config.gpus_per_trial
     if n > 1:  # one torchrun group per n GPUs (or n CPU processes): each trial trains data-parallel in it
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}"]
+        # torchrun's launcher, wrapped so that an interrupted group stops quietly (prunenas.search.worker)
+        wrapped = ["-m", "prunenas.search.worker", "--torchrun"]
+        launcher = [sys.executable, *wrapped, "--standalone", f"--nproc-per-node={n}"]
         group = [*launcher, "-m", "prunenas.search.worker", str(path)]
         if not config.gpus:
             return [(group, {})]
@@ -360,7 +401,9 @@ def run_workers(
     cap = config.budget.trials
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     reported = {t.number for t in study.get_trials(deepcopy=False, states=finished)}
-    progress = make_progress(cap, "trials", unit="trial", initial=min(cap, len(reported)), quiet=config.quiet)
+    # distinct genotypes done, as n_done counts them (a duplicate trial does not move the count)
+    genotypes = {t.user_attrs.get("key", t.number) for t in study.get_trials(deepcopy=False, states=finished)}
+    progress = make_progress(cap, "trials", unit="trial", initial=min(cap, len(genotypes)), quiet=config.quiet)
 
     def show_finished() -> None:  # the workers' trials that finished since the last look, one line each
         if progress is None:
@@ -368,10 +411,11 @@ def run_workers(
         trials = study.get_trials(deepcopy=False, states=finished)
         for t in sorted((t for t in trials if t.number not in reported), key=lambda t: t.number):
             reported.add(t.number)
-            done = min(cap, len(reported))
+            genotypes.add(t.user_attrs.get("key", t.number))
+            done = min(cap, len(genotypes))
             progress.set_done(done)
             progress.report(trial_line(done, cap, t), trial_fields(t))
-        progress.set_done(min(cap, len(trials)))
+        progress.set_done(min(cap, len(genotypes)))
 
     try:
         while any(p.poll() is None for p in procs):

@@ -50,12 +50,11 @@ from torch import nn
 
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue, Genotype
-from prunenas.spaces.base import Gene, SpaceKind
+from prunenas.spaces.base import Gene, SpaceKind, width_multiplier
 from prunenas.spaces.cifar_preresnet import (
     ChannelLink,
     SelectionSpace,
     check_bn_weight,
-    check_bool,
     inherit_by_bn_scale,
     init_weights,
     make_conv,
@@ -206,20 +205,15 @@ class CifarDenseNetSpace(SelectionSpace):
 
     def _make_genes(self) -> list[Gene]:
         name, config = self.name, self.config
-        self.bottleneck = check_bool(name, "bottleneck", config.get("bottleneck", False))
-        self.depth = int(config.get("depth", 40))
+        self.bottleneck: bool = self.setting("bottleneck", False, kind=bool)
+        self.depth: int = self.setting("depth", 40, low=1)
         self.n = densenet_layers(name, self.depth, self.bottleneck)
-        self.growth = int(config.get("growth_rate", 12))
-        if self.growth < 1:
-            raise SpaceError(f"space {name!r}: growth_rate must be a positive int, got {config.get('growth_rate')!r}")
-        compression = config.get("compression", 1.0)
-        if isinstance(compression, bool) or not isinstance(compression, int | float) or not 0 < compression <= 1:
-            raise SpaceError(
-                f"space {name!r}: compression (the fraction of channels a transition keeps) must be in (0, 1], "
-                f"got {compression!r} (1 for DenseNet-40, 0.5 for DenseNet-BC)"
-            )
-        self.compression = float(compression)
-        self.selection = check_bool(name, "selection", config.get("selection", True))
+        self.growth: int = self.setting("growth_rate", 12, low=1)
+        self.compression: float = self.setting(
+            "compression", 1.0, kind=float, low=0.0, low_open=True, high=1.0,
+            what="the fraction of channels a transition keeps", hint="1 for DenseNet-40, 0.5 for DenseNet-BC",
+        )  # fmt: skip
+        self.selection: bool = self.setting("selection", True, kind=bool)
         if not self.selection and not self.bottleneck:
             raise SpaceError(
                 f"space {name!r}: a DenseNet without bottlenecks has no conv whose width is a gene; "
@@ -227,10 +221,8 @@ class CifarDenseNetSpace(SelectionSpace):
             )
         self.init = check_init(name, config.get("init", "prunenas"))
         self.bn_weight = check_bn_weight(name, config.get("bn_weight"))
-        mult = float(config.get("max_width_multiplier", 1.0))
-        self.stem_width = int(config.get("stem_width", 2 * self.growth))
-        if self.stem_width < 1:
-            raise SpaceError(f"space {name!r}: stem_width must be a positive int, got {config.get('stem_width')!r}")
+        mult = width_multiplier(name, config)
+        self.stem_width: int = self.setting("stem_width", 2 * self.growth, low=1)
         inner = 4 * self.growth
         genes: list[Gene] = []
         self.links: dict[str, ChannelLink] = {}

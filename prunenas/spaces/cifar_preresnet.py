@@ -46,7 +46,7 @@ from torch import nn
 
 from prunenas.errors import PrunenasError, SpaceError
 from prunenas.genotype import GeneValue, Genotype
-from prunenas.spaces.base import Gene, Space, SpaceKind
+from prunenas.spaces.base import Gene, Space, SpaceKind, model_setting, width_multiplier
 from prunenas.spaces.init import check_init, initialize
 
 BLOCKS = ("basic", "bottleneck")
@@ -89,12 +89,11 @@ def check_bn_weight(space_name: str, value: object) -> float | None:
     """The [model] `bn_weight` value (None: the init scheme's), checked."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise SpaceError(
-            f"space {space_name!r}: bn_weight (every BatchNorm weight at init) must be a number > 0, got {value!r}; "
-            "leave it out for the init scheme's"
-        )
-    return float(value)
+    checked: float = model_setting(
+        space_name, {"bn_weight": value}, "bn_weight", value, kind=float, low=0.0, low_open=True,
+        what="every BatchNorm weight at init", hint="leave it out for the init scheme's",
+    )  # fmt: skip
+    return checked
 
 
 def set_bn_weight(model: nn.Module, value: float | None) -> nn.Module:
@@ -233,9 +232,9 @@ class ChannelLink:
 
 
 def check_bool(space_name: str, key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise SpaceError(f"space {space_name!r}: {key} must be true or false, got {value!r}")
-    return value
+    """A true/false [model] setting (`prunenas.spaces.base.model_setting`)."""
+    checked: bool = model_setting(space_name, {key: value}, key, value, kind=bool)
+    return checked
 
 
 def inherit_by_bn_scale(
@@ -349,19 +348,16 @@ class CifarPreResNetSpace(SelectionSpace):
 
     def _make_genes(self) -> list[Gene]:
         name, config = self.name, self.config
-        self.block = str(config.get("block", "bottleneck")).lower()
-        if self.block not in BLOCKS:
-            raise SpaceError(f"space {name!r}: block must be one of {', '.join(BLOCKS)}, got {config.get('block')!r}")
-        self.depth = int(config.get("depth", 164))
+        self.block: str = self.setting("block", "bottleneck", kind=str, choices=BLOCKS)
+        self.depth: int = self.setting("depth", 164, low=1)
         self.n = preresnet_blocks(name, self.depth, self.block)
-        widths = config.get("widths", [16, 32, 64])
-        if not isinstance(widths, list | tuple) or len(widths) != 3 or any(int(w) < 1 for w in widths):
-            raise SpaceError(f"space {name!r}: widths must be three positive ints, got {widths!r}")
-        self.widths = [int(w) for w in widths]
-        self.selection = check_bool(name, "selection", config.get("selection", True))
+        self.widths: list[int] = self.setting(
+            "widths", [16, 32, 64], kind=list, length=3, low=1, what="stage widths before the bottleneck expansion"
+        )
+        self.selection: bool = self.setting("selection", True, kind=bool)
         self.init = check_init(name, config.get("init", "prunenas"))
         self.bn_weight = check_bn_weight(name, config.get("bn_weight"))
-        mult = float(config.get("max_width_multiplier", 1.0))
+        mult = width_multiplier(name, config)
         expansion = EXPANSION[self.block]
         self.stage_widths = [w * expansion for w in self.widths]
         convs = 2 if self.block == "bottleneck" else 1

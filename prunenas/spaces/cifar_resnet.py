@@ -28,7 +28,7 @@ from torch import nn
 
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue, Genotype
-from prunenas.spaces.base import Gene, Space, SpaceKind
+from prunenas.spaces.base import Gene, Space, SpaceKind, model_setting, width_multiplier
 from prunenas.spaces.init import check_init, initialize
 
 SHORTCUTS = ("A", "A-pool", "B")
@@ -136,17 +136,13 @@ class _ResNetConfig:
     """Shared TOML settings of the ResNet families: depth, shortcut, residual widths, init."""
 
     def __init__(self, space_name: str, config: Mapping[str, Any]) -> None:
-        self.depth = int(config.get("depth", 56))
+        self.depth: int = model_setting(space_name, config, "depth", 56, low=8, hint="6n+2: 20, 32, 56, 110, ...")
         self.n = blocks_per_stage(self.depth)
-        shortcut = str(config.get("shortcut", "A"))
-        self.shortcut = next((s for s in SHORTCUTS if s.lower() == shortcut.lower()), shortcut)
-        if self.shortcut not in SHORTCUTS:
-            raise SpaceError(f"space {space_name!r}: shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
+        self.shortcut: str = model_setting(space_name, config, "shortcut", "A", kind=str, choices=SHORTCUTS)
         self.init = check_init(space_name, config.get("init", "prunenas"))
-        widths = config.get("widths", [16, 32, 64])
-        if len(widths) != 3 or any(int(w) < 1 for w in widths):
-            raise SpaceError(f"space {space_name!r}: widths must be three positive ints, got {widths!r}")
-        self.widths = [int(w) for w in widths]
+        self.widths: list[int] = model_setting(
+            space_name, config, "widths", [16, 32, 64], kind=list, length=3, low=1, what="residual width per stage"
+        )
 
 
 class CifarResNetSpace(Space):
@@ -165,7 +161,7 @@ class CifarResNetSpace(Space):
 
     def _make_genes(self) -> list[Gene]:
         self.arch = _ResNetConfig(self.name, self.config)
-        mult = float(self.config.get("max_width_multiplier", 1.0))
+        mult = width_multiplier(self.name, self.config)
         genes = []
         for s, width in enumerate(self.arch.widths, start=1):
             top = max(width, int(width * mult))
@@ -227,9 +223,10 @@ class CifarResNetStagesSpace(Space):
 
     def _make_genes(self) -> list[Gene]:
         self.arch = _ResNetConfig(self.name, self.config)
-        max_ratio = float(self.config.get("max_ratio", 0.9))
-        if not 0.0 < max_ratio < 1.0:
-            raise SpaceError(f"space {self.name!r}: max_ratio must be in (0, 1), got {max_ratio}")
+        max_ratio: float = self.setting(
+            "max_ratio", 0.9, kind=float, low=0.0, low_open=True, high=1.0, high_open=True,
+            what="the largest fraction of a stage's inner channels pruned",
+        )  # fmt: skip
         return [
             Gene(
                 f"stage{s}_ratio",

@@ -18,7 +18,7 @@ from torch import nn
 
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue
-from prunenas.spaces.base import Gene, Space, SpaceKind
+from prunenas.spaces.base import Gene, Space, SpaceKind, width_multiplier
 from prunenas.spaces.init import check_init, initialize
 
 # Conv widths per depth; "M" is a 2x2 max-pool.
@@ -90,24 +90,17 @@ class CifarVGGSpace(Space):
     def _make_genes(self) -> list[Gene]:
         cfg: Any = self.config.get("cfg")
         if cfg is None:
-            depth = int(self.config.get("depth", 16))
+            depth: int = self.setting("depth", 16, low=1)
             if depth not in VGG_CFGS:
                 raise SpaceError(f"space {self.name!r}: VGG depth must be one of {sorted(VGG_CFGS)}, got {depth}")
             cfg = VGG_CFGS[depth]
         if not cfg or not all(c == "M" or (isinstance(c, int) and c > 0) for c in cfg):
             raise SpaceError(f'space {self.name!r}: cfg must list positive ints and "M", got {cfg!r}')
         self.cfg: list[int | str] = list(cfg)
-        self.classifier = str(self.config.get("classifier", "li"))
-        if self.classifier not in CLASSIFIERS:
-            raise SpaceError(
-                f"space {self.name!r}: classifier must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}"
-            )
+        self.classifier: str = self.setting("classifier", "li", kind=str, choices=CLASSIFIERS)
         self.init = check_init(self.name, self.config.get("init", "prunenas"))
-        conv_bias = self.config.get("conv_bias", False)
-        if not isinstance(conv_bias, bool):
-            raise SpaceError(f"space {self.name!r}: conv_bias must be true or false, got {conv_bias!r}")
-        self.conv_bias = conv_bias
-        mult = float(self.config.get("max_width_multiplier", 1.0))
+        self.conv_bias: bool = self.setting("conv_bias", False, kind=bool)
+        mult = width_multiplier(self.name, self.config)
         widths = [int(c) for c in self.cfg if c != "M"]
         return [
             Gene(f"conv{i}", "int", 1, max(w, int(w * mult)), w, description="output channels")
