@@ -5,8 +5,9 @@ additions and pooling are not counted. fvcore counts one multiply-add as one "fl
 are MACs once every non conv/linear handle is made to return 0. For density genotypes each layer's
 MACs are multiplied by its density and `params` counts the weights the masks keep.
 
-`analytic_macs` is an independent count from forward hooks (output size x kernel volume), used by
-the tests as a cross-check of the fvcore path.
+`analytic_macs_by_layer` is an independent count from forward hooks (output size x kernel volume), used by
+the tests as a cross-check of the fvcore path, and where tracing would be too slow (a proposer's bisection,
+`fast_macs`; the space listing, `listed_reference_cost`), always with a check that it equals fvcore's.
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def analytic_macs_by_layer(model: nn.Module, input_shape: tuple[int, ...]) -> di
             if isinstance(module, nn.Conv2d):
                 per_out = (module.in_channels // module.groups) * math.prod(module.kernel_size)
                 counts[name] = counts.get(name, 0) + output[0].numel() * per_out
-            elif isinstance(module, nn.Linear):
-                counts[name] = counts.get(name, 0) + module.in_features * module.out_features
+            elif isinstance(module, nn.Linear):  # per output element of the first image: tokens x out x in
+                counts[name] = counts.get(name, 0) + output[0].numel() * module.in_features
 
         return hook
 
@@ -138,10 +139,7 @@ def model_cost(
     model: nn.Module, input_shape: tuple[int, ...], densities: Mapping[str, float] | None = None
 ) -> tuple[int, int]:
     """(macs, params) of a model; `densities` weights each named layer's MACs and weights."""
-    by_layer = fvcore_macs_by_layer(model, input_shape)
-    d = densities or {}
-    macs = sum(round(n * float(d.get(name, 1.0))) for name, n in by_layer.items())
-    return int(macs), count_params(model, densities)
+    return _weighted_macs(fvcore_macs_by_layer(model, input_shape), densities), count_params(model, densities)
 
 
 @lru_cache(maxsize=4096)
@@ -175,19 +173,31 @@ def _space_fingerprint(space: Space) -> str:
     return fingerprint(info, type(space).__module__, type(space).__qualname__, code, versions, length=16)
 
 
+def _reference_cost_file(space: Space, num_classes: int) -> Path | None:
+    """Where fvcore's count of the space's reference is kept (None: the cost cache is off)."""
+    folder = cost_cache_dir()
+    return folder / f"{space.slug}-{_space_fingerprint(space)}-c{num_classes}.json" if folder else None
+
+
+def _read_reference_cost(path: Path | None) -> tuple[int, int] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return int(data["macs"]), int(data["params"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: count again (and rewrite it)
+
+
 @lru_cache(maxsize=256)
 def reference_cost(space: Space, num_classes: int) -> tuple[int, int]:
-    """(MACs, params) of the space's reference model, counted by fvcore once per machine and kept on disk
-    (`prunenas spaces` lists ten spaces without tracing ten models). The file is keyed by the space's
-    settings and the code that builds and counts it, so an edit never reads a stale count."""
-    folder = cost_cache_dir()
-    path = folder / f"{space.slug}-{_space_fingerprint(space)}-c{num_classes}.json" if folder else None
-    if path is not None and path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return int(data["macs"]), int(data["params"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # unreadable: count again and rewrite it
+    """(MACs, params) of the space's reference model, counted by fvcore once per machine and kept on disk.
+    The file is keyed by the space's settings and the code that builds and counts it, so an edit never
+    reads a stale count."""
+    path = _reference_cost_file(space, num_classes)
+    cached = _read_reference_cost(path)
+    if cached is not None:
+        return cached
     macs, params = _cost_cached(space, space.reference().canonical_json(), num_classes)
     if path is not None:
         with contextlib.suppress(OSError):  # a cache: a read-only home only costs the recount
@@ -198,14 +208,31 @@ def reference_cost(space: Space, num_classes: int) -> tuple[int, int]:
     return macs, params
 
 
+def listed_reference_cost(space: Space) -> tuple[int, int]:
+    """(MACs, params) of the space's reference for a listing (`prunenas spaces`), without tracing: fvcore's
+    count when it is on disk (`reference_cost`), else the forward-hook count, which equals fvcore's for
+    every space (the space contract in `prunenas.testing` checks it). Writes nothing: the fvcore cache
+    holds only fvcore's counts."""
+    cached = _read_reference_cost(_reference_cost_file(space, space.num_classes))
+    if cached is not None:
+        return cached
+    model, weights = space.counting_model(space.reference(), space.num_classes)
+    return _weighted_macs(analytic_macs_by_layer(model, space.input_shape), weights), count_params(model, weights)
+
+
+def _weighted_macs(by_layer: Mapping[str, int], weights: Mapping[str, float] | None) -> int:
+    """The MACs of a model from its per-layer counts, each layer weighted by its density (None: all 1)."""
+    d = weights or {}
+    return int(sum(round(n * float(d.get(name, 1.0))) for name, n in by_layer.items()))
+
+
 @lru_cache(maxsize=65536)
 def _fast_macs_cached(space: Space, canonical: str) -> int:
     direct = space.analytic_macs(Genotype.from_json(canonical))
     if direct is not None:
         return direct
     model, weights = space.counting_model(Genotype.from_json(canonical), space.num_classes)
-    by_layer = analytic_macs_by_layer(model, space.input_shape)
-    return int(sum(round(n * float((weights or {}).get(k, 1.0))) for k, n in by_layer.items()))
+    return _weighted_macs(analytic_macs_by_layer(model, space.input_shape), weights)
 
 
 def fast_macs(space: Space, genotype: Genotype) -> int:

@@ -185,6 +185,16 @@ class SpaceContract:
         rand = genotype_cost(space, space.random_genotype(self.seeds[0]))
         assert rand.macs > 0 and rand.params > 0
 
+    def test_counts_without_tracing_equal_fvcore(self, space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The forward-hook count (a proposer's bisection, the space listing) equals fvcore's, the convention."""
+        from prunenas.cost import fast_macs, listed_reference_cost
+
+        monkeypatch.setenv("PRUNENAS_COST_CACHE", "off")  # the listing counts, not reads fvcore's cached count
+        ref = genotype_cost(space, space.reference())
+        assert listed_reference_cost(space) == (ref.macs, ref.params)
+        for genotype in (space.reference(), space.random_genotype(self.seeds[0])):
+            assert fast_macs(space, genotype) == genotype_cost(space, genotype).macs
+
     def test_search_range_within_bounds(self, space: Space) -> None:
         for gene in space.genes:
             low, high, log = space.search_range(gene)

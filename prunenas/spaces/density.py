@@ -151,8 +151,9 @@ class DensitySpace(Space):
 
     # -- what differs from channel spaces -------------------------------------------------------
     def counting_model(self, genotype: Genotype, num_classes: int) -> tuple[nn.Module, dict[str, float] | None]:
-        """The masks do not change the shapes: the dense model, each layer weighted by its density."""
-        model = self.build(self.reference(), num_classes=num_classes)
+        """The masks do not change the shapes: the dense base model (no masks drawn), each layer weighted by
+        its density."""
+        model = self.base.build(num_classes=num_classes)
         return model, {k: float(v) for k, v in genotype.genes.items()}
 
     def search_range(self, gene: Gene, seeds: Sequence[Genotype] = (), min_value: float | None = None) -> SearchRange:
