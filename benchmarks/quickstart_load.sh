@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main command (a smoke search) alone and beside a second training job: with the default threads
 # (training processes share the cores) and with --threads 2 for both (each takes every core, as runs did
-# before). Parts: new (alone), shared, oversub; old / oldshared run an older checkout put at /tmp/old
+# before). Parts: new (alone), shared, oversub, workers (alone, --workers 2: two trials at a time); old /
+# oldshared / oldworkers run an older checkout put at /tmp/old
 # (git worktree add /tmp/old REV). Wall times go to /tmp/qsm/results.txt.
 #   bash benchmarks/quickstart_load.sh new shared oversub
 set -u
@@ -28,5 +29,7 @@ for what in "$@"; do
     shared) run shared "python" "" " " ;;
     oversub) run oversub "python" "--threads 2" "--threads 2" ;;
     oldshared) run oldshared "env PYTHONPATH=/tmp/old python" "" " " ;;
+    workers) run workers "python" "--workers 2" "" ;;
+    oldworkers) run oldworkers "env PYTHONPATH=/tmp/old python" "--workers 2" "" ;;
   esac
 done

@@ -44,6 +44,22 @@ def _check_gene(name: object, value: object) -> GeneValue:
     return value
 
 
+
+#: Files users give where a genotype is wanted, by suffix: what they are (the message says so, not "bad JSON").
+_NOT_A_GENOTYPE = {
+    ".onnx": "an exported ONNX model (`prunenas evaluate` takes it)",
+    ".pt": "a checkpoint (`prunenas export` takes the run folder that holds it)",
+    ".pth": "a checkpoint",
+    ".journal": "a study journal",
+    ".png": "an image",
+    ".csv": "a table",
+}
+_WHERE_GENOTYPES_ARE = (
+    "a genotype is a JSON file: genotype.json in a run folder, best/*.json in a study folder, the -o FILE of "
+    "`prunenas propose`, or a shipped name (search_spaces/genotypes/)"
+)
+
+
 @dataclass(frozen=True, eq=False)
 class Genotype:
     """An architecture: a space name and an ordered gene -> value mapping, plus provenance.
@@ -167,6 +183,11 @@ class Genotype:
             from prunenas.spaces.registry import genotype_path
 
             p = genotype_path(path)
+        what = _NOT_A_GENOTYPE.get(p.suffix.lower())
+        if what is not None and p.is_file():
+            raise GenotypeError(f"{str(p)!r} is {what}, not a genotype; {_WHERE_GENOTYPES_ARE}")
+        if p.is_dir() and (p / "genotype.json").is_file():
+            raise GenotypeError(f"{str(p)!r} is a run folder; its genotype is {str(p / 'genotype.json')!r}")
         try:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -176,7 +197,9 @@ class Genotype:
             ) from None
         except IsADirectoryError:
             raise GenotypeError(f"{str(p)!r} is a folder; pass the path of a genotype JSON file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise GenotypeError(f"{str(p)!r} is a binary file, not a genotype JSON; {_WHERE_GENOTYPES_ARE}") from None
+        except OSError as exc:
             raise GenotypeError(f"cannot read genotype file {str(p)!r}: {exc}") from None
         return cls.from_json(text, origin=str(p))
 

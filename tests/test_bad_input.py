@@ -26,6 +26,12 @@ def genotype_file(tmp: Path, genes: str, space: str = "resnet20_channels") -> st
     return str(write(tmp / "g.json", json.dumps({"space": space, "genes": full})))
 
 
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
 def corrupt_tar(tmp: Path) -> str:
     good = io.BytesIO()
     with tarfile.open(fileobj=good, mode="w:gz") as tar:
@@ -123,6 +129,16 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("negative density", lambda t: ["cost", genotype_file(t, '{"conv1": -0.1}', "resnet20_density")], "conv1"),
     ("missing genotype file", lambda t: ["cost", str(t / "nothing.json")], "does not exist"),
     ("genotype path is a folder", lambda t: ["cost", str(t)], "folder"),
+    # a file of another kind where a genotype or a run folder is wanted: say what it is, not how it failed to parse
+    ("an ONNX model as the genotype", lambda t: ["cost", str(write(t / "m.onnx", "\x08\x07onnx"))], "ONNX model"),
+    ("a binary file as the genotype", lambda t: ["cost", str(write_bytes(t / "g.bin", b"\xff\xfe\x00"))], "binary"),
+    (
+        "a run folder as the genotype",
+        lambda t: ["cost", str(write(t / "run" / "genotype.json", "{}").parent)],
+        "genotype.json",
+    ),
+    ("a genotype as the run to export", lambda t: ["export", genotype_file(t, "{}")], "prunenas train"),
+    ("a checkpoint as the run to export", lambda t: ["export", str(write(t / "r" / "checkpoint.pt", "x"))], "folder"),
     ("zero epochs", lambda t: ["train", r20(t), "--dataset", "digits", "--epochs", "0"], "epochs"),
     (
         "recipe setting of the wrong type",

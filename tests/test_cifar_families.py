@@ -286,7 +286,7 @@ def test_inheriting_a_wider_genotype_is_refused() -> None:
         (CifarPreResNetSpace, {"depth": 32, "block": "bottleneck"}, "9n\\+2"),
         (CifarPreResNetSpace, {"depth": 29, "block": "basic"}, "6n\\+2"),
         (CifarPreResNetSpace, {"block": "wide"}, "block must be"),
-        (CifarPreResNetSpace, {"selection": "yes"}, "selection must be true or false"),
+        (CifarPreResNetSpace, {"selection": "maybe"}, "selection must be true or false"),
         (CifarPreResNetSpace, {"init": "kaiming"}, "init must be one of"),
         (CifarDenseNetSpace, {"depth": 41}, "3n\\+4"),
         (CifarDenseNetSpace, {"depth": 43, "bottleneck": True}, "6n\\+4"),

@@ -94,7 +94,14 @@ def load_run(run_dir: str | Path, space: str | None = None) -> TrainedRun:
     if not run.exists():
         raise PrunenasError(f"run folder {str(run)!r} does not exist; pass {layout}")
     if not run.is_dir():
-        raise PrunenasError(f"{str(run)!r} is a file, not a run folder; pass {layout}")
+        what = {
+            ".json": "a JSON file (a genotype is trained first: `prunenas train GENOTYPE --out DIR`, then "
+            "`prunenas export DIR`)",
+            ".pt": f"a checkpoint: pass the folder that holds it ({str(run.parent)!r})",
+            ".onnx": "an exported model already (`prunenas evaluate` checks it)",
+            ".toml": "a space definition (export takes a run trained in it; --space names the space)",
+        }.get(run.suffix.lower(), "a file")
+        raise PrunenasError(f"RUN_DIR {str(run)!r} is {what}, not a run folder; pass {layout}")
     ckpt_path = run / CHECKPOINT
     if not ckpt_path.is_file():
         raise PrunenasError(

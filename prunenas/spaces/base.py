@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from prunenas.config import BOOL_WORDS, parse_bool
 from prunenas.errors import GenotypeError, SpaceError
 from prunenas.genotype import GeneValue, Genotype
 
@@ -147,9 +148,12 @@ def model_setting(
     elif high is not None:
         span = f" {'<' if high_open else '<='} {high:g}"
     checked: Any = None
-    if kind is bool:
-        checked = value if isinstance(value, bool) else None
-        expected = "true or false"
+    if kind is bool:  # the one boolean parser: true/false, yes/no, on/off or 1/0, as every flag takes them
+        try:
+            checked = parse_bool(value, key, error=SpaceError)
+        except SpaceError:
+            checked = None
+        expected = f"true or false ({BOOL_WORDS})"
     elif kind in (int, float):
         checked = number(value, kind)
         expected = f"{'an integer' if kind is int else 'a number'}{span}"

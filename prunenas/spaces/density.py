@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from prunenas.config import parse_bool
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, SearchRange, Space, SpaceKind
@@ -119,9 +120,7 @@ class DensitySpace(Space):
                 f'space {self.name!r}: base_overrides must be a table like {{ shortcut = "B" }}, got {overrides!r}'
             )
         rescale = self.config.get("rescale", True)
-        if not isinstance(rescale, bool):
-            raise SpaceError(f"space {self.name!r}: rescale must be true or false, got {rescale!r}")
-        self.rescale: bool = rescale
+        self.rescale: bool = parse_bool(rescale, f"space {self.name!r}: rescale", error=SpaceError)
         if "init" in self.config:
             overrides = {**dict(overrides or {}), "init": self.config["init"]}
         self.base = get_space(str(base_name), overrides=overrides)
