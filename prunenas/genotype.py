@@ -44,7 +44,6 @@ def _check_gene(name: object, value: object) -> GeneValue:
     return value
 
 
-
 #: Files users give where a genotype is wanted, by suffix: what they are (the message says so, not "bad JSON").
 _NOT_A_GENOTYPE = {
     ".onnx": "an exported ONNX model (`prunenas evaluate` takes it)",
