@@ -114,8 +114,10 @@ class Recipe(Config):
 
     def check(self) -> None:
         if self.warmup_epochs >= self.epochs:
-            raise ConfigError(
-                f"--warmup-epochs {self.warmup_epochs:g} must be below --epochs {self.epochs} (recipe {self.name!r})"
+            raise ConfigError(  # the setting may come from a flag, --set or a space's [recipe]: name all three
+                f"--warmup-epochs {self.warmup_epochs:g} must be below --epochs {self.epochs} (recipe {self.name!r}); "
+                "lower --warmup-epochs (--set warmup_epochs=N, or warmup_epochs in the space's [recipe]) or raise "
+                "--epochs"
             )
 
     @property

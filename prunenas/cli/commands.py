@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -287,13 +288,26 @@ def cmd_propose(args: argparse.Namespace) -> int:
     settings = run_settings(args)
     proposer = get_proposer(args.proposer, space.proposer_kind, **parse_options(args.option))
     needs_data = proposer.needs_data or (proposer.needs_trained and args.reference is None and args.pretrain_epochs)
-    if args.pretrain_epochs is not None and args.pretrain_epochs < 1:
-        raise PrunenasError(f"--pretrain-epochs must be >= 1 (got {args.pretrain_epochs})")
+    if args.pretrain_epochs is not None:
+        if args.pretrain_epochs < 1:
+            raise PrunenasError(f"--pretrain-epochs must be >= 1 (got {args.pretrain_epochs})")
+        if args.reference is not None:
+            raise PrunenasError(
+                f"--pretrain-epochs {args.pretrain_epochs} trains a reference only when --reference is not given; "
+                "drop one of them"
+            )
+        if not proposer.needs_trained:
+            raise PrunenasError(
+                f"--pretrain-epochs {args.pretrain_epochs} does not apply: proposer {proposer.name!r} scores no "
+                "trained weights; leave it out"
+            )
     data = None
     if needs_data or args.dataset:
         data_cfg = data_config(args, dataset=args.dataset or "cifar10")
         space, _ = fit_to_data(space, image_size=data_cfg.image_size)
         data = load_data(data_cfg, settings.seed)
+    else:  # no data is loaded: data flags would be dropped without a word
+        refuse_unused_data_flags(args, f"proposer {proposer.name!r} uses no data and no --dataset was given")
     reference = args.reference
     if reference is None and proposer.needs_trained and args.pretrain_epochs:
         reference = quick_reference(args, space, data, settings)
@@ -329,6 +343,20 @@ def cmd_propose(args: argparse.Namespace) -> int:
     print(format_table(rows, ["", ""], "ll"))
     print(f"wrote {out}" if out else "(pass -o FILE to save the genotype; `prunenas show FILE` plots it)")
     return 0
+
+
+def refuse_unused_data_flags(args: argparse.Namespace, why: str) -> None:
+    """Refuse data flags given to a command that loads no data (`why`), all of them in one line."""
+    from prunenas.config import DataConfig, flag_of
+
+    given = DataConfig.values_from_args(args, skip=("dataset",))
+    if given:
+        fields = {f.name: f for f in dataclasses.fields(DataConfig)}
+        flags = " and ".join(flag_of(fields[name]) for name in given)
+        raise PrunenasError(
+            f"{flags} {'does' if len(given) == 1 else 'do'} not apply: {why}; give --dataset to fit the space to "
+            f"its images, or leave {'it' if len(given) == 1 else 'them'} out"
+        )
 
 
 def quick_reference(args: argparse.Namespace, space: Any, data: Any, settings: Any) -> Any:
