@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from prunenas.data import load_dataset
+from prunenas.masks import prunable_layers
 from prunenas.proposers.base import ProposalContext, Target
 from prunenas.proposers.unstructured import (
     ERKProposer,
@@ -31,7 +32,6 @@ from prunenas.proposers.unstructured import (
     UniformDensityProposer,
 )
 from prunenas.spaces import get_space
-from prunenas.spaces.density import prunable_layers
 
 PROPOSERS = (
     MagnitudeProposer,

@@ -30,9 +30,9 @@ from torch import nn
 
 from prunenas.config import fingerprint
 from prunenas.genotype import Genotype
+from prunenas.masks import PRUNABLE, mask_count
 from prunenas.paths import cost_cache_dir
 from prunenas.spaces.base import Space
-from prunenas.spaces.density import PRUNABLE, mask_count
 
 # fvcore ops that are not conv/linear but have default handles: count them as 0.
 _ZERO_OPS = (

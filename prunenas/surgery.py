@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from prunenas.errors import PrunenasError
-from prunenas.spaces.density import MASK, mask_count, masked_layers, prunable_layers, set_mask, weight_of
+from prunenas.masks import MASK, mask_count, masked_layers, prunable_layers, set_mask, weight_of
 
 if TYPE_CHECKING:
     from prunenas.genotype import Genotype

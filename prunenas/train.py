@@ -39,10 +39,10 @@ from prunenas.config import RunSettings, fingerprint
 from prunenas.data import DatasetSplits, DeviceBatches, ImageSet, StreamBatches, make_batches
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
+from prunenas.masks import apply_masks, masked_layers
 from prunenas.paths import ensure_dir
 from prunenas.recipes import KD_FIELDS, Recipe
 from prunenas.spaces.base import Space
-from prunenas.spaces.density import apply_masks, masked_layers
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"

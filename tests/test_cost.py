@@ -12,8 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from prunenas.cost import Cost, count_params, genotype_cost
 from prunenas.errors import GenotypeError
 from prunenas.genotype import Genotype
+from prunenas.masks import prunable_layers
 from prunenas.spaces import get_space, shipped_genotypes
-from prunenas.spaces.density import prunable_layers
 
 # GUIDE section 4: Li et al.'s cfg, one inner width per BasicBlock (the first conv of the block).
 CFG_56_A = [14, 14, 14, 14, 14, 14, 14, 16, 14, 32, 28, 28, 28, 28, 28, 28, 28, 28, 64, 57, 57, 57, 57, 57, 57, 57, 64]

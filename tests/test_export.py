@@ -32,9 +32,9 @@ from prunenas.export import (
     onnx_latency,
 )
 from prunenas.genotype import Genotype
+from prunenas.masks import masked_layers
 from prunenas.recipes import make_recipe
 from prunenas.spaces import get_space
-from prunenas.spaces.density import masked_layers
 from prunenas.train import CHECKPOINT, METRICS, RunSettings, train
 
 # fp32 whatever the CPU (bf16 is the default on AMX CPUs): the trained models these tests export and compare

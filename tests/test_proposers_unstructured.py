@@ -19,12 +19,12 @@ from prunenas.cost import fvcore_macs_by_layer, genotype_cost
 from prunenas.data import DatasetSplits, ImageSet, load_dataset
 from prunenas.errors import PrunenasError
 from prunenas.genotype import GeneValue
+from prunenas.masks import mask_count, prunable_layers, weight_of
 from prunenas.proposers import at_init_scores as S
 from prunenas.proposers import unstructured as U
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, get_proposer
 from prunenas.spaces import get_space
 from prunenas.spaces.base import Gene, Space, SpaceKind
-from prunenas.spaces.density import mask_count, prunable_layers, weight_of
 
 CPU = torch.device("cpu")
 TARGETS = [Target("density", 0.5), Target("density", 0.1), Target("macs_ratio", 0.3)]

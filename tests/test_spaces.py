@@ -16,9 +16,9 @@ from torch import nn
 from prunenas.cost import analytic_macs_by_layer, fvcore_macs_by_layer
 from prunenas.errors import GenotypeError, PrunenasError, SpaceError
 from prunenas.genotype import Genotype
+from prunenas.masks import apply_masks, densities, masked_layers, prunable_layers
 from prunenas.spaces import Gene, Space, get_space, shipped_genotypes, space_names
 from prunenas.spaces.cifar_resnet import ShortcutA
-from prunenas.spaces.density import apply_masks, densities, masked_layers, prunable_layers
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = space_names()

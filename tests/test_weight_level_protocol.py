@@ -19,12 +19,13 @@ from prunenas import surgery
 from prunenas.cost import fvcore_macs_by_layer, genotype_cost
 from prunenas.errors import PrunenasError
 from prunenas.genotype import GeneValue
+from prunenas.masks import mask_count, prunable_layers, weight_of
 from prunenas.proposers import unstructured as U
 from prunenas.proposers.base import Proposal, ProposalContext, Target, get_proposer
 from prunenas.proposers.runner import make_context
 from prunenas.spaces import get_space
 from prunenas.spaces.base import Gene, Space, SpaceKind
-from prunenas.spaces.density import DensitySpace, mask_count, prunable_layers, weight_of
+from prunenas.spaces.density import DensitySpace
 
 CONV_ONLY = {"layers": "conv", "min_weights": 0}
 

@@ -59,8 +59,8 @@ from prunenas.export.parity import (
 )
 from prunenas.export.run import TrainedRun, load_run
 from prunenas.export.runtime import _check_latency_args, onnx_latency, resolve_providers
+from prunenas.masks import prunable_layers, weight_of
 from prunenas.paths import why
-from prunenas.spaces.density import prunable_layers, weight_of
 
 log = logging.getLogger(__name__)
 

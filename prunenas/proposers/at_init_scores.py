@@ -28,7 +28,7 @@ from torch import nn
 
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
-from prunenas.spaces.density import prunable_layers, weight_of
+from prunenas.masks import prunable_layers, weight_of
 
 __all__ = [
     "Scores",

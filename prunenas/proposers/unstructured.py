@@ -64,6 +64,7 @@ from torch import nn
 from prunenas.config import parse_bool
 from prunenas.cost import fvcore_macs_by_layer
 from prunenas.errors import PrunenasError
+from prunenas.masks import prunable_layers, weight_of
 from prunenas.proposers.at_init_scores import (
     Scores,
     SynflowRun,
@@ -77,7 +78,6 @@ from prunenas.proposers.at_init_scores import (
 )
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, TargetKind
 from prunenas.spaces.base import Space
-from prunenas.spaces.density import prunable_layers, weight_of
 
 __all__ = [
     "ERKProposer",
