@@ -358,3 +358,25 @@ def test_a_finished_final_run_is_reused_and_says_so(tmp_path, space, data, capsy
     winner = [m for m in again if m.startswith("winner ")]
     assert len(winner) == 1 and winner[0].endswith("already retrained with scratch-e for 1 epochs, reused"), again
     assert "resuming after epoch" not in err and "already trained (1/1 epochs), reused" in err, err
+
+
+def test_a_trial_no_process_owns_is_failed_and_queued_again(tmp_path):
+    """Ctrl-C between the sampler creating a trial and its objective stamping host and pid leaves a RUNNING
+    trial no worker claims; once every process of the study has stopped it is failed and its genotype queued
+    again, while a trial that names its process is left to that process."""
+    from prunenas.search.storage import requeue_orphans
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    study = optuna.create_study(study_name="o", storage=storage)
+    orphan = study.ask()
+    orphan.suggest_int("stage1_width", 4, 16)  # sampled, then interrupted before the objective ran
+    owned = study.ask()
+    owned.suggest_int("stage1_width", 4, 16)
+    owned.set_user_attr("host", socket.gethostname())
+    owned.set_user_attr("pid", os.getpid())
+    assert requeue_orphans(study) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states[owned.number] == optuna.trial.TrialState.RUNNING
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs.get("retry_of") == orphan.number

@@ -341,10 +341,27 @@ def run_trials(
                 raise StorageLost("the storage stopped answering") from exc
     except KeyboardInterrupt:
         requeue_own_trials(study)
+        if not config.worker_only and not config.storage:  # alone on the study's journal
+            requeue_orphans(study)
         raise
     finally:
         if progress is not None:
             progress.close()
+
+
+def requeue_orphans(study: optuna.Study) -> list[int]:
+    """Fail and queue again the RUNNING trials that no process owns: a trial is created by the sampler
+    before its objective stamps it with its host and pid, so Ctrl-C in between leaves a RUNNING trial
+    that no worker claims (and that a resume would wait for forever). Only safe when every process that
+    could own one has stopped: a study in this machine's journal, after its workers exited."""
+    orphans = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("pid") is not None:
+            continue
+        with contextlib.suppress(ValueError, RuntimeError):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            orphans.append(t.number)
+    return requeue_failed(study, orphans) if orphans else []
 
 
 def requeue_own_trials(study: optuna.Study) -> None:
@@ -447,6 +464,9 @@ def run_workers(
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
+        if not config.storage and all(proc.poll() is not None for proc in procs):  # the journal's only users
+            with contextlib.suppress(Exception):
+                requeue_orphans(study)
         raise
     finally:
         if progress is not None:
