@@ -8,6 +8,8 @@ The Python API (see `prunenas.api` and the README)::
     pn.count_cost(genotype).macs
     pn.train_model(genotype, data="digits", recipe="proxy", epochs=1)
     pn.propose("resnet20_channels", "l1", macs_ratio=0.5)
+    pn.get_proposer("l1", "channels")          # a pn.Proposer; third-party proposers subclass it
+    pn.Target("macs_ratio", 0.5)
     pn.search_architectures("resnet20_channels", data="digits", budget="smoke")
     pn.export_onnx(run_dir)
 
@@ -41,6 +43,11 @@ _LAZY = {
     "Recipe": "prunenas.recipes",
     "make_recipe": "prunenas.recipes",
     "SearchSettings": "prunenas.search",
+    "Proposer": "prunenas.proposers.base",
+    "Proposal": "prunenas.proposers.base",
+    "ProposalContext": "prunenas.proposers.base",
+    "Target": "prunenas.proposers.base",
+    "get_proposer": "prunenas.proposers.base",
     "Metric": "prunenas.metrics",
     "get_metric": "prunenas.metrics",
     "PrunenasError": "prunenas.errors",

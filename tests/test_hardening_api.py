@@ -231,3 +231,17 @@ def test_scratch_b_epochs_from_a_flag_are_read_as_a_number():
     assert recipe.epochs == 6
     with pytest.raises(ConfigError, match="--epochs must be >= 1"):
         make_recipe("scratch-b", {}, macs=1, reference_macs=2, overrides={"epochs": "0"})
+
+
+def test_the_proposer_plugin_point_is_in_the_top_level_api():
+    """A third party writes a proposer against `prunenas` alone: the base class, its context and result
+    types, the target and the lookup are top-level names (issue 25, item 3)."""
+    import prunenas as pn
+    from prunenas.proposers import base
+
+    for name in ("Proposer", "Proposal", "ProposalContext", "Target", "get_proposer"):
+        assert getattr(pn, name) is getattr(base, name), name
+        assert name in pn.__all__ and name in dir(pn)
+    proposer = pn.get_proposer("uniform", "channels")
+    assert isinstance(proposer, pn.Proposer)
+    assert pn.Target("macs_ratio", 0.5).describe() == "macs_ratio=0.5"
