@@ -139,3 +139,19 @@ def pg_server() -> Iterator[PgServer]:
     yield server
     server.stop()
     shutil.rmtree(server.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def space(tiny_toml: Path):
+    """The tiny ResNet-8 space (tests that take a `space` of their own override this)."""
+    from prunenas.spaces import get_space
+
+    return get_space(str(tiny_toml))
+
+
+@pytest.fixture(scope="module")
+def data():
+    """64 training and 32 validation images of the embedded digits."""
+    from prunenas.data import load_dataset
+
+    return load_dataset("digits", seed=0, train_subset=64, val_size=32)

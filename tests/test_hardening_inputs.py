@@ -13,12 +13,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from tiny_search import tiny_search_config
 
 from prunenas.cli import main
 from prunenas.config import ConfigError, DataConfig
 from prunenas.data import load_dataset
 from prunenas.errors import DataError, PrunenasError, SpaceError
-from prunenas.search import BUDGETS, SearchConfig, SearchSettings, run_search
+from prunenas.search import SearchConfig, SearchSettings, run_search
 from prunenas.spaces import get_space
 from prunenas.spaces.cifar_densenet import CifarDenseNetSpace
 from prunenas.spaces.cifar_preresnet import CifarPreResNetSpace
@@ -184,23 +185,8 @@ def test_evaluate_refuses_a_data_dir_for_the_digits(tmp_path, capsys):
 
 
 # -- cause 7: nothing written before the last check; one retry rule ----------------------------------------------
-@pytest.fixture(scope="module")
-def space(tiny_toml):
-    return get_space(str(tiny_toml))
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("digits", seed=0, train_subset=64, val_size=32)
-
-
 def config_for(tmp_path: Path, space, **changes) -> SearchConfig:
-    budget = replace(BUDGETS["smoke"], trials=2, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1)
-    base = SearchConfig(
-        space=space.name, dataset="digits", study="h", out=tmp_path / "study", budget=budget, budget_name="test",
-        quiet=True, final=False, proposer_names=("uniform",),
-    )  # fmt: skip
-    return replace(base, **changes)
+    return tiny_search_config(tmp_path, space, "h", **changes)
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,16 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
+from tiny_search import tiny_search_config
 
 from prunenas import distributed
 from prunenas.cli import main
-from prunenas.data import load_dataset
 from prunenas.errors import PrunenasError
-from prunenas.search import BUDGETS, SearchConfig, make_storage, run_search
-from prunenas.spaces import get_space
+from prunenas.search import SearchConfig, make_storage, run_search
 
 
 def one_line_error(code: int, err: str, out: str = "") -> str:
@@ -308,23 +306,8 @@ def test_ctrl_c_of_a_search_with_workers_is_one_line_from_the_parent(tmp_path, t
 
 
 # -- progress lines that say what happened -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def space(tiny_toml):
-    return get_space(str(tiny_toml))
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("digits", seed=0, train_subset=64, val_size=32)
-
-
 def config_for(tmp_path: Path, space, **changes) -> SearchConfig:
-    budget = replace(BUDGETS["smoke"], trials=2, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1)
-    base = SearchConfig(
-        space=space.name, dataset="digits", study="p", out=tmp_path / "study", budget=budget, budget_name="test",
-        quiet=False, final=False, export=False, proposer_names=("uniform",),
-    )  # fmt: skip
-    return replace(base, **changes)
+    return tiny_search_config(tmp_path, space, "p", **{"quiet": False, "export": False, **changes})
 
 
 def test_a_duplicate_trial_says_so_instead_of_repeating_a_count(tmp_path, space, data, capsys, monkeypatch):

@@ -9,31 +9,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+from tiny_search import tiny_search_config
 
-from prunenas.data import load_dataset
 from prunenas.errors import PrunenasError
 from prunenas.search import BUDGETS, SearchConfig, make_storage, run_search
 from prunenas.search.storage import n_done
-from prunenas.spaces import get_space
-
-
-@pytest.fixture(scope="module")
-def space(tiny_toml):
-    return get_space(str(tiny_toml))
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("digits", seed=0, train_subset=64, val_size=32)
 
 
 def config_for(tmp_path: Path, space, **changes) -> SearchConfig:
-    budget = replace(BUDGETS["smoke"], trials=2, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1)
-    base = SearchConfig(
-        space=space.name, dataset="digits", study="r", out=tmp_path / "study", budget=budget, budget_name="test",
-        quiet=True, final=False, proposer_names=("uniform", "random"),
-    )  # fmt: skip
-    return replace(base, **changes)
+    return tiny_search_config(tmp_path, space, "r", **{"proposer_names": ("uniform", "random"), **changes})
 
 
 def test_a_journal_cut_off_mid_line_is_refused_untouched_and_resumes_once_repaired(tmp_path, space, data):
