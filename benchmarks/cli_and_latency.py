@@ -10,16 +10,14 @@ latency metric's cost and repeatability, on this machine. Writes a Markdown and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+
+import common
 
 
 def time_command(argv: list[str], env: dict[str, str], repeats: int) -> list[float]:
@@ -70,21 +68,19 @@ def latency_repeatability(repeats: int) -> dict[str, object]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--old-src", help="an earlier prunenas checkout to time `prunenas spaces` against")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs of `prunenas spaces` (default 3)")
+    common.add_repeats(p, 3, help="timed runs of `prunenas spaces` (default 3)")
     p.add_argument("--latency-repeats", type=int, default=5, help="repeated latency measurements (default 5)")
-    p.add_argument("--out", type=Path, required=True, help="result path without suffix (.md and .json are written)")
+    common.add_out(p, folder=False, required=True)
     args = p.parse_args()
     spaces = spaces_timing(args.old_src, args.repeats)
     latency = latency_repeatability(args.latency_repeats)
     payload = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}",
-        "command": " ".join(sys.argv),
+        "date": common.stamp(),
+        "machine": common.cpu_text(),
+        "command": common.command_line(__file__),
         "spaces_seconds": spaces,
         "latency": latency,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         f"# `prunenas spaces` wall time and latency-metric repeatability ({payload['date']}, {payload['machine']})",
         "",
@@ -112,7 +108,7 @@ def main() -> None:
         f"Coefficient of variation over the repeats: ms {latency['cv_ms']:.3f}, ratio {latency['cv_ratio']:.3f}; "
         f"median cost per candidate {latency['seconds_per_candidate']:.2f} s.",
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    common.write_results(args.out, payload, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -26,25 +26,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import math
 import os
 import resource
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import common
 import torch
 import torch.nn.functional as F
 
 from prunenas.config import RunSettings
 from prunenas.data import DatasetSplits, DeviceBatches, ImageSet, load_dataset
-from prunenas.hardware import cpu_info
 from prunenas.recipes import Recipe, make_recipe
 from prunenas.spaces import get_space
 from prunenas.train import TrainStep, train
@@ -274,7 +271,7 @@ def _load_cell(load: dict[str, Any]) -> str:
     return cell + f"/{load['others_busy_cores']}->{load.get('others_during')}" + (" (loaded)" * load["loaded"])
 
 
-def write_markdown(report: dict[str, Any], path: Path) -> None:
+def markdown(report: dict[str, Any]) -> str:
     cpu = report["cpu"]
     lines = [f"# Trainer on a CPU: bf16 + channels_last vs fp32 vs a conventional loop ({report['date']})", ""]
     lines += [f"- machine: {cpu['model']}, {cpu['cores']} cores, torch capability {cpu['capability']}, "
@@ -335,16 +332,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                              f"0.05); with n = {par['summary']['bf16']['n']} per precision the test resolves only "
                              "differences of several standard errors")  # fmt: skip
         lines.append("")
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("/tmp/prunenas-cpu-trainer"), help="results folder")
+    common.add_out(p, folder=True, default="/tmp/prunenas-cpu-trainer")
     p.add_argument("--tag", default=None, help="file name stem (default: <UTC date>-cpu-trainer[-tiny])")
-    p.add_argument("--tiny", action="store_true", help="every path in 1-2 minutes (tiny sizes; not results)")
+    common.add_tiny(p, "every path in 1-2 minutes (tiny sizes; not results)")
     p.add_argument("--parts", default="throughput,parity", help="comma-separated: throughput, parity")
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    common.add_data_dir(p, str(DEFAULT_DATA))
     p.add_argument("--spaces", default=",".join(SPACES))
     p.add_argument("--threads", default="1,2", help="thread counts of part 1")
     p.add_argument("--batch-size", type=int, default=128)
@@ -362,19 +359,17 @@ def main() -> None:
     if args.tiny:  # every code path at tiny sizes (part 1: 1+2 steps of batch 32 on 2 threads)
         args.train_subset, args.val_size, args.epochs, args.seeds = 512, 128, 1, args.seeds[:2]
         args.batch_size, args.threads = 32, args.threads[-1:]
-    now = datetime.now(timezone.utc)
-    tag = args.tag or f"{now:%Y-%m-%d}-cpu-trainer" + ("-tiny" if args.tiny else "")
-    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / args.tag if args.tag else common.results_stem(args.out, "trainer", folder=True, tiny=args.tiny)
+    machine = common.machine()
     report: dict[str, Any] = {
-        "date": now.isoformat(timespec="seconds"), "cpu": cpu_info().to_dict(), "torch": torch.__version__,
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]), "cwd": os.getcwd(),
+        "date": common.stamp(), "cpu": machine["cpu"], "torch": machine["torch"],
+        "command": common.command_line(__file__), "cwd": os.getcwd(),
         "args": {k: v if isinstance(v, (int, float, list, bool)) else str(v) for k, v in vars(args).items()},
         "load_at_start": machine_load(), "throughput": {"rows": [], "failed": {}}, "parity": {"runs": []},
     }  # fmt: skip
 
     def save() -> None:
-        (args.out / f"{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-        write_markdown(report, args.out / f"{tag}.md")
+        common.write_results(stem, report, markdown(report))
 
     t0 = time.perf_counter()
     data = load_dataset("cifar10", args.data_dir, train_subset=args.train_subset, val_size=args.val_size,
@@ -391,7 +386,7 @@ def main() -> None:
             report[name]["wall_s"] = time.perf_counter() - t
     report["wall_s"] = time.perf_counter() - t0
     save()
-    print(f"wrote {args.out / tag}.md and .json ({report['wall_s']:.0f} s)")
+    print(f"wrote {stem}.md and .json ({report['wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":

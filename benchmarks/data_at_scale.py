@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -30,7 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+import common
+
+ROOT = common.REPO
 
 
 def generate(tree: Path, n: int, size: int = 160, classes: int = 10) -> None:
@@ -142,8 +143,7 @@ def main() -> None:
     p.add_argument("--root", default="/tmp/prunenas-bench-data", help="where trees and caches go")
     p.add_argument("--train-images", type=int, default=2000, help="images of the streamed vs in-memory training")
     p.add_argument("--loader-images", type=int, default=20000, help="at most this many images per loader epoch")
-    p.add_argument("--out-md", default=None)
-    p.add_argument("--out-json", default=None)
+    common.add_out_files(p)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -179,10 +179,12 @@ def main() -> None:
     }  # fmt: skip
     cost = 1 - trained["stream"]["images_per_s"] / trained["memory"]["images_per_s"]
     load = os.getloadavg()
+    machine = common.machine()
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU; load average at the end {load[0]:.1f}",
-        "command": "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]]),
+        "date": common.today(),
+        "machine": f"{machine['cpu']['model']}, {machine['cpu_count']} CPU cores, {machine['gpu'] or 'no GPU'}; "
+        f"load average at the end {load[0]:.1f}",
+        "command": common.command_line(__file__),
         "trees": rows,
         "memory_loader": memory,
         "train": trained,
@@ -225,9 +227,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out_md:
-        Path(args.out_md).write_text(text, encoding="utf-8")
+        common.write_text(args.out_md, text)
     if args.out_json:
-        Path(args.out_json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        common.write_text(args.out_json, common.to_json(report))
 
 
 if __name__ == "__main__":

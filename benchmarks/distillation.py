@@ -13,21 +13,16 @@ Welch t-test) and the wall time of each run, in `<date>-cpu-distillation.md` and
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
+import common
 
-from prunenas import hardware
 from prunenas.api import load_genotype
 from prunenas.config import RunSettings
 from prunenas.data import load_dataset
@@ -54,7 +49,7 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default="../shared/datasets/cifar10-jpeg.tar.gz")
+    common.add_data_dir(p, "../shared/datasets/cifar10-jpeg.tar.gz")
     p.add_argument("--train-subset", type=int, default=5000)
     p.add_argument("--val-size", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=15)
@@ -62,10 +57,10 @@ def main() -> None:
     # at chance for 6 epochs: 21.6% test after 15); a linear warm-up is the usual cure, the same for every arm
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    common.add_threads(p)
+    common.add_out(p, folder=True, default="benchmarks/results")
     p.add_argument("--work", type=Path, default=None, help="run folders (default: a temporary folder)")
-    p.add_argument("--tiny", action="store_true", help="digits, 1 epoch, 2 seeds: checks the path in a minute")
+    common.add_tiny(p, "digits, 1 epoch, 2 seeds: checks the path in a minute")
     args = p.parse_args()
     if args.tiny:
         data = load_dataset("digits", train_subset=256, val_size=64, seed=0)
@@ -97,13 +92,14 @@ def main() -> None:
         arms["scratch + KD"].append(run(student, seed, work / f"b-kd-s{seed}", teacher=teacher))
     accs = {name: [float(r["test_acc"]) for r in rows] for name, rows in arms.items()}
     t, p_value = welch(accs["scratch"], accs["scratch + KD"])
-    info = hardware.cpu_info().to_dict()
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    machine = common.machine()
+    info = machine["cpu"]
+    command = common.command_line(__file__)
     summary = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": common.today(),
         "command": command,
         "cpu": info,
-        "torch": torch.__version__,
+        "torch": machine["torch"],
         "dataset": data.describe(),
         "recipe": recipe.to_dict(),
         "teacher": {"genotype": "resnet56_channels reference", **teacher_row},
@@ -120,14 +116,12 @@ def main() -> None:
         "welch": {"t": t, "p": p_value},
         "wall_s": round(time.time() - started, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{summary['date']}-cpu-distillation{'-tiny' if args.tiny else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    stem = common.results_stem(args.out, "distillation", folder=True, date=summary["date"], tiny=args.tiny)
     lines = [
         "# Distillation from the unpruned model: ResNet-56-B from scratch, with and without the teacher",
         "",
         f"Date {summary['date']}; CPU {info['model']} ({info['cores']} cores, bf16 units: {info['bf16']}, "
-        f"AMX: {info['amx']}); torch {torch.__version__}.",
+        f"AMX: {info['amx']}); torch {machine['torch']}.",
         f"Command: `{command}`",
         "",
         f"Data: {data.name}, {len(data.train)} training / {len(data.val)} validation / {len(data.test)} test images. "
@@ -151,7 +145,7 @@ def main() -> None:
         f"Difference (KD - scratch): {diff * 100:+.2f} points; Welch t = {t:.2f}, p = {p_value:.3f}. "
         f"Total wall time {summary['wall_s']:.0f} s. Load average beside each run is in the JSON.",
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    common.write_results(stem, summary, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

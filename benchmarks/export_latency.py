@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import torch
 
-from prunenas.cli import load_genotype
+from prunenas.cli.common import load_genotype
 from prunenas.data import load_dataset
 from prunenas.export import export_run
 from prunenas.train import CHECKPOINT, METRICS
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("genotype", nargs="?", default="resnet56_channels", help="genotype file, shipped name or space")
     p.add_argument("--dir", default="/tmp/prunenas-bench", help="work folder (run/ and export/ are written here)")
-    p.add_argument("--repeats", type=int, default=50)
+    common.add_repeats(p, 50, help="ONNX Runtime timed runs per batch size (default 50)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     p.add_argument("--provider", default="auto")

@@ -10,14 +10,13 @@ Run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import common
 
 
 def study(space_name: str, n: int, threads: int | None) -> dict[str, Any]:
@@ -46,11 +45,11 @@ def main() -> None:
     parser.add_argument("--space", default="resnet20_channels")
     parser.add_argument("--divisor", type=int, default=8)
     parser.add_argument("--genotypes", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (0: one per core)")
-    parser.add_argument("--out", default="benchmarks/results/latency-divisor")
+    common.add_threads(parser, 1, help="intra-op threads (0: one per core)")
+    common.add_out(parser, folder=False)
     args = parser.parse_args()
     os.environ.setdefault("PRUNENAS_COST_CACHE", "off")
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = common.stamp()
     folder = Path(tempfile.mkdtemp(prefix="prunenas-divisor-"))
     toml = folder / f"{args.space}_div{args.divisor}.toml"
     toml.write_text(f'extends = "{args.space}"\nname = "{args.space}_div{args.divisor}"\n\n[model]\n'
@@ -58,16 +57,9 @@ def main() -> None:
     threads = args.threads or None
     results = [study(args.space, args.genotypes, threads), study(str(toml), args.genotypes, threads)]
     results[1]["space"] = f"{args.space} with divisor = {args.divisor}"
-    from prunenas.latency import machine
-
-    command = "python benchmarks/latency_divisor.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-    )
-    payload = {"date": started, "machine": machine(), "platform": platform.platform(), "command": command,
-               "results": results}  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    command = common.command_line(__file__)
+    payload = {"date": started, "machine": common.cpu_text(), "platform": common.machine()["platform"],
+               "command": command, "results": results}  # fmt: skip
     lines = [
         f"# Channel divisor vs measured latency ({args.space})",
         "",
@@ -82,7 +74,7 @@ def main() -> None:
     for r in results:
         pairs = ", ".join(f"{x['macs_ratio']:.2f} -> {x['latency_ratio']:.2f}" for x in r["rows"])
         lines.append(f"| {r['space']} | {pairs} | {r['latency_over_macs_median']:.2f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    common.write_results(common.results_stem(args.out, "latency-divisor"), payload, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -15,14 +15,11 @@ otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
+import common
 from latency_predictor import errors_of
 
 
@@ -66,22 +63,17 @@ def main() -> None:
     parser.add_argument("--spaces", default="resnet56_channels,torchvision:mobilenet_v2")
     parser.add_argument("--genotypes", type=int, default=40)
     parser.add_argument("--calibration", type=int, default=24)
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (0: one per core)")
-    parser.add_argument("--out", default="benchmarks/results/latency-fit-target")
+    common.add_threads(parser, 1, help="intra-op threads (0: one per core)")
+    common.add_out(parser, folder=False)
     args = parser.parse_args()
     os.environ["PRUNENAS_COST_CACHE"] = "off"
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = common.stamp()
     results = [study(s, args.genotypes, args.calibration, args.threads or None) for s in args.spaces.split(",") if s]
-    from prunenas.latency import default_threads, machine
+    from prunenas.latency import default_threads
 
-    command = "python benchmarks/latency_fit_target.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-    )
-    payload = {"date": started, "machine": machine(), "platform": platform.platform(), "command": command,
-               "results": results}  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    command = common.command_line(__file__)
+    payload = {"date": started, "machine": common.cpu_text(), "platform": common.machine()["platform"],
+               "command": command, "results": results}  # fmt: skip
 
     def err(e: dict[str, float]) -> str:
         return f"{e['median']:.1%} / {e['p90']:.1%} / {e['within_10pct']:.0%}"
@@ -101,7 +93,7 @@ def main() -> None:
     for r in results:
         lines.append(f"| {r['space']} | {r['calibration']} | {r['held_out']} | {err(r['ms_fit'])} | "
                      f"{err(r['ratio_fit'])} | {err(r['floor'])} |")  # fmt: skip
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    common.write_results(common.results_stem(args.out, "latency-fit-target"), payload, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

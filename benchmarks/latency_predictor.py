@@ -18,14 +18,14 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import common
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -172,35 +172,29 @@ def main() -> None:
     parser.add_argument("--spaces", default="resnet56_channels,torchvision:mobilenet_v2")
     parser.add_argument("--genotypes", type=int, default=40)
     parser.add_argument("--calibration", type=int, default=24, help="genotypes timed to fit each predictor")
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores, the metric's default)")
-    parser.add_argument("--repeats", type=int, default=5, help="repeated measurements of one genotype")
+    common.add_threads(parser, 0, help="intra-op threads (0: all cores, the metric's default)")
+    common.add_repeats(parser, 5, help="repeated measurements of one genotype")
     parser.add_argument("--search-trials", type=int, default=12)
     parser.add_argument("--limit", type=float, default=0.6, help="the searches' --max macs=Rx / latency=Rx")
-    parser.add_argument("--out", default="benchmarks/results/latency-predictor")
+    common.add_out(parser, folder=False)
     parser.add_argument("--conditions", default="idle machine", help="what else ran meanwhile (for the record)")
     args = parser.parse_args()
     os.environ.setdefault("PRUNENAS_COST_CACHE", tempfile.mkdtemp(prefix="prunenas-bench-costs-"))
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = common.stamp()
     spaces = [
         space_study(s, args.genotypes, args.calibration, args.threads or None, args.repeats)
         for s in args.spaces.split(",")
         if s
     ]
     searches = search_pair(args.search_trials, args.limit, args.threads or None) if args.search_trials else {}
-    from prunenas.latency import machine
-
     result = {
         "date": started,
-        "machine": machine(),
-        "platform": platform.platform(),
-        "command": "python benchmarks/latency_predictor.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "machine": common.cpu_text(),
+        "platform": common.machine()["platform"],
+        "command": common.command_line(__file__),
         "spaces": spaces,
         "searches": searches,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     threads = spaces[0]["threads"] if spaces else "-"
     lines = [
         "# Latency: measurement cost and repeatability, MACs vs measured, the predictor, a latency-limited search",
@@ -272,7 +266,7 @@ def main() -> None:
                 f"{w.get('macs', nan) / reference_macs:.3f} | {m.get('latency', nan):.3f} | "
                 f"{w.get('val_acc_proxy', nan):.3f} | {final.get('test_acc', nan)} |"
             )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    common.write_results(common.results_stem(args.out, "latency-predictor"), result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

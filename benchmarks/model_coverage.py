@@ -41,7 +41,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -50,10 +49,11 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import common
 
 STEPS = ("space", "reference", "half", "train_step", "macs", "onnx")
 TIMM_MODELS = (
@@ -497,16 +497,13 @@ def versions() -> dict[str, str | None]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError):
-        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": mem_gb}
+    m = common.machine()
+    return {
+        "platform": m["platform"],
+        "cpu": m["cpu"]["model"],
+        "cpu_count": m["cpu_count"],
+        "memory_gb": m["memory_gb"],
+    }
 
 
 def load_done(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
@@ -640,7 +637,7 @@ def main() -> int:
     p.add_argument("--timm", action="store_true", help="also the timm list")
     p.add_argument("--timeout", type=float, default=300, help="seconds per model (default 300)")
     p.add_argument("--max-rss-gb", type=float, default=16, help="memory cap per model (default 16)")
-    p.add_argument("--out", default="benchmarks/results", help="output folder")
+    common.add_out(p, folder=True, default="benchmarks/results")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -648,10 +645,10 @@ def main() -> int:
         return run_one(args.one, args.size, Path(args.result))
 
     started = time.perf_counter()
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    date = common.today()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{date}-cpu-model-coverage"
+    stem = common.results_stem(out, "model-coverage", folder=True, date=date)
     jsonl = stem.with_suffix(".jsonl")
     specs = model_list(args.models, args.timm)
     done = load_done(jsonl)
@@ -672,7 +669,7 @@ def main() -> int:
         "date": date,
         "machine": machine(),
         "versions": versions(),
-        "command": shlex.join(["python", *sys.argv]),
+        "command": common.command_line(__file__),
         "timeout_s": args.timeout,
         "max_rss_gb": args.max_rss_gb,
         "steps": list(STEPS),
@@ -680,10 +677,9 @@ def main() -> int:
         "wall_seconds_all_models": round(sum(r.get("seconds", 0) for r in records), 1),
     }
     meta["summary"] = summary(records)
-    stem.with_suffix(".json").write_text(json.dumps({**meta, "models": records}, indent=1) + "\n", encoding="utf-8")
-    stem.with_suffix(".md").write_text(markdown(meta, records), encoding="utf-8")
+    json_path, md_path = common.write_results(stem, {**meta, "models": records}, markdown(meta, records), indent=1)
     print(meta["summary"]["line"])
-    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')} (records in {jsonl})")
+    print(f"wrote {json_path} and {md_path} (records in {jsonl})")
     return 0
 
 

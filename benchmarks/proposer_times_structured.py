@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import common
 import torch
 
 from prunenas.data import load_dataset
@@ -25,7 +26,7 @@ def main() -> None:
     p.add_argument("--space", default="resnet56_channels")
     p.add_argument("--macs-ratio", type=float, default=0.5)
     p.add_argument("--sparsity-epochs", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None)
+    common.add_threads(p)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

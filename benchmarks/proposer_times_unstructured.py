@@ -15,6 +15,7 @@ import argparse
 import copy
 import time
 
+import common
 import torch
 from torch import nn
 
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.1)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help="proposer names to time (default: all)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
+    common.add_threads(parser)
     parser.add_argument("--plain", action="store_true", help="also time the plain SynFlow baseline")
     args = parser.parse_args()
     if args.threads:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+import common
 
 
 def run_search(args: argparse.Namespace, out: Path, every_epoch: bool) -> tuple[list[dict[str, str]], float]:
@@ -49,14 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="resnet20_channels")
     parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--data-dir", default="../shared/datasets/cifar10-jpeg.tar.gz")
+    common.add_data_dir(parser, "../shared/datasets/cifar10-jpeg.tar.gz")
     parser.add_argument("--train-subset", type=int, default=2500)
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--proxy-epochs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out-md", default=None)
+    common.add_threads(parser, 1)
+    common.add_out_files(parser, json_file=False)
     args = parser.parse_args(argv)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = common.stamp()
     with tempfile.TemporaryDirectory(prefix="prunenas-search-validation-") as tmp:
         every, every_wall = run_search(args, Path(tmp) / "every", every_epoch=True)
         end, end_wall = run_search(args, Path(tmp) / "end", every_epoch=False)
@@ -64,14 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     same_acc = same and all(a["val_acc"] == b["val_acc"] for a, b in zip(every, end, strict=True))
     t_every = [float(r["train_time_s"]) for r in every]
     t_end = [float(r["train_time_s"]) for r in end]
-    command = "python benchmarks/search_validation.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = common.command_line(__file__, argv)
+    machine = common.machine()
     lines = [
         "# Validating a search's proxy runs only at the end",
         "",
-        f"- date: {started}; machine: {platform.processor() or platform.machine()}, "
-        f"{platform.platform()}; {args.threads} torch thread(s)",
+        f"- date: {started}; machine: {machine['cpu']['model']}, {machine['platform']}; {args.threads} torch thread(s)",
         f"- command: `{command}`",
         f"- search: {args.space} on {args.dataset}, {args.train_subset} training images, {args.trials} random "
         f"genotypes (seed 0), {args.proxy_epochs}-epoch proxies, validation split: the dataset's default",
@@ -94,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out_md:
-        Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out_md).write_text(text)
+        common.write_text(args.out_md, text)
         print(f"wrote {args.out_md}")
     return 0 if same_acc else 1
 

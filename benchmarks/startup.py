@@ -13,16 +13,14 @@ runs, in seconds, on an otherwise idle machine (the 1-minute load average at the
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+
+import common
 
 COMMANDS = ("spaces", "proposers", "cost", "show", "train", "pretrain", "propose", "search", "rethink", "export")
 COMMANDS_TOO = ("evaluate", "completion")
@@ -61,40 +59,26 @@ def measure(src: str | None, repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old-src", help="an earlier checkout to time the same way (before/after)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", required=True, help="results path without suffix (.md and .json are written)")
+    common.add_repeats(ap, 3)
+    common.add_out(ap, folder=False, required=True)
     args = ap.parse_args()
     load = os.getloadavg()[0]
     new = measure(None, args.repeats)
     old = measure(args.old_src, args.repeats) if args.old_src else None
-    import torch
-
+    machine = common.machine()
     info = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        "date": common.utc_now().strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": machine["cpu"]["model"],
+        "cores": machine["cpu_count"],
+        "torch": machine["torch"],
+        "python": machine["python"],
         "load_1min_at_start": round(load, 2),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "command": common.command_line(__file__),
         "repeats": args.repeats,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({**info, "new": new, "old": old}, indent=2) + "\n")
 
     def cell(row: dict[str, float] | None, key: str) -> str:
         return "-" if row is None or key not in row else f"{row[key]:.2f}"
@@ -104,7 +88,7 @@ def main() -> int:
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, Python {info['python']}; "
         f"1-minute load {info['load_1min_at_start']} at the start.",
-        f"Command: `python {info['command']}`. Median of {args.repeats} runs, seconds, each its own process.",
+        f"Command: `{info['command']}`. Median of {args.repeats} runs, seconds, each its own process.",
         "Cold: an empty cost cache (the first run after installing); warm: the same command again.",
         "",
         "| command | before | after |" if old else "| command | seconds |",
@@ -116,7 +100,7 @@ def main() -> int:
             name = label if key == "s" else f"{label} ({key})"
             before = cell(old.get(label) if old else None, key)
             lines.append(f"| `{name}` | {before} | {cell(row, key)} |" if old else f"| `{name}` | {cell(row, key)} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    common.write_results(args.out, {**info, "new": new, "old": old}, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -22,14 +22,12 @@ Prints images/s of both (training steps only, after warm-up steps) and their rat
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -321,12 +319,12 @@ def main() -> None:
     p.add_argument("--space", default="resnet20_channels")
     p.add_argument("--genotype", default=None, help="genotype file (default: the space's reference)")
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--data-dir", default=None)
+    common.add_data_dir(p, None)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
-    p.add_argument("--device", default="auto")
+    common.add_device(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
     v = p.add_argument_group("experimental variants of the prunenas loop (default: the trainer's own)")
@@ -356,16 +354,15 @@ def main() -> None:
     print(f"ratio      {ratio:8.2f}x  ({space.name}, batch {args.batch_size}, {args.steps} steps, {device})")
     if args.json:
         payload = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "date": common.stamp(),
+            "device": common.device_name(device),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "args": {k: str(v) for k, v in vars(args).items()},
             "images_per_s": results,
             "ratio": ratio,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        common.write_text(args.json, common.to_json(payload))
 
 
 if __name__ == "__main__":
