@@ -141,8 +141,9 @@ def machine_kind(device: Any = "cpu") -> str:
 
 # -- results -------------------------------------------------------------------------------------------------
 def results_name(name: str, *, kind: str = "cpu", date: str | None = None, tiny: bool = False) -> str:
-    """<UTC date>-<machine kind>-<name>, with -tiny for a --tiny run."""
-    return f"{date or today()}-{kind}-{name}" + ("-tiny" if tiny else "")
+    """<UTC date>-<machine kind>-<name>, with -tiny for a --tiny run (an empty name: <UTC date>-<machine kind>,
+    the GPU suite's tag)."""
+    return "-".join(p for p in (date or today(), kind, name) if p) + ("-tiny" if tiny else "")
 
 
 def results_stem(
