@@ -9,7 +9,8 @@
     proposal = pn.propose("resnet20_channels", "l1", macs_ratio=0.5)
     trained = pn.train_model(proposal, data="digits", recipe="proxy", epochs=2)
     trained.model, trained.result.val_acc
-    found = pn.search_architectures("resnet20_channels", data="digits", budget="smoke", trials=4)
+    found = pn.search_architectures("resnet20_channels", data="digits", budget="smoke", trials=4,
+                                    recipe={"lr": 0.05})  # every setting of `prunenas search`
     found.winners, found.study                                # the winners and the Optuna study
     pn.export_onnx(run_dir)                                   # ONNX + parity check
 
@@ -33,8 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prunenas import prepare
 from prunenas.config import DATASETS, DEVICES, ConfigError, DataConfig, RunSettings, check_arg
 from prunenas.genotype import Genotype
+from prunenas.recipes import PartialRecipe
 from prunenas.spaces import Space
 from prunenas.spaces import get_space as _get_space
 
@@ -180,7 +183,7 @@ def count_cost(genotype: Genotype | Mapping[str, Any] | PathLike, *, num_classes
 def load_data(data: DataConfig | DatasetSplits | str = "digits", *, seed: int = 0, **settings: Any) -> DatasetSplits:
     """Train/val/test splits: a dataset name with DataConfig settings (data_dir, train_subset, val_size),
     a DataConfig, or splits already loaded."""
-    from prunenas.data import DatasetSplits, load_dataset
+    from prunenas.data import DatasetSplits
 
     where = "load_data()"
     _data(where, data)
@@ -196,12 +199,7 @@ def load_data(data: DataConfig | DatasetSplits | str = "digits", *, seed: int = 
         settings, where, sep=": ", allowed=[n for n in DataConfig.setting_names() if n != "dataset"]
     )
     cfg = data if isinstance(data, DataConfig) else DataConfig(dataset=data, **settings)
-    data_dir = cfg.data_dir or os.environ.get("PRUNENAS_DATA") or None
-    return load_dataset(
-        cfg.dataset, data_dir, val_size=cfg.val_size, train_subset=cfg.train_subset, seed=seed,
-        normalize=cfg.normalize, image_size=cfg.image_size, stored_size=cfg.stored_size, data_cache=cfg.data_cache,
-        bad_images=cfg.bad_images,
-    )  # fmt: skip
+    return prepare.load_data(cfg, seed)
 
 
 @dataclass(frozen=True)
@@ -332,27 +330,44 @@ def search_architectures(
     *,
     seed: int = 0,
     device: str = "auto",
+    recipe: Mapping[str, Any] | PartialRecipe | None = None,
+    run: Mapping[str, Any] | RunSettings | None = None,
+    metrics: Mapping[str, Any] | None = None,
     **settings: Any,
 ) -> SearchOutcome:
-    """Run (or resume) an architecture search; `settings` are `SearchSettings` fields (trials, objectives,
-    max, out, ...). The outcome holds the winners and the Optuna study (`outcome.study`)."""
+    """Run (or resume) an architecture search, set up as `prunenas search` sets it up. `settings` are the
+    search's settings by name (trials, objectives, max, out, ...: `SearchSettings`); `recipe` changes every
+    candidate's recipe (a mapping such as {"lr": 0.05}, or a `pn.PartialRecipe`); `run` the run settings
+    (`RunSettings` fields but seed and device: amp, threads, eval_every, ...); `metrics` the options of the
+    metrics that take some ({"latency": {"batch": 8}}). The outcome holds the winners and the Optuna study
+    (`outcome.study`)."""
     from prunenas.search import SearchSettings, run_search
-    from prunenas.search.config import resolve_search
+    from prunenas.search.config import prepare_search
 
     where = "search_architectures()"
     _data(where, data, splits=False)
     seed = _seed(where, seed)
     device = _device(where, device)
     SearchSettings.check_values({**settings, "budget": budget}, where, sep=": ")
+    _arg(where, "recipe", recipe, "a dict of recipe settings or a PartialRecipe", Mapping, PartialRecipe,
+         optional=True)  # fmt: skip
+    if isinstance(recipe, Mapping):
+        PartialRecipe.check_values(recipe, f"{where}: recipe", sep=" ")
+    _arg(where, "run", run, "a dict of run settings or a RunSettings", Mapping, RunSettings, optional=True)
+    if isinstance(run, Mapping):
+        RunSettings.check_values(run, f"{where}: run", sep=" ", allowed=[n for n in RunSettings.setting_names()
+                                                                         if n not in ("seed", "device")])  # fmt: skip
+    _arg(where, "metrics", metrics, "a dict of metric name -> options", Mapping, optional=True)
     s = _space_of(where, space)
     cfg = data if isinstance(data, DataConfig) else DataConfig(dataset=data)
-    search_settings = SearchSettings(budget=budget, **settings)
-    config = resolve_search(
-        s, s.source if isinstance(space, Space) else os.fspath(space), cfg, search_settings,
-        RunSettings(seed=seed, device=device, quiet=True), {},
+    run_cfg = run if isinstance(run, RunSettings) else RunSettings(**(run or {}))
+    config, fitted = prepare_search(
+        s if isinstance(space, Space) else os.fspath(space), search=SearchSettings(budget=budget, **settings),
+        data=cfg, run=run_cfg.replace(seed=seed, device=device, quiet=True), recipe=recipe, metrics=metrics,
+        quiet=True,
     )  # fmt: skip
-    splits = load_data(config.data_config(), seed=seed)
-    return run_search(config, s, splits, log=lambda _msg: None)
+    splits = prepare.load_data(config.data, seed)
+    return run_search(config, fitted, splits, log=lambda _msg: None)
 
 
 #: export_onnx's options: (what is valid, types, bounds); the exporter checks the finer points (opset range,

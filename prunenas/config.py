@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -26,7 +27,7 @@ import math
 import numbers
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
@@ -56,6 +57,8 @@ def setting(
     metavar: str | None = None,
     default_factory: Any = _NO_DEFAULT,
     omit_default: bool = False,
+    prefix: str | None = None,
+    plugins: Callable[[], Mapping[str, type[Config]]] | None = None,
 ) -> Any:
     """A dataclass field with the metadata the config tree uses.
 
@@ -64,6 +67,12 @@ def setting(
     identity and folder name); `cli=False` keeps it off the command line; `flag` renames its option.
     `omit_default` leaves the field out of `to_dict` (so out of run identities and folder names) while it
     has its default value: a setting added later then keeps the names of runs made before it existed.
+
+    A field whose type is a Config nests that config: its flags join the command (under `prefix`, which is
+    needed only where its names would clash with the others'), its JSON is a table, its identity part of
+    this one's. `plugins` makes a field a table of plugin options: plugin name -> the options (a Config) of
+    that plugin, from a function returning each plugin's options class; their flags are prefixed with the
+    plugin's name (`--latency-batch`), since a third party's names could clash with anything.
     """
     meta = {
         "help": help,
@@ -78,6 +87,8 @@ def setting(
         "aliases": tuple(aliases),
         "metavar": metavar,
         "omit_default": omit_default,
+        "prefix": prefix,
+        "plugins": plugins,
     }
     if default_factory is not _NO_DEFAULT:
         return field(default_factory=default_factory, metadata=meta)
@@ -209,13 +220,18 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def coerce(cls: type, f: dataclasses.Field[Any], value: Any, where: str | None = None) -> Any:
     """`value` converted to field `f`'s type and checked against its range and choices."""
-    where = where or flag_of(f)
+    where = where or prefixed(_PREFIX.get(), flag_of(f))
     typ, optional = _base_type(_hints(cls)[f.name])
     meta = f.metadata
     if value is None:
         if optional:
             return None
         raise ConfigError(f"{where} needs a value")
+    if meta.get("plugins") is not None:
+        return _plugin_options(meta["plugins"](), value, where)
+    if isinstance(typ, type) and issubclass(typ, Config):
+        with _under(meta.get("prefix") or ""):
+            return coerce_config(typ, value, where)
     origin = typing.get_origin(typ)
     if typ is bool:
         value = parse_bool(value, where)
@@ -268,6 +284,54 @@ def coerce(cls: type, f: dataclasses.Field[Any], value: Any, where: str | None =
     return value
 
 
+def _plugin_options(classes: Mapping[str, type[Config]], value: Any, where: str) -> dict[str, Config]:
+    """A table of plugin options (plugin name -> its options, a Config or a table of its settings), checked."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table of plugin name -> options, got {_shown(value)}")
+    out: dict[str, Config] = {}
+    for name, options in value.items():
+        cls = classes.get(name)
+        if cls is None:
+            valid = ", ".join(sorted(classes)) or "none"
+            raise ConfigError(f"{where}: {name!r} takes no options; plugins with options: {valid}")
+        with _under(name):  # its flags are --NAME-OPTION: so are its messages
+            out[name] = coerce_config(cls, options, f"{where} {name}")
+    return out
+
+
+#: The flag prefix of the config being built (its messages name its flags as the command line has them).
+_PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("prunenas_config_prefix", default="")
+
+
+@contextlib.contextmanager
+def _under(name: str) -> Iterator[None]:
+    token = _PREFIX.set(_join(_PREFIX.get(), name))
+    try:
+        yield
+    finally:
+        _PREFIX.reset(token)
+
+
+def coerce_config(cls: type[Config], value: Any, where: str) -> Config:
+    """`value` as a `cls`: an instance, or a table of its settings (checked, naming `where`)."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a {cls.__name__} or a table of its settings, got {_shown(value)}")
+    return cls.from_dict(value, where=where)
+
+
+def nested_type(cls: type, f: dataclasses.Field[Any]) -> type[Config] | None:
+    """The Config class a field nests, or None for a plain value."""
+    typ, _ = _base_type(_hints(cls)[f.name])
+    return typ if isinstance(typ, type) and issubclass(typ, Config) else None
+
+
+def prefixed(prefix: str, flag: str) -> str:
+    """A flag under a prefix: ("latency", "--batch") -> "--latency-batch"; no prefix: the flag itself."""
+    return f"--{prefix}-{flag[2:]}" if prefix else flag
+
+
 def _bound(x: Any) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"  # an int bound exactly (a seed's 2**63 - 1)
 
@@ -295,7 +359,7 @@ def _check_range(meta: Mapping[str, Any], value: float, where: str) -> None:
 
 def _as_given(f: dataclasses.Field[Any], value: Any) -> str:
     """A setting as its flag would give it: `--latency-predictor`, `--no-seeding`, `--data-dir '/x'`."""
-    flag = flag_of(f)
+    flag = prefixed(_PREFIX.get(), flag_of(f))
     if isinstance(value, bool):
         return flag if value else "--no-" + flag[2:]
     if isinstance(value, tuple):
@@ -367,12 +431,13 @@ class Config:
 
     # -- data ---------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-able values; nested configs and plugin options as tables."""
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.metadata.get("omit_default") and v == f.default:
                 continue
-            out[f.name] = list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v
+            out[f.name] = _plain(v)
         return out
 
     @classmethod
@@ -430,10 +495,91 @@ class Config:
         """A copy with `changes` (None values ignored) applied and validated."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    @classmethod
+    def setting_paths(cls, prefix: str = "") -> dict[str, tuple[str, ...]]:
+        """Every setting of the tree by the name of its flag without dashes (`latency_batch`, `lr`): the path of
+        field names that leads to it (("metrics", "latency", "batch"), ("recipe", "lr")); a nested config
+        itself by its field name."""
+        out: dict[str, tuple[str, ...]] = {}
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("cli", True):
+                continue
+            if f.metadata.get("plugins") is not None:
+                for name, options in f.metadata["plugins"]().items():
+                    for dest, path in options.setting_paths(_join(prefix, name)).items():
+                        out[dest] = (f.name, name, *path)
+                continue
+            sub = nested_type(cls, f)
+            if sub is not None:
+                out[f.name] = (f.name,)
+                for dest, path in sub.setting_paths(_join(prefix, f.metadata.get("prefix") or "")).items():
+                    out.setdefault(dest, (f.name, *path))
+                continue
+            out[prefixed(prefix, "--" + dest_of(f))[2:].replace("-", "_")] = (f.name,)
+        return out
+
+    def with_settings(self, where: str = "", **values: Any) -> Any:
+        """A copy with settings anywhere in the tree changed by their flag's name (`trials=4, lr=0.05,
+        latency_batch=8`), as the command line sets them; unknown names are one ConfigError naming `where`."""
+        paths = self.setting_paths()
+        unknown = sorted(k for k in values if k not in paths)
+        if unknown:
+            raise ConfigError(
+                f"{where or type(self).__name__}: unknown setting(s) {unknown}; valid: {', '.join(sorted(paths))}"
+            )
+        tree = self.to_dict()
+        for name, value in values.items():
+            node = tree
+            *parents, leaf = paths[name]
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = _plain(value)
+        return type(self).from_dict(tree, where=where or type(self).__name__)
+
     def identity(self) -> dict[str, Any]:
-        """The fields that change the result of a run (the others say how or where it runs)."""
+        """What changes the result (the other settings say how or where it runs): the identity fields, nested
+        configs and plugin options by their own identity, then `resolve_identity`. The one identity of
+        prunenas: it names run folders (`prunenas.train.run_identity`) and studies, and decides whether a
+        study may resume (`prunenas.search.engine.check_resumable`)."""
         d = self.to_dict()
-        return {f.name: d[f.name] for f in dataclasses.fields(self) if f.metadata.get("identity", True) and f.name in d}
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("identity", True) or f.name not in d:
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, Config):
+                out[f.name] = v.identity()
+            elif f.metadata.get("plugins") is not None:
+                out[f.name] = {k: c.identity() for k, c in sorted(v.items())}
+            else:
+                out[f.name] = d[f.name]
+        return self.resolve_identity(out)
+
+    def resolve_identity(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """The identity with values in their resolved form, where two settings can mean the same (a preset
+        and its value); subclasses override it. Default: as it is."""
+        return identity
+
+    @classmethod
+    def partial(cls) -> type[Config]:
+        """This config with every flag optional: None means not given. Holds a user's changes to a config
+        made elsewhere (a search's changes to each candidate's recipe); `to_dict` lists only what was given,
+        and the flags are this config's, their help showing its defaults."""
+        if cls not in _PARTIALS:
+            hints = _hints(cls)
+            specs = []
+            for f in dataclasses.fields(cls):
+                if not f.metadata.get("cli", True):
+                    continue
+                typ, _ = _base_type(hints[f.name])
+                meta = {**f.metadata, "omit_default": True, "shown_default": f.default}
+                specs.append((f.name, typing.Optional[typ], field(default=None, metadata=meta)))  # noqa: UP045
+            name = f"Partial{cls.__name__}"
+            namespace = {"cli_group": cls.cli_group, "__doc__": f"Changes to a {cls.__name__}: {cls.__doc__}"}
+            part = dataclasses.make_dataclass(name, specs, bases=(Config,), frozen=True, namespace=namespace)
+            part.__module__ = cls.__module__
+            _PARTIALS[cls] = part
+        return _PARTIALS[cls]
 
     # -- command line -------------------------------------------------------------------------------------------
     @classmethod
@@ -445,19 +591,32 @@ class Config:
         skip: Sequence[str] = (),
         defaults: Mapping[str, Any] | None = None,
         title: str | None = None,
+        prefix: str = "",
     ) -> argparse._ArgumentGroup:
         """Add one flag per CLI field to a group of `parser`. Every flag defaults to None ("not given"),
         so a config built with `from_args` takes its defaults from the dataclass (or from another source,
         such as a space's recipe, that the caller lays the given values over); the help text states the
-        effective default from `defaults` or the field. Lists take commas and repeated flags."""
+        effective default from `defaults` or the field. Lists take commas and repeated flags. Nested configs
+        and plugin options add their own groups, recursively (`skip` takes "field.sub" for their fields);
+        `prefix` puts every flag under it (`--PREFIX-NAME`)."""
         group = parser.add_argument_group(title or cls.cli_group)
         hints = _hints(cls)
         defaults = defaults or {}
         for f in dataclasses.fields(cls):
             if not f.metadata.get("cli", True) or f.name in skip or (only is not None and f.name not in only):
                 continue
+            inner = [s.partition(".")[2] for s in skip if s.startswith(f.name + ".")]
+            if f.metadata.get("plugins") is not None:
+                for name, options in sorted(f.metadata["plugins"]().items()):
+                    options.add_arguments(parser, prefix=_join(prefix, name), title=f"{options.cli_group}")
+                continue
+            sub = nested_type(cls, f)
+            if sub is not None:
+                sub.add_arguments(parser, skip=inner, prefix=_join(prefix, f.metadata.get("prefix") or ""))
+                continue
             typ, _ = _base_type(hints[f.name])
-            default = defaults.get(f.name, f.default if f.default is not _NO_DEFAULT else None)
+            shown = f.metadata.get("shown_default", f.default)
+            default = defaults.get(f.name, shown if shown is not _NO_DEFAULT else None)
             help_text = f.metadata.get("help", "")
             if isinstance(default, tuple):
                 default = ",".join(str(v) for v in default) or None
@@ -465,8 +624,9 @@ class Config:
                 default = "on" if default else "off"
             if default is not None:
                 help_text = f"{help_text} (default {default})"
-            names = [flag_of(f), *f.metadata.get("aliases", ())]
-            kwargs: dict[str, Any] = {"dest": dest_of(f), "default": None, "help": help_text.replace("%", "%%")}
+            names = [prefixed(prefix, flag_of(f)), *(prefixed(prefix, a) for a in f.metadata.get("aliases", ()))]
+            dest = prefixed(prefix, "--" + dest_of(f))[2:].replace("-", "_")
+            kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text.replace("%", "%%")}
             if typ is bool:
                 group.add_argument(*names, action=argparse.BooleanOptionalAction, **kwargs)
                 continue
@@ -480,13 +640,31 @@ class Config:
         return group
 
     @classmethod
-    def values_from_args(cls, args: argparse.Namespace, *, skip: Sequence[str] = ()) -> dict[str, Any]:
-        """The values of this config's flags that were given (not None) in `args`, by field name."""
-        out = {}
+    def values_from_args(
+        cls, args: argparse.Namespace, *, skip: Sequence[str] = (), prefix: str = ""
+    ) -> dict[str, Any]:
+        """The values of this config's flags that were given (not None) in `args`, by field name; those of a
+        nested config or of plugin options as a table (only when some were given)."""
+        out: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name in skip or not f.metadata.get("cli", True):
                 continue
-            value = getattr(args, dest_of(f), None)
+            if f.metadata.get("plugins") is not None:
+                given = {
+                    name: values
+                    for name, options in f.metadata["plugins"]().items()
+                    if (values := options.values_from_args(args, prefix=_join(prefix, name)))
+                }
+                if given:
+                    out[f.name] = given
+                continue
+            sub = nested_type(cls, f)
+            if sub is not None:
+                values = sub.values_from_args(args, prefix=_join(prefix, f.metadata.get("prefix") or ""))
+                if values:
+                    out[f.name] = values
+                continue
+            value = getattr(args, prefixed(prefix, "--" + dest_of(f))[2:].replace("-", "_"), None)
             if value is not None:
                 out[f.name] = value
         return out
@@ -495,6 +673,24 @@ class Config:
     def from_args(cls, args: argparse.Namespace, **changes: Any) -> Any:
         """The config from the flags given in `args` (the rest at their defaults), with `changes` on top."""
         return cls(**{**cls.values_from_args(args), **{k: v for k, v in changes.items() if v is not None}})
+
+
+_PARTIALS: dict[type, type[Config]] = {}
+
+
+def _join(prefix: str, name: str) -> str:
+    return "-".join(p for p in (prefix, name.replace("_", "-")) if p)
+
+
+def _plain(value: Any) -> Any:
+    """A setting's value as JSON holds it: tuples as lists, configs and tables of configs as tables."""
+    if isinstance(value, Config):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def fingerprint(*parts: Any, length: int = 8) -> str:

@@ -8,6 +8,10 @@ Third-party metrics subclass `Metric` and add one line under
 A metric measured before training (`after_training = False`) lets the search refuse a candidate over
 a limit without training it. A limit is absolute (`params=1.2e6`, `macs=50M`) or relative to the
 space's reference model (`macs=0.5x`).
+
+A metric with options declares them as its own small Config (`options_class`): `prunenas search` gets one
+flag per option under the metric's name (`--latency-batch`), a study stores them in its identity while the
+metric is measured, and `MetricContext.options` hands them to `measure` (`Metric.options_in`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import math
 import re
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from prunenas.config import ConfigError
+from prunenas.config import Config, ConfigError, setting
 from prunenas.plugins import METRICS, load_group
 
 if TYPE_CHECKING:
@@ -42,7 +46,8 @@ class MetricContext:
     genotype: Genotype
     num_classes: int
     result: TrainResult | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)  # e.g. latency_batch, latency_provider
+    #: The options of the metrics that declare some, by metric name (`Metric.options_in` reads a metric's own).
+    options: Mapping[str, Config] = field(default_factory=dict)
 
 
 class Metric(ABC):
@@ -62,7 +67,35 @@ class Metric(ABC):
     #: `<name>_setup` column and plots name the setup (`setup()`).
     has_setup: ClassVar[bool] = False
 
-    def setup(self, options: Mapping[str, Any]) -> str:
+    #: The metric's options, a Config subclass (None: it takes none).
+    options_class: ClassVar[type[Config] | None] = None
+
+    def options_in(self, options: Mapping[str, Config] | None) -> Any:
+        """This metric's options in a table of every metric's (`MetricContext.options`); its defaults when the
+        table has none (None for a metric without options)."""
+        given = (options or {}).get(self.name)
+        if given is not None:
+            return given
+        return self.options_class() if self.options_class is not None else None
+
+    def check_options(self, options: Config, limits: Sequence[Limit]) -> None:
+        """Refuse options that cannot apply under the search's `limits` (ConfigError naming the flag)."""
+        return None
+
+    def prepare(self, options: Mapping[str, Config]) -> None:
+        """Check, before a search trains anything, that this metric can be measured (e.g. its runtime is
+        installed); raise a PrunenasError that says what to do."""
+        return None
+
+    def screen(
+        self, space: Space, genotype: Genotype, options: Mapping[str, Config], limit: float, reference: float
+    ) -> float | None:
+        """A cheap estimate of this metric that is over `limit` beyond doubt (the candidate is then recorded
+        infeasible, neither measured nor trained), else None: measure it. `reference`: the reference model's
+        value. Default: no estimate."""
+        return None
+
+    def setup(self, options: Mapping[str, Config]) -> str:
         """How this metric is measured under `options`, for tables and plot labels ("" when fixed)."""
         return ""
 
@@ -70,7 +103,9 @@ class Metric(ABC):
     def measure(self, ctx: MetricContext) -> float:
         """The metric of one candidate."""
 
-    def reference_value(self, space: Space, num_classes: int, options: Mapping[str, Any] | None = None) -> float | None:
+    def reference_value(
+        self, space: Space, num_classes: int, options: Mapping[str, Config] | None = None
+    ) -> float | None:
         """The value of the space's reference model (for relative limits and ratio columns), or None
         when it cannot be had without training."""
         if self.after_training:
@@ -150,38 +185,93 @@ class Params(_CostMetric):
     field = "params"
 
 
-def _threads(options: Mapping[str, Any]) -> int | None:
-    value = options.get("latency_threads")
-    return int(value) if value else None
+PROVIDERS = ("cpu", "cuda", "tensorrt", "torch")
+
+
+@dataclass(frozen=True)
+class LatencyOptions(Config):
+    """The options of the latency metric (`prunenas search --latency-*`)."""
+
+    cli_group: ClassVar[str] = "latency metric (with a latency objective or limit)"
+
+    batch: int = setting(1, "batch size of the latency metric", low=1, high=4096, metavar="N")
+    threads: int | None = setting(
+        None, "intra-op threads of the latency metric (default: one per core this process may use; on a small "
+        "shared machine 1 thread measures far more repeatably)", low=1, high=1024, metavar="N", omit_default=True,
+    )  # fmt: skip
+    provider: str = setting(
+        "cpu", "runtime of the latency metric: ONNX Runtime cpu, cuda or tensorrt, or torch (eager)",
+        choices=PROVIDERS,
+    )  # fmt: skip
+    predictor: bool = setting(
+        False,
+        "with --max latency=...: predict each candidate's latency first (a predictor calibrated once per space by "
+        "timing 24 genotypes, cached) and record it infeasible untimed and untrained when the prediction is over "
+        "the limit by more than the predictor's 90th-percentile error; others are timed",
+        identity=False,
+    )
 
 
 class Latency(Metric):
     """Measured latency in ms on the deployment runtime (`prunenas.latency`): ONNX Runtime on the CPU by
-    default; options latency_batch (1), latency_provider (cpu, cuda, tensorrt, torch) and latency_threads
-    (None: one per core this process may use)."""
+    default; its options (`LatencyOptions`): batch (1), provider (cpu, cuda, tensorrt, torch), threads (None:
+    one per core this process may use) and predictor (screen candidates over a latency limit)."""
 
     name = "latency"
     unit = "ms"
     label = "latency (ms)"
     has_setup = True
+    options_class = LatencyOptions
     _UNITS: ClassVar[dict[str, float]] = {"ms": 1.0, "us": 1e-3, "s": 1e3}
+
+    def __init__(self) -> None:
+        self._predictors: dict[tuple[Any, ...], Any] = {}
 
     def measure(self, ctx: MetricContext) -> float:
         from prunenas.latency import genotype_latency
 
+        o: LatencyOptions = self.options_in(ctx.options)
         result = genotype_latency(
-            ctx.space, ctx.genotype, ctx.num_classes, batch=int(ctx.options.get("latency_batch", 1)),
-            provider=str(ctx.options.get("latency_provider", "cpu")), threads=_threads(ctx.options),
-        )  # fmt: skip
+            ctx.space, ctx.genotype, ctx.num_classes, batch=o.batch, provider=o.provider, threads=o.threads
+        )
         return result.ms
 
-    def setup(self, options: Mapping[str, Any]) -> str:
+    def check_options(self, options: Config, limits: Sequence[Limit]) -> None:
+        assert isinstance(options, LatencyOptions)
+        if options.predictor and not any(lim.metric == self.name and not lim.lower for lim in limits):
+            raise ConfigError(
+                "--latency-predictor does not apply without a --max latency=... limit (it discards the candidates "
+                "predicted over that limit untimed); leave it out"
+            )
+
+    def prepare(self, options: Mapping[str, Config]) -> None:
+        from prunenas.latency import check_provider
+
+        check_provider(self.options_in(options).provider)  # one line now, not a failure in the first trial
+
+    def screen(
+        self, space: Space, genotype: Genotype, options: Mapping[str, Config], limit: float, reference: float
+    ) -> float | None:
+        """With `predictor` on: the predicted latency when it is over `limit` by more than the predictor's
+        90th-percentile error."""
+        o: LatencyOptions = self.options_in(options)
+        if not o.predictor or not reference:
+            return None
+        key = (space.name, o.provider, o.batch, o.threads)
+        if key not in self._predictors:
+            from prunenas.latency_model import latency_predictor
+
+            self._predictors[key] = latency_predictor(space, provider=o.provider, batch=o.batch, threads=o.threads)
+        predictor = self._predictors[key]
+        ratio = predictor.ratio(space, genotype)
+        return float(ratio * reference) if predictor.confidently_over(ratio, limit / reference) else None
+
+    def setup(self, options: Mapping[str, Config]) -> str:
         from prunenas.latency import default_threads, machine
 
-        provider = str(options.get("latency_provider", "cpu"))
-        runtime = "PyTorch eager" if provider == "torch" else f"ONNX Runtime {provider}"
-        threads = _threads(options) or default_threads()
-        return f"{runtime}, batch {int(options.get('latency_batch', 1))}, {threads} threads, {machine()}"
+        o: LatencyOptions = self.options_in(options)
+        runtime = "PyTorch eager" if o.provider == "torch" else f"ONNX Runtime {o.provider}"
+        return f"{runtime}, batch {o.batch}, {o.threads or default_threads()} threads, {machine()}"
 
     def parse_amount(self, text: str) -> float:
         """8ms, 800us, 0.01s or a plain number of ms."""
@@ -208,6 +298,11 @@ def _registry() -> dict[str, type[Metric]]:
 
 def metric_names() -> list[str]:
     return sorted(_registry())
+
+
+def metric_options() -> dict[str, type[Config]]:
+    """The options class of every registered metric that takes options, by metric name."""
+    return {name: cls.options_class for name, cls in _registry().items() if cls.options_class is not None}
 
 
 def get_metric(name: str, flag: str = "--objectives") -> Metric:

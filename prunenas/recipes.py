@@ -19,7 +19,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prunenas.config import Config, ConfigError, check_arg, coerce, parse_value, setting
 from prunenas.errors import PrunenasError
@@ -141,6 +141,14 @@ class Recipe(Config):
         return lr
 
 
+if TYPE_CHECKING:
+    PartialRecipe = Recipe
+else:
+    #: Changes to a recipe (every field optional, None: not given): what a search changes in every candidate's
+    #: recipe (`prunenas search --lr 0.05`, `search_architectures(..., recipe={"lr": 0.05})`).
+    PartialRecipe = Recipe.partial()
+
+
 #: Where a space's TOML [recipe] values enter (named in their errors).
 SPACE_RECIPE = "the space's [recipe]"
 
@@ -156,6 +164,18 @@ def recipe_from_mapping(name: str, values: Mapping[str, Any], where: str = SPACE
     where they enter (`where` names them in the error)."""
     Recipe.check_values(values, where)
     return Recipe.from_dict({**values, "name": name})
+
+
+def check_kd(overrides: Mapping[str, Any], teacher: str | None) -> None:
+    """Refuse distillation settings given without a teacher: they would change nothing, silently."""
+    from prunenas.config import flag_of
+
+    given = [flag_of(Recipe.__dataclass_fields__[k]) for k in KD_FIELDS if overrides.get(k) is not None]
+    if given and teacher is None:
+        raise PrunenasError(
+            f"{' and '.join(given)} set distillation, which needs a teacher: add --teacher CKPT (or --teacher "
+            "reference), or leave them out"
+        )
 
 
 def parse_assignments(

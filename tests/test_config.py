@@ -15,7 +15,7 @@ from prunenas.config import ConfigError, DataConfig, RunSettings, parse_bool
 from prunenas.data import load_dataset
 from prunenas.genotype import Genotype
 from prunenas.recipes import Recipe, make_recipe
-from prunenas.search import BUDGETS, SearchConfig, SearchSettings
+from prunenas.search import SearchConfig, SearchSettings
 from prunenas.search.config import default_study_name
 from prunenas.train import run_id, run_identity
 
@@ -112,13 +112,16 @@ def test_changing_a_result_setting_gets_a_new_run_folder(tmp_path, monkeypatch, 
 
 def test_search_config_round_trips_through_json(tmp_path):
     config = SearchConfig(
-        space="resnet20_channels", dataset="digits", study="s", out=tmp_path / "s", budget=BUDGETS["smoke"],
-        max_macs_ratio=0.5, objective_names=("val_acc",), data=DataConfig(dataset="digits", train_subset=64),
-        recipe_overrides={"lr": 0.05},
+        space="resnet20_channels", data=DataConfig(dataset="digits", train_subset=64), recipe={"lr": 0.05},
+        search=SearchSettings(budget="smoke", study="s", out=str(tmp_path / "s"), max_macs_ratio=0.5,
+                              objectives=("val_acc", "latency")),
+        metrics={"latency": {"batch": 4}}, run={"amp": False, "threads": 1},
     )  # fmt: skip
     again = SearchConfig.load(config.save(tmp_path / "c.json"))
     assert again == config
-    assert again.limits[0].text() == "macs=0.5x" and again.objectives == ("val_acc",)
+    assert again.limits[0].text() == "macs=0.5x" and again.objectives == ("val_acc", "latency")
+    assert again.recipe_overrides == {"lr": 0.05} and again.metrics["latency"].batch == 4
+    assert again.run.amp is False and again.run.threads == 1
 
 
 def test_default_study_name_covers_what_changes_the_study():

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
+from tiny_search import search_config
 
 from prunenas import latency_model
 from prunenas.cost import genotype_cost
@@ -19,7 +20,7 @@ from prunenas.latency_model import FEATURES, LatencyPredictor, features
 from prunenas.metrics import Metric, get_metric, metric_names
 from prunenas.proposers.base import Proposer, TargetKind, proposers
 from prunenas.recipes import make_recipe
-from prunenas.search import BUDGETS, Objective, SearchConfig
+from prunenas.search import BUDGETS, Objective
 from prunenas.spaces import Space, all_spaces, get_space
 from prunenas.testing import MetricContract, ProposerContract, SpaceContract
 from prunenas.train import RunSettings, train
@@ -174,17 +175,14 @@ def test_objective_with_a_fixed_trial(tmp_path: Path, tiny_toml: Path) -> None:
     space = space_by_name(TINY, tiny_toml)
     data = load_dataset("digits", seed=0, train_subset=96, val_size=48)
     budget = replace(BUDGETS["smoke"], trials=1, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1)
-    config = SearchConfig(
-        space=space.name,
-        dataset="digits",
-        study="contract",
-        out=tmp_path / "study",
+    config = search_config(
+        space,
+        tmp_path / "study",
+        "contract",
         budget=budget,
-        budget_name="test",
-        exports_root=tmp_path / "exports",
-        quiet=True,
+        exports=tmp_path / "exports",
         device="cpu",
-        proposer_names=("uniform", "random"),
+        proposers=("uniform", "random"),
     )
     assert config.objectives == ("val_acc", "macs")
     genotype = space.random_genotype(7)

@@ -129,26 +129,24 @@ def test_training_processes_share_the_cores(tmp_path: Path, monkeypatch: pytest.
         ({"workers": 2}, 2, 1),
         ({"workers": 3}, 8, 2),
         ({"workers": 4}, 2, 1),  # more processes than cores: one thread each, never 0
-        ({"workers": 2, "gpus": ("0", "1")}, 16, 4),  # 2 per GPU on 2 GPUs: 4 processes
+        ({"workers": 2, "gpus": "0,1"}, 16, 4),  # 2 per GPU on 2 GPUs: 4 processes
         ({"gpus_per_trial": 2}, 8, 4),  # one torchrun group of 2 CPU processes
-        ({"gpus_per_trial": 2, "gpus": ("0", "1", "2", "3")}, 16, 4),  # two groups of 2
+        ({"gpus_per_trial": 2, "gpus": "0,1,2,3"}, 16, 4),  # two groups of 2
     ],
 )
 def test_worker_processes_split_the_cores_before_they_start(tmp_path, monkeypatch, layout, cores, threads):
     """Each worker's thread count is decided by the parent and written into the configuration the workers
     read: processes that each take their share as they register would race (the first takes every core)."""
-    from dataclasses import replace
-
-    from prunenas.search.config import BUDGETS, CONFIG_FILE, SearchConfig
+    from prunenas.search.config import CONFIG_FILE, SearchConfig
     from prunenas.search.storage import worker_commands
 
     monkeypatch.setattr(hardware, "available_cores", lambda: cores)
     base = SearchConfig(
-        space="resnet20_channels", dataset="digits", study="w", out=tmp_path, budget=BUDGETS["smoke"],
-        budget_name="smoke", quiet=True, final=False, export=False,
+        space="resnet20_channels", data={"dataset": "digits"}, run={"quiet": True},
+        search={"study": "w", "out": str(tmp_path), "budget": "smoke", "final": False, "export": False},
     )  # fmt: skip
-    assert worker_commands(replace(base, **layout))
+    assert worker_commands(base.with_settings(**layout))
     written = json.loads((tmp_path / CONFIG_FILE).read_text())
-    assert written["threads"] == threads
-    assert worker_commands(replace(base, threads=3, **layout))  # an explicit --threads is kept as given
-    assert json.loads((tmp_path / CONFIG_FILE).read_text())["threads"] == 3
+    assert written["run"]["threads"] == threads
+    assert worker_commands(base.with_settings(threads=3, **layout))  # an explicit --threads is kept as given
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["run"]["threads"] == 3

@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 import pytest
+import tiny_search
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -209,10 +210,16 @@ def test_kd_weight_zero_trains_bit_identically_to_no_teacher(setup: dict[str, An
 # -- search ------------------------------------------------------------------------------------------------------
 def search_config(setup: dict[str, Any], out: Path, **changes: Any) -> SearchConfig:
     budget = replace(BUDGETS["smoke"], trials=1, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1)
-    return SearchConfig(
-        space="kd_tiny", dataset="digits", study="kd", out=out, budget=budget, budget_name="test",
-        exports_root=out / "exports", quiet=True, device="cpu", proposer_names=("uniform",), **changes,
-    )  # fmt: skip
+    return tiny_search.search_config(
+        setup["space"],
+        out,
+        "kd",
+        budget=budget,
+        exports=out / "exports",
+        device="cpu",
+        proposers=("uniform",),
+        **changes,
+    )
 
 
 def test_search_proxies_distill(setup: dict[str, Any], tmp_path: Path) -> None:
@@ -236,7 +243,7 @@ def test_search_proxies_distill(setup: dict[str, Any], tmp_path: Path) -> None:
     from prunenas.search.config import default_study_name
 
     assert default_study_name(named, 0) != default_study_name(SearchSettings(budget="smoke"), 0)
-    assert search_config(setup, tmp_path / "x", teacher=teacher).settings_dict()["teacher"] == teacher
+    assert search_config(setup, tmp_path / "x", teacher=teacher).identity()["search"]["teacher"] == teacher
 
 
 def test_search_teacher_reference_needs_a_reference() -> None:

@@ -19,7 +19,7 @@ from prunenas.cli import main
 from prunenas.config import ConfigError, DataConfig
 from prunenas.data import load_dataset
 from prunenas.errors import DataError, PrunenasError, SpaceError
-from prunenas.search import SearchConfig, SearchSettings, run_search
+from prunenas.search import SearchConfig, run_search
 from prunenas.spaces import get_space
 from prunenas.spaces.cifar_densenet import CifarDenseNetSpace
 from prunenas.spaces.cifar_preresnet import CifarPreResNetSpace
@@ -169,11 +169,16 @@ def test_search_flags_that_cannot_apply_are_refused_not_dropped(tmp_path, capsys
 def test_the_rule_is_in_the_settings_so_the_python_api_refuses_too():
     with pytest.raises(ConfigError, match="--data-dir"):
         DataConfig(dataset="digits", data_dir="/data")
+    # the latency metric's options live in the search's tree (SearchConfig.metrics), checked against its limits
     with pytest.raises(ConfigError, match="--latency-predictor"):
-        SearchSettings(latency_predictor=True)
-    assert SearchSettings(latency_predictor=True, max=("latency=5ms",)).latency_predictor
+        SearchConfig(metrics={"latency": {"predictor": True}})
+    with pytest.raises(ConfigError, match="--latency-predictor"):  # a latency objective is not a --max limit
+        SearchConfig(search={"objectives": ("val_acc", "latency")}, metrics={"latency": {"predictor": True}})
+    limited = SearchConfig(search={"max": ("latency=5ms",)}, metrics={"latency": {"predictor": True}})
+    assert limited.metrics["latency"].predictor
     assert DataConfig(dataset="cifar10", data_dir="/data", stored_size=40).stored_size == 40
-    assert SearchSettings(latency_batch=1).latency_batch == 1  # the default, given explicitly: nothing changes
+    plain = SearchConfig(metrics={"latency": {"batch": 1}})  # the default, given explicitly: nothing changes
+    assert plain.identity() == SearchConfig().identity()
 
 
 def test_evaluate_refuses_a_data_dir_for_the_digits(tmp_path, capsys):
@@ -209,7 +214,7 @@ def test_a_search_refused_for_its_reference_writes_nothing_and_the_corrected_rer
     with pytest.raises(PrunenasError, match="--reference"):
         run_search(config, space, data, log=lambda m: None)
     assert not config.out.exists()  # no study, no journal: nothing to turn the rerun away
-    outcome = run_search(replace(config, reference=str(reference)), space, data, log=lambda m: None)
+    outcome = run_search(config.with_settings(reference=str(reference)), space, data, log=lambda m: None)
     assert outcome.complete == 2
 
 
@@ -220,7 +225,7 @@ def test_a_study_of_other_objectives_or_settings_is_refused_before_anything_is_a
     before = journal.read_bytes()
     for objectives, why in ((("val_acc",), "other objectives"), (("val_acc", "params"), "other settings")):
         with pytest.raises(PrunenasError, match=why):
-            run_search(replace(config, objective_names=objectives), space, data, log=lambda m: None)
+            run_search(config.with_settings(objectives=objectives), space, data, log=lambda m: None)
         assert journal.read_bytes() == before
 
 
@@ -268,7 +273,7 @@ def test_a_retry_that_fails_again_waits_for_the_next_run_instead_of_looping(tmp_
     config = config_for(tmp_path, space)
     run_search(config, space, data, log=lambda m: None)
     assert seeded["n"] == 2  # the seed and its one retry in this run
-    more = replace(config, budget=replace(config.budget, trials=3))
+    more = config.with_settings(trials=3)
     run_search(more, space, data, log=lambda m: None)
     assert seeded["n"] == 3  # the next run tried it once more
 

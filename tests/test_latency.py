@@ -167,14 +167,20 @@ def test_search_discards_candidates_confidently_predicted_over_the_limit(monkeyp
     from prunenas.config import DataConfig, RunSettings
     from prunenas.data import load_dataset
     from prunenas.search import SearchSettings
-    from prunenas.search.config import resolve_search
+    from prunenas.search.config import prepare_search
     from prunenas.search.objective import Objective
 
     space = get_space(str(tiny_toml))
     predictor = _synthetic(space, lm.calibration_genotypes(space, 8), (0.02, 0.0, 0.0, 0.05, 0.0, 0.3))
     monkeypatch.setattr(lm, "latency_predictor", lambda *a, **k: predictor)
-    settings = SearchSettings(max=("latency=0.95x",), latency_predictor=True, out=str(tmp_path / "s"))
-    config = resolve_search(space, str(tiny_toml), DataConfig(dataset="digits"), settings, RunSettings(), {})
+    settings = SearchSettings(max=("latency=0.95x",), out=str(tmp_path / "s"))
+    config, _ = prepare_search(
+        str(tiny_toml),
+        search=settings,
+        data=DataConfig(dataset="digits"),
+        run=RunSettings(),
+        metrics={"latency": {"predictor": True}},
+    )
     data = load_dataset("digits", seed=0, train_subset=64, val_size=32)
     objective = Objective(config, space, data)
     objective.references["latency"], objective.limits["latency"] = 2.0, 0.95 * 2.0  # ms: a 0.95x limit

@@ -17,7 +17,7 @@ from prunenas.search.storage import n_done
 
 
 def config_for(tmp_path: Path, space, **changes) -> SearchConfig:
-    return tiny_search_config(tmp_path, space, "r", **{"proposer_names": ("uniform", "random"), **changes})
+    return tiny_search_config(tmp_path, space, "r", **{"proposers": ("uniform", "random"), **changes})
 
 
 def test_a_journal_cut_off_mid_line_is_refused_untouched_and_resumes_once_repaired(tmp_path, space, data):
@@ -27,7 +27,7 @@ def test_a_journal_cut_off_mid_line_is_refused_untouched_and_resumes_once_repair
     good = journal.read_bytes()
     journal.write_bytes(good + b'{"op_code": 5, "worker_id": "x", "trial_id": 0, "user_at')  # a write cut off
     cut = journal.read_bytes()
-    more = replace(config, budget=replace(config.budget, trials=3))
+    more = config.with_settings(trials=3)
     with pytest.raises(PrunenasError, match=r"cut off by an interrupted write.*head -n") as info:
         run_search(more, space, data, log=lambda m: None)
     assert journal.read_bytes() == cut  # nothing appended to the corrupt journal

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from tiny_search import search_config
 
 import prunenas.search as search_mod
 import prunenas.search.objective as objective_mod
@@ -31,18 +32,8 @@ def data():
 
 def config_for(tmp_path: Path, space, **changes) -> SearchConfig:
     budget = replace(BUDGETS["smoke"], trials=3, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1)
-    base = SearchConfig(
-        space=space.name,
-        dataset="digits",
-        study="t",
-        out=tmp_path / "study",
-        budget=budget,
-        budget_name="test",
-        exports_root=tmp_path / "exports",
-        quiet=True,
-        proposer_names=("uniform", "random"),
-    )
-    return replace(base, **changes)
+    settings = {"budget": budget, "exports": tmp_path / "exports", "proposers": ("uniform", "random"), **changes}
+    return search_config(space, tmp_path / "study", **settings)
 
 
 class TrainSpy:
@@ -86,12 +77,12 @@ def test_tiny_search_writes_everything(tmp_path, tiny_space, data):
     export_dir = Path(winner["export_dir"])
     assert export_dir.parent == tmp_path / "exports" / tiny_space.name / "t"
     assert (export_dir / "model.onnx").exists() and (export_dir / "model.json").exists()
-    assert summary["settings"]["seed"] == 0
+    assert summary["settings"]["identity"]["run"]["seed"] == 0 and summary["settings"]["config"]["run"]["seed"] == 0
 
 
 def test_resume_continues_the_same_study(tmp_path, tiny_space, data, monkeypatch):
     config = config_for(tmp_path, tiny_space, final=False)
-    run_search(replace(config, budget=replace(config.budget, trials=2)), tiny_space, data, log=lambda m: None)
+    run_search(config.with_settings(trials=2), tiny_space, data, log=lambda m: None)
     first = json.loads((config.out / "trials.json").read_text())
     spy = TrainSpy(monkeypatch)
 
@@ -107,9 +98,9 @@ def test_resume_continues_the_same_study(tmp_path, tiny_space, data, monkeypatch
 
     monkeypatch.setattr(objective_mod, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_search(replace(config, budget=replace(config.budget, trials=4)), tiny_space, data, log=lambda m: None)
+        run_search(config.with_settings(trials=4), tiny_space, data, log=lambda m: None)
     spy = TrainSpy(monkeypatch)
-    outcome = run_search(replace(config, budget=replace(config.budget, trials=4)), tiny_space, data, log=lambda m: None)
+    outcome = run_search(config.with_settings(trials=4), tiny_space, data, log=lambda m: None)
     rows = json.loads((config.out / "trials.json").read_text())
     done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
     assert len(done) == 4 and outcome.complete == 4
@@ -144,7 +135,7 @@ def test_constrained_mode_never_trains_an_infeasible_genotype(tmp_path, tiny_spa
     limit = 0.45
     config = config_for(
         tmp_path, tiny_space, final=False, sampler="random", pruner="median",
-        max_macs=int(limit * genotype_cost(tiny_space, tiny_space.reference()).macs), max_macs_ratio=limit,
+        max_macs_ratio=limit,
         budget=replace(BUDGETS["smoke"], trials=6, proxy_epochs=2, seed_targets=(0.3, 0.9), top_k=1, final_epochs=1),
     )  # fmt: skip
     outcome = run_search(config, tiny_space, data, log=lambda m: None)
@@ -167,7 +158,7 @@ def test_a_band_trains_only_candidates_between_min_and_max(tmp_path, tiny_space,
     low, high = 0.35, 0.6
     config = config_for(
         tmp_path, tiny_space, final=False, sampler="random",
-        max_limits=(Limit("macs", high, relative=True),), min_limits=(Limit("macs", low, relative=True, lower=True),),
+        max=(Limit("macs", high, relative=True),), min=(Limit("macs", low, relative=True, lower=True),),
         budget=replace(BUDGETS["smoke"], trials=10, proxy_epochs=1, seed_targets=(0.2, 0.5, 0.9), top_k=1,
                        final_epochs=1),
     )  # fmt: skip
@@ -199,12 +190,12 @@ def test_a_resumed_random_search_draws_new_genotypes(tmp_path, tiny_space, data,
     budget = replace(BUDGETS["smoke"], trials=3, proxy_epochs=1, seed_targets=(), top_k=1, final_epochs=1)
     config = config_for(tmp_path, tiny_space, final=False, sampler="random", budget=budget)
     run_search(config, tiny_space, data, log=lambda m: None)
-    run_search(replace(config, budget=replace(budget, trials=6)), tiny_space, data, log=lambda m: None)
+    run_search(config.with_settings(trials=6), tiny_space, data, log=lambda m: None)
     trials = optuna.load_study(study_name="t", storage=search_mod.make_storage(config)).get_trials()
     keys = [t.user_attrs["key"] for t in trials]
     assert len(keys) == 6 and len(set(keys)) == 6 and len(spy.keys) == 6
     # and a fresh study with the same seed draws the same first genotypes (reproducible)
-    again = replace(config, out=tmp_path / "again")
+    again = config.with_settings(out=str(tmp_path / "again"))
     run_search(again, tiny_space, data, log=lambda m: None)
     first = optuna.load_study(study_name="t", storage=search_mod.make_storage(again)).get_trials()
     assert [t.user_attrs["key"] for t in first] == keys[:3]
@@ -223,7 +214,7 @@ def test_proxy_runs_validate_at_the_end_unless_a_pruner_needs_every_epoch(tmp_pa
     for history in histories:  # ranked on the final model: one validation pass, after the last epoch
         assert [h["val_acc"] is not None for h in history] == [False, False, True]
         assert all(h["test_acc"] is None for h in history)
-    pruned = config_for(tmp_path / "pruned", tiny_space, final=False, budget=budget, objective_names=("val_acc",),
+    pruned = config_for(tmp_path / "pruned", tiny_space, final=False, budget=budget, objectives=("val_acc",),
                         pruner="median")  # fmt: skip
     run_search(pruned, tiny_space, data, log=lambda m: None)
     for history in _histories(pruned.out):  # the pruner's per-epoch reports need every epoch validated
@@ -237,16 +228,12 @@ def test_proxy_runs_validate_at_the_end_unless_a_pruner_needs_every_epoch(tmp_pa
 def test_run_flags_reach_the_search_runs(tmp_path, tiny_toml):
     """--threads, --eval-every and --test-every-epoch were accepted by `prunenas search` and then dropped."""
     from prunenas.cli import build_parser
-    from prunenas.config import DataConfig, RunSettings
-    from prunenas.search import SearchSettings
-    from prunenas.search.config import resolve_search
 
     args = build_parser().parse_args(
-        ["search", "--space", str(tiny_toml), "--threads", "1", "--eval-every", "2", "--test-every-epoch"]
-    )
-    space = get_space(str(tiny_toml))
-    settings, run = SearchSettings.from_args(args), RunSettings.from_args(args)
-    config = resolve_search(space, str(tiny_toml), DataConfig(dataset="digits"), settings, run, {})
+        ["search", "--space", str(tiny_toml), "--dataset", "digits", "--threads", "1", "--eval-every", "2",
+         "--test-every-epoch"]
+    )  # fmt: skip
+    config = SearchConfig.from_args(args)
     final = config.run_settings()
     assert (final.threads, final.eval_every, final.test_every_epoch) == (1, 2, True)
     proxy = config.proxy_settings()
@@ -285,7 +272,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, tiny_space, data):
         tmp_path, tiny_space, final=False, budget=replace(config_for(tmp_path, tiny_space).budget, trials=1)
     )
     run_search(config, tiny_space, data, log=lambda m: None)
-    other = replace(config, budget=replace(config.budget, proxy_epochs=3))
+    other = config.with_settings(proxy_epochs=3)
     with pytest.raises(search_mod.PrunenasError, match="other settings"):
         run_search(other, tiny_space, data, log=lambda m: None)
 
@@ -336,10 +323,10 @@ def test_min_names_another_study_and_survives_the_config_round_trip(tmp_path):
     banded = SearchSettings(max=("macs=0.55x",), min=("macs=0.45x",))
     assert default_study_name(banded, 0) != default_study_name(SearchSettings(max=("macs=0.55x",)), 0)
     assert "min-macs=0.45x" in default_study_name(banded, 0)
-    config = config_for(tmp_path, get_space("resnet20_channels"), min_limits=(Limit("macs", 0.45, True, lower=True),))
+    config = config_for(tmp_path, get_space("resnet20_channels"), min=(Limit("macs", 0.45, True, lower=True),))
     again = SearchConfig.from_dict(json.loads(config.to_json()))
     assert again.min_limits == config.min_limits and again.min_limits[0].lower
-    assert "min macs=0.45x" in again.settings_dict()["limits"]
+    assert "min macs=0.45x" in again.record()["limits"]
 
 
 def test_no_seeding_samples_from_the_first_trial(tmp_path, tiny_space, data):

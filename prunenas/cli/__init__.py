@@ -58,7 +58,11 @@ def add_recipe_args(p: argparse.ArgumentParser, default: str | None = "standard"
         g.add_argument(
             "--scratch-b-cap", type=float, default=None, metavar="X", help="cap scratch-b epochs at X times E"
         )
-    g.add_argument(
+    _set_arg(g)
+
+
+def _set_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
         "--set", action="append", dest="recipe_set", metavar="KEY=VALUE",
         help="a recipe setting by its name (repeatable), e.g. --set milestones=[0.3,0.6] --set nesterov=true",
     )  # fmt: skip
@@ -101,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     from prunenas.recipes import KD_FIELDS, Recipe
     from prunenas.report import PLOT_FORMATS
     from prunenas.rethink.settings import RethinkSettings
-    from prunenas.search import SearchSettings
+    from prunenas.search import SearchConfig
 
     # = prunenas.export.exporter.DEFAULT_OPSET and MIN_OPSET (not imported: that loads torch; a test checks)
     default_opset, min_opset = 18, 13
@@ -235,11 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"prunenas search --space resnet56_channels --max macs=0.5x --gpus 0,1 --data-dir {cifar}",
     )  # fmt: skip
     p.add_argument("--space", required=True, help="space name or .toml path")
-    SearchSettings.add_arguments(p)
     _json_flag(p, "print the outcome as JSON")
-    add_recipe_args(p, default=None)
-    DataConfig.add_arguments(p)
-    RunSettings.add_arguments(p)
+    # the search's settings, the recipe changes of its candidates, its metrics' options, data and run: one tree
+    SearchConfig.add_arguments(p, skip=("recipe.epochs",))  # a candidate's epochs are --proxy-epochs
+    _set_arg(p)
     p.set_defaults(handler=_handler("run_commands", "cmd_search"))
 
     p = command(

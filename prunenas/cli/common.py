@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from prunenas.config import DataConfig, RunSettings
-from prunenas.errors import PrunenasError
+from prunenas.prepare import fit_to_data, load_data
+
+__all__ = ["fit_to_data", "load_data"]  # the setup layer's, used by the command handlers
 
 
 def print_json(obj: Any) -> None:
@@ -50,12 +51,6 @@ def space_arg(value: str, name: str = "--space") -> Any:
         raise SpaceError(text.replace("--space ", "space ")) from None  # a space it is built on, not a flag
 
 
-def load_data(cfg: DataConfig, seed: int) -> Any:
-    from prunenas.api import load_data as load
-
-    return load(cfg, seed=seed)
-
-
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe fields given as flags, with --set KEY=VALUE pairs (checked against the Recipe fields)."""
     from prunenas.recipes import Recipe, parse_assignments
@@ -91,38 +86,6 @@ def load_genotype(arg: str, space_arg: str | None = None) -> tuple[Any, Any]:
     return get_space(space_arg or genotype.space), genotype
 
 
-def fit_to_data(
-    space: Any, genotype: Any = None, *, quiet: bool = False, image_size: int | None = None
-) -> tuple[Any, Any]:
-    """A traced space named by its factory at the pixel size the model sees (`image_size`, default the
-    decoded size 32), the genotype moved over with its genes unchanged, with a notice; any other space
-    unchanged (a note when it counts MACs at another size)."""
-    from prunenas.data import DEFAULT_IMAGE_SIZE
-    from prunenas.spaces.traced import space_for_image_size
-
-    size = image_size or DEFAULT_IMAGE_SIZE
-    fitted = space_for_image_size(space, size)
-    if fitted is space:
-        if not quiet and space.input_shape[1] != size:
-            print(
-                f"note: --space {space.name} counts MACs at {space.input_shape[1]} px but the model sees {size} px "
-                f"(it runs at any size; MACs grow by about ({size}/{space.input_shape[1]})^2)",
-                file=sys.stderr,
-            )
-        return space, genotype
-    if genotype is not None:
-        from prunenas.genotype import Genotype
-
-        genotype = fitted.validate(Genotype(fitted.name, dict(genotype.genes), genotype.provenance))
-    if not quiet:
-        print(
-            f"note: the model sees {size}x{size} pixels, so --space {space.name} runs as {fitted.name} (MACs counted "
-            "at that size)",
-            file=sys.stderr,
-        )
-    return fitted, genotype
-
-
 def parse_options(items: list[str] | None) -> dict[str, Any]:
     """--option NAME=VALUE pairs; VALUE parsed as JSON when it can be (numbers, true/false, null)."""
     from prunenas.recipes import parse_assignments
@@ -131,34 +94,16 @@ def parse_options(items: list[str] | None) -> dict[str, Any]:
 
 
 def target_from_args(args: argparse.Namespace) -> Any:
-    from prunenas.proposers.base import Target
+    from prunenas.prepare import target
 
-    given = [
-        (k, v)
-        for k, v in (
-            ("ratio", args.ratio),
-            ("macs_ratio", args.macs_ratio),
-            ("density", args.density),
-            ("latency_ratio", getattr(args, "latency_ratio", None)),
-        )
-        if v is not None
-    ]
-    if len(given) != 1:
-        raise PrunenasError("give exactly one target: --ratio R, --macs-ratio R, --density D or --latency-ratio R")
-    return Target(given[0][0], given[0][1])  # type: ignore[arg-type]
+    return target(args.ratio, args.macs_ratio, args.density, getattr(args, "latency_ratio", None))
 
 
 def check_kd_flags(overrides: dict[str, Any], teacher: str | None) -> None:
-    """Refuse distillation settings given without a teacher: they would change nothing, silently."""
-    from prunenas.config import flag_of
-    from prunenas.recipes import KD_FIELDS, Recipe
+    """Refuse distillation settings given without a teacher (`prunenas.recipes.check_kd`)."""
+    from prunenas.recipes import check_kd
 
-    given = [flag_of(Recipe.__dataclass_fields__[k]) for k in KD_FIELDS if overrides.get(k) is not None]
-    if given and teacher is None:
-        raise PrunenasError(
-            f"{' and '.join(given)} set distillation, which needs a teacher: add --teacher CKPT (or --teacher "
-            "reference), or leave them out"
-        )
+    check_kd(overrides, teacher)
 
 
 def default_run_dir(

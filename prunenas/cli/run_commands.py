@@ -26,20 +26,16 @@ from prunenas.errors import PrunenasError
 def cmd_search(args: argparse.Namespace) -> int:
     from prunenas.metrics import get_metric
     from prunenas.report import format_table
-    from prunenas.search import SearchSettings, run_search
-    from prunenas.search.config import resolve_search
-    from prunenas.spaces import get_space
+    from prunenas.search import SearchConfig, SearchSettings, run_search
+    from prunenas.search.config import prepare_search
 
-    settings = SearchSettings.from_args(args)  # every value checked before anything is loaded
+    given = SearchConfig.values_from_args(args)  # every value checked before anything is loaded
     run = run_settings(args)
-    data_cfg = data_config(args)
-    overrides = recipe_overrides(args)
-    check_kd_flags(overrides, settings.teacher)
-    named = get_space(args.space)
-    space, _ = fit_to_data(named, image_size=data_cfg.image_size)
-    # workers find the space again by the --space value (a TOML path), or by its name when it moved
-    config = resolve_search(space, args.space if space is named else space.name, data_cfg, settings, run, overrides)
-    data = load_data(config.data_config(), run.seed)
+    config, space = prepare_search(
+        args.space, search=SearchSettings.from_dict(given.get("search", {}), where="prunenas search"),
+        data=data_config(args), run=run, recipe=recipe_overrides(args), metrics=given.get("metrics"),
+    )  # fmt: skip
+    data = load_data(config.data, run.seed)
     log = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
     outcome = run_search(config, space, data, log=log)
     metrics = [get_metric(n) for n in dict.fromkeys(["val_acc", "macs", "params", *config.objectives])]
@@ -82,7 +78,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"study {config.study!r}: {outcome.trials} trials ({outcome.complete} complete, {outcome.pruned} pruned, "
         f"{outcome.infeasible} infeasible, {outcome.failed} failed) in {outcome.wall_time_s:.0f} s; "
         f"objectives {', '.join(config.objectives)}"
-        + (f" under {', '.join(config.settings_dict()['limits'])}" if config.constrained else "")
+        + (f" under {', '.join(config.limit_texts())}" if config.constrained else "")
     )
     if rows:
         names = [("val (proxy)" if m.name == "val_acc" else m.name) for m in metrics]
@@ -91,7 +87,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         print("no trial completed: nothing to retrain or export")
     print(f"study folder: {outcome.study_dir} (trials.csv, trials.json, pareto.png, best/, summary.json)")
-    if not config.storage:
+    if not config.search.storage:
         print(f"dashboard: optuna-dashboard {outcome.study_dir / 'study.journal'}")
     return 0
 

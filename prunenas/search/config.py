@@ -1,22 +1,28 @@
-"""What a search is: the user-facing `SearchSettings` (one field per `prunenas search` flag) and the
-resolved `SearchConfig` that `run_search` and every worker process run from (JSON round trip).
+"""What a search is: `SearchSettings` (the search's own flags) and `SearchConfig`, the one tree a search
+runs from: the search settings, the run settings, the data, the changes to every candidate's recipe (a
+partial recipe) and the options of the metrics that take some. `prunenas search`'s flags are generated
+from it, `prunenas.search_architectures` takes the same settings, worker processes receive it as JSON, and
+its `identity()` decides whether a study may resume.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from prunenas.config import Config, ConfigError, DataConfig, RunSettings, setting
+from prunenas.config import Config, ConfigError, DataConfig, RunSettings, fingerprint, setting
 from prunenas.errors import PrunenasError
-from prunenas.metrics import Limit, get_metric
+from prunenas.metrics import Limit, get_metric, metric_options
 from prunenas.paths import safe_name
-from prunenas.recipes import TEACHER_HELP
+from prunenas.recipes import TEACHER_HELP, PartialRecipe, check_kd
+
+if TYPE_CHECKING:
+    from prunenas.spaces.base import Space
+    from prunenas.train import Teacher
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("none", "median", "hyperband")
@@ -24,8 +30,9 @@ MODES = ("genes", "proposers")
 FINAL_RECIPES = ("scratch-e", "scratch-b")
 DEFAULT_OBJECTIVES = ("val_acc", "macs")
 CONFIG_FILE = "search_config.json"
-#: Version of the study-folder layout; studies of other layouts are refused with a one-line hint.
-LAYOUT = 2
+#: Version of the study-folder layout; studies of other layouts are refused with a one-line hint. Layout 3: the
+#: study stores its configuration's identity (`SearchConfig.identity`).
+LAYOUT = 3
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,10 @@ BUDGETS: dict[str, Budget] = {
 
 @dataclass(frozen=True)
 class SearchSettings(Config):
-    """The `prunenas search` flags (beside the data, recipe and run flags)."""
+    """The `prunenas search` flags (beside the data, recipe, run and metric flags). Its identity is what makes
+    the trials of two studies comparable (a resumed study must match it): the mode, objectives, limits, proxy
+    length, reference, teacher and density floor; the others extend a study (--trials), say how it runs or
+    what happens after it, and the preset resolves into its values (`resolve_identity`)."""
 
     cli_group: ClassVar[str] = "search"
 
@@ -60,15 +70,24 @@ class SearchSettings(Config):
         "fast",
         "preset: smoke (minutes on a CPU), fast (hours on a GPU), paper (full retraining)",
         choices=tuple(BUDGETS),
+        identity=False,
     )
-    trials: int | None = setting(None, "trials in the study (study-wide; a resumed study counts its old ones)", low=1)
+    trials: int | None = setting(
+        None, "trials in the study (study-wide; a resumed study counts its old ones)", low=1, identity=False
+    )
     proxy_epochs: int | None = setting(None, "epochs per candidate (proxy recipe)", low=1, metavar="E")
-    top_k: int | None = setting(None, "winners retrained with the full recipe and exported", low=1, metavar="K")
-    final_epochs: int | None = setting(None, "epochs of the final retraining (E of scratch-b)", low=1, metavar="E")
-    timeout: float | None = setting(None, "stop starting new trials after this many seconds", low=0.0, low_open=True)
+    top_k: int | None = setting(
+        None, "winners retrained with the full recipe and exported", low=1, metavar="K", identity=False
+    )
+    final_epochs: int | None = setting(
+        None, "epochs of the final retraining (E of scratch-b)", low=1, metavar="E", identity=False
+    )
+    timeout: float | None = setting(
+        None, "stop starting new trials after this many seconds", low=0.0, low_open=True, identity=False
+    )
     mode: str = setting("genes", "what Optuna samples: every gene, or a proposer and its target", choices=MODES)
-    sampler: str = setting("tpe", "Optuna sampler", choices=SAMPLERS)
-    pruner: str = setting("none", "stop weak candidates early (single objective only)", choices=PRUNERS)
+    sampler: str = setting("tpe", "Optuna sampler", choices=SAMPLERS, identity=False)
+    pruner: str = setting("none", "stop weak candidates early (single objective only)", choices=PRUNERS, identity=False)
     objectives: tuple[str, ...] = setting(
         (), "metrics to optimise, e.g. val_acc,macs (default val_acc,macs; val_acc alone under a --max or --min limit)",
         metavar="M,M",
@@ -87,13 +106,15 @@ class SearchSettings(Config):
         "recorded infeasible and not trained; repeatable", metavar="METRIC=VALUE",
     )  # fmt: skip
     proposers: tuple[str, ...] = setting(
-        (), "proposers that seed (genes) or are sampled (proposers mode)", metavar="A,B"
+        (), "proposers that seed (genes) or are sampled (proposers mode)", metavar="A,B", identity=False
     )
     seed_targets: tuple[float, ...] = setting(
         (), "MACs ratios (density spaces: densities) at which proposers seed the study (default: the budget's)",
-        low=0.0, high=1.0, low_open=True, metavar="R,R",
+        low=0.0, high=1.0, low_open=True, metavar="R,R", identity=False,
     )  # fmt: skip
-    seeding: bool = setting(True, "genes mode: seed the study with the proposers' genotypes before sampling")
+    seeding: bool = setting(
+        True, "genes mode: seed the study with the proposers' genotypes before sampling", identity=False
+    )
     reference: str | None = setting(
         None, "trained reference: adds proposers that score trained weights", metavar="CKPT"
     )
@@ -104,13 +125,19 @@ class SearchSettings(Config):
         "checkpoint (default: none)",
         metavar="CKPT",
     )
-    final_recipe: str = setting("scratch-e", "recipe of the winners' retraining", choices=FINAL_RECIPES)
+    final_recipe: str = setting("scratch-e", "recipe of the winners' retraining", choices=FINAL_RECIPES, identity=False)
     final: bool = setting(True, "retrain the winners with the full recipe and export them", identity=False)
     export: bool = setting(True, "export the retrained winners to ONNX", identity=False)
     exports: str = setting("exports", "root of exports/<space>/<study>/", identity=False, metavar="DIR")
-    study: str | None = setting(None, "study name (default from budget, mode, sampler, seed and limits)")
-    out: str | None = setting(None, "study folder (default runs/search/SPACE-DATASET-STUDY); rerun to resume")
-    storage: str | None = setting(None, "Optuna RDB storage URL (default: a journal file in the study folder)")
+    study: str | None = setting(
+        None, "study name (default from budget, mode, sampler, seed and limits)", identity=False
+    )
+    out: str | None = setting(
+        None, "study folder (default runs/search/SPACE-DATASET-STUDY); rerun to resume", identity=False
+    )
+    storage: str | None = setting(
+        None, "Optuna RDB storage URL (default: a journal file in the study folder)", identity=False
+    )
     workers: int = setting(1, "worker processes here (N per GPU with --gpus)", low=1, high=1024, identity=False)
     gpus: str | None = setting(None, "one group of --workers processes per listed GPU", metavar="0,1", identity=False)
     gpus_per_trial: int = setting(
@@ -124,28 +151,7 @@ class SearchSettings(Config):
     min_density: float = setting(
         0.01, "density spaces: lowest density the search samples", low=0.0, high=1.0, low_open=True
     )
-    latency_batch: int = setting(1, "batch size of the latency metric", low=1, high=4096, metavar="N")
-    latency_threads: int | None = setting(
-        None, "intra-op threads of the latency metric (default: one per core this process may use; on a small "
-        "shared machine 1 thread measures far more repeatably)", low=1, high=1024, metavar="N",
-    )  # fmt: skip
-    latency_provider: str = setting(
-        "cpu", "runtime of the latency metric: ONNX Runtime cpu, cuda or tensorrt, or torch (eager)",
-        choices=("cpu", "cuda", "tensorrt", "torch"),
-    )  # fmt: skip
-    latency_predictor: bool = setting(
-        False,
-        "with --max latency=...: predict each candidate's latency first (a predictor calibrated once per space by "
-        "timing 24 genotypes, cached) and record it infeasible untimed and untrained when the prediction is over "
-        "the limit by more than the predictor's 90th-percentile error; others are timed",
-        identity=False,
-    )
-
     conditions: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {
-        **dict.fromkeys(("latency_batch", "latency_threads", "latency_provider"), lambda s: s._unless_latency()),
-        "latency_predictor": lambda s: None if any(lim.metric == "latency" for lim in s.limits()) else (
-            "without a --max latency=... limit (it discards the candidates predicted over that limit untimed)"
-        ),
         "pruner": lambda s: None if s.single_objective() else (
             "to a search of several objectives (Optuna's pruners need a single objective: pass --objectives "
             "val_acc, or a --max/--min limit, which makes accuracy the only objective)"
@@ -164,13 +170,6 @@ class SearchSettings(Config):
             "with --no-final (no winner is retrained)"
         )),
     }  # fmt: skip
-
-    def _unless_latency(self) -> str | None:
-        """None when latency is measured (an objective or a limit), else why the latency options do not apply."""
-        metrics = [*self.objectives, *(lim.metric for lim in (*self.limits(), *self.floors()))]
-        if any(m.startswith("latency") for m in metrics):
-            return None
-        return "without a latency objective or limit (--objectives val_acc,latency, --max latency=8ms or --min ...)"
 
     def single_objective(self) -> bool:
         """Whether the search optimises one value (`SearchConfig.single_objective`, before it is resolved)."""
@@ -220,6 +219,21 @@ class SearchSettings(Config):
         if len(set(metrics)) != len(metrics):
             raise ConfigError(f"--min gives two lower limits on the same metric ({', '.join(metrics)}); give one each")
         return out
+
+    def resolved_objectives(self) -> tuple[str, ...]:
+        """The metrics optimised, in order: as given, else val_acc and MACs (val_acc alone under limits)."""
+        limited = self.max or self.min or self.max_macs or self.max_macs_ratio
+        return self.objectives or (("val_acc",) if limited else DEFAULT_OBJECTIVES)
+
+    def resolve_identity(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """The objectives and limits as resolved (the --max-macs aliases are --max macs=...) and the proxy
+        length of the preset when not given."""
+        for name in ("objectives", "max", "min", "max_macs", "max_macs_ratio", "proxy_epochs"):
+            identity.pop(name, None)
+        identity["objectives"] = list(self.resolved_objectives())
+        identity["limits"] = [lim.text() for lim in self.limits()] + [f"min {lim.text()}" for lim in self.floors()]
+        identity["proxy_epochs"] = self.proxy_epochs or BUDGETS[self.budget].proxy_epochs
+        return identity
 
     def resolved_budget(self, train_subset: int | None) -> Budget:
         budget = BUDGETS[self.budget]
@@ -278,7 +292,8 @@ def _safe(text: str) -> str:
 
 def default_study_name(settings: SearchSettings, seed: int, overrides: Mapping[str, Any] | None = None) -> str:
     """budget-mode-sampler-sSEED, then the limits, the objectives when not the default, and a hash of the
-    proxy length and recipe values the user changed (so other settings never resume the wrong study)."""
+    proxy length, seed targets, recipe changes and teacher the user gave (so other settings never resume the
+    wrong study; the hash covers what it covered when it was introduced, so names stay valid)."""
     parts = [settings.budget, settings.mode, settings.sampler, f"s{seed}"]
     for limit in settings.limits():
         parts.append(f"max{limit.value:g}" if limit.metric == "macs" and limit.relative else f"max-{limit.text()}")
@@ -293,8 +308,6 @@ def default_study_name(settings: SearchSettings, seed: int, overrides: Mapping[s
     if settings.teacher is not None:  # distilled candidates: another study
         changed["teacher"] = settings.teacher
     if changed:
-        from prunenas.config import fingerprint
-
         parts.append(fingerprint(changed, length=6))
     return _safe("-".join(parts))
 
@@ -303,105 +316,130 @@ def default_study_dir(space: str, dataset: str, study: str) -> Path:
     return Path("runs") / "search" / _safe(f"{space}-{dataset}-{study}")
 
 
+def _measured_by(search: SearchSettings) -> set[str]:
+    return {*search.resolved_objectives(), *(lim.metric for lim in (*search.limits(), *search.floors()))}
+
+
 @dataclass(frozen=True)
-class SearchConfig:
-    """A resolved search: everything `run_search` and its worker processes need, JSON round-trippable."""
+class SearchConfig(Config):
+    """A search: everything `run_search` and its worker processes need, one tree that round-trips through JSON.
+    `prunenas search` generates its flags from it; `identity()` (the space, what the search settings measure,
+    the data, the seed, the recipe changes and the options of the metrics measured) decides whether a study
+    may resume. The study name, folder, budget and limits are resolved from it (properties)."""
 
-    space: str
-    dataset: str
-    study: str
-    out: Path
-    budget: Budget
-    budget_name: str = "fast"
-    mode: str = "genes"
-    sampler: str = "tpe"
-    pruner: str = "none"
-    seed: int = 0
-    objective_names: tuple[str, ...] = ()  # as given; empty: val_acc,macs (val_acc alone when limited)
-    max_limits: tuple[Limit, ...] = ()  # as given with --max (see `limits` for the aliases)
-    max_macs: int | None = None  # alias: a limit of max_macs MACs
-    max_macs_ratio: float | None = None  # alias: a limit of max_macs_ratio x the reference's MACs
-    min_limits: tuple[Limit, ...] = ()  # lower limits (--min)
-    proposer_names: tuple[str, ...] | None = None  # None: every applicable proposer
-    reference: str | None = None
-    teacher: str | None = None  # a checkpoint, or "reference" (= `reference`): proxies and finals distill from it
-    final_recipe: str = "scratch-e"
-    final: bool = True
-    export: bool = True
-    exports_root: Path = Path("exports")
-    storage: str | None = None
-    timeout: float | None = None
-    device: str = "auto"
-    quiet: bool = False
-    min_density: float = 0.01
-    recipe_overrides: Mapping[str, Any] = field(default_factory=dict)
-    workers: int = 1  # processes on this machine (per GPU when gpus is set)
-    gpus: tuple[str, ...] = ()
-    gpus_per_trial: int = 1  # > 1: each trial trains data-parallel in a torchrun group of this many processes
-    heartbeat: float = 60.0  # seconds between heartbeats of a running trial (database storage)
-    worker_only: bool = False  # a spawned worker: run trials, no seeding, no final step
-    amp: bool | None = None  # trainer switches (None: on for CUDA)
-    channels_last: bool | None = None
-    compile: bool = False
-    threads: int | None = None  # CPU threads for training (None: torch's)
-    eval_every: int | None = None  # None: proxies validate at the end (every epoch for a pruner), finals every epoch
-    test_every_epoch: bool = False  # the finals only: a candidate's proxy run never sees the test set
-    latency_batch: int = 1  # options of the latency metric
-    latency_provider: str = "cpu"
-    latency_threads: int | None = None  # None: one per core this process may use
-    latency_predictor: bool = False  # discard candidates predicted over a latency limit (prunenas.latency_model)
-    space_ref: str | None = None  # how a worker finds the space (a name or a TOML path); default `space`
-    data: DataConfig | None = None  # how a worker loads the data; default DataConfig(dataset)
+    cli_group: ClassVar[str] = "search"
 
-    def __post_init__(self) -> None:
-        for name in self.objectives:
-            get_metric(name)
-        check_band(self.limits, self.min_limits, self.max_macs_ratio, self.max_macs)
-        check_teacher(self.teacher, self.reference, self.gpus_per_trial)
-        if self.data is not None and self.data.val_size == 0:
+    space: str = setting("", "name of the space searched", cli=False)
+    space_ref: str | None = setting(
+        None, "how a worker finds the space again: a name, a factory or a TOML path (default `space`)", cli=False,
+        identity=False,
+    )  # fmt: skip
+    search: SearchSettings = setting(default_factory=SearchSettings, help="the search's own settings")
+    recipe: PartialRecipe = setting(
+        default_factory=PartialRecipe, help="changes to every candidate's recipe (proxy and final runs)"
+    )
+    metrics: dict[str, Config] = setting(
+        default_factory=dict, help="options of the metrics that take some, by metric name", plugins=metric_options
+    )
+    data: DataConfig = setting(default_factory=DataConfig, help="the images")
+    run: RunSettings = setting(default_factory=RunSettings, help="how and where the candidates train")
+    worker_only: bool = setting(False, "a spawned worker: trials only, no seeding, no final step", cli=False,
+                                identity=False)  # fmt: skip
+
+    def check(self) -> None:
+        safe_name(self.study, "--study")
+        if self.data.val_size == 0:
             raise PrunenasError(
                 "--val-size 0 leaves no validation split, and a search ranks its candidates on it (the test set "
                 "stays untouched); pass --val-size N with N > 0, or leave it out (a tenth of the training images)"
             )
+        check_kd(self.recipe_overrides, self.search.teacher)
+        measured = _measured_by(self.search)
+        for name, options in self.metrics.items():
+            metric = get_metric(name, "--objectives")
+            defaults = type(options)().to_dict()
+            changed = [k for k, v in options.to_dict().items() if v != defaults.get(k)]
+            if name not in measured and changed:
+                flags = " and ".join(f"--{name}-{k.replace('_', '-')}" for k in changed)
+                raise ConfigError(
+                    f"{flags} {'does' if len(changed) == 1 else 'do'} not apply without a {name} objective or limit "
+                    f"(--objectives val_acc,{name}, --max {name}=... or --min ...); leave "
+                    f"{'it' if len(changed) == 1 else 'them'} out"
+                )
+            metric.check_options(options, self.search.limits())
+
+    def resolve_identity(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """The options of every metric measured, given or not (a default given explicitly is the same study)."""
+        measured = _measured_by(self.search)
+        identity["metrics"] = {
+            name: options.identity()
+            for name in sorted(measured)
+            if (options := get_metric(name).options_in(self.metrics)) is not None
+        }
+        return identity
+
+    def record(self) -> dict[str, Any]:
+        """What a study stores of its configuration (checked on resume: `identity`)."""
+        return {
+            "layout": LAYOUT, "identity": self.identity(), "objectives": list(self.objectives),
+            "limits": self.limit_texts(), "config": self.to_dict(),
+        }  # fmt: skip
+
+    def limit_texts(self) -> list[str]:
+        """The limits as given: macs=0.5x, min macs=0.45x."""
+        return [lim.text() for lim in self.limits] + [f"min {lim.text()}" for lim in self.min_limits]
+
+    # -- resolved values ---------------------------------------------------------------------------------------
+    @property
+    def dataset(self) -> str:
+        return self.data.dataset
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
+
+    @property
+    def study(self) -> str:
+        return self.search.study or default_study_name(self.search, self.run.seed, self.recipe_overrides)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.search.out) if self.search.out else default_study_dir(self.space, self.dataset, self.study)
+
+    @property
+    def exports_root(self) -> Path:
+        return Path(self.search.exports)
+
+    @property
+    def budget(self) -> Budget:
+        return self.search.resolved_budget(self.data.train_subset)
+
+    @property
+    def recipe_overrides(self) -> dict[str, Any]:
+        """The recipe settings the user changed (every candidate's and winner's recipe takes them)."""
+        return self.recipe.to_dict()
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        return tuple(g.strip() for g in self.search.gpus.split(",")) if self.search.gpus else ()
+
+    @property
+    def proposer_names(self) -> tuple[str, ...] | None:
+        return self.search.proposers or None
 
     @property
     def limits(self) -> tuple[Limit, ...]:
         """--max limits, plus the --max-macs-ratio / --max-macs aliases."""
-        limits = list(self.max_limits)
-        if not any(lim.metric == "macs" for lim in limits):
-            if self.max_macs_ratio is not None:
-                limits.append(Limit("macs", float(self.max_macs_ratio), relative=True))
-            elif self.max_macs is not None:
-                limits.append(Limit("macs", float(self.max_macs)))
-        return tuple(limits)
+        return self.search.limits()
+
+    @property
+    def min_limits(self) -> tuple[Limit, ...]:
+        return self.search.floors()
 
     @property
     def objectives(self) -> tuple[str, ...]:
         """The metrics optimised, in order: as given, else val_acc and MACs (val_acc alone under limits)."""
-        return self.objective_names or (("val_acc",) if self.limits or self.min_limits else DEFAULT_OBJECTIVES)
-
-    def metric_options(self) -> dict[str, Any]:
-        """Options of the metrics that take some (the latency metric's runtime and batch)."""
-        return {
-            "latency_batch": self.latency_batch,
-            "latency_provider": self.latency_provider,
-            "latency_threads": self.latency_threads,
-        }
-
-    def run_settings(self, **changes: Any) -> RunSettings:
-        """The settings of the winners' final runs (with `changes`); `proxy_settings` for the candidates."""
-        base = RunSettings(
-            device=self.device, seed=self.seed, amp=self.amp, channels_last=self.channels_last, compile=self.compile,
-            threads=self.threads, eval_every=self.eval_every, test_every_epoch=self.test_every_epoch,
-        )  # fmt: skip
-        return base.replace(**changes)
-
-    def proxy_settings(self) -> RunSettings:
-        """A candidate's proxy run: quiet, no plot, no test set, validated at the end only (it is ranked on
-        the final model) unless a pruner needs the per-epoch reports or --eval-every was given."""
-        per_epoch = self.single_objective and self.pruner != "none"
-        every = self.eval_every or (1 if per_epoch else self.budget.proxy_epochs)
-        return self.run_settings(quiet=True, plot=False, test_every_epoch=False, eval_every=every)
+        return self.search.resolved_objectives()
 
     @property
     def limited_metrics(self) -> tuple[str, ...]:
@@ -416,78 +454,33 @@ class SearchConfig:
     def single_objective(self) -> bool:
         return len(self.objectives) == 1
 
-    def data_config(self) -> DataConfig:
-        return self.data or DataConfig(dataset=self.dataset, train_subset=self.budget.train_subset)
+    def run_settings(self, **changes: Any) -> RunSettings:
+        """The settings of the winners' final runs (with `changes`); `proxy_settings` for the candidates."""
+        return self.run.replace(**changes)
 
-    def load_teacher(self, space: Any, num_classes: int) -> Any:
+    def proxy_settings(self) -> RunSettings:
+        """A candidate's proxy run: quiet, no plot, no test set, validated at the end only (it is ranked on
+        the final model) unless a pruner needs the per-epoch reports or --eval-every was given."""
+        per_epoch = self.single_objective and self.search.pruner != "none"
+        every = self.run.eval_every or (1 if per_epoch else self.budget.proxy_epochs)
+        return self.run_settings(quiet=True, plot=False, test_every_epoch=False, eval_every=every)
+
+    def load_teacher(self, space: Space, num_classes: int) -> Teacher | None:
         """The `prunenas.train.Teacher` the candidates distill from (checked: `prunenas.train.load_teacher`),
         None without --teacher."""
-        if self.teacher is None:
+        teacher, reference = self.search.teacher, self.search.reference
+        if teacher is None:
             return None
         from prunenas.train import load_teacher
 
-        if self.teacher == "reference":
-            assert self.reference is not None  # check_teacher
-            return load_teacher(space, self.reference, num_classes, flag="--reference", given_as="reference")
-        return load_teacher(space, self.teacher, num_classes)
+        if teacher == "reference":
+            assert reference is not None  # check_teacher
+            return load_teacher(space, reference, num_classes, flag="--reference", given_as="reference")
+        return load_teacher(space, teacher, num_classes)
 
-    # -- identity and JSON ----------------------------------------------------------------------------------
-    def settings_dict(self) -> dict[str, Any]:
-        """What the study is (stored in the study; a resume must match): not how this process runs."""
-        d = self.to_dict()
-        for k in (
-            "worker_only", "workers", "gpus", "gpus_per_trial", "heartbeat", "quiet", "amp", "channels_last", "compile",
-            "data", "threads", "eval_every", "test_every_epoch",
-        ):  # fmt: skip
-            d.pop(k, None)
-        d["layout"] = LAYOUT
-        d["objectives"] = list(self.objectives)
-        d["limits"] = [lim.text() for lim in self.limits] + [f"min {lim.text()}" for lim in self.min_limits]
-        return d
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, Path):
-                v = str(v)
-            elif f.name == "budget":
-                v = {**dataclasses.asdict(v), "seed_targets": list(v.seed_targets)}
-            elif f.name in ("max_limits", "min_limits"):
-                v = [lim.text() for lim in v]
-            elif f.name == "data":
-                v = v.to_dict() if v is not None else None
-            elif isinstance(v, tuple):
-                v = list(v)
-            elif isinstance(v, Mapping):
-                v = dict(v)
-            d[f.name] = v
-        return d
-
+    # -- files -----------------------------------------------------------------------------------------------
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SearchConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise PrunenasError(f"search config: unknown key(s) {unknown}")
-        v = dict(d)
-        v["out"] = Path(v["out"])
-        v["exports_root"] = Path(v.get("exports_root", "exports"))
-        b = dict(v["budget"])
-        b["seed_targets"] = tuple(b["seed_targets"])
-        v["budget"] = Budget(**b)
-        v["max_limits"] = tuple(Limit.parse(t) for t in v.get("max_limits", ()))
-        v["min_limits"] = tuple(Limit.parse(t, "--min") for t in v.get("min_limits", ()))
-        v["objective_names"] = tuple(v.get("objective_names", ()))
-        v["gpus"] = tuple(v.get("gpus", ()))
-        if v.get("proposer_names") is not None:
-            v["proposer_names"] = tuple(v["proposer_names"])
-        if v.get("data") is not None:
-            v["data"] = DataConfig.from_dict(v["data"])
-        return cls(**v)
 
     @classmethod
     def load(cls, path: str | Path) -> SearchConfig:
@@ -505,70 +498,45 @@ class SearchConfig:
         return p
 
 
-def resolve_search(
-    space: Any,
-    space_ref: str,
-    data: DataConfig,
-    settings: SearchSettings,
-    run: RunSettings,
-    recipe_overrides: Mapping[str, Any],
-) -> SearchConfig:
-    """The resolved search of the `prunenas search` flags (and of `prunenas.search(...)`)."""
-    budget = settings.resolved_budget(data.train_subset)
-    if settings.min_density != SearchSettings.min_density and getattr(space, "kind", "density") != "density":
-        raise ConfigError(
-            f"--min-density {settings.min_density:g} does not apply to --space {space_ref} (a {space.kind} space: its "
-            "genes are not densities); leave it out"
-        )
-    study = safe_name(settings.study or default_study_name(settings, run.seed, recipe_overrides), "--study")
+def search_space_ref(space: Space, given: str | None) -> str:
+    """How worker processes find the searched space again: the value that named it (a TOML path made
+    absolute, a factory), or the space's name when it is not the space that value names (fitted to the data)."""
     from prunenas.spaces.traced import is_factory_name
 
-    ref = space_ref
-    if (ref.endswith(".toml") or "/" in ref) and not is_factory_name(ref):
-        ref = str(Path(ref).resolve())
-    return SearchConfig(
-        space=space.name,
-        dataset=data.dataset,
-        study=study,
-        out=Path(settings.out) if settings.out else default_study_dir(space.name, data.dataset, study),
-        budget=budget,
-        budget_name=settings.budget,
-        mode=settings.mode,
-        sampler=settings.sampler,
-        pruner=settings.pruner,
-        seed=run.seed,
-        objective_names=settings.objectives,
-        max_limits=tuple(Limit.parse(t) for t in settings.max),
-        max_macs=settings.max_macs,
-        max_macs_ratio=settings.max_macs_ratio,
-        min_limits=settings.floors(),
-        proposer_names=settings.proposers or None,
-        reference=settings.reference,
-        teacher=settings.teacher,
-        final_recipe=settings.final_recipe,
-        final=settings.final,
-        export=settings.export,
-        exports_root=Path(settings.exports),
-        storage=settings.storage,
-        timeout=settings.timeout,
-        device=run.device,
-        quiet=run.quiet,
-        min_density=settings.min_density,
-        latency_batch=settings.latency_batch,
-        latency_provider=settings.latency_provider,
-        latency_threads=settings.latency_threads,
-        latency_predictor=settings.latency_predictor,
-        recipe_overrides=dict(recipe_overrides),
-        workers=settings.workers,
-        gpus=tuple(g.strip() for g in settings.gpus.split(",")) if settings.gpus else (),
-        gpus_per_trial=settings.gpus_per_trial,
-        heartbeat=settings.heartbeat,
-        amp=run.amp,
-        channels_last=run.channels_last,
-        compile=run.compile,
-        threads=run.threads,
-        eval_every=run.eval_every,
-        test_every_epoch=run.test_every_epoch,
-        space_ref=ref,
-        data=data.replace(train_subset=budget.train_subset),
-    )
+    if given is None:
+        return space.source or space.name
+    if (given.endswith(".toml") or "/" in given) and not is_factory_name(given):
+        return str(Path(given).resolve())
+    return given
+
+
+def prepare_search(
+    space: Space | str,
+    *,
+    search: SearchSettings,
+    data: DataConfig,
+    run: RunSettings,
+    recipe: Mapping[str, Any] | Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    quiet: bool = False,
+) -> tuple[SearchConfig, Space]:
+    """The search of `space` (a space, or the name, factory or TOML path that names it) on `data`, fitted to
+    the data's image size (`prunenas.prepare.fit_to_data`), with its settings checked against the space; and
+    the space it searches. How `prunenas search` and `prunenas.search_architectures` set a search up."""
+    from prunenas.prepare import fit_to_data
+    from prunenas.spaces import get_space
+
+    named = get_space(space) if isinstance(space, str) else space
+    fitted, _ = fit_to_data(named, image_size=data.image_size, quiet=quiet)
+    if search.min_density != type(search).min_density and fitted.kind != "density":
+        raise ConfigError(
+            f"--min-density {search.min_density:g} does not apply to --space {fitted.name} (a {fitted.kind} space: "
+            "its genes are not densities); leave it out"
+        )
+    given = space if isinstance(space, str) else None
+    ref = search_space_ref(fitted, given if fitted is named else fitted.name)
+    config = SearchConfig(
+        space=fitted.name, space_ref=ref, search=search, recipe=recipe or {}, metrics=dict(metrics or {}),  # type: ignore[arg-type]
+        data=data.replace(train_subset=search.resolved_budget(data.train_subset).train_subset), run=run,
+    )  # fmt: skip
+    return config, fitted

@@ -68,7 +68,7 @@ def _directions(config: SearchConfig) -> list[optuna.study.StudyDirection]:
 def stored_study(config: SearchConfig) -> FrozenStudy | None:
     """The study as stored, read without writing anything (no journal is created, nothing is appended), or
     None when there is none yet."""
-    if not config.storage:
+    if not config.search.storage:
         path = config.out / JOURNAL
         if not path.is_file() or path.stat().st_size == 0:
             check_journal(path)  # a folder in the journal's place
@@ -92,13 +92,25 @@ def check_resumable(config: SearchConfig, study: FrozenStudy | optuna.Study) -> 
             f"study {config.study!r} in {str(config.out)!r} was made by an earlier prunenas (another study-folder "
             "layout); start a new one with another --study or --out (its trials.csv and runs stay readable)"
         )
-    mine, theirs = _identity(config.settings_dict()), _identity(stored)
+    mine, theirs = config.identity(), stored.get("identity") or {}
     if mine != theirs:
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise PrunenasError(
-            f"study {config.study!r} in {str(config.out)!r} was started with other settings ({', '.join(diff)}); "
-            "rerun with the same options to resume, or pass another --study/--out"
+            f"study {config.study!r} in {str(config.out)!r} was started with other settings "
+            f"({', '.join(_differences(mine, theirs))}); rerun with the same options to resume, or pass another "
+            "--study/--out"
         )
+
+
+def _differences(mine: Mapping[str, Any], theirs: Mapping[str, Any], path: str = "") -> list[str]:
+    """The settings (dotted paths) that differ between two identities."""
+    out: list[str] = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key), theirs.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _differences(a, b, f"{path}{key}.")
+        elif a != b:
+            out.append(f"{path}{key}")
+    return out
 
 
 def open_study(config: SearchConfig) -> optuna.Study:
@@ -127,40 +139,21 @@ def open_study(config: SearchConfig) -> optuna.Study:
 def check_reference(config: SearchConfig, space: Space, data: DatasetSplits) -> None:
     """Load --reference as the proposers will, so that a missing, foreign or corrupt checkpoint is refused
     before the study exists (torch's random state is left as it was)."""
-    if config.reference is None:
+    if config.search.reference is None:
         return
     import torch
 
     from prunenas.proposers.runner import make_context
 
     with torch.random.fork_rng(devices=[]):
-        make_context(space, data=data, reference=config.reference, seed=config.seed, device="cpu")
-
-
-def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that must match for a resume (not the ones that only say how long to run)."""
-    keep = (
-        "space", "dataset", "mode", "limits", "objectives", "seed", "reference", "teacher", "min_density",
-        "recipe_overrides",
-    )  # fmt: skip
-    out = {k: settings.get(k) for k in keep}
-    limits = [str(x).removeprefix("min ") for x in settings.get("limits") or []]  # --max and --min
-    measured = [*(settings.get("objectives") or []), *limits]
-    if any(m.startswith("latency") for m in measured):  # the runtime and batch of a latency study
-        latency: tuple[Any, ...] = (settings.get("latency_batch"), settings.get("latency_provider"))
-        if settings.get("latency_threads"):  # absent in older studies: the default keeps them resumable
-            latency += (settings.get("latency_threads"),)
-        out["latency"] = latency
-    budget = settings.get("budget") or {}
-    out["proxy_epochs"] = budget.get("proxy_epochs")
-    out["train_subset"] = budget.get("train_subset")
-    return out
+        make_context(space, data=data, reference=config.search.reference, seed=config.seed, device="cpu")
 
 
 def _as_typed(config: SearchConfig, limit: Limit) -> tuple[str, str]:
     """(the flag and value a limit was given as, the flag to change it with)."""
-    aliases = limit not in config.max_limits
-    return typed_limit(limit, config.max_macs_ratio if aliases else None, config.max_macs if aliases else None)
+    search = config.search
+    aliases = limit not in [Limit.parse(text) for text in search.max]
+    return typed_limit(limit, search.max_macs_ratio if aliases else None, search.max_macs if aliases else None)
 
 
 def _meant_relative(limit: Limit, reference: float | None, metric: Any) -> str:
@@ -247,7 +240,7 @@ def _seed_study(
     study.set_user_attr("bounds", json.dumps({k: list(v) for k, v in bounds.items()}))
     for genotype, attrs in seeds:
         study.enqueue_trial(dict(genotype.genes), user_attrs=attrs, skip_if_exists=True)
-    study.set_user_attr("settings", config.settings_dict())
+    study.set_user_attr("settings", config.record())
     if seeds:
         names = ", ".join(sorted({a["proposer"] for _, a in seeds}))
         log(f"seeded the study with {len(seeds)} proposer genotypes ({names})")
@@ -280,11 +273,11 @@ def run_search(
         if stored is not None:
             check_resumable(config, stored)
     ensure_dir(config.out, "--out")  # the folders only, so that an output that cannot be written fails now
-    if config.final and config.export and not config.worker_only:
+    if config.search.final and config.search.export and not config.worker_only:
         ensure_dir(config.exports_root, "--exports")  # not after hours of training
     seeds: list[tuple[Genotype, dict[str, Any]]] | None = None
     if not config.worker_only and (stored is None or "settings" not in stored.user_attrs):
-        seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []  # a new study's seeds
+        seeds = seed_genotypes(space, data, config, log) if config.search.mode == "genes" else []  # a new study's seeds
     _silence_storage_errors_in_threads()
     metrics = recorded_metrics(config)
 
@@ -297,7 +290,7 @@ def run_search(
             pass
         elif "settings" not in study.user_attrs:
             if seeds is None:  # another process created it meanwhile, without settings yet
-                seeds = seed_genotypes(space, data, config, log) if config.mode == "genes" else []
+                seeds = seed_genotypes(space, data, config, log) if config.search.mode == "genes" else []
             _seed_study(study, objective, config, seeds, log)
         else:
             retried = recover_stale_trials(study)
@@ -305,8 +298,8 @@ def run_search(
                 retried += requeue_failed(study)
             retrying = f", retrying {retried}" if retried else ""
             log(f"resuming study {config.study!r}: {n_done(study)} trials done{retrying}")
-        n_procs = config.workers * max(1, len(config.gpus))
-        if not config.worker_only and (n_procs > 1 or config.gpus or config.gpus_per_trial > 1):
+        n_procs = config.search.workers * max(1, len(config.gpus))
+        if not config.worker_only and (n_procs > 1 or config.gpus or config.search.gpus_per_trial > 1):
             run_workers(study, objective, config, log, on_trial)
         else:
             run_trials(study, objective, config, on_trial)
@@ -323,7 +316,7 @@ def run_search(
     if not config.worker_only:
         winners = pick_winners(study, config, space)
         files = write_outputs(study, config, space, winners)
-        if config.final and winners:
+        if config.search.final and winners:
             winners = finalize(winners, config, space, data, log)
             files.update(write_outputs(study, config, space, winners))
     # queued trials that never ran (seeds beyond a smaller --trials of a resumed study) are not trials

@@ -98,11 +98,9 @@ class Objective:
         self.objectives: list[Metric] = [get_metric(n) for n in config.objectives]
         names = list(dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *config.limited_metrics]))
         self.metrics: dict[str, Metric] = {n: get_metric(n) for n in names}
-        self.options = config.metric_options()
-        if "latency" in self.metrics:
-            from prunenas.latency import check_provider
-
-            check_provider(config.latency_provider)  # one line now, not a failure in the first trial
+        self.options = config.metrics
+        for metric in self.metrics.values():
+            metric.prepare(self.options)  # one line now (a missing runtime), not a failure in the first trial
         self.references: dict[str, float | None] = {
             n: m.reference_value(space, data.num_classes, self.options) for n, m in self.metrics.items()
         }
@@ -112,18 +110,17 @@ class Objective:
         self.floors: dict[str, float] = {
             lim.metric: lim.absolute(self.references.get(lim.metric)) for lim in config.min_limits
         }
-        self._proposers: list[str] = list(config.proposer_names or applicable_proposers(space, config.reference))
+        self._proposers: list[str] = list(config.proposer_names or applicable_proposers(space, config.search.reference))
         # loaded (and checked) once, before any candidate trains; every proxy run distills from it
         self.teacher = config.load_teacher(space, data.num_classes)
         self._context: Any = None
-        self._predictor: Any = None
         self._bounds: dict[str, list[Any]] | None = None
 
     # genes mode ---------------------------------------------------------------------------------------------
     def search_bounds(self, seeds: Sequence[Genotype] = ()) -> dict[str, tuple[float, float, bool]]:
         """Per-gene sampling range (low, high, log), from the space (densities: log scale from
         --min-density, or lower to admit the seeds)."""
-        return {g.name: self.space.search_range(g, seeds, self.config.min_density) for g in self.space.genes}
+        return {g.name: self.space.search_range(g, seeds, self.config.search.min_density) for g in self.space.genes}
 
     def sample_genes(self, trial: optuna.Trial) -> Genotype:
         values: dict[str, int | float] = {}
@@ -142,8 +139,8 @@ class Objective:
     def context(self) -> Any:
         if self._context is None:
             self._context = make_context(
-                self.space, data=self.data, reference=self.config.reference, seed=self.config.seed,
-                device=self.config.device,
+                self.space, data=self.data, reference=self.config.search.reference, seed=self.config.seed,
+                device=self.config.run.device,
             )  # fmt: skip
         return self._context
 
@@ -182,22 +179,16 @@ class Objective:
         }
 
     def predicted_over(self, genotype: Genotype) -> dict[str, float]:
-        """{"latency": predicted ms} when --latency-predictor is on and the candidate's predicted latency is
-        over --max latency by more than the predictor's 90th-percentile error; else {} (it is timed)."""
-        reference = self.references.get("latency")
-        if not self.config.latency_predictor or "latency" not in self.limits or not reference:
-            return {}
-        if self._predictor is None:
-            from prunenas.latency_model import latency_predictor
-
-            self._predictor = latency_predictor(
-                self.space, provider=self.config.latency_provider, batch=self.config.latency_batch,
-                threads=self.config.latency_threads,
-            )  # fmt: skip
-        ratio = self._predictor.ratio(self.space, genotype)
-        if self._predictor.confidently_over(ratio, self.limits["latency"] / reference):
-            return {"latency": ratio * reference}
-        return {}
+        """{metric: its estimate} for each limited metric whose cheap estimate (`Metric.screen`: latency with
+        --latency-predictor) puts the candidate over its --max limit beyond doubt; else {} (it is measured)."""
+        out = {}
+        for name, limit in self.limits.items():
+            reference = self.references.get(name)
+            if reference:
+                estimate = self.metrics[name].screen(self.space, genotype, self.options, limit, reference)
+                if estimate is not None:
+                    out[name] = estimate
+        return out
 
     def record(self, trial: optuna.Trial, values: dict[str, float]) -> None:
         for name, value in values.items():
@@ -222,13 +213,13 @@ class Objective:
         if hasattr(trial, "study") and trials_ahead(trial.study, trial.number) >= self.config.budget.trials:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"the study's {self.config.budget.trials} trials were taken by other workers")
-        genotype = self.propose(trial) if self.config.mode == "proposers" else self.sample_genes(trial)
+        genotype = self.propose(trial) if self.config.search.mode == "proposers" else self.sample_genes(trial)
         trial.set_user_attr("genotype", genotype.to_dict())
         trial.set_user_attr("key", genotype.key)
         trial.set_user_attr("origin", trial.user_attrs.get("origin", "sampler"))
         predicted = self.predicted_over(genotype)
-        if predicted:
-            trial.set_user_attr("latency_predicted", True)
+        for name in predicted:  # estimated, not measured: recorded as such (latency_predicted)
+            trial.set_user_attr(f"{name}_predicted", True)
         values = self.measure(genotype, None, after_training=False, known=predicted)
         self.record(trial, values)
         violations = self.violations(values)
@@ -292,14 +283,14 @@ class Objective:
     def train(self, trial: optuna.Trial, genotype: Genotype) -> tuple[TrainResult, bool]:
         out = self.run_dir(genotype)
         callbacks: list[Callable[[EpochMetrics], None]] = []
-        if self.config.single_objective and self.config.pruner != "none":
+        if self.config.single_objective and self.config.search.pruner != "none":
 
             def report(m: EpochMetrics) -> None:
                 if m.val_acc is None:
                     return
                 trial.report(m.val_acc, m.epoch)
                 if trial.should_prune():
-                    raise StopTraining(f"pruned by the {self.config.pruner} pruner at epoch {m.epoch}")
+                    raise StopTraining(f"pruned by the {self.config.search.pruner} pruner at epoch {m.epoch}")
 
             callbacks.append(report)
         out.mkdir(parents=True, exist_ok=True)
@@ -333,9 +324,9 @@ def seed_genotypes(
     """Proposer genotypes to enqueue: every applicable proposer (cheap ones first) at each budget target."""
     if space.proposer_kind is None:
         return []
-    names = list(config.proposer_names or applicable_proposers(space, config.reference))
+    names = list(config.proposer_names or applicable_proposers(space, config.search.reference))
     classes = {n: get_proposer(n, space.proposer_kind) for n in names}
-    if config.budget_name == "smoke":
+    if config.search.budget == "smoke":
         # keep the smoke budget to a few minutes on a CPU: the data-free and cheapest ones
         names = [n for n in names if classes[n].quick] or names[:1]
     if not torch.cuda.is_available():
@@ -343,7 +334,7 @@ def seed_genotypes(
         for n in slow:
             names.remove(n)
             log(f"seeding: {n} skipped on CPU (too slow without a GPU); run `prunenas propose` to add it")
-    ctx = make_context(space, data=data, reference=config.reference, seed=config.seed, device=config.device)
+    ctx = make_context(space, data=data, reference=config.search.reference, seed=config.seed, device=config.run.device)
     out: list[tuple[Genotype, dict[str, Any]]] = []
     for name in names:
         proposer = classes[name]
@@ -371,26 +362,26 @@ def sampler_seed(config: SearchConfig, trials_so_far: int, worker: int = 0) -> i
 
 def make_sampler(config: SearchConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
     seed = config.seed if seed is None else seed
-    if config.sampler == "tpe":
+    if config.search.sampler == "tpe":
         n_startup = max(2, min(10, config.budget.trials // 4))
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True)
-    if config.sampler == "nsga2":
+    if config.search.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, config.budget.trials // 4)))
-    if config.sampler == "random":
+    if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise PrunenasError(f"unknown sampler {config.sampler!r}; valid: tpe, nsga2, random")
+    raise PrunenasError(f"unknown sampler {config.search.sampler!r}; valid: tpe, nsga2, random")
 
 
 def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
-    if config.pruner == "none":
+    if config.search.pruner == "none":
         return optuna.pruners.NopPruner()
     if not config.single_objective:
         raise PrunenasError(
-            f"--pruner {config.pruner} needs a single objective: add --max-macs-ratio R (or --max METRIC=VALUE) "
+            f"--pruner {config.search.pruner} needs a single objective: add --max-macs-ratio R (or --max METRIC=VALUE) "
             "or --objectives val_acc; Optuna's pruners do not work on a Pareto (multi-objective) search"
         )
-    if config.pruner == "median":
+    if config.search.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    if config.pruner == "hyperband":
+    if config.search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.budget.proxy_epochs)
-    raise PrunenasError(f"unknown pruner {config.pruner!r}; valid: none, median, hyperband")
+    raise PrunenasError(f"unknown pruner {config.search.pruner!r}; valid: none, median, hyperband")

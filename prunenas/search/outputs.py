@@ -124,7 +124,7 @@ def finalize(
     for i, w in enumerate(winners, start=1):
         cost = genotype_cost(space, w.genotype, num_classes=data.num_classes)
         recipe = make_recipe(
-            config.final_recipe,
+            config.search.final_recipe,
             space.recipe,
             macs=cost.macs,
             reference_macs=cost.reference_macs,
@@ -144,13 +144,13 @@ def finalize(
             w.genotype.with_provenance(study=config.study, trial=w.trial, origin=w.origin),
             data,
             recipe,
-            config.run_settings(quiet=config.quiet),
+            config.run_settings(quiet=config.run.quiet),
             out_dir=run_dir,
             extra_metrics={"cost": cost.to_dict(), "study": config.study, "trial": w.trial},
             teacher=config.load_teacher(space, data.num_classes),
         )
         export_dir = None
-        if config.export and result.finished:
+        if config.search.export and result.finished:
             from prunenas.export import export_run
 
             dest = config.exports_root / space.slug / config.study / w.genotype.key
@@ -271,7 +271,7 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
     x, y = _plot_axes(config)
     for axis in (x, y):  # a measured metric names its runtime on the axis
         if axis.has_setup:
-            setattr(axis, "label", f"{axis.label or axis.name} [{axis.setup(config.metric_options())}]")  # noqa: B010
+            setattr(axis, "label", f"{axis.label or axis.name} [{axis.setup(config.metrics)}]")  # noqa: B010
     limit = study.user_attrs.get("limits", {}).get(x.name)
     # the unpruned model on the plot, when the study trained it (its proxy accuracy is then known)
     ref_key = space.reference().key
@@ -287,12 +287,11 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
         "study": config.study,
         "space": space.name,
         "objectives": [
-            {**m.describe(), "setup": m.setup(config.metric_options())}
-            for m in (get_metric(n) for n in config.objectives)
+            {**m.describe(), "setup": m.setup(config.metrics)} for m in (get_metric(n) for n in config.objectives)
         ],
         "limits": {lim.text(): study.user_attrs.get("limits", {}).get(lim.metric) for lim in config.limits},
         "min_limits": {lim.text(): study.user_attrs.get("floors", {}).get(lim.metric) for lim in config.min_limits},
-        "settings": config.settings_dict(),
+        "settings": config.record(),
         "trials": len(rows),
         "pareto_front": front,
         "winners": [

@@ -75,8 +75,8 @@ def check_scale_out(config: SearchConfig) -> None:
                 f"--gpus {','.join(config.gpus)}: this machine has {have} CUDA GPU(s), so GPU(s) {','.join(missing)} "
                 "do not exist; list existing GPUs, or drop --gpus (--workers N runs N processes on the CPU)"
             )
-    processes = config.workers * max(1, len(config.gpus) // max(1, config.gpus_per_trial))
-    url = config.storage or ""
+    processes = config.search.workers * max(1, len(config.gpus) // max(1, config.search.gpus_per_trial))
+    url = config.search.storage or ""
     if url.startswith("sqlite") and (processes > 1 or config.gpus):
         raise PrunenasError(
             f"--storage {url.split('?')[0]!r} with {processes} worker processes: SQLite does not take parallel "
@@ -87,13 +87,13 @@ def check_scale_out(config: SearchConfig) -> None:
 
 def make_storage(config: SearchConfig) -> Any:
     """Optuna storage: a journal file in the study folder, or the --storage URL (PostgreSQL, ...)."""
-    if config.storage:
-        url = _with_driver(config.storage)
+    if config.search.storage:
+        url = _with_driver(config.search.storage)
         try:
             return optuna.storages.RDBStorage(
                 url,
-                heartbeat_interval=max(1, round(config.heartbeat)),
-                grace_period=max(2, round(3 * config.heartbeat)),
+                heartbeat_interval=max(1, round(config.search.heartbeat)),
+                grace_period=max(2, round(3 * config.search.heartbeat)),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
         except Exception as exc:
@@ -299,11 +299,11 @@ def run_trials(
     While the last places are held by running trials of other workers this one waits: if such a
     worker dies, its trial turns stale (heartbeat, or its process is gone) and is queued again."""
     cap = config.budget.trials
-    deadline = time.monotonic() + config.timeout if config.timeout else None
+    deadline = time.monotonic() + config.search.timeout if config.search.timeout else None
     from prunenas.progress import make_progress, trial_fields, trial_line
 
     progress = make_progress(
-        cap, "trials", unit="trial", initial=min(cap, n_done(study)), quiet=config.quiet or config.worker_only
+        cap, "trials", unit="trial", initial=min(cap, n_done(study)), quiet=config.run.quiet or config.worker_only
     )
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -341,7 +341,7 @@ def run_trials(
                 raise StorageLost("the storage stopped answering") from exc
     except KeyboardInterrupt:
         requeue_own_trials(study)
-        if not config.worker_only and not config.storage:  # alone on the study's journal
+        if not config.worker_only and not config.search.storage:  # alone on the study's journal
             requeue_orphans(study)
         raise
     finally:
@@ -383,20 +383,22 @@ def worker_threads(config: SearchConfig) -> int:
     trial measured 87 s instead of 13 s that way.)"""
     from prunenas.hardware import available_cores
 
-    n = config.gpus_per_trial
+    n = config.search.gpus_per_trial
     if n > 1:  # torchrun groups of n processes: one group, or one per n listed GPUs
         processes = (len(config.gpus) // n) * n if config.gpus else n
     else:
-        processes = config.workers * max(1, len(config.gpus))
+        processes = config.search.workers * max(1, len(config.gpus))
     return max(1, available_cores() // max(1, processes))
 
 
 def worker_commands(config: SearchConfig) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, extra environment) of each worker process of this machine. The resolved configuration is
     written to the study folder as JSON and every worker reads it (nothing is parsed from argv)."""
-    n = config.gpus_per_trial
-    threads = config.threads or worker_threads(config)
-    path = replace(config, worker_only=True, quiet=True, threads=threads).save(config.out / CONFIG_FILE)
+    n = config.search.gpus_per_trial
+    threads = config.run.threads or worker_threads(config)
+    path = replace(config, worker_only=True, run=config.run.replace(quiet=True, threads=threads)).save(
+        config.out / CONFIG_FILE
+    )
     base = [sys.executable, "-m", "prunenas.search.worker", str(path)]
     if n > 1:  # one torchrun group per n GPUs (or n CPU processes): each trial trains data-parallel in it
         # torchrun's launcher, wrapped so that an interrupted group stops quietly (prunenas.search.worker)
@@ -411,7 +413,7 @@ def worker_commands(config: SearchConfig) -> list[tuple[list[str], dict[str, str
     out = []
     for gpu in gpus:
         env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu else {}
-        out += [(base, env)] * config.workers
+        out += [(base, env)] * config.search.workers
     return out
 
 
@@ -425,7 +427,7 @@ def run_workers(
 ) -> None:
     """Start the worker processes, show the study's progress, and wait for them."""
     commands = worker_commands(config)
-    groups = f" of {config.gpus_per_trial} data-parallel processes" if config.gpus_per_trial > 1 else ""
+    groups = f" of {config.search.gpus_per_trial} data-parallel processes" if config.search.gpus_per_trial > 1 else ""
     where = f" on GPUs {','.join(config.gpus)}" if config.gpus else ""
     log(f"starting {len(commands)} worker process{'es' if len(commands) > 1 else ''}{groups}{where}")
     procs = [subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL) for argv, env in commands]
@@ -436,7 +438,7 @@ def run_workers(
     reported = {t.number for t in study.get_trials(deepcopy=False, states=finished)}
     # distinct genotypes done, as n_done counts them (a duplicate trial does not move the count)
     genotypes = {t.user_attrs.get("key", t.number) for t in study.get_trials(deepcopy=False, states=finished)}
-    progress = make_progress(cap, "trials", unit="trial", initial=min(cap, len(genotypes)), quiet=config.quiet)
+    progress = make_progress(cap, "trials", unit="trial", initial=min(cap, len(genotypes)), quiet=config.run.quiet)
 
     def show_finished() -> None:  # the workers' trials that finished since the last look, one line each
         if progress is None:
@@ -464,7 +466,7 @@ def run_workers(
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
-        if not config.storage and all(proc.poll() is not None for proc in procs):  # the journal's only users
+        if not config.search.storage and all(proc.poll() is not None for proc in procs):  # the journal's only users
             with contextlib.suppress(Exception):
                 requeue_orphans(study)
         raise

@@ -96,22 +96,21 @@ def _launch_group(torchrun_args: list[str], process_ends: bool) -> int:
 
 
 def _work(config_path: str) -> int:
-    from prunenas.api import load_data
+    from prunenas.prepare import load_data, searched_space
     from prunenas.search import run_search
     from prunenas.search.config import SearchConfig
-    from prunenas.spaces import get_space
 
     config = SearchConfig.load(config_path)
-    space = get_space(config.space_ref or config.space)
+    space = searched_space(config)
     world = distributed.world()
     if not world.parallel:
-        data = load_data(config.data_config(), seed=config.seed)
+        data = load_data(config.data, config.seed)
         run_search(config, space, data, log=lambda _msg: None)
         return 0
-    distributed.join(world, config.device, timeout_s=FOLLOWER_WAIT_S)
+    distributed.join(world, config.run.device, timeout_s=FOLLOWER_WAIT_S)
     if not world.main:  # rank 0 decodes (or builds the disk cache) first
         distributed.barrier()
-    data = load_data(config.data_config(), seed=config.seed)
+    data = load_data(config.data, config.seed)
     if world.main:
         distributed.barrier()
         try:
