@@ -6,9 +6,9 @@ module as `common` (as they import each other's helpers, e.g. `from train_throug
 - Machine: `machine()` (a dict: the CPU as `prunenas.hardware.cpu_info()` detects it, model name, cores,
   torch's vector capability, AVX-512 BF16 and AMX; os.cpu_count(); the GPU's name when CUDA is present;
   torch, CUDA and Python versions; the platform; physical memory), `cpu_text()` ("MODEL xN", the form
-  `prunenas.latency.machine()` records), `device_name(device)` (the GPU's name on CUDA, else the CPU model)
-  and `machine_kind(device)` ("cpu", or the GPU's name as a slug).
-- Results: `results_name(name)` is `<UTC date>-<machine kind>-<name>`, the naming of benchmarks/results/;
+  `prunenas.latency.machine()` records) and `device_name(device)` (the GPU's name on CUDA, else the CPU model).
+- Results: `results_name(name)` is `<UTC date>-<machine kind>-<name>`, the naming of benchmarks/results/
+  (machine kind "cpu"; the GPU suite's tag is `<UTC date>-<slug of the device name>`);
   `results_stem()` turns a script's --out (a path without suffix, or a folder) into the stem of the pair, and
   `write_results(stem, payload, markdown)` writes `<stem>.json` and `<stem>.md`. `command_line(__file__)` is
   the command as typed (`python benchmarks/NAME.py ARGS`), `stamp()` / `today()` the UTC time / date.
@@ -119,24 +119,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def machine_text(info: dict[str, Any] | None = None) -> str:
-    """One line: CPU model, cores, bf16 units, GPU (or none), torch and Python."""
-    m = info or machine()
-    c = m["cpu"]
-    return (
-        f"{c['model']}, {m['cpu_count']} CPU cores (torch capability {c['capability']}, AVX-512 BF16 "
-        f"{c['avx512_bf16']}, AMX {c['amx']}), {m['gpu'] or 'no GPU'}; torch {m['torch']}, Python {m['python']}"
-    )
-
-
 def slug(text: str) -> str:
+    """A device's name as the GPU suite's tag has it: lower case, runs of other characters as one dash."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "device"
-
-
-def machine_kind(device: Any = "cpu") -> str:
-    """The <machine kind> of a results file's name: "cpu", or on a CUDA device the GPU's name as a slug."""
-    name = gpu_name(device) if device is not None else None
-    return slug(name) if name else "cpu"
 
 
 # -- results -------------------------------------------------------------------------------------------------

@@ -426,7 +426,7 @@ def load_previous(path: Path, device: str, tiny: bool) -> dict[str, Any] | None:
 def write_results(results: dict[str, Any], results_dir: Path, out_dir: Path | None) -> list[Path]:
     derive(results)
     tag = results["tag"]
-    written = []
+    written: list[Path] = []
     for folder in [results_dir] + ([out_dir] if out_dir is not None else []):
         written += common.write_results(folder / tag, results, render_md(results))
     return written
