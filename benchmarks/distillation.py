@@ -64,7 +64,8 @@ def main() -> None:
     args = p.parse_args()
     if args.tiny:
         data = load_dataset("digits", train_subset=256, val_size=64, seed=0)
-        args.epochs, args.seeds = 1, 2
+        # the warm-up must end before the last epoch (the default 2 epochs is refused with 1 epoch)
+        args.epochs, args.seeds, args.warmup_epochs = 1, 2, min(args.warmup_epochs, 0.5)
     else:
         data = load_dataset("cifar10", args.data_dir, train_subset=args.train_subset, val_size=args.val_size, seed=0)
     work = args.work or Path(tempfile.mkdtemp(prefix="prunenas-kd-"))
