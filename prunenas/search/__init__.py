@@ -1,6 +1,7 @@
 """Architecture search with Optuna: the only package that imports optuna.
 
-    config      what a search is: `SearchSettings` (the CLI flags), `Budget`, the resolved `SearchConfig`
+    settings    the search's own settings: `SearchSettings` (its flags), `Budget`, limits, default study names
+    config      what a search is: `SearchConfig`, the one tree (settings, recipe changes, metric options, data, run)
     objective   an Optuna trial -> genotype -> metrics -> proxy training (cached by run identity)
     storage     journal or database storage, the study-wide cap, stale trials, worker processes
     outputs     winners, their retraining and export, trials.csv/json, pareto.png, summary.json

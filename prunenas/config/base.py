@@ -1,221 +1,30 @@
-"""One configuration tree: frozen dataclasses that validate themselves and generate the CLI.
-
-Every user-settable value of prunenas is a field of one of these dataclasses, declared once with
-`setting(...)`: its default, help text, valid range or choices, and whether it changes a run's result
-(`identity`). From that one declaration come
-
-  - validation on construction (type, range, finiteness, choices; booleans parse strictly), with a
-    one-line message that names the command-line flag,
-  - the argparse flags (`add_arguments`): name, type, default and help text from the field,
-  - JSON round trips (`to_dict` / `from_dict`: worker processes receive their configuration this way),
-  - the run identity: `identity()` is the dict of result-changing fields; `fingerprint()` hashes dicts
-    like it into the short hex names of run folders and caches.
-
-The trees: `DataConfig` (which images), `prunenas.recipes.Recipe` (how to train), `RunSettings` (where
-and how to run: device, seed, speed switches) and `prunenas.search.config.SearchSettings` (the search).
-"""
+"""The base class of the configuration tree: validation, nesting, JSON, identity and flags from the fields."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import contextvars
 import dataclasses
-import hashlib
-import json
 import math
-import numbers
-import types
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
-from prunenas.errors import PrunenasError
-
-
-class ConfigError(PrunenasError):
-    """A setting has a wrong type or is out of range."""
-
-
-_NO_DEFAULT = dataclasses.MISSING
-
-
-def setting(
-    default: Any = _NO_DEFAULT,
-    help: str = "",
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    choices: Sequence[Any] | None = None,
-    identity: bool = True,
-    cli: bool = True,
-    flag: str | None = None,
-    aliases: Sequence[str] = (),
-    metavar: str | None = None,
-    default_factory: Any = _NO_DEFAULT,
-    omit_default: bool = False,
-    prefix: str | None = None,
-    plugins: Callable[[], Mapping[str, type[Config]]] | None = None,
-) -> Any:
-    """A dataclass field with the metadata the config tree uses.
-
-    `low`/`high` bound numbers (and the items of number tuples), inclusive unless `*_open`; `choices`
-    lists valid values; `identity` says whether the value changes the result of a run (and so its
-    identity and folder name); `cli=False` keeps it off the command line; `flag` renames its option.
-    `omit_default` leaves the field out of `to_dict` (so out of run identities and folder names) while it
-    has its default value: a setting added later then keeps the names of runs made before it existed.
-
-    A field whose type is a Config nests that config: its flags join the command (under `prefix`, which is
-    needed only where its names would clash with the others'), its JSON is a table, its identity part of
-    this one's. `plugins` makes a field a table of plugin options: plugin name -> the options (a Config) of
-    that plugin, from a function returning each plugin's options class; their flags are prefixed with the
-    plugin's name (`--latency-batch`), since a third party's names could clash with anything.
-    """
-    meta = {
-        "help": help,
-        "low": low,
-        "high": high,
-        "low_open": low_open,
-        "high_open": high_open,
-        "choices": tuple(choices) if choices is not None else None,
-        "identity": identity,
-        "cli": cli,
-        "flag": flag,
-        "aliases": tuple(aliases),
-        "metavar": metavar,
-        "omit_default": omit_default,
-        "prefix": prefix,
-        "plugins": plugins,
-    }
-    if default_factory is not _NO_DEFAULT:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def flag_of(f: dataclasses.Field[Any]) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
-def dest_of(f: dataclasses.Field[Any]) -> str:
-    """The argparse destination of a field's flag (--max-macs -> max_macs, --recipe -> recipe)."""
-    return flag_of(f)[2:].replace("-", "_")
-
-
-# -- strict parsing of values (CLI text, TOML, JSON) --------------------------------------------------------------
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
-#: What a boolean may be written as, everywhere (the README's list).
-BOOL_WORDS = "true/false, yes/no, on/off or 1/0"
-
-
-def parse_bool(value: object, where: str, *, error: type[PrunenasError] | None = None) -> bool:
-    """The one boolean parser of prunenas: flag values, `--set` recipe settings, proposer `--option`s, TOML and
-    JSON values, environment variables. A bool; true/false, yes/no, on/off or 1/0 as text in any case; or the
-    integer 1 or 0 (TOML `nesterov = 1`, and `--set nesterov=0`, whose value reads as JSON). Anything else
-    raises `error` (default ConfigError) naming `where`."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-    raise (error or ConfigError)(f"{where} must be true or false ({BOOL_WORDS}), got {value!r}")
-
-
-def _shown(value: object) -> str:
-    """A value as an error message shows it: its repr (shortened) and its type."""
-    text = repr(value)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-def check_arg(
-    where: str,
-    name: str,
-    value: Any,
-    valid: str,
-    *types: type,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    optional: bool = False,
-) -> Any:
-    """A Python API argument checked where it enters: `value` of parameter `name` of `where` (a function,
-    `build()`) must be one of `types` (a bool is never a number unless `bool` is listed; numbers.Integral and
-    numbers.Real take numpy's too and come back as int and float) within [`low`, `high`] (`*_open`: excluding
-    the bound), or None when `optional`. Else a ConfigError naming the function, the parameter, what was given
-    and `valid`."""
-    if value is None and optional:
-        return None
-    ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
-    if ok and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        value = int(value) if isinstance(value, numbers.Integral) else float(value)
-        ok = math.isfinite(value)
-        ok = ok and (low is None or (value > low if low_open else value >= low))
-        ok = ok and (high is None or (value < high if high_open else value <= high))
-    if not ok:
-        also = " or None" if optional else ""
-        raise ConfigError(f"{where}: {name} must be {valid}{also}, got {_shown(value)}")
-    return value
-
-
-def parse_value(text: str) -> Any:
-    """A command-line VALUE: JSON when it parses (numbers, lists, true/false, null), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_int(value: object, where: str, expected: str = "an integer") -> int:
-    """An integer from a number or its text (2.0 is 2; 2.5, "abc" and booleans are errors)."""
-    if isinstance(value, str):
-        value = parse_value(value)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where} must be {expected}, got {value!r}")
-    return value
-
-
-def parse_float(value: object, where: str, expected: str = "a finite number") -> float:
-    """A finite float from a number or its text (also "inf"/"nan", which are then refused as not finite)."""
-    if isinstance(value, str):
-        text = value
-        value = parse_value(text)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = float(text)  # inf, nan and friends, which JSON does not have
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{where} must be {expected}, got {value!r}")
-    return float(value)
-
-
-def _base_type(annotation: Any) -> tuple[Any, bool]:
-    """(the type without None, whether None is allowed)."""
-    origin = typing.get_origin(annotation)
-    if origin is Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return (args[0] if len(args) == 1 else Union[tuple(args)]), True  # noqa: UP007
-    return annotation, False
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    """The resolved field annotations of a config class (memoised)."""
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+from prunenas.config.fields import (
+    _NO_DEFAULT,
+    _PREFIX,
+    _as_given,
+    _base_type,
+    _check_range,
+    _hints,
+    _join,
+    _range_text,
+    _under,
+    dest_of,
+    flag_of,
+    prefixed,
+)
+from prunenas.config.values import ConfigError, _shown, parse_bool, parse_float, parse_int, parse_value
 
 
 def coerce(cls: type, f: dataclasses.Field[Any], value: Any, where: str | None = None) -> Any:
@@ -299,19 +108,6 @@ def _plugin_options(classes: Mapping[str, type[Config]], value: Any, where: str)
     return out
 
 
-#: The flag prefix of the config being built (its messages name its flags as the command line has them).
-_PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("prunenas_config_prefix", default="")
-
-
-@contextlib.contextmanager
-def _under(name: str) -> Iterator[None]:
-    token = _PREFIX.set(_join(_PREFIX.get(), name))
-    try:
-        yield
-    finally:
-        _PREFIX.reset(token)
-
-
 def coerce_config(cls: type[Config], value: Any, where: str) -> Config:
     """`value` as a `cls`: an instance, or a table of its settings (checked, naming `where`)."""
     if isinstance(value, cls):
@@ -325,46 +121,6 @@ def nested_type(cls: type, f: dataclasses.Field[Any]) -> type[Config] | None:
     """The Config class a field nests, or None for a plain value."""
     typ, _ = _base_type(_hints(cls)[f.name])
     return typ if isinstance(typ, type) and issubclass(typ, Config) else None
-
-
-def prefixed(prefix: str, flag: str) -> str:
-    """A flag under a prefix: ("latency", "--batch") -> "--latency-batch"; no prefix: the flag itself."""
-    return f"--{prefix}-{flag[2:]}" if prefix else flag
-
-
-def _bound(x: Any) -> str:
-    return str(x) if isinstance(x, int) else f"{x:g}"  # an int bound exactly (a seed's 2**63 - 1)
-
-
-def _range_text(meta: Mapping[str, Any]) -> str:
-    low, high = meta.get("low"), meta.get("high")
-    if low is None and high is None:
-        return ""
-    if high is None:
-        return f" {'>' if meta.get('low_open') else '>='} {_bound(low)}"
-    if low is None:
-        return f" {'<' if meta.get('high_open') else '<='} {_bound(high)}"
-    left = "(" if meta.get("low_open") else "["
-    right = ")" if meta.get("high_open") else "]"
-    return f" in {left}{_bound(low)}, {_bound(high)}{right}"
-
-
-def _check_range(meta: Mapping[str, Any], value: float, where: str) -> None:
-    low, high = meta.get("low"), meta.get("high")
-    too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
-    too_high = high is not None and (value >= high if meta.get("high_open") else value > high)
-    if too_low or too_high:
-        raise ConfigError(f"{where} must be{_range_text(meta)}, got {value!r}")
-
-
-def _as_given(f: dataclasses.Field[Any], value: Any) -> str:
-    """A setting as its flag would give it: `--latency-predictor`, `--no-seeding`, `--data-dir '/x'`."""
-    flag = prefixed(_PREFIX.get(), flag_of(f))
-    if isinstance(value, bool):
-        return flag if value else "--no-" + flag[2:]
-    if isinstance(value, tuple):
-        return f"{flag} {','.join(str(v) for v in value)}"
-    return f"{flag} {value!r}" if isinstance(value, str) else f"{flag} {value}"
 
 
 # -- the base class ---------------------------------------------------------------------------------------------
@@ -678,10 +434,6 @@ class Config:
 _PARTIALS: dict[type, type[Config]] = {}
 
 
-def _join(prefix: str, name: str) -> str:
-    return "-".join(p for p in (prefix, name.replace("_", "-")) if p)
-
-
 def _plain(value: Any) -> Any:
     """A setting's value as JSON holds it: tuples as lists, configs and tables of configs as tables."""
     if isinstance(value, Config):
@@ -691,129 +443,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def fingerprint(*parts: Any, length: int = 8) -> str:
-    """A short stable hex hash of JSON-able parts (keys sorted): names run folders and caches."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-# -- data and run settings --------------------------------------------------------------------------------------
-DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
-#: Input normalisation: "train" = the training split's own per-channel statistics; the fixed constants
-#: of the Rethinking repository ("cifar") and of open_lth ("imagenet"); see `prunenas.data.NORMALIZATIONS`.
-NORMALIZE = ("train", "cifar", "imagenet")
-DATA_CACHES = ("auto", "memory", "disk")
-
-
-#: Datasets shipped inside prunenas: no folder, download, disk cache or image files of their own.
-EMBEDDED_DATASETS = ("digits",)
-_EMBEDDED = (
-    "to --dataset digits, whose images are embedded in prunenas (nothing is read from a folder, decoded from "
-    "files or cached on disk)"
-)
-
-
-@dataclass(frozen=True)
-class DataConfig(Config):
-    """Which images a run trains and validates on."""
-
-    cli_group: ClassVar[str] = "data"
-
-    dataset: str = setting(
-        "cifar10", "cifar10, cifar100, digits (embedded, no download) or imagefolder (your own)", choices=DATASETS
-    )
-    data_dir: str | None = setting(
-        None,
-        "dataset folder or .tar.gz (CIFAR python batches or an ImageFolder tree with train/ and test/); "
-        "default: $PRUNENAS_DATA, else CIFAR is downloaded into the cache",
-        identity=False,
-        metavar="DIR",
-    )
-    train_subset: int | None = setting(None, "train on N images only (quick runs)", low=1, metavar="N")
-    val_size: int | None = setting(
-        None, "held-out validation images (default: a tenth, CIFAR 5000; 0 = train on every training image, no "
-        "validation, as the papers' code did)", low=0, metavar="N",
-    )  # fmt: skip
-    normalize: str = setting(
-        "train", "input normalisation: the training split's statistics, or the fixed constants of the Rethinking "
-        "code (cifar) or open_lth (imagenet)", choices=NORMALIZE, omit_default=True,
-    )  # fmt: skip
-    image_size: int = setting(
-        32, "pixels the model sees (ImageFolder data is resized; disk-cached images are cropped to it)", low=1,
-        omit_default=True, metavar="PX",
-    )  # fmt: skip
-    stored_size: int | None = setting(
-        None, "disk cache: pixels images are stored at (default --image-size x 8/7, room for crops)", low=1,
-        omit_default=True, metavar="PX",
-    )  # fmt: skip
-    data_cache: str = setting(
-        "auto", "where decoded images live: memory (whole on the device), disk (a memory-mapped cache, streamed) "
-        "or auto (disk when they would take over a quarter of the free host memory)", choices=DATA_CACHES,
-        identity=False,
-    )  # fmt: skip
-    bad_images: str = setting(
-        "stop", "unreadable or truncated images: stop with their names, or skip them (counted and listed)",
-        choices=("stop", "skip"), omit_default=True,
-    )  # fmt: skip
-
-    conditions: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {
-        name: lambda cfg: _EMBEDDED if cfg.dataset in EMBEDDED_DATASETS else None
-        for name in ("data_dir", "stored_size", "data_cache", "bad_images")
-    }
-
-
-DEVICES = "auto, cpu, cuda or cuda:N"
-
-
-@dataclass(frozen=True)
-class RunSettings(Config):
-    """How and where a run executes (not what it learns): device, seed, speed switches, output.
-
-    Only the seed changes the result (init, masks, split order, augmentation); precision switches
-    are recorded with every run but are not part of its identity, so a run resumes on another device.
-    """
-
-    cli_group: ClassVar[str] = "run"
-
-    device: str = setting("auto", f"where to train: {DEVICES}", identity=False)
-    seed: int = setting(0, "seed of init, masks, split order and augmentation", low=0, high=2**63 - 1)
-    channels_last: bool | None = setting(
-        None, "channels_last memory format (default: on for CUDA and for bf16 on a CPU)", identity=False
-    )
-    amp: bool | None = setting(
-        None, "bf16 autocast (default: on for CUDA, and on CPUs with AMX-BF16; refused on a CPU without bf16 "
-        "instructions; --no-amp: exact fp32)", identity=False,
-    )  # fmt: skip
-    compile: bool = setting(False, "torch.compile the model (pays off only for long runs)", identity=False)
-    eval_every: int | None = setting(
-        None, "validate every K epochs and at the end (default: every epoch; a search's proxy runs validate only "
-        "at the end, since they are ranked on the final model, unless --pruner needs per-epoch reports)",
-        low=1, metavar="K", identity=False,
-    )  # fmt: skip
-    test_every_epoch: bool = setting(
-        False, "also evaluate the test set after every epoch and report the best such epoch, labelled "
-        "test-selected (the papers' code reported it; the final-epoch test accuracy stays the honest number)",
-        identity=False,
-    )  # fmt: skip
-    keep_last_batch: bool = setting(
-        False, "train on each epoch's last, partial batch too (the papers' code does; prunenas drops it so every "
-        "step has the same batch size); set by --protocol rethinking|frankle", cli=False,
-    )  # fmt: skip
-    quiet: bool = setting(False, "no progress bar", identity=False, aliases=("-q",))
-    resume: bool = setting(True, "resume from the run folder's checkpoint", identity=False, cli=False)
-    checkpoint: bool = setting(True, "write a checkpoint every epoch", identity=False, cli=False)
-    plot: bool = setting(True, "write curve.png", identity=False, cli=False)
-    threads: int | None = setting(
-        None, "CPU threads for training (default: the cores this process may use, shared among the training "
-        "processes running on this machine)", low=1, identity=False, metavar="N",
-    )  # fmt: skip
-
-    def check(self) -> None:
-        name = self.device
-        if name == "auto" or name == "cpu":
-            return
-        base, _, index = name.partition(":")
-        if base != "cuda" or (index and not index.isdigit()):
-            raise ConfigError(f"--device {name!r} is not supported; use {DEVICES}")
