@@ -187,7 +187,7 @@ class Bench:
     def _search_level(self, arm: str, sampler: str, reference: Path, level: float, trials: int) -> None:
         from prunenas.config import RunSettings
         from prunenas.search import SearchSettings, run_search
-        from prunenas.search.config import resolve_search
+        from prunenas.search.config import prepare_search
         from prunenas.train import METRICS
 
         band = "-band" if self.args.band else ""
@@ -198,11 +198,10 @@ class Bench:
             budget="fast", trials=trials, proxy_epochs=self.args.proxy_epochs, sampler=sampler,
             proposers=tuple(self.proposers), reference=str(reference), final=False, export=False,
             study=f"bench-{sampler}-L{level:g}{band}", out=str(out), max=(limit,), min=floor,
+            seed_targets=(level,),  # the study's seeds: the proposers at exactly this level
         )  # fmt: skip
         run = RunSettings(seed=0, device=self.args.device, quiet=True, channels_last=self.args.channels_last)
-        config = resolve_search(self.space, SPACE, self.data_cfg, settings, run, {})
-        # the study's seeds: the proposers at exactly this level (the budget presets fix the targets)
-        config = replace(config, budget=replace(config.budget, seed_targets=(level,)))
+        config, _ = prepare_search(SPACE, search=settings, data=self.data_cfg, run=run, quiet=True)
         tpe = getattr(self, "tpe_studies", {})
         if arm == "search-random" and level in tpe:
             self._share_seed_runs(out, *tpe[level])
