@@ -135,7 +135,7 @@ def join(w: World, device_name: str, timeout_s: float | None = None) -> torch.de
     import torch
     import torch.distributed as dist
 
-    from prunenas.train import resolve_device
+    from prunenas.devices import resolve_device
 
     base = resolve_device(device_name)
     cuda = base.type == "cuda"

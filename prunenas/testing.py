@@ -71,7 +71,7 @@ from prunenas.metrics import Metric, MetricContext
 from prunenas.proposers.base import TARGET_KINDS, Proposal, ProposalContext, Proposer, Target, TargetKind
 from prunenas.proposers.runner import DENSITY_TOLERANCE, MACS_TOLERANCE, make_context, run_proposer
 from prunenas.spaces.base import Gene, Space
-from prunenas.train import TrainResult
+from prunenas.train_results import TrainResult
 
 __all__ = ["MetricContract", "ProposerContract", "SpaceContract"]
 

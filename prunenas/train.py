@@ -15,19 +15,19 @@ early (recorded), anything else it raises propagates. This module never imports 
 
 A run may distill from a teacher (`Teacher`, `train(..., teacher=...)`): the student still starts from a
 fresh init and learns from the loss of Hinton, Vinyals and Dean (2015), `distillation_loss`.
+
+This module holds the training loop; its parts live beside it and their names are importable from here
+too: the device and precision of a run in `prunenas.devices`, checkpoint.pt in `prunenas.checkpoints`,
+the teacher in `prunenas.teacher`, the run's identity, folder and files (metrics.json, curve.png) in
+`prunenas.run_files`, and the result types in `prunenas.train_results`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,252 +35,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunenas.config import RunSettings, fingerprint
+from prunenas.checkpoints import (
+    CHECKPOINT,
+    load_error,
+    load_model_state,
+    read_checkpoint,
+    resume,
+    weights_sha,
+    write_checkpoint,
+)
+from prunenas.config import RunSettings
 from prunenas.data import DatasetSplits, DeviceBatches, ImageSet, StreamBatches, make_batches
+from prunenas.devices import apply_precision, data_parallel, resolve_device, resolve_precision
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.masks import apply_masks, masked_layers
-from prunenas.paths import ensure_dir
-from prunenas.recipes import KD_FIELDS, Recipe
+from prunenas.recipes import Recipe
+from prunenas.run_files import (
+    CURVE,
+    METRICS,
+    make_out,
+    plot_curve,
+    run_folder_name,
+    run_id,
+    run_identity,
+    run_key,
+    write_metrics,
+)
 from prunenas.spaces.base import Space
+from prunenas.teacher import Teacher, as_teacher, load_teacher, place_teacher
+from prunenas.train_results import Callback, EpochMetrics, StopTraining, TrainResult, summarize
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
-CURVE = "curve.png"
-
-
-class StopTraining(Exception):
-    """Raised by a callback to end a run early; the reason is recorded in the result."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int  # 1-based
-    epochs: int
-    train_loss: float
-    train_acc: float
-    lr: float
-    seconds: float
-    images_per_s: float
-    val_loss: float | None = None
-    val_acc: float | None = None
-    test_acc: float | None = None  # only with RunSettings.test_every_epoch (the papers' test-selected protocol)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a run produced. `val_acc`/`test_acc` are of the final model (test: evaluated once).
-
-    `best_test_acc`/`best_test_epoch` exist only when the test set was evaluated after every epoch
-    (`RunSettings.test_every_epoch`): the best epoch chosen BY TEST accuracy, as the Rethinking code reports
-    it, an optimistic number kept beside the honest final one."""
-
-    genotype_key: str
-    recipe: str
-    epochs: int  # epochs planned
-    epochs_run: int
-    val_acc: float | None
-    best_val_acc: float | None
-    best_epoch: int | None
-    test_acc: float | None
-    wall_time_s: float
-    images_per_s: float
-    seed: int
-    stopped: str | None  # None when the run finished; else why it stopped
-    history: tuple[EpochMetrics, ...] = field(default_factory=tuple)
-    resumed_from: int = 0  # epochs already done in the checkpoint this run resumed from
-    best_test_acc: float | None = None  # test-selected (see above)
-    best_test_epoch: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.stopped is None and self.epochs_run >= self.epochs
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["history"] = [h.to_dict() for h in self.history]
-        d["finished"] = self.finished
-        return d
-
-
-Callback = Callable[[EpochMetrics], None]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise PrunenasError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PrunenasError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise PrunenasError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return device
-
-
-def resolve_precision(device: torch.device, settings: RunSettings, model: nn.Module | None = None) -> dict[str, Any]:
-    """How a run computes, recorded in metrics.json ("precision"): bf16 autocast or fp32, the memory format
-    and, on a CPU, the threads and the CPU. CUDA: bf16 and channels_last unless switched off. CPU: as
-    `prunenas.hardware.cpu_mode` decides for `model`'s layers (bf16 only where the CPU has AMX-BF16 and the
-    convolutions are dense; --amp without bf16 instructions is refused; --no-amp and the papers' protocols
-    are fp32 in the layout they always had), and --threads or this process's share of the cores."""
-    if device.type == "cuda":
-        amp = settings.amp is not False
-        why = "bf16 autocast on CUDA" if amp else "fp32 (--no-amp or the protocol)"
-        channels_last = True if settings.channels_last is None else settings.channels_last
-        return {"amp": amp, "dtype": "bfloat16" if amp else "float32", "why": why, "channels_last": channels_last}
-    from prunenas import hardware
-
-    grouped = model is not None and any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
-    amp, channels_last, why = hardware.cpu_mode(settings.amp, grouped=grouped)
-    if settings.channels_last is not None:
-        channels_last = settings.channels_last
-    threads = settings.threads or hardware.share_cores()
-    return {
-        "amp": amp, "dtype": "bfloat16" if amp else "float32", "why": why, "channels_last": channels_last,
-        "threads": threads, "threads_from": "--threads" if settings.threads else "share of the cores",
-        "cpu": hardware.cpu_info().to_dict(),
-    }  # fmt: skip
-
-
-def weights_sha(state: Mapping[str, torch.Tensor]) -> str:
-    """16 hex digits of a state dict's names and values (in name order)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Teacher:
-    """A trained model a run distills from: kept in eval mode, never updated. `checkpoint` is the file it
-    was loaded from (None: a model given in memory), `given_as` how it was named ("reference" for
-    `--teacher reference`, "checkpoint" for a path, "model" for a module), `weights_sha` the hash of its
-    weights that the run identity holds."""
-
-    model: nn.Module
-    weights_sha: str
-    checkpoint: str | None = None
-    given_as: str = "model"
-
-    @classmethod
-    def of(cls, model: nn.Module, checkpoint: str | None = None, given_as: str = "model") -> Teacher:
-        return cls(model, weights_sha(model.state_dict()), checkpoint, given_as)
-
-    def record(self, recipe: Recipe) -> dict[str, Any]:
-        """What metrics.json says of the teacher ("teacher")."""
-        return {
-            "checkpoint": self.checkpoint, "given_as": self.given_as, "weights_sha": self.weights_sha,
-            "temperature": recipe.kd_temperature, "weight": recipe.kd_weight,
-        }  # fmt: skip
-
-
-def load_teacher(
-    space: Space, path: str | Path, num_classes: int | None, *, flag: str = "--teacher", given_as: str = "checkpoint"
-) -> Teacher:
-    """The teacher in `path` (a checkpoint.pt of `space`'s reference genotype, or its run folder), with one
-    line naming `flag` for a missing, damaged or foreign file, a model of another space or input size
-    (the checks `--reference` gets) or of another number of classes than `num_classes` (None: not known
-    yet, e.g. a dry run; checked again when the data is loaded)."""
-    p, content = read_checkpoint(path, flag)
-    saved = content if isinstance(content, dict) else {}
-    if "genotype" in saved:
-        genotype = Genotype.from_dict(saved["genotype"], origin=str(p))
-        if genotype.space != space.name or genotype != space.reference():
-            raise PrunenasError(
-                f"{flag} {str(p)!r} holds a model of {genotype.space!r} genotype {genotype.key}, not the reference "
-                f"of {space.name!r}; pass a checkpoint from `prunenas pretrain --space {space.name}`"
-            )
-    classes = saved.get("num_classes")
-    if num_classes is not None and isinstance(classes, int) and classes != num_classes:
-        raise PrunenasError(
-            f"{flag} {str(p)!r} was trained on {classes} classes but the data has {num_classes}; pass a teacher "
-            "trained on this dataset"
-        )
-    state = load_model_state(p, flag)
-    n = num_classes or (classes if isinstance(classes, int) else space.num_classes)
-    with torch.random.fork_rng(devices=[]):  # building draws an init: the caller's RNG stream stays as it was
-        model = space.build(space.reference(), num_classes=n)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise PrunenasError(
-            f"{flag} {str(p)!r} does not fit the reference of {space.name!r} with {n} classes: {load_error(exc)}; "
-            "pass a checkpoint of this space's reference trained on the same dataset"
-        ) from None
-    return Teacher.of(model.eval(), str(p), given_as)
-
-
-def as_teacher(teacher: Teacher | nn.Module | str | Path | None, space: Space, num_classes: int) -> Teacher | None:
-    """`train`'s teacher argument as a `Teacher`: a checkpoint path is loaded (`load_teacher`)."""
-    if teacher is None or isinstance(teacher, Teacher):
-        return teacher
-    if isinstance(teacher, nn.Module):
-        return Teacher.of(teacher)
-    return load_teacher(space, teacher, num_classes)
-
-
-def run_identity(
-    genotype: Genotype,
-    recipe: Recipe,
-    seed: int,
-    data: DatasetSplits,
-    init_state: Mapping[str, torch.Tensor] | None = None,
-    *,
-    keep_last_batch: bool = False,
-    teacher: Teacher | None = None,
-) -> dict[str, Any]:
-    """What makes two runs the same run: the genotype, every recipe field, the seed, the data, whether an
-    epoch's last partial batch trains, for runs that start from given weights a hash of those weights
-    and, for runs that distill, a hash of the teacher's weights with the distillation settings (which
-    act only then, so a run without a teacher leaves them out). Stored in checkpoints (compared on
-    resume) and hashed by `run_id` into default run folder names and the search's run cache, so a
-    change of any result-changing setting gets a new folder."""
-    key: dict[str, Any] = {
-        "genotype": genotype.key,
-        "recipe": {k: v for k, v in recipe.to_dict().items() if k not in KD_FIELDS},
-        "seed": seed,
-        "dataset": data.name,
-        "train_size": len(data.train),
-        "val_size": len(data.val),
-    }
-    if data.normalize != "train":  # fixed constants instead of the training split's statistics
-        key["normalize"] = data.normalize
-    if keep_last_batch:  # only when set, so the names of runs that drop it stay as they were
-        key["last_batch"] = "kept"
-    if init_state is not None:
-        key["init"] = weights_sha(init_state)
-    if teacher is not None:
-        key["teacher"] = {
-            "weights": teacher.weights_sha,
-            "temperature": recipe.kd_temperature,
-            "weight": recipe.kd_weight,
-        }
-    return key
-
-
-#: The name used by earlier versions (checkpoints store this dict under "run_key").
-run_key = run_identity
-
-
-def run_id(identity: Mapping[str, Any]) -> str:
-    """8 hex digits naming a run: the hash of its `run_identity` (pinned by a regression test)."""
-    return fingerprint(dict(identity))
-
-
-def run_folder_name(space: Space, genotype: Genotype, recipe: Recipe, identity: Mapping[str, Any]) -> str:
-    """Default run folder name: readable parts, then the identity hash that tells runs apart."""
-    return f"{space.slug}-{genotype.key}-{recipe.name}-s{identity['seed']}-{run_id(identity)}"
+# The loop's names and, re-exported, those of its parts that code importing this module has always found here.
+# fmt: off
+__all__ = [
+    "CHECKPOINT", "CURVE", "METRICS", "Callback", "EpochMetrics", "RunSettings", "StopTraining", "Teacher",
+    "TrainResult", "TrainStep", "as_teacher", "distillation_loss", "evaluate", "load_error", "load_model_state",
+    "load_teacher", "read_checkpoint", "resolve_device", "resolve_precision", "run_folder_name", "run_id",
+    "run_identity", "run_key", "train", "train_epoch", "weights_sha", "write_metrics",
+]
+# fmt: on
 
 
 @torch.no_grad()
@@ -302,71 +96,6 @@ def evaluate(model: nn.Module, batches: DeviceBatches | StreamBatches, amp: bool
     if count == 0:
         return math.nan, math.nan
     return float(loss_sum) / count, float(correct) / count
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise PrunenasError(
-            f"the run's checkpoint {str(path)!r} is unreadable ({type(exc).__name__}): delete it to start the run "
-            "over (`prunenas train` also takes --fresh)"
-        ) from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise PrunenasError(
-            f"{str(path)!r} is not a prunenas checkpoint: delete it to start the run over (`prunenas train` also "
-            "takes --fresh)"
-        )
-    return state
-
-
-def read_checkpoint(path: str | Path, flag: str = "--weights") -> tuple[Path, Any]:
-    """(file, content) of a checkpoint given by `flag` (a checkpoint.pt or its run folder), with one line
-    naming the flag for a missing, truncated, foreign or non-checkpoint file."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT
-    if not p.exists():
-        raise PrunenasError(f"{flag} {str(p)!r} does not exist; pass the checkpoint.pt of a prunenas run")
-    try:
-        with p.open("rb") as fh:
-            head = fh.read(64)
-    except OSError as exc:
-        raise PrunenasError(f"{flag} {str(p)!r} cannot be read ({exc.strerror})") from None
-    if head.lstrip()[:1] in (b"{", b"["):
-        raise PrunenasError(f"{flag} {str(p)!r} is a JSON file, not a checkpoint; pass the checkpoint.pt of a run")
-    try:
-        return p, torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        kind = "truncated or damaged" if isinstance(exc, EOFError | RuntimeError) else "not a PyTorch checkpoint"
-        raise PrunenasError(
-            f"{flag} {str(p)!r} is {kind} ({type(exc).__name__}); pass an intact checkpoint.pt (retrain the run "
-            "if it was cut off while being written)"
-        ) from None
-
-
-def load_model_state(path: str | Path, flag: str = "--weights") -> dict[str, torch.Tensor]:
-    """Model weights from a prunenas checkpoint.pt (or a bare state_dict file)."""
-    p, state = read_checkpoint(path, flag)
-    if isinstance(state, dict) and "model" in state:
-        state = state["model"]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PrunenasError(f"{flag} {str(p)!r} holds no model weights; pass the checkpoint.pt of a prunenas run")
-    return state
-
-
-def load_error(exc: BaseException) -> str:
-    """The informative line of a `load_state_dict` error (not its "Error(s) in loading ..." heading)."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith("Error(s) in loading state_dict")]
-    text = (useful or lines or [type(exc).__name__])[0]
-    return text if len(text) <= 240 else text[:237] + "..."
 
 
 def _make_progress(total: int, quiet: bool, desc: str, initial: int = 0) -> Any:
@@ -421,12 +150,8 @@ class TrainStep:
         self.amp = amp
         self.teacher = teacher.eval() if teacher is not None else None  # eval: BN running stats, no dropout
         self.device = next(model.parameters()).device
-        forward = model
-        if parallel:  # a data-parallel run (torchrun): gradients averaged over the ranks in backward
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            forward = DistributedDataParallel(model, device_ids=ids)
+        # a data-parallel run (torchrun): gradients averaged over the ranks in backward
+        forward = data_parallel(model, self.device) if parallel else model
         self.forward: nn.Module = torch.compile(forward) if compile else forward  # type: ignore[assignment]
         self.masked = any(True for _ in masked_layers(model))
         self.bn_scales = [
@@ -551,47 +276,6 @@ def _progress_postfix(m: EpochMetrics) -> dict[str, str]:
     return post
 
 
-def _make_out(out_dir: str | Path | None) -> Path | None:
-    return None if out_dir is None else ensure_dir(out_dir, "--out")
-
-
-def _resume(
-    ckpt_path: Path | None, settings: RunSettings, key: Mapping[str, Any], step: TrainStep
-) -> tuple[list[EpochMetrics], int, float, str | None]:
-    """(history, epochs done, seconds spent, why it stopped) of the run folder's checkpoint, with the model,
-    optimizer and RNG states restored from it; a fresh start when there is none (or resuming is off)."""
-    if ckpt_path is None or not settings.resume or not ckpt_path.exists():
-        return [], 0, 0.0, None
-    state = _load_checkpoint(ckpt_path)
-    if state.get("run_key") != key:
-        raise PrunenasError(
-            f"{str(ckpt_path.parent)!r} holds a different run (other genotype, recipe, seed, data or teacher); "
-            "pass another --out or --fresh to overwrite it"
-        )
-    step.model.load_state_dict(state["model"])
-    step.optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng_cpu"])
-    if step.device.type == "cuda" and state.get("rng_cuda") is not None:
-        torch.cuda.set_rng_state(state["rng_cuda"], step.device)
-    history = [EpochMetrics(**h) for h in state["history"]]
-    return history, int(state["epoch"]), float(state.get("wall_time_s", 0.0)), state.get("stopped")
-
-
-def _place_teacher(teacher: nn.Module, device: torch.device, channels_last: bool, data: DatasetSplits) -> None:
-    """The teacher on the run's device and memory format, in eval mode, checked to output one logit per
-    class of `data` (a model given in memory has not been checked against the data)."""
-    teacher.to(device).eval()
-    if channels_last:
-        teacher.to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        out = teacher(torch.zeros(1, *data.image_shape, device=device))
-    if out.ndim != 2 or out.shape[1] != data.num_classes:
-        raise PrunenasError(
-            f"the teacher outputs {tuple(out.shape[1:])} per image but the data has {data.num_classes} classes; pass "
-            "a teacher trained on this dataset"
-        )
-
-
 def train(
     space: Space,
     genotype: Genotype,
@@ -625,7 +309,6 @@ def train(
         raise PrunenasError("the training set is empty; use a larger --train-subset")
     world = distributed.world()
     device = distributed.join(world, settings.device) if world.parallel else resolve_device(settings.device)
-    cuda = device.type == "cuda"
     # -- model, exactly as a fresh run builds it (first: how it computes depends on its layers) ----------
     torch.manual_seed(settings.seed)
     model = space.build(genotype, num_classes=data.num_classes)
@@ -636,12 +319,9 @@ def train(
             raise PrunenasError(f"the given weights do not fit genotype {genotype.key}: {load_error(exc)}") from None
     precision = resolve_precision(device, settings, model)
     amp, channels_last = precision["amp"], precision["channels_last"]
-    if device.type == "cpu":
-        torch.set_num_threads(precision["threads"])
-    if cuda:
-        torch.backends.cudnn.benchmark = True
+    apply_precision(device, precision)
     kd = as_teacher(teacher, space, data.num_classes)  # a bad teacher fails before the run folder is touched
-    out = _make_out(out_dir) if world.main else (Path(out_dir) if out_dir is not None else None)
+    out = make_out(out_dir) if world.main else (Path(out_dir) if out_dir is not None else None)
     writes = out if world.main else None  # other ranks read the checkpoint, never write
     if not world.main:
         settings = settings.replace(quiet=True, plot=False)
@@ -655,7 +335,7 @@ def train(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if kd is not None:
-        _place_teacher(kd.model, device, channels_last, data)
+        place_teacher(kd.model, device, channels_last, data)
     step = TrainStep(
         model, recipe, amp=amp, compile=settings.compile, parallel=world.parallel,
         teacher=kd.model if kd is not None else None,
@@ -681,7 +361,9 @@ def train(
         )  # fmt: skip
 
     ckpt_path = out / CHECKPOINT if out is not None else None
-    history, start_epoch, elapsed_before, was_stopped = _resume(ckpt_path, settings, key, step)
+    history, start_epoch, elapsed_before, was_stopped = resume(
+        ckpt_path, settings, key, step.model, step.optimizer, step.device
+    )
     if was_stopped:  # a run stopped on purpose (diverged, pruned by the search) stays stopped
         return finish(history, was_stopped, elapsed_before, start_epoch)
 
@@ -690,17 +372,10 @@ def train(
     def save_checkpoint(epoch_done: int, stopped: str | None) -> None:
         if ckpt_path is None or not settings.checkpoint or not world.main:
             return
-        _atomic_save(
-            {
-                "run_key": key, "epoch": epoch_done, "model": model.state_dict(),
-                "optimizer": step.optimizer.state_dict(), "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if cuda else None,
-                "history": [h.to_dict() for h in history], "stopped": stopped,
-                "wall_time_s": elapsed_before + time.perf_counter() - run_start,
-                "genotype": genotype.to_dict(), "space": space.name, "space_source": space.source,
-                "num_classes": data.num_classes,
-            },
-            ckpt_path,
+        write_checkpoint(
+            ckpt_path, run_key=key, epoch=epoch_done, model=model, optimizer=step.optimizer, device=device,
+            history=history, stopped=stopped, elapsed_before=elapsed_before, started=run_start,
+            genotype=genotype, space=space, num_classes=data.num_classes,
         )  # fmt: skip
 
     stopped: str | None = None
@@ -775,62 +450,12 @@ def _finish(
     if evaluate_test and len(data.test):
         # fp32 for the one number that is reported (and that an fp32 ONNX export must match)
         _, test_acc = evaluate(model, eval_batches(data.test), amp=False)
-    vals = [(h.val_acc, h.epoch) for h in history if h.val_acc is not None]
-    best = max(vals) if vals else (None, None)
-    tests = [(h.test_acc, h.epoch) for h in history if h.test_acc is not None]
-    best_test = max(tests) if tests else (None, None)
-    timed = [h for h in history if h.seconds > 0]
-    ips = sum(h.images_per_s * h.seconds for h in timed) / sum(h.seconds for h in timed) if timed else 0.0
-    result = TrainResult(
-        genotype_key=genotype.key,
-        recipe=recipe.name,
-        epochs=recipe.epochs,
-        epochs_run=len(history),
-        val_acc=history[-1].val_acc if history else None,
-        best_val_acc=best[0],
-        best_epoch=best[1],
-        test_acc=test_acc,
-        wall_time_s=wall,
-        images_per_s=ips,
-        seed=settings.seed,
-        stopped=stopped,
-        history=tuple(history),
-        resumed_from=resumed_from,
-        best_test_acc=best_test[0],
-        best_test_epoch=best_test[1],
-    )
+    result = summarize(
+        history, genotype_key=genotype.key, recipe=recipe.name, epochs=recipe.epochs, seed=settings.seed,
+        test_acc=test_acc, wall_time_s=wall, stopped=stopped, resumed_from=resumed_from,
+    )  # fmt: skip
     if out is not None:
         write_metrics(out, result, space, genotype, data, recipe, settings, extra)
         if settings.plot and history:
-            from prunenas.report import plot_training_curve
-
-            plot_training_curve(history, out / CURVE, title=f"{space.name} {genotype.key} ({recipe.name})")
+            plot_curve(out, history, space, genotype, recipe)
     return result
-
-
-def write_metrics(
-    out: Path,
-    result: TrainResult,
-    space: Space,
-    genotype: Genotype,
-    data: DatasetSplits,
-    recipe: Recipe,
-    settings: RunSettings,
-    extra: Mapping[str, Any] | None = None,
-) -> Path:
-    payload = {
-        **result.to_dict(),
-        "space": space.name,
-        "space_source": space.source,
-        "genotype": genotype.to_dict(),
-        "recipe_settings": recipe.to_dict(),
-        "run_settings": settings.to_dict(),
-        "dataset": data.describe(),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        **(extra or {}),
-    }
-    path = out / METRICS
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
