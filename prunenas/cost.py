@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,7 +32,9 @@ from prunenas.config import fingerprint
 from prunenas.genotype import Genotype
 from prunenas.masks import PRUNABLE, mask_count
 from prunenas.paths import cost_cache_dir
-from prunenas.spaces.base import Space
+
+if TYPE_CHECKING:
+    from prunenas.spaces.base import Space
 
 # fvcore ops that are not conv/linear but have default handles: count them as 0.
 _ZERO_OPS = (

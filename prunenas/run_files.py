@@ -41,15 +41,15 @@ def run_identity(
     keep_last_batch: bool = False,
     teacher: Teacher | None = None,
 ) -> dict[str, Any]:
-    """What makes two runs the same run: the genotype, every recipe field, the seed, the data, whether an
-    epoch's last partial batch trains, for runs that start from given weights a hash of those weights
-    and, for runs that distill, a hash of the teacher's weights with the distillation settings (which
-    act only then, so a run without a teacher leaves them out). Stored in checkpoints (compared on
-    resume) and hashed by `run_id` into default run folder names and the search's run cache, so a
-    change of any result-changing setting gets a new folder."""
+    """What makes two runs the same run: the genotype, the recipe's identity (`Config.identity`: every
+    field), the seed, the data, whether an epoch's last partial batch trains, for runs that start from given
+    weights a hash of those weights and, for runs that distill, a hash of the teacher's weights with the
+    distillation settings (which act only then, so a run without a teacher leaves them out). Stored in
+    checkpoints (compared on resume) and hashed by `run_id` into default run folder names and the search's
+    run cache, so a change of any result-changing setting gets a new folder."""
     key: dict[str, Any] = {
         "genotype": genotype.key,
-        "recipe": {k: v for k, v in recipe.to_dict().items() if k not in KD_FIELDS},
+        "recipe": {k: v for k, v in recipe.identity().items() if k not in KD_FIELDS},
         "seed": seed,
         "dataset": data.name,
         "train_size": len(data.train),
