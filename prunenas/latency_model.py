@@ -80,9 +80,9 @@ def features(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> 
 
 
 def _feature_model(space: Space, genotype: Genotype) -> nn.Module:
-    """The model whose layers the features count: the genotype's own (density spaces: with its masks,
-    which the features weight by density)."""
-    return space.build(genotype) if space.masked else space.counting_model(genotype, space.num_classes)[0]
+    """The model whose layers the features count (`Space.latency_features_model`: density spaces' own model,
+    whose masks the features weight by density)."""
+    return space.latency_features_model(genotype)
 
 
 def _nnls(rows: Sequence[Sequence[float]], targets: Sequence[float]) -> list[float]:

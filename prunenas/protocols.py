@@ -191,8 +191,7 @@ def apply_protocol(
 
 def resolved_settings(space: Space, data: DataConfig, settings: RunSettings) -> dict[str, Any]:
     """The protocol-relevant settings a run actually uses (recorded in metrics.json, shown by --dry-run)."""
-    density = bool(space.masked)
-    base = getattr(space, "base", space) if density else space
+    base = space.base_space()
     shortcut = base.config.get("shortcut") if "shortcut" in (base.config_keys or ()) else None
     return {
         "validation split": "none (every training image trains)" if data.val_size == 0 else (
@@ -208,6 +207,6 @@ def resolved_settings(space: Space, data: DataConfig, settings: RunSettings) -> 
         "last partial batch": "trained (every image, every epoch)" if settings.keep_last_batch
         else "dropped (equal batches)",
         "init": str(base.config.get("init", "prunenas")),
-        "kept-weight rescale (density)": None if not density else bool(getattr(space, "rescale", True)),
+        "kept-weight rescale (density)": space.kept_weight_rescale(),
         "shortcut (CIFAR ResNet)": None if shortcut is None else str(shortcut),
     }  # fmt: skip

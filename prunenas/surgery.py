@@ -349,7 +349,7 @@ def inherit_channels(
                     weight = target.weight.detach().abs()
                     norms = weight.reshape(weight.shape[0], -1).sum(1).double()
                     score += norms[torch.as_tensor([int(i) for i in item.idxs], dtype=torch.long)]
-            splits = getattr(space, "gene_splits", {}).get(gene, 1)
+            splits = space.gene_splits(gene)
             per_split = score.view(splits, -1).mean(0)  # grouped layers lose the same positions in every split
             keep = int(genotype.genes[gene]) // splits
             order = torch.argsort(per_split, descending=True, stable=True)
@@ -441,7 +441,7 @@ def masked_state(
     model = space.build(space.reference(), num_classes=num_classes)
     if weights is not None:
         model.load_state_dict(weights, strict=True)
-    rescale = weights is None and bool(getattr(space, "rescale", True))
+    rescale = weights is None and space.kept_weight_rescale() is not False
     apply_masks_to_model(model, {k: v.cpu() for k, v in masks.items()}, rescale=rescale)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -436,7 +436,7 @@ def export_run(
         parity = check_parity(run.model, onnx_path, inputs, tolerance=tolerance, provider=provider)
         parity["real_inputs"] = real_name if real is not None else None
         parity["real_inputs_skipped"] = skipped
-        sparsity = _sparsity(run, folded, onnx_path) if run.space.masked else None
+        sparsity = _sparsity(run, folded, onnx_path) if run.space.folds_masks else None
         latency = None
         if benchmark:
             from prunenas.latency import machine
@@ -530,7 +530,7 @@ def _sidecar(
             "method": method["exporter"],
             "fallback_reason": method["fallback_reason"],
             "seconds": round(float(method["seconds"]), 3),
-            "masks_folded": run.space.masked,
+            "masks_folded": run.space.folds_masks,
             **graph,
         },
         "opset": graph["opset"],

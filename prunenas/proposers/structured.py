@@ -423,7 +423,7 @@ class SlimmingProposer(_ChannelProposer):
             raise PrunenasError("slimming trains with an L1 penalty on BN scales; pass --dataset")
         lam = self.settings["lam"]
         if lam is None:  # the space's default: 1e-4 for VGG, 1e-5 for ResNet (Liu et al. 2017)
-            lam = getattr(ctx.space, "slimming_l1", 1e-5)
+            lam = ctx.space.slimming_l1
         recipe = make_recipe("standard", ctx.space.recipe, overrides={"epochs": epochs, "bn_l1": float(lam)})
         data = ctx.data
         # the caller's precision and batching (a protocol's fp32, last partial batch), never its test-set reports
@@ -448,8 +448,8 @@ class SlimmingProposer(_ChannelProposer):
     def prunable(self, space: Space) -> dict[str, str]:
         """Every gene with a BatchNorm of its own (the channel-selection genes of PreResNet and DenseNet too,
         as network slimming prunes them), else the structured genes."""
-        bns = getattr(space, "gene_batchnorms", None)
-        return dict(bns()) if callable(bns) else space.structured_genes()
+        bns = space.gene_batchnorms()
+        return dict(bns) if bns is not None else space.structured_genes()
 
     def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
         return self.scores_and_source(ctx)[0]
@@ -459,26 +459,15 @@ class SlimmingProposer(_ChannelProposer):
     ) -> tuple[dict[str, torch.Tensor], Mapping[str, torch.Tensor] | None]:
         model = self.sparsity_train(ctx).to(ctx.device).eval()
         source = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if self.trains_source() else None
-        bns = getattr(ctx.space, "gene_batchnorms", None)
-        if callable(bns):  # each gene keeps channels of one BatchNorm: rank its |gamma| directly
+        bns = ctx.space.gene_batchnorms()
+        if bns is not None:  # each gene keeps channels of one BatchNorm: rank its |gamma| directly
             modules = dict(model.named_modules())
-            return {g: modules[p].weight.detach().abs().float().cpu() for g, p in bns().items()}, source
+            return {g: modules[p].weight.detach().abs().float().cpu() for g, p in bns.items()}, source
         # Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold.
         return _channel_scores(ctx, model, "bn_scale"), source
 
 
-# -- Li et al. 2017 exactly ---------------------------------------------------------------------------
-# Conv ids count 1..N-1 with 1 = the stem; a block's first conv has an even id (2 + 2 * block index).
-LI_RESNET = {
-    (56, "A"): ([16, 20, 38, 54], [0.1, 0.1, 0.1]),
-    (56, "B"): ([16, 18, 20, 34, 38, 54], [0.6, 0.3, 0.1]),
-    (110, "A"): ([36], [0.5, 0.0, 0.0]),
-    (110, "B"): ([36, 38, 74], [0.5, 0.4, 0.3]),
-}
-# VGG-16-A: conv 1 and convs 8-13 lose 50% of their filters.
-LI_VGG16_A = [0.5, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
-
-
+# -- Li et al. 2017 exactly (each family's skip list and ratios: `Space.li2017_profile`) -------------------
 class LiPaperProposer(Proposer):
     """Li et al.'s hand-set rule: per-stage prune ratios on each block's first conv, except the
     sensitive convs of the variant's skip list; keep = int(out * (1 - ratio)).
@@ -497,41 +486,13 @@ class LiPaperProposer(Proposer):
 
     def _profile(self, space: Space) -> tuple[list[float], Callable[[float], Widths]]:
         variant = str(self.settings["variant"]).upper()
-        reference = dict(space.reference().genes)
-        if space.family == "cifar_resnet":
-            depth = int(space.config.get("depth", 56))
-            if (depth, variant) not in LI_RESNET:
-                raise PrunenasError(
-                    f"l1-paper defines ResNet-56 and ResNet-110 variants A and B; {space.name!r} is ResNet-{depth} "
-                    f"variant {variant!r}: use resnet56_channels or resnet110_channels with variant A or B"
-                )
-            skip, ratios = LI_RESNET[(depth, variant)]
-            n = (depth - 2) // 6
-
-            def widths(scale: float) -> Widths:
-                out: Widths = {}
-                for b in range(3 * n):
-                    s = b // n
-                    gene = f"stage{s + 1}_block{b % n + 1}"
-                    full = int(reference[gene])
-                    ratio = 0.0 if 2 + 2 * b in skip else ratios[s] * scale
-                    out[gene] = max(1, int(full * (1.0 - ratio) + 1e-9))
-                return out
-
-            return ratios, widths
-        if space.family == "cifar_vgg" and len(space.genes) == 13 and variant == "A":
-
-            def vgg_widths(scale: float) -> Widths:
-                return {
-                    f"conv{i + 1}": max(1, int(int(reference[f"conv{i + 1}"]) * (1.0 - r * scale) + 1e-9))
-                    for i, r in enumerate(LI_VGG16_A)
-                }
-
-            return LI_VGG16_A, vgg_widths
-        raise PrunenasError(
-            f"l1-paper covers ResNet-56/110 (variants A, B) and VGG-16 (variant A), not {space.name!r} "
-            f"variant {variant!r}"
-        )
+        found = space.li2017_profile(variant)
+        if found is None:
+            raise PrunenasError(
+                f"l1-paper covers ResNet-56/110 (variants A, B) and VGG-16 (variant A), not {space.name!r} "
+                f"variant {variant!r}"
+            )
+        return found
 
     def propose(self, ctx: ProposalContext, target: Target) -> Proposal:
         t0 = time.perf_counter()

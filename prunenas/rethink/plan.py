@@ -88,7 +88,7 @@ class RethinkConfig:
             return self.scratch_b_cap
         if get_protocol(self.protocol).uncapped_scratch_b:
             return None
-        return DENSITY_SCRATCH_B_CAP if self.space.masked else None
+        return self.space.scratch_b_cap
 
     def protocol_settings(self) -> dict[str, Any]:
         """The protocol's name and the settings its runs use (recorded in every run's metrics)."""
@@ -109,7 +109,7 @@ class RethinkConfig:
                 f"{k}={dict(self.proposer_options).get(k, v)}" for k, v in options.items()
             ),
             "scratch-B cap": "none" if cap is None else f"{cap:g} x E",
-            "mask scoring (at-init proposers)": None if not self.space.masked else (
+            "mask scoring (at-init proposers)": None if not self.space.pruned_by_masks else (
                 "each seed scores its own init" if scores_each_seed(self) else "one mask, from the base seed's context"
             ),
         }  # fmt: skip
@@ -157,7 +157,7 @@ def scores_each_seed(config: RethinkConfig) -> bool:
     """Whether every seed's proposer scores that seed's own init (a density space and a proposer that
     scores the init, not trained weights): the mask arm of seed s is then the paper's."""
     proposer = _proposer_of(config)
-    if not config.space.masked or proposer is None:
+    if not config.space.pruned_by_masks or proposer is None:
         return False
     return not proposer.needs_trained
 
@@ -209,7 +209,7 @@ def check_config(config: RethinkConfig) -> tuple[Proposer | None, Proposer | Non
         unknown = [a for a in config.ablations if a not in ABLATIONS]
         if unknown:
             raise PrunenasError(f"unknown ablation(s) {unknown}; valid: {', '.join(ABLATIONS)}")
-        if not space.masked:
+        if not space.pruned_by_masks:
             raise PrunenasError(
                 f"--ablation shuffles, re-initialises or inverts a weight mask: it needs a density space, and "
                 f"{space.name!r} is a {space.kind} space (try resnet20_density)"
@@ -480,7 +480,7 @@ def make_plan(
     """The arms of a study. `genotype` None: the proposer has not decided yet (epochs of scratch-B are then
     estimated from a --macs-ratio target, or unknown)."""
     space = config.space
-    density = space.masked
+    density = space.pruned_by_masks
     E, F = resolve_epochs(config)
     seeds = config.seed_list
     overrides = {"batch_size": config.batch_size}

@@ -287,7 +287,7 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
     # Pruning at initialization on a density space: every seed's proposer scores that seed's own init, so
     # seed s's mask arm trains the mask scored on its very init (Frankle et al.'s replicates).
     per_seed: dict[int, tuple[Proposal, Proposal | None]] = {}
-    if space.masked and proposer is not None and not proposer.needs_trained and proposal is not None:
+    if space.pruned_by_masks and proposer is not None and not proposer.needs_trained and proposal is not None:
         per_seed[s0] = (proposal, inv_proposal)
         for s in seeds[1:]:
             target = config.target.describe() if config.target else ""
@@ -390,7 +390,7 @@ def run_rethink(config: RethinkConfig, data: DatasetSplits, log: Log = print) ->
 
     # 4. Initial states: the pruned model (fine-tune) and, for masked (density) spaces, masked fresh inits.
     masks: dict[str, torch.Tensor] | None = None
-    if space.masked:
+    if space.pruned_by_masks:
         if proposal is not None and proposal.masks is not None:
             masks = _cpu(proposal.masks)
         else:  # a genotype file (or a proposer that returns no mask): layer-wise magnitude on the reference

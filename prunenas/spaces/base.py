@@ -12,19 +12,20 @@ import math
 import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from prunenas.config import BOOL_WORDS, parse_bool
 from prunenas.errors import GenotypeError, SpaceError
 from prunenas.genotype import GeneValue, Genotype
+from prunenas.spaces.settings import model_setting
 
 SpaceKind = Literal["channels", "density", "ratios"]
 SearchRange = tuple[float, float, bool]  # (low, high, log scale)
+WidthRule = Callable[[float], dict[str, int]]  # a scale of a ratio profile -> widths of the pruned genes
 
 
 @dataclass(frozen=True)
@@ -102,92 +103,6 @@ class Gene:
         return value
 
 
-def model_setting(
-    space: str,
-    config: Mapping[str, Any],
-    key: str,
-    default: Any,
-    *,
-    kind: type = int,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    choices: Sequence[str] | None = None,
-    length: int | None = None,
-    what: str = "",
-    hint: str = "",
-) -> Any:
-    """The [model] setting `key` of a family (`default` when the TOML leaves it out), checked where it enters
-    for every family alike: its type (`kind`: int, float, bool, str, or list: `length` integers), its range
-    [`low`, `high`] (`*_open`: excluding the bound; for a list, of each item) or its `choices` (any case). An int is
-    a number, a bool is not; an optional setting (`default` None) left out is None. A bad value raises one
-    SpaceError naming the space, the key (with `what` it means), what is valid and what was given, then
-    `hint`; nothing is clamped or rounded."""
-    value = config.get(key, default)
-    if value is None and default is None:
-        return None  # an optional setting left out
-
-    def number(v: Any, typ: type) -> Any:
-        """`v` as a number of `typ` within the range, or None."""
-        if typ is int and isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int if typ is int else int | float) or not math.isfinite(v):
-            return None
-        if low is not None and (v <= low if low_open else v < low):
-            return None
-        if high is not None and (v >= high if high_open else v > high):
-            return None
-        return typ(v)
-
-    span = ""
-    if low is not None and high is not None:
-        span = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    elif low is not None:
-        span = f" {'>' if low_open else '>='} {low:g}"
-    elif high is not None:
-        span = f" {'<' if high_open else '<='} {high:g}"
-    checked: Any = None
-    if kind is bool:  # the one boolean parser: true/false, yes/no, on/off or 1/0, as every flag takes them
-        try:
-            checked = parse_bool(value, key, error=SpaceError)
-        except SpaceError:
-            checked = None
-        expected = f"true or false ({BOOL_WORDS})"
-    elif kind in (int, float):
-        checked = number(value, kind)
-        expected = f"{'an integer' if kind is int else 'a number'}{span}"
-    elif kind is list:
-        items = [number(v, int) for v in value] if isinstance(value, list | tuple) else [None]
-        fits = length is None or len(items) == length
-        checked = items if fits and all(v is not None for v in items) else None
-        expected = f"a list of {f'{length} ' if length is not None else ''}integers{span}"
-    else:
-        if isinstance(value, str):
-            checked = next((c for c in choices if c.lower() == value.lower()), None) if choices else value
-        expected = f"one of {', '.join(choices)}" if choices else "a string"
-    if checked is None:
-        meaning = f" ({what})" if what else ""
-        raise SpaceError(
-            f"space {space!r}: [model] {key}{meaning} must be {expected}, got {value!r}" + (f"; {hint}" if hint else "")
-        )
-    return checked
-
-
-#: The [model] setting of the channel families that widens their search beyond the reference widths.
-WIDTH_MULTIPLIER_HINT = "1 (the default) searches widths up to the reference's, 2 up to twice them"
-
-
-def width_multiplier(space: str, config: Mapping[str, Any]) -> float:
-    """`max_width_multiplier` of a channel family (a number >= 1; the highest value of a width gene is
-    int(reference width x it)), checked the same way for every family."""
-    value: float = model_setting(
-        space, config, "max_width_multiplier", 1.0, kind=float, low=1.0,
-        what="the widest a gene may be, as a multiple of its reference width", hint=WIDTH_MULTIPLIER_HINT,
-    )  # fmt: skip
-    return value
-
-
 class Space(ABC):
     """A named search space: a family (the subclass) with settings from its TOML file.
 
@@ -202,8 +117,8 @@ class Space(ABC):
     proposer_kind: ClassVar[str | None] = "channels"
     #: The target at which proposers seed a search of this space ("macs_ratio" or "density").
     seed_target: ClassVar[str] = "macs_ratio"
-    #: Weights carry 0/1 masks (unstructured pruning): the trainer keeps masked weights at zero,
-    #: export folds the masks, rethink offers the mask ablations.
+    #: Weights carry 0/1 masks (unstructured pruning). A summary for readers of a space; what prunenas does
+    #: differently for such spaces is asked of the hooks below (`folds_masks`, `pruned_by_masks`, ...).
     masked: ClassVar[bool] = False
     #: What a gene value is, for tables and plots.
     value_label: ClassVar[str] = "channels"
@@ -338,6 +253,52 @@ class Space(ABC):
     def inheritance_by(self, criterion: str | None) -> str:
         """`inheritance` for channels kept by `criterion` (None: the space's own rule), in words."""
         return "channels of largest |BN scale|" if criterion == "bn_scale" else self.inheritance
+
+    # -- hooks: what the rest of prunenas asks where spaces differ (defaults: a channel space) --------------
+    #: Export folds 0/1 weight masks into the weights (`export_model`): the exported weights carry the
+    #: pruned zeros, and export reports their sparsity and `masks_folded`.
+    folds_masks: ClassVar[bool] = False
+    #: A pruned genotype is the dense model under 0/1 weight masks, not a narrower model: a Rethinking study
+    #: saves the proposer's masks and trains them from fresh inits, offers the mask ablations (--ablation),
+    #: lets a proposer that scores the init score each seed's own, and counts the dense MACs as executed.
+    pruned_by_masks: ClassVar[bool] = False
+    #: Scratch-B's default cap in multiples of E in a Rethinking study (None: uncapped, the paper's CIFAR rule).
+    scratch_b_cap: ClassVar[float | None] = None
+    #: Network slimming's L1 penalty on the BN scales when the slimming proposer's `lam` is not given
+    #: (Liu et al. 2017: 1e-5 for ResNets, 1e-4 for VGG).
+    slimming_l1: ClassVar[float] = 1e-5
+
+    def latency_features_model(self, genotype: Genotype) -> nn.Module:
+        """The model whose layers the latency predictor counts its features on (`prunenas.latency_model`):
+        the counting model; a masked space's own model, whose masks weight each layer by its density."""
+        return self.counting_model(genotype, self.num_classes)[0]
+
+    def base_space(self) -> Space:
+        """The space whose [model] settings (init, shortcut) build this space's models: itself, or the channel
+        space a density space masks."""
+        return self
+
+    def kept_weight_rescale(self) -> bool | None:
+        """Whether masking a fresh init rescales the kept weights by 1/sqrt(density) (`set_mask`); None for a
+        space that masks no weights."""
+        return None
+
+    def gene_splits(self, gene: str) -> int:
+        """The number of equal parts the layers of a structured gene's channel group divide its channels into
+        (grouped convolutions, GroupNorm): pruning removes the same positions in each. 1: not split."""
+        return 1
+
+    def gene_batchnorms(self) -> dict[str, str] | None:
+        """Every gene -> path of the BatchNorm whose channels it keeps, for families whose genes each keep the
+        channels of one BN (network slimming then ranks that BN's |gamma|); None: rank the structured genes'
+        dependency groups."""
+        return None
+
+    def li2017_profile(self, variant: str) -> tuple[list[float], WidthRule] | None:
+        """Li et al. 2017's hand-set rule on this family (the l1-paper proposer): the prune ratios of the paper's
+        `variant` and the widths of the pruned genes at a scale of those ratios (1.0: the paper's own). None: the
+        paper prunes no such model; a family may raise PrunenasError naming what it covers."""
+        return None
 
     # -- provided ------------------------------------------------------------------------------
     @property

@@ -50,7 +50,7 @@ from torch import nn
 
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue, Genotype
-from prunenas.spaces.base import Gene, SpaceKind, width_multiplier
+from prunenas.spaces.base import Gene, SpaceKind
 from prunenas.spaces.cifar_preresnet import (
     ChannelLink,
     SelectionSpace,
@@ -62,6 +62,7 @@ from prunenas.spaces.cifar_preresnet import (
     set_bn_weight,
 )
 from prunenas.spaces.init import check_init
+from prunenas.spaces.settings import width_multiplier
 
 
 @dataclass(frozen=True)

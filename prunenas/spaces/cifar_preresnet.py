@@ -46,8 +46,9 @@ from torch import nn
 
 from prunenas.errors import PrunenasError, SpaceError
 from prunenas.genotype import GeneValue, Genotype
-from prunenas.spaces.base import Gene, Space, SpaceKind, model_setting, width_multiplier
+from prunenas.spaces.base import Gene, Space, SpaceKind
 from prunenas.spaces.init import check_init, initialize
+from prunenas.spaces.settings import model_setting, width_multiplier
 
 BLOCKS = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}
@@ -232,7 +233,7 @@ class ChannelLink:
 
 
 def check_bool(space_name: str, key: str, value: object) -> bool:
-    """A true/false [model] setting (`prunenas.spaces.base.model_setting`)."""
+    """A true/false [model] setting (`prunenas.spaces.settings.model_setting`)."""
     checked: bool = model_setting(space_name, {key: value}, key, value, kind=bool)
     return checked
 

@@ -26,12 +26,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunenas.errors import SpaceError
+from prunenas.errors import PrunenasError, SpaceError
 from prunenas.genotype import GeneValue, Genotype
-from prunenas.spaces.base import Gene, Space, SpaceKind, model_setting, width_multiplier
+from prunenas.spaces.base import Gene, Space, SpaceKind, WidthRule
 from prunenas.spaces.init import check_init, initialize
+from prunenas.spaces.settings import model_setting, width_multiplier
 
 SHORTCUTS = ("A", "A-pool", "B")
+#: Li et al. 2017's ResNet variants (the l1-paper proposer): (depth, variant) -> (the conv ids it skips, the
+#: prune ratio of each stage). Conv ids count 1..N-1 with 1 = the stem; a block's first conv has an even id
+#: (2 + 2 * block index).
+LI_RESNET = {
+    (56, "A"): ([16, 20, 38, 54], [0.1, 0.1, 0.1]),
+    (56, "B"): ([16, 18, 20, 34, 38, 54], [0.6, 0.3, 0.1]),
+    (110, "A"): ([36], [0.5, 0.0, 0.0]),
+    (110, "B"): ([36, 38, 74], [0.5, 0.4, 0.3]),
+}
 
 
 class ShortcutA(nn.Module):
@@ -206,6 +216,31 @@ class CifarResNetSpace(Space):
         stage, inner = self.widths_of(genes)
         channels = self.input_shape[0]
         return CifarResNet(stage, inner, self.arch.shortcut, num_classes, in_channels=channels, init=self.arch.init)
+
+    def li2017_profile(self, variant: str) -> tuple[list[float], WidthRule] | None:
+        """Li et al.'s ResNet-56/110 rule: per-stage ratios on each block's first conv, but the convs of the
+        variant's skip list (`LI_RESNET`); keep = int(out * (1 - ratio))."""
+        depth = self.arch.depth
+        if (depth, variant) not in LI_RESNET:
+            raise PrunenasError(
+                f"l1-paper defines ResNet-56 and ResNet-110 variants A and B; {self.name!r} is ResNet-{depth} "
+                f"variant {variant!r}: use resnet56_channels or resnet110_channels with variant A or B"
+            )
+        skip, ratios = LI_RESNET[(depth, variant)]
+        n = self.arch.n
+        reference = dict(self.reference().genes)
+
+        def widths(scale: float) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for b in range(3 * n):
+                s = b // n
+                gene = f"stage{s + 1}_block{b % n + 1}"
+                full = int(reference[gene])
+                ratio = 0.0 if 2 + 2 * b in skip else ratios[s] * scale
+                out[gene] = max(1, int(full * (1.0 - ratio) + 1e-9))
+            return out
+
+        return ratios, widths
 
 
 class CifarResNetStagesSpace(Space):

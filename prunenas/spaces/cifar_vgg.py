@@ -18,8 +18,9 @@ from torch import nn
 
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue
-from prunenas.spaces.base import Gene, Space, SpaceKind, width_multiplier
+from prunenas.spaces.base import Gene, Space, SpaceKind, WidthRule
 from prunenas.spaces.init import check_init, initialize
+from prunenas.spaces.settings import width_multiplier
 
 # Conv widths per depth; "M" is a 2x2 max-pool.
 VGG_CFGS: dict[int, list[int | str]] = {
@@ -29,6 +30,8 @@ VGG_CFGS: dict[int, list[int | str]] = {
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
 }
 CLASSIFIERS = ("li", "slimming")
+#: Li et al. 2017's VGG-16-A (the l1-paper proposer): conv 1 and convs 8-13 lose 50% of their filters.
+LI_VGG16_A = [0.5, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
 
 
 class CifarVGG(nn.Module):
@@ -132,6 +135,20 @@ class CifarVGGSpace(Space):
                 genes[f"conv{conv}"] = f"features.{index}"
                 index += 3
         return genes
+
+    def li2017_profile(self, variant: str) -> tuple[list[float], WidthRule] | None:
+        """Li et al.'s VGG-16-A (`LI_VGG16_A`): a 13-conv VGG, variant A only."""
+        if len(self.genes) != 13 or variant != "A":
+            return None
+        reference = dict(self.reference().genes)
+
+        def widths(scale: float) -> dict[str, int]:
+            return {
+                f"conv{i + 1}": max(1, int(int(reference[f"conv{i + 1}"]) * (1.0 - r * scale) + 1e-9))
+                for i, r in enumerate(LI_VGG16_A)
+            }
+
+        return LI_VGG16_A, widths
 
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         return CifarVGG(

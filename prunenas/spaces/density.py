@@ -38,6 +38,11 @@ class DensitySpace(Space):
     seed_target: ClassVar[str] = "density"
     masked: ClassVar[bool] = True
     value_label: ClassVar[str] = "density (fraction of weights kept)"
+    folds_masks: ClassVar[bool] = True
+    pruned_by_masks: ClassVar[bool] = True
+    #: A dense device executes a masked model at the dense model's cost, so "the same compute" by sparse MACs
+    #: (20x at 5% density) is no fair Scratch-B budget; 2x is the cap the Rethinking paper used on ImageNet.
+    scratch_b_cap: ClassVar[float | None] = 2.0
 
     def _make_genes(self) -> list[Gene]:
         from prunenas.spaces.registry import get_space
@@ -114,6 +119,16 @@ class DensitySpace(Space):
         from prunenas.surgery import fold_masks
 
         return fold_masks(model)
+
+    def latency_features_model(self, genotype: Genotype) -> nn.Module:
+        """The genotype's own masked model: the latency features weight each layer by its density."""
+        return self.build(genotype)
+
+    def base_space(self) -> Space:
+        return self.base
+
+    def kept_weight_rescale(self) -> bool | None:
+        return self.rescale
 
     def initial_state(
         self,

@@ -279,9 +279,7 @@ def _settings_of(data: Mapping[str, Any]) -> dict[str, Any]:
 def _user_factory(space: Space) -> str | None:
     """The user's factory spec a space builds (itself, or as the base of a density space); None for a
     library model (torchvision:, timm:), found by its name anywhere."""
-    for s in (space, getattr(space, "base", None)):
-        if not isinstance(s, Space):
-            continue
+    for s in dict.fromkeys((space, space.base_space())):
         spec = getattr(s, "factory", None) or s.config.get("factory")
         if isinstance(spec, str) and ":" in spec:
             return None if spec.startswith(_LIBRARY_FACTORIES) else spec

@@ -152,7 +152,7 @@ def space_for_image_size(space: Space, size: int) -> Space:
     the input size), else `space` itself."""
     from prunenas.spaces.registry import get_space
 
-    target = getattr(space, "base", space)
+    target = space.base_space()
     if not isinstance(target, TracedSpace) or target.input_shape[1:] == (size, size):
         return space
     if not is_factory_name(space.name):
@@ -480,7 +480,6 @@ class TracedSpace(Space):
     def _set_groups(self, groups: Mapping[str, ChannelGroup]) -> None:
         """The searchable groups (root -> group), and the per-layer tables the cost model reads from them."""
         self.groups = dict(groups)
-        self.gene_splits = {r: g.splits for r, g in self.groups.items()}
         self._outs: dict[str, list[tuple[str, int]]] = {}
         self._ins: dict[str, list[tuple[str, int]]] = {}
         for r, g in self.groups.items():
@@ -642,6 +641,10 @@ class TracedSpace(Space):
 
     def output_layers(self) -> list[str] | None:
         return [self.output_layer, *self.user_ignored]
+
+    def gene_splits(self, gene: str) -> int:
+        group = self.groups.get(gene)
+        return group.splits if group is not None else 1
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
