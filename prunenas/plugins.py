@@ -1,13 +1,16 @@
 """Plugins: spaces, proposers and metrics, registered in one place.
 
-Every plugin, built-in or third-party, is one class and one entry-point line in its group:
+The built-ins are `BUILTINS`, and only there (a source tree on PYTHONPATH, which has no package metadata,
+finds them as an installed package does). A third-party plugin is one class and one entry-point line in its
+own package's group:
 
     [project.entry-points."prunenas.spaces"]      a Space subclass (a family, or a space of its own)
     [project.entry-points."prunenas.proposers"]   a Proposer subclass
     [project.entry-points."prunenas.metrics"]     a Metric subclass
 
-`BUILTINS` repeats the package's own entry points (pyproject.toml) so that a bare source tree on
-PYTHONPATH, which has no package metadata, still finds them; a test checks that the two agree.
+An entry point of a built-in's name replaces the built-in. Entry points that prunenas's own distribution
+lists (the metadata of an install made before the built-ins left pyproject.toml) are not read: `BUILTINS`
+decides what is built in.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from typing import Any
 SPACES = "prunenas.spaces"
 PROPOSERS = "prunenas.proposers"
 METRICS = "prunenas.metrics"
+#: prunenas's own distribution name (its entry points, if any, are not plugins).
+DISTRIBUTION = "prunenas"
 
+#: The built-in plugins: group -> label -> "module:class" (a label is what an entry point of that name replaces;
+#: spaces: the family name TOML files give).
 BUILTINS: Mapping[str, Mapping[str, str]] = {
     SPACES: {
         "cifar_resnet": "prunenas.spaces.cifar_resnet:CifarResNetSpace",
@@ -32,7 +39,7 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
         "density": "prunenas.spaces.density:DensitySpace",
         "traced": "prunenas.spaces.traced:TracedSpace",
     },
-    # Entry-point names are unique; the user-facing name is the class's `name`, which a structured
+    # Labels are unique; the user-facing name is the class's `name`, which a structured
     # and an unstructured method may share (random, uniform): the space picks between them.
     PROPOSERS: {
         "uniform": "prunenas.proposers.structured:UniformProposer",
@@ -73,10 +80,12 @@ def load_ref(ref: str) -> Any:
 
 
 def load_group(group: str, what: str) -> list[tuple[str, Any]]:
-    """(name, object) for the built-ins of `group`, then for every entry point of it (entry points
-    win a shared name). A plugin that fails to import is reported and skipped."""
+    """(name, object) for the built-ins of `group`, then for every third-party entry point of it (entry
+    points win a shared name). A plugin that fails to import is reported and skipped."""
     found = [(name, load_ref(ref)) for name, ref in BUILTINS[group].items()]
     for ep in entry_points(group=group):
+        if ep.dist is not None and ep.dist.name == DISTRIBUTION:
+            continue  # prunenas's own (stale) metadata: the built-ins are BUILTINS
         try:
             found.append((ep.name, ep.load()))
         except Exception as exc:  # a broken plugin must not take the tool down

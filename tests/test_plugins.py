@@ -179,21 +179,8 @@ def test_broken_plugins_warn_but_do_not_break(site: Path, capsys: pytest.Capture
     assert get_space("resnet20_channels").build() is not None
 
 
-# -- the package's own plugins: BUILTINS and pyproject.toml agree -----------------------------------------
+# -- the package's own plugins: registered once, in plugins.BUILTINS -------------------------------------
 PLUGIN_GROUPS = (plugins.SPACES, plugins.PROPOSERS, plugins.METRICS)
-
-
-def declared_entry_points() -> dict[str, dict[str, str]]:
-    """The entry-point tables of the package's own pyproject.toml."""
-    with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as fh:
-        return tomllib.load(fh)["project"]["entry-points"]
-
-
-@pytest.mark.parametrize("group", PLUGIN_GROUPS)
-def test_builtins_equal_the_declared_entry_points(group: str) -> None:
-    declared = declared_entry_points()
-    assert set(declared) == set(PLUGIN_GROUPS)
-    assert dict(plugins.BUILTINS[group]) == declared[group]
 
 
 @pytest.mark.parametrize("group", PLUGIN_GROUPS)
@@ -205,18 +192,46 @@ def test_every_builtin_reference_imports(group: str) -> None:
         assert f"{obj.__module__}:{obj.__qualname__}" == ref
 
 
-@pytest.mark.parametrize("group", PLUGIN_GROUPS)
-def test_installed_entry_points_point_to_the_builtins(group: str) -> None:
-    builtins = plugins.BUILTINS[group]
-    installed = [
-        ep
-        for ep in entry_points(group=group)
-        if ep.name in builtins and (ep.dist is None or ep.dist.name == "prunenas")  # not a plugin's own
-    ]
-    if not installed:
-        pytest.skip(f"no installed prunenas metadata lists the {group} entry points (a bare source tree)")
-    for ep in installed:
-        assert ep.load() is plugins.load_ref(builtins[ep.name]), f"installed {ep.name} = {ep.value}"
+def test_builtins_are_what_their_labels_say() -> None:
+    """A space family's label is its `family` (what TOML files name), a metric's its `name`; proposers are told
+    apart by (name, kind), so no two built-ins may share both."""
+    for name, ref in plugins.BUILTINS[plugins.SPACES].items():
+        assert plugins.load_ref(ref).family == name
+    for name, ref in plugins.BUILTINS[plugins.METRICS].items():
+        assert plugins.load_ref(ref).name == name
+    keys = [(cls.name, cls.kind) for cls in map(plugins.load_ref, plugins.BUILTINS[plugins.PROPOSERS].values())]
+    assert all(name for name, _ in keys) and len(set(keys)) == len(keys)
+    assert set(registry.families()) >= set(plugins.BUILTINS[plugins.SPACES])
+
+
+def test_pyproject_registers_no_builtin() -> None:
+    """BUILTINS is the one registry of the built-ins: the package's own pyproject.toml lists none of them."""
+    with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as fh:
+        declared = tomllib.load(fh)["project"].get("entry-points", {})
+    refs = [ref for group in PLUGIN_GROUPS for ref in declared.get(group, {}).values()]
+    assert not [ref for ref in refs if ref.startswith("prunenas.")]
+
+
+def test_a_third_party_entry_point_replaces_a_builtin_of_its_name(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(FIXTURE / f"{MODULE}.py", site / f"{MODULE}.py")
+    install_dist(site, MODULE, {"cifar_vgg": "tinyspace_plugin:TinySpace"})
+    fams = registry.families()
+    assert fams["cifar_vgg"] is sys.modules[MODULE].TinySpace
+    assert fams["cifar_resnet"] is plugins.load_ref(plugins.BUILTINS[plugins.SPACES]["cifar_resnet"])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_entry_points_of_prunenas_itself_are_not_read(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The metadata of an install made when pyproject.toml still listed the built-ins (here: one that no longer
+    imports) is not read: BUILTINS decides what is built in."""
+    install_dist(site, "prunenas", {"stale": "prunenas.no_such_module:Gone"})
+    assert [ep.name for ep in entry_points(group=plugins.SPACES) if ep.dist and ep.dist.name == "prunenas"]
+    names = space_names()
+    assert "stale" not in registry.families()
+    assert "resnet56_channels" in names
+    assert "warning" not in capsys.readouterr().err
 
 
 METRIC_PLUGIN = '''
@@ -240,8 +255,7 @@ def test_metric_plugin_is_an_objective_and_a_limit(site: Path, tmp_path: Path, t
     """A metric plugin (one class, one entry-point line) becomes a search objective, a limit, a column."""
     from prunenas import metrics
     from prunenas.data import load_dataset
-    from prunenas.search import BUDGETS, SearchConfig, run_search
-    from prunenas.search.config import Limit
+    from prunenas.search import SearchConfig, run_search
 
     (site / "channels_metric.py").write_text(METRIC_PLUGIN, encoding="utf-8")
     dist = site / "channels_metric-0.1.dist-info"
@@ -253,10 +267,12 @@ def test_metric_plugin_is_an_objective_and_a_limit(site: Path, tmp_path: Path, t
         assert "channels" in metrics.metric_names()
         space = get_space(str(tiny_toml))
         config = SearchConfig(
-            space=space.name, dataset="digits", study="m", out=tmp_path / "m", quiet=True, final=False,
-            budget=BUDGETS["smoke"].__class__(trials=3, proxy_epochs=1, seed_targets=(0.5,), top_k=1, final_epochs=1),
-            budget_name="test", proposer_names=("uniform",), objective_names=("val_acc", "channels"),
-            max_limits=(Limit.parse("channels=0.9x"),),
+            space=space.name, data={"dataset": "digits"}, run={"quiet": True},
+            search={
+                "study": "m", "out": str(tmp_path / "m"), "final": False, "budget": "smoke", "trials": 3,
+                "proxy_epochs": 1, "seed_targets": (0.5,), "top_k": 1, "proposers": ("uniform",),
+                "objectives": ("val_acc", "channels"), "max": ("channels=0.9x",),
+            },
         )  # fmt: skip
         data = load_dataset("digits", seed=0, train_subset=64, val_size=32)
         outcome = run_search(config, space, data, log=lambda _m: None)
