@@ -222,6 +222,27 @@ class SpaceContract:
         info = _json_roundtrip(space.describe())
         assert isinstance(info, dict)
 
+    def test_channel_hooks_name_real_layers(self, space: Space) -> None:
+        """`structured_genes` and `gene_batchnorms` name layers of the reference model (a conv or linear layer
+        with as many output channels as the gene's reference value, where it is one); `gene_splits` divides
+        each structured gene's reference width."""
+        structured, bns = space.structured_genes(), space.gene_batchnorms()
+        if not structured and not bns:
+            return  # a space channel pruning does not narrow
+        modules = dict(space.build().named_modules())
+        for gene, path in structured.items():
+            assert path in modules, f"structured gene {gene!r}: the reference model has no module {path!r}"
+            layer = modules[path]
+            if isinstance(layer, torch.nn.Conv2d | torch.nn.Linear):
+                width = layer.out_channels if isinstance(layer, torch.nn.Conv2d) else layer.out_features
+                assert width == space.gene(gene).reference, f"structured gene {gene!r}: {path!r} has {width} channels"
+            splits = space.gene_splits(gene)
+            assert splits >= 1 and int(space.gene(gene).reference) % splits == 0, f"gene {gene!r}: {splits} splits"
+        for gene, path in (bns or {}).items():
+            bn = modules.get(path)
+            assert isinstance(bn, torch.nn.modules.batchnorm._BatchNorm), f"gene {gene!r}: {path!r} is no BatchNorm"
+            assert bn.num_features == space.gene(gene).reference, f"gene {gene!r}: {path!r} has another width"
+
 
 # -- proposers ------------------------------------------------------------------------------------------------
 class ProposerContract:
