@@ -1,15 +1,18 @@
-"""Weight surgery: the one module that calls Torch-Pruning, and the mask transplants.
+"""Weight surgery: the one module that calls Torch-Pruning.
 
-Everything that cuts, scores or carries weights between architectures lives here:
+Everything that cuts, scores or carries channels between architectures lives here:
 
   channel_groups     the prunable dependency groups of any model (traced spaces' genes)
   prune_channels     remove given channels of given groups, coupled layers included (traced spaces' builder)
+  Importance         a channel importance criterion: scores for the output channels of a dependency group
+                     (`DependencyGroup`, plain torch); `TorchPruningImportance` wraps any Torch-Pruning criterion;
+                     the named ones the structured proposers use are registered once, in IMPORTANCES
   channel_scores     importance per output channel of every structured gene, from the gene's
                      Torch-Pruning dependency group (nothing is pruned in place)
-  IMPORTANCES        the Torch-Pruning importance criteria the structured proposers use, by name
   inherit_channels   a pruned genotype's weights cut out of a trained reference (Li et al.'s rule)
-  magnitude_masks, masked_state, shuffle_masks, apply_masks_to_model, fold_masks
-                     masks of density spaces: chosen from weights, applied, shuffled, folded
+
+The masks of density spaces (chosen from weights, applied, shuffled, folded) are `prunenas.masking`'s,
+re-exported here.
 
 Torch-Pruning traces the model through autograd: models are traced with `requires_grad` on and in
 eval mode, on a plain tensor input. It silently corrupts models with parameter-free channel ops
@@ -22,16 +25,23 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from prunenas.errors import PrunenasError
-from prunenas.masks import MASK, mask_count, masked_layers, prunable_layers, set_mask, weight_of
+from prunenas.masking import apply_masks_to_model as apply_masks_to_model
+from prunenas.masking import fold_masks as fold_masks
+from prunenas.masking import magnitude_masks as magnitude_masks
+from prunenas.masking import masked_state as masked_state
+from prunenas.masking import shuffle_masks as shuffle_masks
 
 if TYPE_CHECKING:
     from prunenas.genotype import Genotype
@@ -203,32 +213,141 @@ def even_drops(width: int, keep: int, splits: int = 1) -> list[int]:
     return [g * size + j for g in range(splits) for j in range(per, size)]
 
 
-# -- importances -----------------------------------------------------------------------------------------------
-def _importance_table() -> dict[str, Callable[[], Any]]:
-    tp = _tp()
-    imp = tp.importance
-    return {
-        "random": imp.RandomImportance,
-        "l1": lambda: imp.MagnitudeImportance(p=1),
-        "l2": lambda: imp.MagnitudeImportance(p=2),
-        "fpgm": imp.FPGMImportance,
-        "lamp": imp.LAMPImportance,
-        "taylor": imp.TaylorImportance,
-        # Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold.
-        "bn_scale": lambda: imp.BNScaleImportance(normalizer=None),
-    }
+# -- importance criteria ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupLayer:
+    """A layer that a dependency group reaches: its `path` in the model, the `module`, whether the group sets
+    its output channels (`out`; else its input channels), the layer's channel indices the group covers
+    (`channels`) and the group positions they stand for (`positions`: the indices of the scores)."""
+
+    path: str
+    module: nn.Module
+    out: bool
+    channels: tuple[int, ...]
+    positions: tuple[int, ...]
 
 
-#: Names of the importance criteria `channel_scores` accepts.
-IMPORTANCES = ("random", "l1", "l2", "fpgm", "lamp", "taylor", "bn_scale")
+class DependencyGroup:
+    """A Torch-Pruning dependency group (channels that are pruned together) as an importance criterion sees
+    it, in plain torch: `module` is the layer the group is rooted at and `root` its path, `width` the number
+    of positions to score (the root's output channels), `layers` every module the group reaches.
+    `torch_pruning` is Torch-Pruning's own group, what `TorchPruningImportance` scores."""
+
+    def __init__(self, group: Any, graph: Any, names: Mapping[nn.Module, str]) -> None:
+        self.torch_pruning = group
+        self._graph, self._names = graph, names
+        self.module: nn.Module = group[0].dep.target.module
+        self.root: str = names.get(self.module, "")
+        self.width = len(group[0].idxs)
+
+    @cached_property
+    def layers(self) -> tuple[GroupLayer, ...]:
+        found = []
+        for item in self.torch_pruning:
+            module = item.dep.target.module
+            if not isinstance(module, nn.Module) or module not in self._names:
+                continue  # a functional op (add, cat, ...) or an unwrapped parameter
+            channels = tuple(int(i) for i in item.idxs)
+            positions = tuple(int(i) for i in item.root_idxs) if item.root_idxs is not None else channels
+            out = bool(self._graph.is_out_channel_pruning_fn(item.dep.handler))
+            found.append(GroupLayer(self._names[module], module, out, channels, positions))
+        return tuple(found)
+
+    def __repr__(self) -> str:
+        return f"<DependencyGroup {self.root!r}: {self.width} channels>"
 
 
-def make_importance(name: str) -> Any:
-    """A Torch-Pruning importance criterion by its name in IMPORTANCES."""
-    table = _importance_table()
-    if name not in table:
-        raise ValueError(f"unknown importance {name!r}; valid: {', '.join(IMPORTANCES)}")
-    return table[name]()
+class Importance(ABC):
+    """A channel importance criterion: one score per output channel of a dependency group (the higher, the
+    more important). Subclass it and implement `scores` in plain torch, or wrap a Torch-Pruning criterion in
+    `TorchPruningImportance`; a structured proposer holds one (`prunenas.proposers.structured`).
+    `channel_scores` applies it to the group of every gene."""
+
+    #: Its name in messages (and in IMPORTANCES, for a registered criterion).
+    name: str = ""
+    #: A gene none of whose groups gets scores keeps every channel (network slimming, which scores BatchNorm
+    #: scales only, keeps a layer without BatchNorm whole) instead of being refused; see `unscored`.
+    keeps_unscored: bool = False
+
+    @abstractmethod
+    def scores(self, group: DependencyGroup) -> torch.Tensor | None:
+        """`group.width` scores, one per position of the group; None where the criterion has none for it."""
+
+    def unscored(self, layer: nn.Module) -> torch.Tensor | None:
+        """The scores of a gene whose layer (`layer`) got none from its groups (no group roots at it, e.g. a
+        channel selection, or `scores` gave None): +inf for every channel when `keeps_unscored`, else None
+        (`channel_scores` then refuses the gene)."""
+        if not self.keeps_unscored:
+            return None
+        width = layer.out_channels if isinstance(layer, nn.Conv2d) else int(getattr(layer, "out_features", 0))
+        return torch.full((width,), math.inf)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class TorchPruningImportance(Importance):
+    """A Torch-Pruning importance criterion: `criterion` names a class of `torch_pruning.importance`, made with
+    `options` on first use (the caller need not import Torch-Pruning), or is an instance of one:
+    `TorchPruningImportance("MagnitudeImportance", p=1, name="l1")`. The one criterion object is used for
+    every group it scores (Torch-Pruning's criteria that accumulate state over calls need a fresh wrapper)."""
+
+    def __init__(self, criterion: Any, *, name: str = "", keeps_unscored: bool = False, **options: Any) -> None:
+        if not isinstance(criterion, str) and options:
+            raise TypeError("options configure a criterion named by its class; an instance comes configured")
+        self.criterion = criterion
+        self.options = dict(options)
+        self.name = name or (criterion if isinstance(criterion, str) else type(criterion).__name__)
+        self.keeps_unscored = keeps_unscored
+        self._made: Any = None if isinstance(criterion, str) else criterion
+
+    def made(self) -> Any:
+        """The Torch-Pruning criterion object."""
+        if self._made is None:
+            cls = getattr(_tp().importance, self.criterion, None)
+            if not isinstance(cls, type):
+                raise ValueError(f"torch_pruning.importance has no criterion class {self.criterion!r}")
+            self._made = cls(**self.options)
+        return self._made
+
+    def scores(self, group: DependencyGroup) -> torch.Tensor | None:
+        score: torch.Tensor | None = self.made()(group.torch_pruning)
+        return score
+
+
+_IMPORTANCES: dict[str, Importance] = {}
+#: The registered criteria by name (`channel_scores` and `get_importance` take a name too).
+IMPORTANCES: Mapping[str, Importance] = MappingProxyType(_IMPORTANCES)
+
+
+def register_importance(importance: Importance) -> Importance:
+    """Register a criterion under its `name` (once: another criterion of a registered name is refused)."""
+    name = importance.name
+    if not name:
+        raise ValueError(f"{importance!r} has no name to register it under")
+    if _IMPORTANCES.setdefault(name, importance) is not importance:
+        raise ValueError(f"an importance named {name!r} is already registered: {_IMPORTANCES[name]!r}")
+    return importance
+
+
+def get_importance(name: str) -> Importance:
+    """A registered criterion by its name."""
+    if name not in _IMPORTANCES:
+        raise ValueError(f"unknown importance {name!r}; valid: {', '.join(_IMPORTANCES)}")
+    return _IMPORTANCES[name]
+
+
+for _builtin in (
+    TorchPruningImportance("RandomImportance", name="random"),
+    TorchPruningImportance("MagnitudeImportance", name="l1", p=1),
+    TorchPruningImportance("MagnitudeImportance", name="l2", p=2),
+    TorchPruningImportance("FPGMImportance", name="fpgm"),
+    TorchPruningImportance("LAMPImportance", name="lamp"),
+    TorchPruningImportance("TaylorImportance", name="taylor"),
+    # Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold (network slimming).
+    TorchPruningImportance("BNScaleImportance", name="bn_scale", normalizer=None, keeps_unscored=True),
+):
+    register_importance(_builtin)
 
 
 def _is_out_channel_dep(item: Any) -> bool:
@@ -238,17 +357,19 @@ def _is_out_channel_dep(item: Any) -> bool:
 def channel_scores(
     model: nn.Module,
     gene_modules: Mapping[str, str],
-    importance: str,
+    importance: Importance | str,
     example: torch.Tensor,
     *,
     what: str = "space",
     ignored: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Importance per output channel of every gene (gene -> module path of the layer whose output
-    channels it sets), from the gene's Torch-Pruning dependency group, by the named criterion.
-    `ignored`: module paths whose groups are skipped (default: every Linear, with Conv2d roots only)."""
-    criterion = make_importance(importance)
+    channels it sets), from the gene's Torch-Pruning dependency group, by the criterion (or a registered
+    criterion's name). `ignored`: module paths whose groups are skipped (default: every Linear, with Conv2d
+    roots only)."""
+    criterion = get_importance(importance) if isinstance(importance, str) else importance
     modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
     by_module = {modules[path]: gene for gene, path in gene_modules.items()}
     if ignored is None:
         skip = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -260,25 +381,31 @@ def channel_scores(
     with _quiet_tracing():
         groups = list(graph.get_all_groups(ignored_layers=skip, root_module_types=roots))
     for group in groups:
+        view: DependencyGroup | None = None
         for item in group:
             gene = by_module.get(item.dep.target.module)
             if gene is not None and _is_out_channel_dep(item) and gene not in found:
-                score = criterion(group)
-                if score is not None:
-                    found[gene] = score.detach().float().cpu()
+                view = view or DependencyGroup(group, graph, names)
+                score = criterion.scores(view)
+                if score is None:
+                    continue
+                if score.numel() != view.width:
+                    raise PrunenasError(
+                        f"importance {criterion.name!r} gave {score.numel()} scores for the {view.width} channels of "
+                        f"the group of {view.root!r} in {what}; it must give one score per channel (group.width)"
+                    )
+                found[gene] = score.detach().float().cpu()
+    for gene, path in gene_modules.items():
+        if gene not in found:
+            stand_in = criterion.unscored(modules[path])
+            if stand_in is not None:
+                found[gene] = stand_in
     missing = [g for g in gene_modules if g not in found]
-    if missing and importance == "bn_scale":
-        # Network slimming scores BatchNorm scales only: a group without BatchNorm keeps every channel.
-        for g in missing:
-            layer = modules[gene_modules[g]]
-            width = layer.out_channels if isinstance(layer, nn.Conv2d) else int(getattr(layer, "out_features", 0))
-            found[g] = torch.full((width,), math.inf)
-        missing = []
     if missing:
         raise PrunenasError(
-            f"importance {importance!r} gives no score for the group(s) of {missing[:5]} in {what} (no Torch-Pruning "
-            "group roots at them, e.g. channel selections); use a proposer that needs no group scores (uniform, "
-            "random) or, for BatchNorm-scored genes, slimming"
+            f"importance {criterion.name!r} gives no score for the group(s) of {missing[:5]} in {what} (no "
+            "Torch-Pruning group roots at them, e.g. channel selections); use a proposer that needs no group scores "
+            "(uniform, random) or, for BatchNorm-scored genes, slimming"
         )
     return {g: found[g] for g in gene_modules}
 
@@ -371,89 +498,3 @@ def fitting(
         first = str(exc).strip().splitlines()[0]
         raise RuntimeError(f"inherited weights do not fit genotype {genotype.key} of {space.name}: {first}") from None
     return state
-
-
-# -- masks (density spaces) ------------------------------------------------------------------------------------
-def magnitude_masks(
-    space: Space, state: Mapping[str, torch.Tensor], genotype: Genotype, num_classes: int
-) -> dict[str, torch.Tensor]:
-    """Per layer, the genotype's number of weights with the largest |w| in `state` (layer-wise magnitude
-    pruning to the genotype's densities; ties broken by position; an all-zero mask for a gene of 0.0)."""
-    genotype = space.validate(genotype)
-    model = space.build(space.reference(), num_classes=num_classes)
-    model.load_state_dict(state, strict=True)
-    masks = {}
-    for name, module in prunable_layers(model):
-        w = weight_of(module).detach().abs().reshape(-1)
-        keep = mask_count(float(genotype.genes[name]), w.numel())
-        mask = torch.zeros(w.numel())
-        mask[torch.sort(w, descending=True, stable=True).indices[:keep]] = 1.0
-        masks[name] = mask.view(weight_of(module).shape)
-    return masks
-
-
-def apply_masks_to_model(model: nn.Module, masks: Mapping[str, torch.Tensor], rescale: bool = True) -> nn.Module:
-    """Attach `masks` (layer path -> 0/1 tensor) to `model` with `set_mask` and return it.
-
-    Apply to a freshly built model to train a proposer's own mask from scratch ("reinitialize");
-    `rescale` multiplies kept weights by 1/sqrt(density) (He init with the fan scaled by the density);
-    an all-zero mask empties its layer (nothing is left to rescale).
-    """
-    layers = dict(prunable_layers(model))
-    unknown = sorted(set(masks) - set(layers))
-    if unknown:
-        raise PrunenasError(f"masks for unknown layer(s) {unknown[:5]}; valid layers: {list(layers)[:5]}...")
-    for name, mask in masks.items():
-        try:
-            set_mask(layers[name], mask, rescale=rescale)
-        except ValueError as exc:
-            raise PrunenasError(f"mask of layer {name!r}: {exc}") from None
-    return model
-
-
-def shuffle_masks(masks: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """The layer-wise shuffle ablation: each mask's entries permuted at random (same count per layer)."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, mask in masks.items():
-        flat = mask.reshape(-1)
-        perm = torch.randperm(flat.numel(), generator=generator).to(flat.device)
-        out[name] = flat[perm].view(mask.shape).clone()
-    return out
-
-
-def masked_state(
-    space: Space,
-    masks: Mapping[str, torch.Tensor],
-    num_classes: int,
-    *,
-    init_seed: int | None = None,
-    weights: Mapping[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """A state_dict of the density space's model with `masks` applied (as `weight_mask` buffers and zeros):
-    to `weights` (trained weights, kept as they are), or to a fresh init built with `init_seed` exactly as
-    `make_context` builds the model a proposer scores (kept weights rescaled by 1/sqrt(density) when the
-    space's `rescale` is on)."""
-    if (init_seed is None) == (weights is None):
-        raise ValueError("give exactly one of init_seed and weights")
-    if init_seed is not None:
-        torch.manual_seed(init_seed)
-    model = space.build(space.reference(), num_classes=num_classes)
-    if weights is not None:
-        model.load_state_dict(weights, strict=True)
-    rescale = weights is None and space.kept_weight_rescale() is not False
-    apply_masks_to_model(model, {k: v.cpu() for k, v in masks.items()}, rescale=rescale)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def fold_masks(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose weights are weight * mask and that has no weight_mask buffers.
-
-    The zeros then live in the weights themselves, and the exported graph carries no mask tensors.
-    """
-    folded = copy.deepcopy(model)
-    with torch.no_grad():
-        for _, module, mask in list(masked_layers(folded)):
-            weight_of(module).mul_(mask)
-            del module._buffers[MASK]
-    return folded

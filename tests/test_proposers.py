@@ -128,7 +128,7 @@ def test_option_a_prunes_only_inner_widths(digits):
 
 def test_criteria_table_makes_one_importable_class_per_row():
     from prunenas.proposers import structured
-    from prunenas.surgery import IMPORTANCES
+    from prunenas.surgery import IMPORTANCES, Importance
 
     for row in structured.CRITERIA:
         cls = getattr(structured, row.cls)
@@ -136,7 +136,8 @@ def test_criteria_table_makes_one_importable_class_per_row():
         assert (cls.name, cls.importance, cls.needs_trained, cls.quick) == (
             row.proposer, row.importance, row.needs_trained, row.quick,
         )  # fmt: skip
-        assert row.importance in IMPORTANCES
+        assert isinstance(row.importance, Importance)
+        assert IMPORTANCES[row.importance.name] is row.importance  # a registered criterion, registered once
         assert get_proposer(row.proposer, "channels").__class__ is cls
     taylor = structured.TaylorProposer
     assert taylor.needs_data and taylor.gradient and taylor.options["batch_size"] == 128

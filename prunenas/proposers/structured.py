@@ -1,10 +1,11 @@
 """Structured (channel) proposers: how many channels each gene keeps.
 
-Score-based methods get one importance per output channel of every prunable gene from a
-Torch-Pruning importance criterion applied to the gene's dependency group (`prunenas.surgery.channel_scores`;
+Score-based methods get one importance per output channel of every prunable gene from an importance
+criterion (`prunenas.surgery.Importance`) applied to the gene's dependency group (`prunenas.surgery.channel_scores`;
 importance kept apart from structure: nothing is pruned in place, so Torch-Pruning's option-A corruption
 cannot occur; the genotype is rebuilt from scratch). The criteria proposers are the rows of `CRITERIA`
-(one class each). Then:
+(one class each, holding a registered criterion); a third party's proposer subclasses `CriterionProposer` and
+sets `importance` to a criterion of its own (an `Importance` subclass in plain torch). Then:
 
   local  (global_ranking=False): every gene keeps int(n * (1 - r)) channels: the same multiplier
          everywhere, so every criterion gives the same widths (as the GUIDE warns);
@@ -34,7 +35,7 @@ from prunenas.cost import fast_macs, genotype_cost
 from prunenas.errors import PrunenasError
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, TargetKind
 from prunenas.spaces.base import Space
-from prunenas.surgery import channel_scores
+from prunenas.surgery import Importance, channel_scores, get_importance
 
 MACS_TOLERANCE = 0.02  # relative
 Widths = dict[str, int]
@@ -176,9 +177,9 @@ def global_widths(
 
 
 # -- scores through Torch-Pruning (prunenas.surgery) ----------------------------------------------------
-def _channel_scores(ctx: ProposalContext, model: nn.Module, importance: str) -> dict[str, torch.Tensor]:
-    """Importance per output channel of every structured gene of the context's space, by the named
-    criterion of `prunenas.surgery.IMPORTANCES` (from the gene's Torch-Pruning dependency group)."""
+def _channel_scores(ctx: ProposalContext, model: nn.Module, importance: Importance) -> dict[str, torch.Tensor]:
+    """Importance per output channel of every structured gene of the context's space, by the criterion
+    (from the gene's Torch-Pruning dependency group)."""
     space = ctx.space
     wanted = space.structured_genes()
     if not wanted:
@@ -285,11 +286,11 @@ class UniformProposer(_ChannelProposer):
 
 @dataclass(frozen=True)
 class Criterion:
-    """One row of CRITERIA: a structured proposer that ranks channels by a Torch-Pruning importance."""
+    """One row of CRITERIA: a structured proposer that ranks channels by a registered importance criterion."""
 
     proposer: str  # the proposer's name (`--proposer`)
-    cls: str  # the class name it is importable under (entry points name it)
-    importance: str  # the criterion, by its name in prunenas.surgery.IMPORTANCES
+    cls: str  # the class name it is importable under (plugins.BUILTINS names it)
+    importance: Importance  # the criterion (one of prunenas.surgery.IMPORTANCES)
     needs_trained: bool  # scores trained weights (else a seeded random init will do)
     gradient: bool  # needs dL/dw on a batch of training images before scoring (so: data)
     quick: bool  # among the few a smoke-budget search seeds with
@@ -298,37 +299,39 @@ class Criterion:
 
 CRITERIA: tuple[Criterion, ...] = (
     Criterion(
-        "random", "RandomProposer", "random", False, False, True,
+        "random", "RandomProposer", get_importance("random"), False, False, True,
         "random channel scores ranked globally (seeded): a random but target-meeting architecture",
     ),
     Criterion(
-        "l1", "L1Proposer", "l1", True, False, True,
+        "l1", "L1Proposer", get_importance("l1"), True, False, True,
         "filter L1 norm (Li et al. 2017), group-aggregated by Torch-Pruning",
     ),
     Criterion(
-        "l2", "L2Proposer", "l2", True, False, False,
+        "l2", "L2Proposer", get_importance("l2"), True, False, False,
         "filter L2 norm, group-aggregated by Torch-Pruning",
     ),
     Criterion(
-        "fpgm", "FPGMProposer", "fpgm", True, False, False,
+        "fpgm", "FPGMProposer", get_importance("fpgm"), True, False, False,
         "filter pruning via geometric median (He et al. 2019)",
     ),
     Criterion(
-        "lamp", "LAMPProposer", "lamp", True, False, False,
+        "lamp", "LAMPProposer", get_importance("lamp"), True, False, False,
         "layer-adaptive magnitude pruning scores (Lee et al. 2021)",
     ),
     Criterion(
-        "taylor", "TaylorProposer", "taylor", True, True, False,
+        "taylor", "TaylorProposer", get_importance("taylor"), True, True, False,
         "first-order Taylor |w * dL/dw| on a batch of training images (Molchanov et al.)",
     ),
 )  # fmt: skip
 
 
 class CriterionProposer(_ChannelProposer):
-    """A Torch-Pruning importance criterion (one row of CRITERIA) on the context's model."""
+    """An importance criterion on the context's model: a row of CRITERIA, or a subclass that sets `importance`
+    to its own criterion (with `name`, `summary` and, when it scores a random init, `needs_trained = False`)."""
 
     needs_trained = True
-    importance: ClassVar[str] = ""
+    #: The criterion that scores every structured gene's channels.
+    importance: ClassVar[Importance]
     #: A gradient pass on a batch of training images comes before scoring (option `batch_size`).
     gradient: ClassVar[bool] = False
 
@@ -395,6 +398,8 @@ class SlimmingProposer(_ChannelProposer):
     }
     threshold_rule: ClassVar[bool] = True
     inherits_by: ClassVar[str | None] = "bn_scale"
+    #: Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold.
+    importance: ClassVar[Importance] = get_importance("bn_scale")
 
     def _epochs(self, space: Space) -> int:
         from prunenas.recipes import recipe_from_mapping
@@ -463,8 +468,7 @@ class SlimmingProposer(_ChannelProposer):
         if bns is not None:  # each gene keeps channels of one BatchNorm: rank its |gamma| directly
             modules = dict(model.named_modules())
             return {g: modules[p].weight.detach().abs().float().cpu() for g, p in bns.items()}, source
-        # Raw |gamma| (no normalizer), mean over the BNs of a coupled group: one global threshold.
-        return _channel_scores(ctx, model, "bn_scale"), source
+        return _channel_scores(ctx, model, self.importance), source
 
 
 # -- Li et al. 2017 exactly (each family's skip list and ratios: `Space.li2017_profile`) -------------------

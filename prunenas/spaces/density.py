@@ -116,7 +116,7 @@ class DensitySpace(Space):
         return {"density": kept / total}
 
     def export_model(self, model: nn.Module) -> nn.Module:
-        from prunenas.surgery import fold_masks
+        from prunenas.masking import fold_masks
 
         return fold_masks(model)
 
@@ -140,7 +140,7 @@ class DensitySpace(Space):
     ) -> dict[str, torch.Tensor]:
         """The reference's trained weights under `masks` (by default: per-layer magnitude masks at the
         genotype's densities)."""
-        from prunenas.surgery import magnitude_masks, masked_state
+        from prunenas.masking import magnitude_masks, masked_state
 
         linears = [m for m in reference_model.modules() if isinstance(m, nn.Linear)]
         num_classes = linears[-1].out_features if linears else self.num_classes
