@@ -13,7 +13,7 @@ from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.proposers.base import Target, get_proposer, proposers
 from prunenas.proposers.runner import MACS_TOLERANCE, make_context, run_proposer
-from prunenas.proposers.structured import global_widths, local_widths
+from prunenas.proposers.widths import global_widths, local_widths
 from prunenas.spaces import get_space
 from prunenas.spaces.registry import shipped_genotypes
 
