@@ -22,6 +22,7 @@ from prunenas.genotype import GeneValue
 from prunenas.masks import mask_count, prunable_layers, weight_of
 from prunenas.proposers import at_init_scores as S
 from prunenas.proposers import unstructured as U
+from prunenas.proposers.allocation import GlobalRanking
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, get_proposer
 from prunenas.spaces import get_space
 from prunenas.spaces.base import Gene, Space, SpaceKind
@@ -404,7 +405,7 @@ def test_guarded_top_m_agrees_with_the_global_ranking() -> None:
         torch.rand(n, generator=g, dtype=torch.float64) * scale
         for n, scale in zip(sizes, [1.0, 1e-3, 1.0, 1e-2], strict=True)
     ]
-    ranking = U._GlobalRanking(keys, ["a", "b", "c", "d"], floors)
+    ranking = GlobalRanking(keys, ["a", "b", "c", "d"], floors)
     for m in (30, 60, 200):
         allocation = ranking.allocate(m)
         keep, low = S._guarded_top_m(torch.cat(keys), m, sizes, floors)
