@@ -32,7 +32,10 @@ FORMAT = 1
 LIBRARIES = ("torch", "torchvision", "timm", "torch-pruning", "fvcore", "prunenas")
 _PACKAGE = Path(__file__).resolve().parent.parent
 #: The prunenas modules whose code decides a traced space's genes and costs.
-_CODE = ("spaces/traced.py", "spaces/factories.py", "spaces/base.py", "spaces/cache.py", "surgery.py", "cost.py")
+_CODE = (
+    "spaces/traced.py", "spaces/traced_model.py", "spaces/factories.py", "spaces/base.py", "spaces/settings.py",
+    "spaces/cache.py", "surgery.py", "cost.py",
+)  # fmt: skip
 
 
 def _code_digest() -> str:

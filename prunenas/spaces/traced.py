@@ -17,10 +17,8 @@ Building a genotype: a fresh model from the factory (torch's RNG, seeded by the 
 weights), each narrowed group pruned by Torch-Pruning's dependency graph (the last channels of each
 split removed: in a fresh init every channel is alike), then re-initialised by this rule: every
 conv/linear layer whose shape changed has its weights rescaled so that their standard deviation
-follows the family's own init at the new fan. The family's rule is read off its reference model per
-layer type: the fan (fan_in, fan_out or their mean, as torch's init functions compute it) for which
-std * sqrt(fan) is most nearly constant over the layers of that type, or a constant std when that
-fits best (e.g. ConvNeXt's truncated normal). Then it is checked: each gene's root layer has the
+follows the family's own init at the new fan, read off its reference model per layer type
+(`prunenas.spaces.traced_model`). Then it is checked: each gene's root layer has the
 genotype's width and the output shape is (batch, num_classes).
 
 Names: `torchvision:mobilenet_v2` (224-pixel input), `torchvision:mobilenet_v2@32` (32-pixel input),
@@ -32,9 +30,7 @@ lowest width fraction, and may `extends` another traced TOML.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -43,11 +39,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from prunenas.errors import PrunenasError, SpaceError, first_line
+from prunenas.errors import SpaceError, first_line
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
 from prunenas.spaces.cache import derived_key, entry_path, load, store
 from prunenas.spaces.factories import factory_source, make_model, user_code
+from prunenas.spaces.traced_model import (
+    MAX_GROUP_ENTRIES_ENV,
+    LayerFacts,
+    call_path,
+    detect_init_modes,
+    failing_groups,
+    fans_of,
+    layer_kind,
+    max_group_entries,
+    path_dependence,
+    rescale_to_init,
+)
 
 if TYPE_CHECKING:
     from prunenas.surgery import ChannelGroup
@@ -62,28 +70,6 @@ WINDOW_ATTENTION = frozenset(
 )
 #: What a traced space's name may start with (the user-callable forms contain a ':' too).
 PREFIXES = ("torchvision:", "timm:", "density:")
-#: The bound on deriving a space: how many entries Torch-Pruning's walk of one dependency group may reach
-#: before the model is refused. A well-behaved model stays far below it (torchvision's ResNets, DenseNets and
-#: ConvNeXts under 200; timm's mobilevitv2_200, the largest seen, 26.6k); channel shuffles and splits (a
-#: CIFAR ShuffleNetV2) make it grow without end, and each entry costs a scan of those before it.
-MAX_GROUP_ENTRIES_ENV = "PRUNENAS_MAX_GROUP_ENTRIES"
-DEFAULT_MAX_GROUP_ENTRIES = 40_000
-
-
-def max_group_entries() -> int:
-    """The bound on one dependency group's entries: $PRUNENAS_MAX_GROUP_ENTRIES, else the default; a value
-    that is not a whole number >= 1 is refused in one line naming the variable."""
-    given = os.environ.get(MAX_GROUP_ENTRIES_ENV, "")
-    text = given.strip()
-    if not text:
-        return DEFAULT_MAX_GROUP_ENTRIES
-    if not text.isdigit() or int(text) < 1:
-        raise PrunenasError(
-            f"{MAX_GROUP_ENTRIES_ENV}={given!r} is not a number of entries; use a whole number >= 1 (default "
-            f"{DEFAULT_MAX_GROUP_ENTRIES}: how far Torch-Pruning may follow one dependency group before a traced "
-            "space is refused), or unset it"
-        )
-    return int(text)
 
 
 def is_factory_name(name: str) -> bool:
@@ -158,72 +144,6 @@ def space_for_image_size(space: Space, size: int) -> Space:
     if not is_factory_name(space.name):
         return space  # a TOML space states its own input size; the trainer checks it against the data
     return get_space(FactoryName.parse(space.name).at_size(size))
-
-
-def _std(t: torch.Tensor) -> float:
-    return float(t.detach().double().std()) if t.numel() > 1 else 0.0
-
-
-def _fans(weight: torch.Tensor) -> tuple[int, int]:
-    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
-    return int(weight.shape[1]) * receptive, int(weight.shape[0]) * receptive
-
-
-_MODES = ("fan_in", "fan_out", "fan_avg")
-
-
-def _fan(mode: str, fans: tuple[int, int]) -> float:
-    return {"fan_in": fans[0], "fan_out": fans[1], "fan_avg": (fans[0] + fans[1]) / 2}[mode]
-
-
-def detect_init_modes(model: nn.Module) -> dict[str, str]:
-    """Per layer kind ("Conv2d", "Conv2d/depthwise", "Linear"): the fan the family's init scales by
-    ("fan_in", "fan_out", "fan_avg"), "constant" when its std does not depend on the fan, or "unknown"
-    (then pruned layers keep their initial values unscaled)."""
-    buckets: dict[str, list[tuple[float, tuple[int, int]]]] = {}
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear) and m.weight.numel() >= 16:
-            kind = type(m).__name__
-            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
-                kind += "/depthwise"
-            buckets.setdefault(kind, []).append((_std(m.weight), _fans(m.weight)))
-    modes: dict[str, str] = {}
-    for kind, rows in buckets.items():
-        stds = torch.tensor([s for s, _ in rows], dtype=torch.float64)
-        if len(rows) < 2 or float(stds.mean()) == 0.0:
-            modes[kind] = "unknown"
-            continue
-
-        def spread(values: torch.Tensor) -> float:
-            return float(values.std() / values.mean()) if float(values.mean()) else math.inf
-
-        scores = {"constant": spread(stds)}
-        for mode in _MODES:
-            scores[mode] = spread(stds * torch.tensor([math.sqrt(_fan(mode, f)) for _, f in rows], dtype=torch.float64))
-        best = min(scores, key=lambda k: (round(scores[k], 3), k != "constant"))
-        modes[kind] = best if scores[best] < 0.15 else "unknown"
-    return modes
-
-
-def _kind_of(m: nn.Module, ref_groups: int, ref_in: int) -> str:
-    kind = type(m).__name__
-    if isinstance(m, nn.Conv2d) and ref_groups > 1 and ref_groups == ref_in:
-        kind += "/depthwise"
-    return kind
-
-
-@dataclass(frozen=True)
-class _Layer:
-    out: int
-    inp: int
-    groups: int
-    macs: int
-    fans: tuple[int, int]
-    kind: str
-
-    @property
-    def depthwise(self) -> bool:
-        return self.groups > 1 and self.groups == self.inp == self.out
 
 
 class TracedSpace(Space):
@@ -334,52 +254,6 @@ class TracedSpace(Space):
             "min_fraction": self.min_fraction,
         }  # fmt: skip
 
-    def _call_path(self, model: nn.Module, x: torch.Tensor) -> list[str]:
-        """The module paths of the layers (leaf modules, and every Conv2d/Linear) in the order the forward
-        of `x` calls them."""
-        path: list[str] = []
-        hooks = [
-            m.register_forward_hook(lambda *_, n=n: path.append(n))
-            for n, m in model.named_modules()
-            if n and (isinstance(m, nn.Conv2d | nn.Linear) or next(m.children(), None) is None)
-        ]
-        try:
-            with torch.no_grad():
-                model(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        return path
-
-    def _check_static_path(self, model: nn.Module, path: list[str]) -> None:
-        """Refuse a model whose forward calls other layers for other input values (data-dependent control
-        flow): its MACs and channel groups, traced on one input, would describe one path only."""
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(1, *self.input_shape, generator=gen)
-        probes = {
-            "a random input": x, "its negation": -x, "a uniform [0, 1) input": torch.rand(x.shape, generator=gen),
-            "a 10x larger random input": 10 * x,
-        }  # fmt: skip
-        why = ""
-        for what, probe in probes.items():
-            try:
-                other = self._call_path(model, probe)
-            except Exception as exc:
-                why = f"it fails on {what} ({type(exc).__name__}: {first_line(exc, limit=100)}) but runs on zeros"
-                break
-            if other != path:
-                same = (i for i, (a, b) in enumerate(zip(path, other, strict=False)) if a != b)
-                i = next(same, min(len(path), len(other)))
-                a, b = (path[i] if i < len(path) else "the end"), (other[i] if i < len(other) else "the end")
-                why = f"on {what} it calls {b!r} where zeros call {a!r} (layer call {i + 1})"
-                break
-        if why:
-            raise SpaceError(
-                f"space {self.name!r}: the forward of {self.factory!r} depends on the input values: {why}; refused, "
-                "since MACs and channel groups traced on one input would describe one path only: make the layers "
-                "it calls independent of the input values"
-            )
-
     def _derive(self) -> list[Gene]:
         from prunenas.cost import fvcore_macs_by_layer
         from prunenas.surgery import GroupTooLarge, channel_groups
@@ -397,11 +271,17 @@ class TracedSpace(Space):
                 f"({', '.join(windowed)}); neither its channels nor its density: space (built on the same trace) "
                 "can be searched"
             )
-        path = self._call_path(model, self.example())
+        path = call_path(model, self.example())
         order = [n for n in path if isinstance(modules[n], nn.Conv2d | nn.Linear)]
         if not order:
             raise SpaceError(f"space {self.name!r}: model {self.factory!r} has no Conv2d or Linear layer to prune")
-        self._check_static_path(model, path)
+        why = path_dependence(model, path, self.input_shape)
+        if why:  # data-dependent control flow: MACs and channel groups traced on one input describe one path only
+            raise SpaceError(
+                f"space {self.name!r}: the forward of {self.factory!r} depends on the input values: {why}; refused, "
+                "since MACs and channel groups traced on one input would describe one path only: make the layers "
+                "it calls independent of the input values"
+            )
         unknown = [n for n in self.user_ignored if n not in modules]
         if unknown:
             raise SpaceError(
@@ -438,16 +318,16 @@ class TracedSpace(Space):
         ]
         groups.sort(key=lambda g: rank.get(g.root, len(rank)))
         macs = fvcore_macs_by_layer(model, self.input_shape)
-        self._layers: dict[str, _Layer] = {}
+        self._layers: dict[str, LayerFacts] = {}
         for name, m in modules.items():
             if isinstance(m, nn.Conv2d):
-                self._layers[name] = _Layer(
-                    m.out_channels, m.in_channels, m.groups, macs.get(name, 0), _fans(m.weight),
-                    _kind_of(m, m.groups, m.in_channels),
+                self._layers[name] = LayerFacts(
+                    m.out_channels, m.in_channels, m.groups, macs.get(name, 0), fans_of(m.weight),
+                    layer_kind(m, m.groups, m.in_channels),
                 )  # fmt: skip
             elif isinstance(m, nn.Linear):
-                self._layers[name] = _Layer(
-                    m.out_features, m.in_features, 1, macs.get(name, 0), _fans(m.weight), "Linear"
+                self._layers[name] = LayerFacts(
+                    m.out_features, m.in_features, 1, macs.get(name, 0), fans_of(m.weight), "Linear"
                 )
         self.init_modes = detect_init_modes(model)
         self.fixed_groups: dict[str, str] = {}
@@ -459,7 +339,8 @@ class TracedSpace(Space):
                 self.fixed_groups[g.root] = f"width {g.width} leaves nothing to prune at divisor {step}"
                 continue
             candidates[g.root] = (g, step, low)
-        failing = self._probe(model, {r: (g.width, low, g.splits) for r, (g, _, low) in candidates.items()})
+        plan = {r: (g.width, low, g.splits) for r, (g, _, low) in candidates.items()}
+        failing = failing_groups(model, self.example(), self.num_classes, plan)
         self.fixed_groups.update(failing)
         self._set_groups({r: g for r, (g, _, _) in candidates.items() if r not in failing})
         if not self.groups:
@@ -516,7 +397,7 @@ class TracedSpace(Space):
         ]  # fmt: skip
         genes = [Gene(**g) for g in data["genes"]]
         layers = {
-            str(n): _Layer(int(o), int(i), int(gr), int(m), (int(f[0]), int(f[1])), str(k))
+            str(n): LayerFacts(int(o), int(i), int(gr), int(m), (int(f[0]), int(f[1])), str(k))
             for n, (o, i, gr, m, f, k) in data["layers"].items()
         }
         by_root = {g.root: g for g in groups}
@@ -535,45 +416,6 @@ class TracedSpace(Space):
         self._set_groups(by_root)
         return genes
 
-    def _probe(self, model: nn.Module, plan: Mapping[str, tuple[int, int, int]]) -> dict[str, str]:
-        """Groups whose pruning to their lowest width fails or changes the output (group -> reason).
-        All groups are tried together; on a failure the set is halved until each culprit is found."""
-        from prunenas.surgery import even_drops, prune_channels
-
-        def attempt(roots: list[str]) -> str | None:
-            trial = copy.deepcopy(model)
-            try:
-                prune_channels(
-                    trial, self.example(), {r: even_drops(plan[r][0], plan[r][1], plan[r][2]) for r in roots}
-                )
-                with torch.no_grad():
-                    out = trial.eval()(self.example())
-            except Exception as exc:
-                first = first_line(exc)
-                return f"pruning fails ({type(exc).__name__}: {first[:120]})"
-            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, self.num_classes):
-                got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                return f"pruning changes the output to {got}"
-            return None
-
-        bad: dict[str, str] = {}
-
-        def search(roots: list[str]) -> None:
-            if not roots:
-                return
-            why = attempt(roots)
-            if why is None:
-                return
-            if len(roots) == 1:
-                bad[roots[0]] = why
-                return
-            half = len(roots) // 2
-            search(roots[:half])
-            search(roots[half:])
-
-        search(list(plan))
-        return bad
-
     # -- building ---------------------------------------------------------------------------------------------
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
         from prunenas.surgery import even_drops, prune_channels
@@ -586,7 +428,7 @@ class TracedSpace(Space):
         }
         if drops:
             prune_channels(model, self.example(), drops)
-            self._reinit(model)
+            rescale_to_init(model, self._layers, self.init_modes)
         modules = dict(model.named_modules())
         for g, v in genes.items():
             root = modules[g]
@@ -595,20 +437,6 @@ class TracedSpace(Space):
                 raise SpaceError(f"space {self.name!r}: building gene {g} = {v} gave {width} channels")
         self._output(model, num_classes, "the pruned model")
         return model
-
-    @torch.no_grad()
-    def _reinit(self, model: nn.Module) -> None:
-        """Rescale every reshaped conv/linear layer to the family's init at its new fan (module docstring)."""
-        for name, m in model.named_modules():
-            ref = self._layers.get(name)
-            if ref is None or not isinstance(m, nn.Conv2d | nn.Linear):
-                continue
-            fans = _fans(m.weight)
-            if fans == ref.fans:
-                continue
-            mode = self.init_modes.get(ref.kind, "unknown")
-            if mode in _MODES:
-                m.weight.mul_(math.sqrt(_fan(mode, ref.fans) / _fan(mode, fans)))
 
     # -- cost without building -----------------------------------------------------------------------------
     def _width(
