@@ -105,8 +105,8 @@ def check_step_runner(space: Any, genotype: Any, data: Any, device: torch.device
 
 def _a_models(names: Sequence[str]) -> list[tuple[str, Any]]:
     from prunenas.genotype import Genotype
+    from prunenas.space_files import genotype_path
     from prunenas.spaces import get_space
-    from prunenas.spaces.registry import genotype_path
 
     space = get_space(SPACE)
     out = []

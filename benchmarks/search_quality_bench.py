@@ -11,7 +11,6 @@ import math
 import shutil
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +253,7 @@ class Bench:
                 if trained >= trials or total >= cap:
                     break
                 total = min(cap, total + trials - trained)
-                config = replace(config, budget=replace(config.budget, trials=total))
+                config = config.with_settings(trials=total)
         finally:
             stop.set()
             watcher.join()

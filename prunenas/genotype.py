@@ -10,7 +10,7 @@ File format (the public contract)::
 
 A genotype of a space defined by the user's own files (a TOML file, a model factory's Python file) also
 records where they were and their content hash, under the optional provenance key `space_origin`
-(written by `to_dict` from the space loaded under that name; see `prunenas.spaces.files`), so the space
+(written by `to_dict` from the space loaded under that name; see `prunenas.space_files`), so the space
 is found again from any folder. Files without it load as before.
 """
 
@@ -121,7 +121,7 @@ class Genotype:
     def to_dict(self) -> dict[str, Any]:
         """The file form: space, genes, then provenance keys (sorted). `space_origin` is that of the space
         loaded under this genotype's space name in this process, when one was (see the module docstring)."""
-        from prunenas.spaces.files import ORIGIN_KEY, loaded_origin
+        from prunenas.space_files import ORIGIN_KEY, loaded_origin
 
         provenance = dict(self.provenance)
         loaded, origin = loaded_origin(self.space)
@@ -179,7 +179,7 @@ class Genotype:
         """A genotype from a JSON file, or by the name of a shipped genotype (`li2017_resnet56_b`)."""
         p = Path(path)
         if not p.exists() and isinstance(path, str) and p.suffix == "" and len(p.parts) == 1:
-            from prunenas.spaces.registry import genotype_path
+            from prunenas.space_files import genotype_path
 
             p = genotype_path(path)
         what = _NOT_A_GENOTYPE.get(p.suffix.lower())

@@ -43,7 +43,7 @@ def fit_to_data(
     decoded size 32), the genotype moved over with its genes unchanged, with a notice; any other space
     unchanged (a note when it counts MACs at another size)."""
     from prunenas.data import DEFAULT_IMAGE_SIZE
-    from prunenas.spaces.traced import space_for_image_size
+    from prunenas.spaces.registry import space_for_image_size
 
     size = image_size or DEFAULT_IMAGE_SIZE
     fitted = space_for_image_size(space, size)

@@ -41,7 +41,7 @@ def _listing_key() -> str:
     import prunenas
     from prunenas.config import fingerprint
     from prunenas.plugins import dist_versions
-    from prunenas.spaces.files import _toml_index
+    from prunenas.space_files import _toml_index
 
     digest = hashlib.sha256()
     for path in sorted(Path(prunenas.__file__).parent.rglob("*.py")):

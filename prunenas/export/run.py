@@ -49,8 +49,8 @@ def _space_of_run(genotype: Genotype, state: Mapping[str, Any], run: Path, space
     """The run's space: `space` (--space) when given, else the one its genotype records (by name, or from
     the files it recorded: see `space_for_genotype`), else (runs written before genotypes recorded
     their files) the .toml path the run recorded."""
+    from prunenas.space_files import ORIGIN_KEY
     from prunenas.spaces import get_space
-    from prunenas.spaces.files import ORIGIN_KEY
     from prunenas.spaces.registry import space_for_genotype
     from prunenas.train import METRICS
 

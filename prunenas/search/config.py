@@ -1,8 +1,8 @@
-"""What a search is: `SearchConfig`, the one tree a search runs from: the search settings, the run settings, the data, the changes to every candidate's recipe (a
-partial recipe) and the options of the metrics that take some. `prunenas search`'s flags are generated
-from it, `prunenas.search_architectures` takes the same settings, worker processes receive it as JSON, and
-its `identity()` decides whether a study may resume. The search's own settings are in
-`prunenas.search.settings` (importable from here too).
+"""What a search is: `SearchConfig`, the one tree a search runs from: the search settings, the run
+settings, the data, the changes to every candidate's recipe (a partial recipe) and the options of the
+metrics that take some. `prunenas search`'s flags are generated from it, `prunenas.search_architectures`
+takes the same settings, worker processes receive it as JSON, and its `identity()` decides whether a
+study may resume. The search's own settings are in `prunenas.search.settings` (importable from here too).
 """
 
 from __future__ import annotations

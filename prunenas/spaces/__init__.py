@@ -1,6 +1,6 @@
 """Search spaces: a model family plus its genes. See `registry` for how they are found.
 
-Names load on first use (`prunenas.spaces.files` finds the TOML files without importing torch)."""
+Names load on first use (`prunenas.space_files` finds the TOML files without importing torch)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from prunenas._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from prunenas.space_files import shipped_genotypes
     from prunenas.spaces.base import Gene, Space
-    from prunenas.spaces.files import shipped_genotypes
     from prunenas.spaces.registry import all_spaces, get_space, space_names
 
 _EXPORTS = {
@@ -19,7 +19,7 @@ _EXPORTS = {
     "all_spaces": "prunenas.spaces.registry",
     "get_space": "prunenas.spaces.registry",
     "space_names": "prunenas.spaces.registry",
-    "shipped_genotypes": "prunenas.spaces.files",
+    "shipped_genotypes": "prunenas.space_files",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 

@@ -39,7 +39,7 @@ from typing import Any
 from torch import nn
 
 from prunenas.errors import SpaceError, first_line
-from prunenas.spaces.files import factory_file
+from prunenas.space_files import factory_file
 
 # torchvision models whose constructors need settings to build without pretrained weights.
 _TORCHVISION_DEFAULTS: dict[str, dict[str, Any]] = {

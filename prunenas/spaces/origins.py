@@ -1,5 +1,5 @@
 """Where a space came from: what a genotype records of the user's files its space was built from
-(`space_origin`, see `prunenas.spaces.files`), and the checks that find those files again from any folder
+(`space_origin`, see `prunenas.space_files`), and the checks that find those files again from any folder
 (`prunenas.spaces.registry.space_for_genotype` uses them)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunenas.errors import GenotypeError, SpaceError
-from prunenas.spaces.files import ORIGIN_KEY, factory_file, file_sha256, is_shipped, map_factory_file
+from prunenas.space_files import ORIGIN_KEY, factory_file, file_sha256, is_shipped, map_factory_file
 
 if TYPE_CHECKING:
     from prunenas.spaces.base import Space

@@ -16,7 +16,7 @@ package (`prunenas/search_spaces/`, non-editable installs). A path to a .toml fi
 Families whose class sets `default_config` are spaces of their own under their entry-point name.
 
 A space defined by the user's own files (a TOML file outside the shipped folders, a model factory's
-Python file) is recorded in the genotypes written of it (`space_origin`, see `prunenas.spaces.files`):
+Python file) is recorded in the genotypes written of it (`space_origin`, see `prunenas.space_files`):
 `space_for_genotype` finds it again from any folder, and says so when the file changed or is gone.
 """
 
@@ -32,15 +32,14 @@ from typing import Any
 from prunenas.errors import SpaceError
 from prunenas.genotype import Genotype
 from prunenas.plugins import SPACES, load_group
-from prunenas.spaces.base import Space
-from prunenas.spaces.files import (
+from prunenas.space_files import (
     ORIGIN_KEY,
     _toml_index,
     file_sha256,
     forget_origins,
     record_origin,
-    shipped_genotypes,
 )
+from prunenas.spaces.base import Space
 from prunenas.spaces.origins import check_factory, differences, origin_of, recorded_origin, settings_of, short_sha
 
 if sys.version_info >= (3, 11):
@@ -188,7 +187,7 @@ def get_space(name: str, overrides: Mapping[str, Any] | None = None) -> Space:
     cache_key = (name, _freeze(overrides or {}))
     if cache_key in _CACHE:
         return _CACHE[cache_key]
-    from prunenas.spaces.traced import is_factory_name, space_from_name
+    from prunenas.spaces.traced import is_factory_name
 
     if is_factory_name(name) and name not in _toml_index():
         if overrides:
@@ -245,20 +244,6 @@ def clear_cache() -> None:
     _CACHE.clear()
     families.cache_clear()
     forget_origins()
-
-
-def genotype_path(arg: str) -> Path:
-    """A genotype argument as a path: an existing file, or the name of a shipped genotype."""
-    p = Path(arg)
-    if p.exists() or arg.endswith(".json") or os.sep in arg:
-        return p
-    shipped = shipped_genotypes()
-    if arg in shipped:
-        return shipped[arg]
-    raise SpaceError(
-        f"genotype {arg!r} is neither a file nor a shipped genotype; shipped: {', '.join(shipped)} "
-        "(or pass the path of a genotype JSON file)"
-    )
 
 
 # -- finding a space again from a genotype (what its origin recorded: `prunenas.spaces.origins`) ----------
@@ -350,3 +335,44 @@ def _space_by_name(name: str, flag: str) -> Space:
             f"was defined: pass {flag} path/to/{name}.toml (its file), or put that file in a folder of "
             "$PRUNENAS_SPACES_PATH"
         ) from None
+
+
+def space_for_image_size(space: Space, size: int) -> Space:
+    """`space` at `size`-pixel inputs when it is a traced space named by its factory (the data decides
+    the input size), else `space` itself."""
+    from prunenas.spaces.traced import FactoryName, TracedSpace, is_factory_name
+
+    target = space.base_space()
+    if not isinstance(target, TracedSpace) or target.input_shape[1:] == (size, size):
+        return space
+    if not is_factory_name(space.name):
+        return space  # a TOML space states its own input size; the trainer checks it against the data
+    return get_space(FactoryName.parse(space.name).at_size(size))
+
+
+def space_from_name(name: str) -> Space:
+    """The space a model factory name stands for (see `FactoryName`); errors name the --space flag."""
+    try:
+        return _space_from_name(name)
+    except SpaceError as exc:
+        text = str(exc).removeprefix(f"space {name!r}: ")
+        raise SpaceError(f"--space {name}: {text}") from None
+
+
+def _space_from_name(name: str) -> Space:
+    from prunenas.spaces.traced import DEFAULT_INPUT_SIZE, FactoryName
+
+    parsed = FactoryName.parse(name)
+    size = parsed.size or DEFAULT_INPUT_SIZE
+    if parsed.density:  # the density family (found by name, as a TOML file finds it) around the traced space
+        base = f"{parsed.factory}@{size}"
+        return families()["density"](
+            name, {"base": base}, description=f"{base} with one density per conv/linear layer", source="model factory"
+        )
+    source = parsed.factory.partition(":")[0]
+    config = {
+        "factory": parsed.factory,
+        "input_size": size,
+        "num_classes": 1000 if source in ("torchvision", "timm") else 10,
+    }
+    return families()["traced"](name, config, description=f"{parsed.factory} at {size}x{size}", source="model factory")

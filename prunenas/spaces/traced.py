@@ -105,47 +105,6 @@ class FactoryName:
         return f"{'density:' if self.density else ''}{self.factory}@{size}"
 
 
-def space_from_name(name: str) -> Space:
-    """The space a model factory name stands for (see `FactoryName`); errors name the --space flag."""
-    try:
-        return _space_from_name(name)
-    except SpaceError as exc:
-        text = str(exc).removeprefix(f"space {name!r}: ")
-        raise SpaceError(f"--space {name}: {text}") from None
-
-
-def _space_from_name(name: str) -> Space:
-    parsed = FactoryName.parse(name)
-    size = parsed.size or DEFAULT_INPUT_SIZE
-    if parsed.density:
-        from prunenas.spaces.density import DensitySpace
-
-        base = f"{parsed.factory}@{size}"
-        return DensitySpace(
-            name, {"base": base}, description=f"{base} with one density per conv/linear layer", source="model factory"
-        )
-    source = parsed.factory.partition(":")[0]
-    config = {
-        "factory": parsed.factory,
-        "input_size": size,
-        "num_classes": 1000 if source in ("torchvision", "timm") else 10,
-    }
-    return TracedSpace(name, config, description=f"{parsed.factory} at {size}x{size}", source="model factory")
-
-
-def space_for_image_size(space: Space, size: int) -> Space:
-    """`space` at `size`-pixel inputs when it is a traced space named by its factory (the data decides
-    the input size), else `space` itself."""
-    from prunenas.spaces.registry import get_space
-
-    target = space.base_space()
-    if not isinstance(target, TracedSpace) or target.input_shape[1:] == (size, size):
-        return space
-    if not is_factory_name(space.name):
-        return space  # a TOML space states its own input size; the trainer checks it against the data
-    return get_space(FactoryName.parse(space.name).at_size(size))
-
-
 class TracedSpace(Space):
     """Any classification model from a factory, its channel genes derived by Torch-Pruning's dependency graph.
 

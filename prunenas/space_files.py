@@ -1,6 +1,10 @@
 """Where named spaces and shipped genotypes are found on disk (no torch import: the command line lists
 spaces from a cache keyed by these files), and where the spaces loaded in this process came from.
 
+It sits below both `prunenas.genotype` (which resolves shipped genotype names and records a space's origin
+in the files it writes) and `prunenas.spaces` (which finds and loads the spaces), so neither imports the
+other's layer upward.
+
 A space defined by the user's own files (a TOML file outside the shipped folders, a model factory's
 Python file) is recorded in every genotype written of it, under `space_origin` (see
 `prunenas.spaces.registry.space_for_genotype`, which reads it back from any folder)::
@@ -21,7 +25,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+from prunenas.errors import SpaceError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: The provenance key of a genotype file that records where its space's files are.
 ORIGIN_KEY = "space_origin"
@@ -59,6 +65,20 @@ def shipped_genotypes() -> dict[str, Path]:
         for path in sorted(d.glob("*.json")):
             found.setdefault(path.stem, path)
     return found
+
+
+def genotype_path(arg: str) -> Path:
+    """A genotype argument as a path: an existing file, or the name of a shipped genotype."""
+    p = Path(arg)
+    if p.exists() or arg.endswith(".json") or os.sep in arg:
+        return p
+    shipped = shipped_genotypes()
+    if arg in shipped:
+        return shipped[arg]
+    raise SpaceError(
+        f"genotype {arg!r} is neither a file nor a shipped genotype; shipped: {', '.join(shipped)} "
+        "(or pass the path of a genotype JSON file)"
+    )
 
 
 def is_shipped(path: Path) -> bool:
