@@ -16,7 +16,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-import prunenas.export.exporter as export_mod  # _export_onnx and _destination live (and are looked up) here
+import prunenas.export.exporter as export_mod  # export_run looks up _export_onnx (from writer) and _destination here
 from prunenas.cli import main
 from prunenas.cost import genotype_cost
 from prunenas.data import load_dataset

@@ -27,7 +27,9 @@ Modules:
     run       load_run, TrainedRun: a trained run folder with its model rebuilt
     runtime   ONNX Runtime sessions and providers, input normalization, onnx_latency
     parity    check_parity and its random and real inputs
-    exporter  export_run: the export, onnx.checker, sparsity, sidecar, staging folder
+    writer    the ONNX file: opsets, the dynamo and legacy exporters, onnx.checker and the metadata stamp
+    sidecar   model.json: what the export records (cost, accuracy, versions, ...), the sparsity report
+    exporter  export_run: the export's steps, destination and staging folder
     card      the model card (README.md)
     evaluate  evaluate_onnx, load_sidecar
 """

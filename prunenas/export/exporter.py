@@ -11,44 +11,26 @@ The model exported is `space.export_model(model)`: spaces with masked weights (d
 multiply their masks into the weights and remove the mask buffers, so the zeros live in the weights and
 no mask appears in the graph; the measured sparsity is recorded. ONNX Runtime runs such layers as
 dense convolutions: unstructured zeros give no speed-up.
+
+This module holds `export_run`, its destination and staging folders; the ONNX file is written and checked
+by `prunenas.export.writer`, the sidecar and sparsity report come from `prunenas.export.sidecar`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
-import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
-from prunenas import __version__
 from prunenas.errors import PrunenasError
 from prunenas.export.card import model_card
-from prunenas.export.common import (
-    BATCH_DIM,
-    CARD,
-    INPUT_NAME,
-    ONNX_FILE,
-    OUTPUT_NAME,
-    SIDECAR,
-    SIDECAR_FORMAT,
-    ExportError,
-)
+from prunenas.export.common import CARD, ONNX_FILE, SIDECAR
 from prunenas.export.parity import (
     PARITY_BATCHES,
     PARITY_TOLERANCE,
@@ -59,250 +41,13 @@ from prunenas.export.parity import (
 )
 from prunenas.export.run import TrainedRun, load_run
 from prunenas.export.runtime import _check_latency_args, onnx_latency, resolve_providers
-from prunenas.masks import prunable_layers, weight_of
+from prunenas.export.sidecar import _NORMALIZATION, _sidecar, _sparsity
+from prunenas.export.writer import DEFAULT_OPSET, _export_onnx, _verify_onnx_file, check_opset
+from prunenas.export.writer import MIN_OPSET as MIN_OPSET
+from prunenas.export.writer import max_opset as max_opset
 from prunenas.paths import why
 
 log = logging.getLogger(__name__)
-
-_EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so the example batch must be >= 2
-DEFAULT_OPSET = 18  # what both exporters write unless told otherwise (`prunenas export --opset N`)
-MIN_OPSET = 13
-
-_SPARSITY_NOTE = (
-    "The zeros are stored as ordinary dense weights: ONNX Runtime runs these layers as dense convolutions, "
-    "so unstructured sparsity gives no speed-up and no smaller file (it compresses well, e.g. with gzip). "
-    "The MACs figure is the density-weighted count of the genotype."
-)
-_NORMALIZATION = "x = (pixels / 255 - mean) / std per channel; pixels are uint8 RGB, layout NCHW"
-
-
-def max_opset() -> int:
-    """The newest ONNX opset this torch exports (and the installed onnx knows)."""
-    import onnx
-
-    try:
-        from torch.onnx._constants import ONNX_MAX_OPSET
-
-        newest = int(ONNX_MAX_OPSET)
-    except (ImportError, AttributeError, TypeError, ValueError):  # a private module: may move
-        newest = 20
-    return min(newest, int(onnx.defs.onnx_opset_version()))
-
-
-def check_opset(opset: object) -> int:
-    """`opset` when it is an int in MIN_OPSET..max_opset(); a PrunenasError naming --opset otherwise."""
-    high = max_opset()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= high:
-        raise PrunenasError(
-            f"--opset {opset!r} is not an ONNX opset this torch ({torch.__version__}) exports: pass an integer in "
-            f"{MIN_OPSET}..{high} (default {DEFAULT_OPSET})"
-        )
-    return opset
-
-
-def _file_opset(path: Path) -> int | None:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporters' progress lines, deprecation warnings and 'torchvision is not installed' logs."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
-
-
-def _export_onnx(
-    model: nn.Module, path: Path, input_shape: tuple[int, int, int], opset: int = DEFAULT_OPSET
-) -> dict[str, Any]:
-    """Write `model` to `path` as one self-contained ONNX file with a dynamic batch axis, at `opset`.
-
-    The dynamo exporter first; the legacy TorchScript exporter only if dynamo fails or writes another
-    opset than `opset` (it cannot go below 18) (the reason is logged and returned). Returns
-    {"exporter", "fallback_reason", "seconds"}.
-    """
-    model = model.eval()
-    example = (torch.randn(_EXAMPLE_BATCH, *input_shape),)
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
-    t0 = time.perf_counter()
-    reason: str | None = None
-    try:
-        with _quiet_exporter():
-            torch.onnx.export(
-                model,
-                example,
-                str(path),
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes=({0: BATCH_DIM},),
-                opset_version=opset,
-                verbose=False,
-                **names,  # type: ignore[arg-type]
-            )
-        written = _file_opset(path)
-        if written != opset:
-            raise ExportError(f"the dynamo exporter wrote opset {written}, not the requested {opset}")
-        return {"exporter": "dynamo", "fallback_reason": None, "seconds": time.perf_counter() - t0}
-    except Exception as exc:
-        reason = _first_line(exc)
-        log.warning("dynamo ONNX export failed (%s); falling back to the legacy TorchScript exporter", reason)
-        for leftover in (path, path.with_name(path.name + ".data")):
-            leftover.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    try:
-        with _quiet_exporter(), torch.no_grad():
-            torch.onnx.export(
-                model,
-                example,
-                str(path),
-                dynamo=False,
-                opset_version=opset,
-                dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
-                do_constant_folding=True,
-                **names,  # type: ignore[arg-type]
-            )
-    except Exception as exc:
-        raise ExportError(
-            f"ONNX export failed with both exporters (dynamo: {reason}; legacy: {_first_line(exc)})"
-        ) from None
-    return {"exporter": "legacy", "fallback_reason": reason, "seconds": time.perf_counter() - t0}
-
-
-def _verify_onnx_file(path: Path, metadata_props: Mapping[str, str], opset: int | None = None) -> dict[str, Any]:
-    """Check there is no side file, stamp metadata, run the full checker (and that the file is at
-    `opset`, when given); return graph facts."""
-    import onnx
-
-    side = [p.name for p in path.parent.iterdir() if p.suffix == ".data" or p.name.endswith(".onnx.data")]
-    if side:
-        raise ExportError(f"the exporter left external-data file(s) {side}; the export must be one self-contained file")
-    model = onnx.load(str(path))
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise ExportError(f"initializer {init.name!r} refers to external data; the export must be self-contained")
-    kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith("prunenas.")]
-    del model.metadata_props[:]
-    for k, v in [*kept, *metadata_props.items()]:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    model.doc_string = metadata_props.get("prunenas.description", "")
-    onnx.save(model, str(path))
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise ExportError(f"onnx.checker rejects the exported model: {_first_line(exc)}") from None
-    inputs = [i.name for i in model.graph.input]
-    if inputs != [INPUT_NAME]:
-        raise ExportError(f"the exported graph has inputs {inputs}; expected only {INPUT_NAME!r}")
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if not dims or not dims[0].dim_param:
-        raise ExportError("the exported graph has a fixed batch size; the batch axis must be dynamic")
-    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is not None and written != opset:
-        raise ExportError(f"the exported graph is at opset {written}, not the requested {opset}")
-    return {
-        "opset": written,
-        "ir_version": int(model.ir_version),
-        "input_dims": [d.dim_param or int(d.dim_value) for d in dims],
-        "ops": sorted({n.op_type for n in model.graph.node}),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-    }
-
-
-def _onnx_weight_zeros(path: Path) -> dict[str, int]:
-    """Exact zeros in each weight-like (rank >= 2, float) initializer of an ONNX file, by name."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    out: dict[str, int] = {}
-    for init in model.graph.initializer:
-        if len(init.dims) >= 2 and init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
-            out[init.name] = int(np.count_nonzero(numpy_helper.to_array(init) == 0))
-    return out
-
-
-def _sparsity(run: TrainedRun, folded: nn.Module, onnx_path: Path) -> dict[str, Any]:
-    """Per-layer and overall zeros of the exported weights (PyTorch side), checked against the ONNX file."""
-    onnx_zeros = _onnx_weight_zeros(onnx_path)
-    layers: dict[str, Any] = {}
-    total = zeros = 0
-    for name, module in prunable_layers(folded):
-        w = weight_of(module).detach()
-        n, z = int(w.numel()), int((w == 0).sum())
-        total, zeros = total + n, zeros + z
-        entry: dict[str, Any] = {
-            "shape": list(w.shape),
-            "weights": n,
-            "zeros": z,
-            "sparsity": z / n,
-            "density": 1 - z / n,
-            "genotype_density": float(run.genotype.genes.get(name, 1.0)),
-        }
-        in_onnx = onnx_zeros.get(f"{name}.weight")
-        if in_onnx is not None:
-            entry["zeros_in_onnx"] = in_onnx
-            # BN folded into a conv scales whole output channels, so zeros can only be gained.
-            if in_onnx < z:
-                raise ExportError(
-                    f"layer {name}: the ONNX file has {in_onnx} zero weights, the model {z}; the masks were lost"
-                )
-        layers[name] = entry
-    onnx_total = sum(onnx_zeros.values())
-    if onnx_total < zeros:
-        raise ExportError(f"the ONNX file holds {onnx_total} zero weights, the masked model {zeros}; masks were lost")
-    return {
-        "overall": {"weights": total, "zeros": zeros, "sparsity": zeros / total, "density": 1 - zeros / total},
-        "layers": layers,
-        "zeros_in_onnx": onnx_total,
-        "note": _SPARSITY_NOTE,
-    }
-
-
-def _versions() -> dict[str, str | None]:
-    def dist(*names: str) -> str | None:
-        for n in names:
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                return f"{n} {metadata.version(n)}"
-        return None
-
-    import onnx
-    import onnxruntime as ort
-
-    return {
-        "prunenas": __version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": ort.__version__,
-        "onnxruntime_package": dist("onnxruntime-gpu", "onnxruntime"),
-        "onnxscript": dist("onnxscript"),
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -452,97 +197,3 @@ def export_run(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(dest, dest / ONNX_FILE, sidecar)
-
-
-def _sidecar(
-    run: TrainedRun,
-    name: str,
-    method: Mapping[str, Any],
-    graph: Mapping[str, Any],
-    parity: Mapping[str, Any],
-    sparsity: Mapping[str, Any] | None,
-    latency: Mapping[str, Any] | None,
-    onnx_path: Path,
-) -> dict[str, Any]:
-    from prunenas.cost import genotype_cost
-
-    cost = genotype_cost(run.space, run.genotype, num_classes=run.num_classes)
-    m = run.metrics
-    rs, ds = m.get("run_settings"), m.get("dataset")
-    run_settings: Mapping[str, Any] = rs if isinstance(rs, Mapping) else {}
-    amp = run.used_cuda and run_settings.get("amp") is not False
-    dataset: Mapping[str, Any] = ds if isinstance(ds, Mapping) else {}
-    settings = m.get("recipe_settings")
-    recipe = (
-        dict(settings) if isinstance(settings, Mapping) else {"name": str(m.get("recipe"))} if m.get("recipe") else None
-    )
-    c, h, w = run.input_shape
-    return {
-        "format": SIDECAR_FORMAT,
-        "name": name,
-        "key": run.genotype.key,
-        "space": run.space.name,
-        "space_family": run.space.family,
-        "space_kind": run.space.kind,
-        "genotype": run.genotype.to_dict(),
-        "macs": cost.macs,
-        "params": cost.params,
-        "cost": {
-            **cost.to_dict(),
-            "convention": "conv+linear multiply-accumulates at batch 1 (density genotypes: weighted by density); "
-            "params: parameters (density genotypes: kept weights)",
-        },
-        "accuracy": {
-            "val_acc": m.get("val_acc"),
-            "best_val_acc": m.get("best_val_acc"),
-            "test_acc": m.get("test_acc"),
-            "test_acc_precision": "bf16 autocast (CUDA)" if amp else "fp32",
-            "epochs": m.get("epochs"),
-            "epochs_run": m.get("epochs_run"),
-            "finished": m.get("finished"),
-            "stopped": m.get("stopped"),
-        },
-        "recipe": recipe,
-        "seed": m.get("seed"),
-        "dataset": {
-            "name": dataset.get("name"),
-            "source": dataset.get("source"),
-            "sizes": dataset.get("sizes"),
-            "image_shape": dataset.get("image_shape"),
-        },
-        "classes": list(run.classes),
-        "input": {
-            "name": INPUT_NAME,
-            "shape": [BATCH_DIM, c, h, w],
-            "dtype": "float32",
-            "layout": "NCHW",
-            "mean": list(run.mean),
-            "std": list(run.std),
-            "normalization": _NORMALIZATION,
-        },
-        "output": {
-            "name": OUTPUT_NAME,
-            "shape": [BATCH_DIM, run.num_classes],
-            "dtype": "float32",
-            "meaning": "unnormalized class scores: argmax is the class, softmax gives probabilities",
-        },
-        "export": {
-            "method": method["exporter"],
-            "fallback_reason": method["fallback_reason"],
-            "seconds": round(float(method["seconds"]), 3),
-            "masks_folded": run.space.folds_masks,
-            **graph,
-        },
-        "opset": graph["opset"],
-        "parity": dict(parity),
-        "sparsity": dict(sparsity) if sparsity is not None else None,
-        "latency": dict(latency) if latency is not None else None,
-        "files": {"onnx": ONNX_FILE, "bytes": onnx_path.stat().st_size, "sha256": _sha256(onnx_path)},
-        "versions": _versions(),
-        "source": {
-            "run_dir": str(run.run_dir.resolve()),
-            "checkpoint_epoch": run.checkpoint_epoch,
-            "run_key": run.run_key,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    }
