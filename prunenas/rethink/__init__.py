@@ -30,8 +30,10 @@ Each run lives in its own folder under the study folder (`<arm>-e<epochs>-s<seed
 from, see `source_tags`); a run whose metrics.json says it is done is not trained again, and one that was
 interrupted resumes from its checkpoint, so running the same command again finishes the study.
 
-The package: `plan` (configuration, checks, the arms and their run folders), `run` (training the arms),
-`report` (tables, plot and the files of the study folder).
+The package: `settings` (the CLI flags that size a study), `config` (RethinkConfig, the arm and ablation
+names, protocol preset, epochs of the budget), `checks` (refusing bad configurations), `identity` (the tags
+of the runs' starting weights, the study folder), `plan` (the arms and their run folders, the dry run),
+`run` (training the arms), `report` (tables, plot and the files of the study folder).
 """
 
 from typing import TYPE_CHECKING
@@ -39,25 +41,18 @@ from typing import TYPE_CHECKING
 from prunenas._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from prunenas.rethink.plan import (
+    from prunenas.rethink.checks import check_config, parse_ablations
+    from prunenas.rethink.config import (
         ABLATIONS,
         ARMS,
-        BUDGETS,
         LABELS,
         REINIT_OFFSET,
-        ArmPlan,
-        Plan,
         RethinkConfig,
-        check_config,
-        default_study_dir,
-        dry_run,
-        known_train_images,
-        make_plan,
-        parse_ablations,
         resolve_epochs,
-        source_tags,
         with_protocol,
     )
+    from prunenas.rethink.identity import default_study_dir, source_tags
+    from prunenas.rethink.plan import ArmPlan, Plan, dry_run, known_train_images, make_plan
     from prunenas.rethink.report import (
         GENOTYPE_FILE,
         MASKS_FILE,
@@ -72,29 +67,29 @@ if TYPE_CHECKING:
         write_outputs,
     )
     from prunenas.rethink.run import ArmResult, Log, RethinkOutcome, RunRecord, run_rethink
-    from prunenas.rethink.settings import RethinkSettings
+    from prunenas.rethink.settings import BUDGETS, RethinkSettings
 
 _EXPORTS = {
-    "ABLATIONS": "prunenas.rethink.plan",
-    "ARMS": "prunenas.rethink.plan",
+    "ABLATIONS": "prunenas.rethink.config",
+    "ARMS": "prunenas.rethink.config",
     "ArmPlan": "prunenas.rethink.plan",
     "ArmResult": "prunenas.rethink.run",
     "BUDGETS": "prunenas.rethink.settings",
     "GENOTYPE_FILE": "prunenas.rethink.report",
-    "LABELS": "prunenas.rethink.plan",
+    "LABELS": "prunenas.rethink.config",
     "Log": "prunenas.rethink.run",
     "MASKS_FILE": "prunenas.rethink.report",
     "Plan": "prunenas.rethink.plan",
-    "REINIT_OFFSET": "prunenas.rethink.plan",
-    "RethinkConfig": "prunenas.rethink.plan",
+    "REINIT_OFFSET": "prunenas.rethink.config",
+    "RethinkConfig": "prunenas.rethink.config",
     "RethinkOutcome": "prunenas.rethink.run",
     "RethinkSettings": "prunenas.rethink.settings",
     "RunRecord": "prunenas.rethink.run",
     "TABLE_JSON": "prunenas.rethink.report",
     "TABLE_PNG": "prunenas.rethink.report",
     "TABLE_TXT": "prunenas.rethink.report",
-    "check_config": "prunenas.rethink.plan",
-    "default_study_dir": "prunenas.rethink.plan",
+    "check_config": "prunenas.rethink.checks",
+    "default_study_dir": "prunenas.rethink.identity",
     "dry_run": "prunenas.rethink.plan",
     "format_plan": "prunenas.rethink.report",
     "format_results": "prunenas.rethink.report",
@@ -102,12 +97,12 @@ _EXPORTS = {
     "known_train_images": "prunenas.rethink.plan",
     "make_plan": "prunenas.rethink.plan",
     "paper_row": "prunenas.rethink.report",
-    "parse_ablations": "prunenas.rethink.plan",
+    "parse_ablations": "prunenas.rethink.checks",
     "plot_arms": "prunenas.rethink.report",
-    "resolve_epochs": "prunenas.rethink.plan",
+    "resolve_epochs": "prunenas.rethink.config",
     "run_rethink": "prunenas.rethink.run",
-    "source_tags": "prunenas.rethink.plan",
-    "with_protocol": "prunenas.rethink.plan",
+    "source_tags": "prunenas.rethink.identity",
+    "with_protocol": "prunenas.rethink.config",
     "write_outputs": "prunenas.rethink.report",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

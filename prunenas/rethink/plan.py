@@ -1,5 +1,9 @@
-"""The plan of a Rethinking study: its configuration, checks, epochs and arms (what trains, how long,
-with which seeds, in which run folder), without training anything."""
+"""The plan of a Rethinking study: its arms (what trains, how long, with which seeds, in which run
+folder), without training anything (`make_plan`, `dry_run`).
+
+The configuration and its epochs are `prunenas.rethink.config`, its checks `prunenas.rethink.checks`, the
+tags of the runs' starting weights and the study folder `prunenas.rethink.identity`.
+"""
 
 from __future__ import annotations
 
@@ -9,342 +13,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunenas.config import DataConfig, RunSettings, fingerprint
+from prunenas.config import DataConfig, fingerprint
 from prunenas.cost import genotype_cost
 from prunenas.data import load_dataset
-from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
-from prunenas.proposers.base import Proposer, Target, get_proposer
 from prunenas.proposers.runner import make_context, run_proposer
-from prunenas.recipes import KD_FIELDS, Recipe, make_recipe
-from prunenas.rethink.settings import BUDGETS
-from prunenas.spaces.base import Space
+from prunenas.recipes import Recipe, make_recipe
+from prunenas.rethink.checks import check_config
+from prunenas.rethink.config import (
+    _KNOWN_CLASSES,
+    ABLATIONS,
+    KD_ARM,
+    LABELS,
+    REINIT_OFFSET,
+    RethinkConfig,
+    finetune_source,
+    resolve_epochs,
+    scores_each_seed,
+    with_protocol,
+)
+from prunenas.rethink.identity import default_study_dir, source_tags, teacher_source
 
-SMOKE_EPOCHS = 2  # every arm, so a CPU run on digits takes a minute or two
-FAST_FRACTION = 4  # fast = 1/4 of the paper's epochs
-ARMS = ("unpruned", "finetune", "scratch-e", "scratch-b")
-KD_ARM = "scratch-e-kd"  # Scratch-E distilled from the unpruned model: an arm only with --teacher
-ABLATIONS = ("mask", "shuffle", "reinit", "invert")
-LABELS = {
-    "unpruned": "unpruned",
-    "finetune": "fine-tuned",
-    "scratch-e": "scratch-E",
-    "scratch-b": "scratch-B",
-    KD_ARM: "scratch-E+KD",
-    "mask": "mask",
-    "shuffle": "shuffle",
-    "reinit": "reinit",
-    "invert": "invert",
-}
-REINIT_OFFSET = 1_000_003  # reinit's init seed = run seed + this (never the seed the proposer scored)
-#: Scratch-B's default cap on density spaces, in multiples of E: a dense device executes a masked model at
-#: the dense model's cost, so "the same compute" by sparse MACs (20x at 5% density) is no fair budget; 2x
-#: is the cap the Rethinking paper used on ImageNet. --scratch-b-cap overrides it.
-DENSITY_SCRATCH_B_CAP = 2.0
 # Training images of the CIFAR sets (the default validation split keeps 10% of them apart).
 _CIFAR_TRAIN = 50_000
-_KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
-
-
-# -- configuration ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RethinkConfig:
-    """What to compare. Exactly one of `genotype` and `proposer` (with `target`)."""
-
-    space: Space
-    dataset: str = "cifar10"
-    genotype: Genotype | None = None
-    proposer: str | None = None
-    proposer_options: Mapping[str, Any] = field(default_factory=dict)
-    target: Target | None = None
-    reference: str | None = None  # a trained reference checkpoint instead of training the unpruned arm
-    # the teacher of the scratch-e-kd arm: a checkpoint, or "reference" (`reference`, else the unpruned arm's
-    # seed-s model); None: no such arm
-    teacher: str | None = None
-    kd: Mapping[str, Any] = field(default_factory=dict)  # kd_temperature / kd_weight of that arm's recipe
-    seeds: int = 1
-    budget: str = "paper"
-    epochs: int | None = None  # base E (unpruned, scratch-E, ablations; scratch-B scales it)
-    finetune_epochs: int | None = None
-    batch_size: int | None = None
-    scratch_b_cap: float | None = None
-    ablations: tuple[str, ...] = ()
-    out: Path | None = None
-    settings: RunSettings = field(default_factory=RunSettings)  # its seed is the base seed
-    data: DataConfig | None = None  # the images (default: `dataset` as it comes); part of each run's identity
-    protocol: str = "prunenas"  # the preset applied to space, data and settings (`prunenas.protocols`)
-
-    @property
-    def seed_list(self) -> tuple[int, ...]:
-        return tuple(self.settings.seed + i for i in range(self.seeds))
-
-    @property
-    def effective_scratch_b_cap(self) -> float | None:
-        """--scratch-b-cap, else none where the protocol's code has none (Rethinking's CIFAR code), else the
-        density spaces' default cap."""
-        from prunenas.protocols import get_protocol
-
-        if self.scratch_b_cap is not None:
-            return self.scratch_b_cap
-        if get_protocol(self.protocol).uncapped_scratch_b:
-            return None
-        return self.space.scratch_b_cap
-
-    def protocol_settings(self) -> dict[str, Any]:
-        """The protocol's name and the settings its runs use (recorded in every run's metrics)."""
-        from prunenas.protocols import code_model, get_protocol, resolved_settings
-
-        data = self.data or DataConfig(dataset=self.dataset)
-        cap = self.effective_scratch_b_cap
-        protocol = get_protocol(self.protocol)
-        code = code_model(self.space, protocol)
-        options = protocol.proposer_options.get(self.proposer or "")
-        return {
-            "protocol": self.protocol,
-            **resolved_settings(self.space, data, self.settings),
-            "model": None if code is None else (
-                ", ".join(f"{k} = {v}" for k, v in code.settings.items()) + f" ({code.why})"
-            ),
-            "proposer options": None if not options else ", ".join(
-                f"{k}={dict(self.proposer_options).get(k, v)}" for k, v in options.items()
-            ),
-            "scratch-B cap": "none" if cap is None else f"{cap:g} x E",
-            "mask scoring (at-init proposers)": None if not self.space.pruned_by_masks else (
-                "each seed scores its own init" if scores_each_seed(self) else "one mask, from the base seed's context"
-            ),
-        }  # fmt: skip
-
-
-def with_protocol(config: RethinkConfig) -> RethinkConfig:
-    """The config with its protocol preset applied to space, data and run settings (settings already
-    changed from prunenas's defaults keep their value); the same config again when there is nothing to do."""
-    from prunenas.protocols import apply_protocol, get_protocol
-
-    protocol = get_protocol(config.protocol)
-    data = config.data or DataConfig(dataset=config.dataset)
-    run, plain_data, plain_run = config.settings, DataConfig(dataset=data.dataset), RunSettings()
-    given = {f.name for f in dataclasses.fields(data) if getattr(data, f.name) != getattr(plain_data, f.name)}
-    given |= {f.name for f in dataclasses.fields(run) if getattr(run, f.name) != getattr(plain_run, f.name)}
-    space, data, settings = apply_protocol(protocol, config.space, data, config.settings, given=frozenset(given))
-    # the options the paper's code runs the proposer with, under those the user gave
-    options = {**protocol.proposer_options.get(config.proposer or "", {}), **dict(config.proposer_options)}
-    if (
-        space is config.space and data == (config.data or data) and settings == config.settings
-        and options == dict(config.proposer_options)
-    ):  # fmt: skip
-        return config
-    return dataclasses.replace(config, space=space, data=data, settings=settings, proposer_options=options)
-
-
-def _proposer_of(config: RethinkConfig) -> Proposer | None:
-    """The study's proposer (None: a genotype file, or options it refuses: `check_config` says why)."""
-    if config.proposer is None or config.space.proposer_kind is None:
-        return None
-    try:
-        return get_proposer(config.proposer, config.space.proposer_kind, **dict(config.proposer_options))
-    except PrunenasError:
-        return None
-
-
-def finetune_source(config: RethinkConfig) -> Proposer | None:
-    """The proposer whose own trained model the fine-tuned arm starts from (network slimming prunes and
-    fine-tunes its sparsity-trained model), None when that arm starts from the unpruned reference."""
-    proposer = _proposer_of(config)
-    return proposer if proposer is not None and proposer.trains_source() else None
-
-
-def scores_each_seed(config: RethinkConfig) -> bool:
-    """Whether every seed's proposer scores that seed's own init (a density space and a proposer that
-    scores the init, not trained weights): the mask arm of seed s is then the paper's."""
-    proposer = _proposer_of(config)
-    if not config.space.pruned_by_masks or proposer is None:
-        return False
-    return not proposer.needs_trained
-
-
-def parse_ablations(text: str | None) -> tuple[str, ...]:
-    """'shuffle,reinit' -> ('mask', 'shuffle', 'reinit'): the proposer's own mask always comes along."""
-    if text is None:
-        return ()
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in ABLATIONS]
-    if unknown or not names:
-        raise PrunenasError(
-            f"unknown ablation(s) {unknown or [text]}; valid: {', '.join(ABLATIONS)} (comma-separated, e.g. "
-            "--ablation shuffle,reinit,invert)"
-        )
-    return tuple(a for a in ABLATIONS if a == "mask" or a in names)
-
-
-def check_config(config: RethinkConfig) -> tuple[Proposer | None, Proposer | None]:
-    """Raise PrunenasError for bad input; return the proposer and its inverted twin (when asked for)."""
-    space = config.space
-    if config.genotype is None and config.proposer is None:
-        raise PrunenasError(
-            "say what to prune: --proposer P with a target (--ratio R, --macs-ratio R or --density D), "
-            "or --genotype FILE"
-        )
-    if config.genotype is not None and config.proposer is not None:
-        raise PrunenasError("give either --proposer (the method decides the genotype) or --genotype FILE, not both")
-    if isinstance(config.seeds, bool) or not isinstance(config.seeds, int) or config.seeds < 1:
-        raise PrunenasError(f"--seeds must be >= 1 (got {config.seeds}); the paper used 5")
-    if config.budget not in BUDGETS:
-        raise PrunenasError(f"unknown budget {config.budget!r}; valid: {', '.join(BUDGETS)}")
-    for flag, value in (
-        ("--epochs", config.epochs),
-        ("--finetune-epochs", config.finetune_epochs),
-        ("--batch-size", config.batch_size),
-    ):
-        if value is not None and value < 1:
-            raise PrunenasError(f"{flag} must be >= 1 (got {value})")
-    if config.scratch_b_cap is not None and not config.scratch_b_cap > 0:
-        raise PrunenasError(f"--scratch-b-cap must be > 0 (got {config.scratch_b_cap})")
-    check_teacher(config)
-    if space.proposer_kind is None:  # no pruned genotype to compare (e.g. stage ratios)
-        raise PrunenasError(
-            f"space {space.name!r} is a {space.kind} space; rethink compares channel or density genotypes "
-            "(e.g. resnet56_channels, resnet20_density)"
-        )
-    if config.ablations:
-        unknown = [a for a in config.ablations if a not in ABLATIONS]
-        if unknown:
-            raise PrunenasError(f"unknown ablation(s) {unknown}; valid: {', '.join(ABLATIONS)}")
-        if not space.pruned_by_masks:
-            raise PrunenasError(
-                f"--ablation shuffles, re-initialises or inverts a weight mask: it needs a density space, and "
-                f"{space.name!r} is a {space.kind} space (try resnet20_density)"
-            )
-        if config.proposer is None:
-            raise PrunenasError("--ablation compares a proposer's own mask with its ablations: pass --proposer P")
-    if config.genotype is not None:
-        if config.target is not None:
-            raise PrunenasError("--ratio/--macs-ratio/--density set a proposer's target; a --genotype is fixed")
-        if config.genotype.space != space.name:
-            raise PrunenasError(
-                f"the genotype is for space {config.genotype.space!r}, not {space.name!r}; pass --space "
-                f"{config.genotype.space}"
-            )
-        try:
-            space.validate(config.genotype)
-        except PrunenasError as exc:
-            from prunenas.protocols import code_model, get_protocol
-
-            code = code_model(space, get_protocol(config.protocol))
-            if code is None:
-                raise
-            raise PrunenasError(
-                f"{exc}; --protocol {config.protocol} builds {space.name!r} as its paper's code does ({code.why}): "
-                "pass a genotype of that model (e.g. from --proposer under the same --protocol)"
-            ) from None
-        return None, None
-    assert config.proposer is not None
-    if config.target is None:
-        raise PrunenasError("give exactly one target: --ratio R, --macs-ratio R or --density D")
-    proposer = get_proposer(config.proposer, space.proposer_kind, **dict(config.proposer_options))
-    # A proposer that scores trained weights gets the unpruned arm's (or the given) reference.
-    proposer.check(space, config.target, trained=True)
-    inverted = None
-    if "invert" in config.ablations:
-        if "invert" not in proposer.options:
-            raise PrunenasError(
-                f"--ablation invert keeps a proposer's lowest scores, but {proposer.name!r} ranks no scores (it has no "
-                "invert option); use magnitude, snip, grasp, graspabs, synflow or random"
-            )
-        options = {**dict(config.proposer_options), "invert": True}
-        inverted = get_proposer(config.proposer, space.proposer_kind, **options)
-    return proposer, inverted
-
-
-def check_teacher(config: RethinkConfig) -> None:
-    """Refuse distillation settings without --teacher and out-of-range ones (the recipe's checks); check a
-    teacher checkpoint (`prunenas.train.load_teacher`; its classes when the dataset's are known)."""
-    from prunenas.config import flag_of
-
-    unknown = sorted(set(config.kd) - set(KD_FIELDS))
-    if unknown:
-        raise PrunenasError(f"unknown distillation setting(s) {unknown}; valid: {', '.join(KD_FIELDS)}")
-    if config.kd and config.teacher is None:
-        flags = " and ".join(flag_of(Recipe.__dataclass_fields__[k]) for k in config.kd)
-        raise PrunenasError(f"{flags} set the scratch-e-kd arm's distillation: add --teacher reference (or CKPT)")
-    make_recipe("scratch-e", config.space.recipe, overrides=dict(config.kd))
-    if config.teacher is not None and config.teacher != "reference":
-        from prunenas.train import load_teacher
-
-        load_teacher(config.space, config.teacher, _KNOWN_CLASSES.get(config.dataset.lower()))
-
-
-def teacher_source(config: RethinkConfig, base_epochs: int) -> dict[str, Any] | None:
-    """What the scratch-e-kd arm's teacher is, for its runs' tag: the given checkpoint, the given reference,
-    or the unpruned arm's runs (each seed's own model); None without --teacher."""
-    if config.teacher is None:
-        return None
-    if config.teacher != "reference":
-        return {"checkpoint": str(Path(config.teacher).resolve())}
-    if config.reference is not None:
-        return {"reference": str(Path(config.reference).resolve())}
-    return {"unpruned": {"epochs": base_epochs, "seed": "each run's own"}}
-
-
-def resolve_epochs(config: RethinkConfig) -> tuple[int, int]:
-    """(E, F): the base epochs of the unpruned/scratch-E arms and the fine-tuning epochs for the budget;
-    explicit epochs override the budget."""
-    standard = make_recipe("standard", config.space.recipe).epochs
-    finetune = make_recipe("finetune", config.space.recipe).epochs
-    if config.budget == "smoke":
-        base, fine = SMOKE_EPOCHS, SMOKE_EPOCHS
-    elif config.budget == "fast":
-        base, fine = max(1, standard // FAST_FRACTION), max(1, finetune // FAST_FRACTION)
-    else:
-        base, fine = standard, finetune
-    return config.epochs or base, config.finetune_epochs or fine
-
-
-def source_tags(config: RethinkConfig, base_epochs: int) -> tuple[str, str]:
-    """6-hex tags of what a run's starting weights depend on beyond its genotype, recipe and seed:
-    (the reference the pruned model is cut from, that reference plus the mask's source). They are part
-    of the run folder names of the arms that depend on them (fine-tuning; density arms under the mask),
-    so two studies of the same genotype (another --reference, proposer or base seed) never share such
-    runs: `train` identifies a run by genotype, recipe, seed and data, not by its initial weights."""
-    trained_by = finetune_source(config)
-    if trained_by is not None:  # the proposer's own trained model (the fine-tuned arm's starting weights)
-        reference: dict[str, Any] = {
-            "trained by the proposer": {
-                "proposer": config.proposer, "options": dict(config.proposer_options),
-                "target": config.target.to_dict() if config.target is not None else None,
-                "seed": config.settings.seed,
-            }
-        }  # fmt: skip
-    elif config.reference is not None:
-        reference = {"checkpoint": str(Path(config.reference).resolve())}
-    else:
-        reference = {"unpruned": {"epochs": base_epochs, "seed": config.settings.seed}}
-    if config.genotype is not None:
-        source: dict[str, Any] = {"masks": "layer-wise magnitude of the reference"}
-    else:
-        source = {
-            "proposer": config.proposer,
-            "options": dict(config.proposer_options),
-            "target": config.target.to_dict() if config.target is not None else None,
-            "seed": config.settings.seed,
-        }
-
-    def tag(obj: Any) -> str:
-        return fingerprint(obj, length=6)
-
-    return tag(reference), tag({"reference": reference, "source": source})
-
-
-def default_study_dir(config: RethinkConfig, genotype: Genotype | None) -> Path:
-    """runs/rethink/<space>-<genotype key>-<dataset>/. When the genotype is only known after the reference is
-    trained (a proposer that scores trained weights and no --reference), the proposer and what its decision
-    depends on name it instead: <space>-<proposer>-<target>[-<options hash>]-s<base seed>-<dataset>/."""
-    if genotype is not None:
-        return Path("runs") / "rethink" / f"{config.space.slug}-{genotype.key}-{config.dataset}"
-    assert config.proposer is not None and config.target is not None
-    name = f"{config.proposer}-{config.target.kind.replace('_', '')}{config.target.value:g}"
-    if config.proposer_options:
-        name += "-" + fingerprint(dict(config.proposer_options), length=6)
-    return Path("runs") / "rethink" / f"{config.space.slug}-{name}-s{config.settings.seed}-{config.dataset}"
 
 
 # -- the plan ----------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunenas.genotype import Genotype
-from prunenas.rethink.plan import LABELS, Plan
+from prunenas.rethink.config import LABELS
+from prunenas.rethink.plan import Plan
 
 if TYPE_CHECKING:
     from prunenas.rethink.run import RethinkOutcome

@@ -23,17 +23,10 @@ from prunenas.paths import ensure_dir
 from prunenas.proposers.base import Proposal, Proposer
 from prunenas.proposers.runner import load_reference, make_context, run_proposer
 from prunenas.recipes import Recipe
-from prunenas.rethink.plan import (
-    KD_ARM,
-    REINIT_OFFSET,
-    ArmPlan,
-    Plan,
-    RethinkConfig,
-    check_config,
-    default_study_dir,
-    make_plan,
-    with_protocol,
-)
+from prunenas.rethink.checks import check_config
+from prunenas.rethink.config import KD_ARM, REINIT_OFFSET, RethinkConfig, with_protocol
+from prunenas.rethink.identity import default_study_dir
+from prunenas.rethink.plan import ArmPlan, Plan, make_plan
 from prunenas.rethink.report import GENOTYPE_FILE, MASKS_FILE, paper_row, write_outputs
 from prunenas.spaces.base import Space
 from prunenas.surgery import magnitude_masks, masked_state
