@@ -36,10 +36,21 @@ from typing import TYPE_CHECKING, Any
 
 from prunenas import prepare
 from prunenas.config import DATASETS, DEVICES, ConfigError, DataConfig, RunSettings, check_arg
+from prunenas.cost import genotype_cost
+from prunenas.data import DatasetSplits
+from prunenas.export import export_run
 from prunenas.genotype import Genotype
-from prunenas.recipes import PartialRecipe
-from prunenas.spaces import Space
+from prunenas.proposers.base import Target, get_proposer
+from prunenas.proposers.runner import make_context, run_proposer
+from prunenas.recipes import RECIPES, PartialRecipe, Recipe, make_recipe
+from prunenas.search import SearchSettings, run_search
+from prunenas.search.config import prepare_search
+from prunenas.spaces import Space, space_names
 from prunenas.spaces import get_space as _get_space
+from prunenas.spaces.registry import space_for_genotype
+from prunenas.spaces.traced import is_factory_name
+from prunenas.train import CHECKPOINT, Teacher, load_model_state
+from prunenas.train import train as run_training
 
 if TYPE_CHECKING:
     from torch import nn
@@ -95,8 +106,6 @@ def _device(where: str, device: Any) -> str:
 
 
 def _data(where: str, data: Any, *, optional: bool = False, splits: bool = True) -> Any:
-    from prunenas.data import DatasetSplits
-
     types: tuple[type, ...] = (str, DataConfig, DatasetSplits) if splits else (str, DataConfig)
     valid = _DATA if splits else "a dataset name (digits, cifar10, cifar100, imagefolder) or a DataConfig"
     _arg(where, "data", data, valid, *types, optional=optional)
@@ -112,15 +121,12 @@ def _space_of(where: str, space: Any, genotype: Genotype | None = None, name: st
         return _get_space(os.fspath(_arg(where, name, space, _SPACE, str, os.PathLike)))
     if genotype is None:
         raise ConfigError(f"{where}: {name} must be {_SPACE}, got None")
-    from prunenas.spaces.registry import space_for_genotype
 
     return space_for_genotype(genotype)  # by name, else from the files the genotype recorded (space_origin)
 
 
 def _load_genotype(where: str, name: str, source: Any, space: Any = None) -> Genotype:
     """The validated genotype of argument `name` of `where` (see `load_genotype`)."""
-    from prunenas.spaces import space_names
-    from prunenas.spaces.traced import is_factory_name
 
     _arg(where, name, source, _GENOTYPE, Genotype, Mapping, str, os.PathLike)
     target = _space_of(where, space, name="space") if space is not None else None
@@ -173,7 +179,6 @@ def build(
 
 def count_cost(genotype: Genotype | Mapping[str, Any] | PathLike, *, num_classes: int | None = None) -> Cost:
     """MACs and params of a genotype and of its space's reference (see `prunenas.cost`)."""
-    from prunenas.cost import genotype_cost
 
     num_classes = _num_classes("count_cost()", num_classes)
     g = _load_genotype("count_cost()", "genotype", genotype)
@@ -183,7 +188,6 @@ def count_cost(genotype: Genotype | Mapping[str, Any] | PathLike, *, num_classes
 def load_data(data: DataConfig | DatasetSplits | str = "digits", *, seed: int = 0, **settings: Any) -> DatasetSplits:
     """Train/val/test splits: a dataset name with DataConfig settings (data_dir, train_subset, val_size),
     a DataConfig, or splits already loaded."""
-    from prunenas.data import DatasetSplits
 
     where = "load_data()"
     _data(where, data)
@@ -220,8 +224,6 @@ def make_recipe_for(
     **overrides: Any,
 ) -> Recipe:
     """The named recipe from the genotype's space's defaults, with overrides (scratch-b scaled by MACs)."""
-    from prunenas.cost import genotype_cost
-    from prunenas.recipes import Recipe, make_recipe
 
     Recipe.check_values(overrides, "make_recipe_for()", sep=": ")
     g = _load_genotype("make_recipe_for()", "genotype", genotype)
@@ -251,10 +253,6 @@ def train_model(
     `recipe_overrides` are recipe settings by name (epochs=2, lr=0.05, ...)."""
     import torch
     from torch import nn
-
-    from prunenas.recipes import RECIPES, Recipe
-    from prunenas.train import CHECKPOINT, Teacher, load_model_state
-    from prunenas.train import train as run_training
 
     where = "train_model()"
     _data(where, data)
@@ -299,8 +297,6 @@ def propose(
 ) -> Genotype:
     """Run a pruning method on a space and return the genotype it decides (with provenance); `options` are
     the proposer's options by name (see `prunenas proposers`)."""
-    from prunenas.proposers.base import Target, get_proposer
-    from prunenas.proposers.runner import make_context, run_proposer
 
     where = "propose()"
     _arg(where, "proposer", proposer, "a proposer name (see `prunenas proposers`)", str)
@@ -341,8 +337,6 @@ def search_architectures(
     (`RunSettings` fields but seed and device: amp, threads, eval_every, ...); `metrics` the options of the
     metrics that take some ({"latency": {"batch": 8}}). The outcome holds the winners and the Optuna study
     (`outcome.study`)."""
-    from prunenas.search import SearchSettings, run_search
-    from prunenas.search.config import prepare_search
 
     where = "search_architectures()"
     _data(where, data, splits=False)
@@ -391,7 +385,6 @@ def export_onnx(run_dir: PathLike, out: PathLike | None = None, **options: Any) 
     """Export a trained run folder to ONNX, verified with onnx.checker and ONNX Runtime parity; `options` are
     export_run's (name, root, dataset, data_dir, benchmark, latency_batches, latency_repeats, latency_warmup,
     provider, tolerance, opset)."""
-    from prunenas.export import export_run
 
     where = "export_onnx()"
     run = Path(

@@ -32,6 +32,7 @@ from prunenas.config import fingerprint
 from prunenas.genotype import Genotype
 from prunenas.masks import PRUNABLE, mask_count
 from prunenas.paths import cost_cache_dir
+from prunenas.plugins import dist_versions
 
 if TYPE_CHECKING:
     from prunenas.spaces.base import Space
@@ -165,7 +166,6 @@ def genotype_cost(space: Space, genotype: Genotype, num_classes: int | None = No
 def _space_fingerprint(space: Space) -> str:
     """What a space's costs depend on: its settings and genes, and the code that builds and counts it
     (the family's module and this one, by content), plus the library versions."""
-    from prunenas.plugins import dist_versions
 
     files = [inspect.getsourcefile(type(space)), __file__]
     code = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files if f and Path(f).is_file()]

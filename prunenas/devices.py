@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunenas import hardware
 from prunenas.config import RunSettings
 from prunenas.errors import PrunenasError
 
@@ -40,7 +41,6 @@ def resolve_precision(device: torch.device, settings: RunSettings, model: nn.Mod
         why = "bf16 autocast on CUDA" if amp else "fp32 (--no-amp or the protocol)"
         channels_last = True if settings.channels_last is None else settings.channels_last
         return {"amp": amp, "dtype": "bfloat16" if amp else "float32", "why": why, "channels_last": channels_last}
-    from prunenas import hardware
 
     grouped = model is not None and any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
     amp, channels_last, why = hardware.cpu_mode(settings.amp, grouped=grouped)

@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from prunenas.errors import GenotypeError
+from prunenas.space_files import ORIGIN_KEY, genotype_path, loaded_origin
 
 GeneValue = int | float
 
@@ -121,8 +122,6 @@ class Genotype:
     def to_dict(self) -> dict[str, Any]:
         """The file form: space, genes, then provenance keys (sorted). `space_origin` is that of the space
         loaded under this genotype's space name in this process, when one was (see the module docstring)."""
-        from prunenas.space_files import ORIGIN_KEY, loaded_origin
-
         provenance = dict(self.provenance)
         loaded, origin = loaded_origin(self.space)
         if loaded:
@@ -179,8 +178,6 @@ class Genotype:
         """A genotype from a JSON file, or by the name of a shipped genotype (`li2017_resnet56_b`)."""
         p = Path(path)
         if not p.exists() and isinstance(path, str) and p.suffix == "" and len(p.parts) == 1:
-            from prunenas.space_files import genotype_path
-
             p = genotype_path(path)
         what = _NOT_A_GENOTYPE.get(p.suffix.lower())
         if what is not None and p.is_file():

@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from prunenas import hardware
 from prunenas.config import ConfigError, fingerprint
+from prunenas.cost import _space_fingerprint
 from prunenas.paths import cost_cache_dir
 
 if TYPE_CHECKING:
@@ -70,16 +72,14 @@ class LatencyResult:
 
 def machine() -> str:
     """The processor the numbers belong to (cache key and provenance)."""
-    from prunenas.hardware import cpu_info
 
-    return f"{cpu_info().model} x{os.cpu_count()}"
+    return f"{hardware.cpu_info().model} x{os.cpu_count()}"
 
 
 def default_threads() -> int:
     """One thread per core this process may run on (taskset and cpusets count, not the machine's total)."""
-    from prunenas.hardware import available_cores
 
-    return available_cores()
+    return hardware.available_cores()
 
 
 def check_provider(provider: str, flag: str = "--latency-provider") -> str:
@@ -195,7 +195,6 @@ def genotype_latency(
     threads: int | None = None,
 ) -> LatencyResult:  # fmt: skip
     """The measured latency of a genotype of `space`, with its space's reference (cached on disk)."""
-    from prunenas.cost import _space_fingerprint
 
     threads = threads or default_threads()
     key = fingerprint(machine(), provider, batch, threads, _space_fingerprint(space), genotype.key, num_classes)

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 
 from prunenas.config import fingerprint
+from prunenas.cost import _space_fingerprint
+from prunenas.latency import check_provider, default_threads, genotype_latency, machine
 from prunenas.paths import cost_cache_dir
 
 if TYPE_CHECKING:
@@ -199,8 +201,6 @@ def latency_predictor(
 ) -> LatencyPredictor:
     """The space's predictor for this runtime, batch, threads and machine: read from disk, or built by
     measuring `calibration` genotypes (each measurement is cached too) and kept on disk."""
-    from prunenas.cost import _space_fingerprint
-    from prunenas.latency import check_provider, default_threads, genotype_latency, machine
 
     check_provider(provider)
     threads = threads or default_threads()

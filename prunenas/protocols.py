@@ -29,6 +29,7 @@ from typing import Any
 from prunenas.config import DataConfig, RunSettings
 from prunenas.errors import PrunenasError
 from prunenas.spaces.base import Space
+from prunenas.spaces.registry import get_space, shipped_model
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,6 @@ def space_overrides(space: Space, protocol: Protocol) -> dict[str, Any]:
     """The [model] settings the protocol changes in `space` (only those its family has). A setting the user
     set (in their own space file, or as an override of a shipped space) keeps the user's value; a shipped
     space's own settings are the preset's to change."""
-    from prunenas.spaces.registry import shipped_model
 
     keys = space.config_keys or frozenset()
     shipped = shipped_model(space)
@@ -157,7 +157,6 @@ def space_overrides(space: Space, protocol: Protocol) -> dict[str, Any]:
 
 def code_model(space: Space, protocol: Protocol) -> CodeModel | None:
     """The model the protocol's code builds for a shipped space where the space defaults to another."""
-    from prunenas.spaces.registry import shipped_model
 
     code = protocol.models.get(space.name)
     return code if code is not None and shipped_model(space) is not None else None
@@ -169,7 +168,6 @@ def apply_protocol(
     """The space, data and run settings with the preset applied; settings named in `given` (flags the user
     gave explicitly: "val_size", "normalize", "amp", "test_every_epoch", "keep_last_batch") keep the user's
     value; so do [model] settings the user set (see `space_overrides`)."""
-    from prunenas.spaces.registry import get_space
 
     overrides = space_overrides(space, protocol)
     if overrides:

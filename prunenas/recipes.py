@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from prunenas.config import Config, ConfigError, check_arg, coerce, parse_value, setting
+from prunenas.config import Config, ConfigError, check_arg, coerce, flag_of, parse_value, setting
 from prunenas.errors import PrunenasError
 
 RECIPES = ("standard", "scratch-e", "scratch-b", "finetune", "proxy")
@@ -168,8 +168,6 @@ def recipe_from_mapping(name: str, values: Mapping[str, Any], where: str = SPACE
 
 def check_kd(overrides: Mapping[str, Any], teacher: str | None) -> None:
     """Refuse distillation settings given without a teacher: they would change nothing, silently."""
-    from prunenas.config import flag_of
-
     given = [flag_of(Recipe.__dataclass_fields__[k]) for k in KD_FIELDS if overrides.get(k) is not None]
     if given and teacher is None:
         raise PrunenasError(

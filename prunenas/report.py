@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prunenas.errors import PrunenasError
+from prunenas.metrics import get_metric
 from prunenas.paths import ensure_parent, guarded
 
 PLOT_FORMATS = ("png", "svg", "pdf")
@@ -201,8 +202,6 @@ def pareto_figure(
     floor: float | None = None,
 ) -> Any:
     """The figure of `plot_pareto`."""
-    from prunenas.metrics import get_metric
-
     x = x or get_metric("macs")
     y = y or get_metric("val_acc")
     if limit is None and max_macs is not None and x.name == "macs":

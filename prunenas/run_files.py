@@ -21,6 +21,7 @@ from prunenas.data import DatasetSplits
 from prunenas.genotype import Genotype
 from prunenas.paths import ensure_dir
 from prunenas.recipes import KD_FIELDS, Recipe
+from prunenas.report import plot_training_curve
 from prunenas.spaces.base import Space
 from prunenas.train_results import EpochMetrics, TrainResult
 
@@ -119,7 +120,6 @@ def write_metrics(
 
 def plot_curve(out: Path, history: Sequence[EpochMetrics], space: Space, genotype: Genotype, recipe: Recipe) -> Path:
     """curve.png of a run's `history` (`prunenas.report.plot_training_curve`)."""
-    from prunenas.report import plot_training_curve
 
     path = out / CURVE
     plot_training_curve(history, path, title=f"{space.name} {genotype.key} ({recipe.name})")

@@ -63,7 +63,7 @@ from typing import Any, ClassVar, NoReturn
 import pytest
 import torch
 
-from prunenas.cost import genotype_cost
+from prunenas.cost import fast_macs, genotype_cost, listed_reference_cost
 from prunenas.data import DatasetSplits, load_dataset
 from prunenas.errors import GenotypeError, PrunenasError
 from prunenas.genotype import GeneValue, Genotype
@@ -187,7 +187,6 @@ class SpaceContract:
 
     def test_counts_without_tracing_equal_fvcore(self, space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
         """The forward-hook count (a proposer's bisection, the space listing) equals fvcore's, the convention."""
-        from prunenas.cost import fast_macs, listed_reference_cost
 
         monkeypatch.setenv("PRUNENAS_COST_CACHE", "off")  # the listing counts, not reads fvcore's cached count
         ref = genotype_cost(space, space.reference())

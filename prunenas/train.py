@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunenas import distributed
 from prunenas.checkpoints import (
     CHECKPOINT,
     load_error,
@@ -50,6 +51,7 @@ from prunenas.devices import apply_precision, data_parallel, resolve_device, res
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.masks import apply_masks, masked_layers
+from prunenas.progress import epoch_line, make_progress
 from prunenas.recipes import Recipe
 from prunenas.run_files import (
     CURVE,
@@ -100,7 +102,6 @@ def evaluate(model: nn.Module, batches: DeviceBatches | StreamBatches, amp: bool
 
 def _make_progress(total: int, quiet: bool, desc: str, initial: int = 0) -> Any:
     """A tqdm bar of training steps on a terminal; one line per epoch in a log (prunenas.progress)."""
-    from prunenas.progress import make_progress
 
     return make_progress(total, desc, unit="step", initial=initial, quiet=quiet)
 
@@ -222,7 +223,6 @@ def train_epoch(
     if step.device.type == "cuda":
         torch.cuda.synchronize(step.device)
     seconds = time.perf_counter() - t0
-    from prunenas import distributed
 
     if distributed.world().parallel:  # the epoch's loss and accuracy over every rank's images
         seen_t = torch.tensor(float(step.seen), device=step.device)
@@ -299,7 +299,6 @@ def train(
     distills from it (`distillation_loss`, the recipe's kd_temperature and kd_weight); the teacher is put
     on the run's device in eval mode, is part of the run identity and is recorded in metrics.json.
     """
-    from prunenas import distributed
 
     settings = settings or RunSettings()
     genotype = space.validate(genotype)
@@ -380,7 +379,6 @@ def train(
 
     stopped: str | None = None
     desc = f"{space.name} {genotype.key[:8]} {recipe.name}"
-    from prunenas.progress import epoch_line
 
     progress = _make_progress(
         len(train_batches) * recipe.epochs, settings.quiet, desc, initial=start_epoch * len(train_batches)

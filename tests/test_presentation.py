@@ -36,6 +36,7 @@ from prunenas.report import (
 from prunenas.rethink.plan import ArmPlan, Plan
 from prunenas.rethink.report import arms_figure, plot_arms
 from prunenas.rethink.run import ArmResult, RethinkOutcome, RunRecord
+from prunenas.search import SearchConfig
 from prunenas.search.storage import run_trials
 from prunenas.spaces import get_space
 from prunenas.train import EpochMetrics, RunSettings, train
@@ -132,7 +133,7 @@ def test_search_progress_in_a_log_is_one_line_per_trial(
         trial.set_user_attr("macs_ratio", 0.25)
         return x
 
-    config = SimpleNamespace(budget=SimpleNamespace(trials=3), timeout=None, quiet=False, worker_only=False)
+    config = SearchConfig(search={"budget": "smoke", "trials": 3})
     capsys.readouterr()
     run_trials(study, objective, config, poll_s=0.01)  # type: ignore[arg-type]
     err = capsys.readouterr().err

@@ -17,9 +17,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from prunenas import __version__
+from prunenas import __version__, distributed, interrupts
 from prunenas.config import DataConfig, RunSettings
 from prunenas.errors import PrunenasError
+from prunenas.recipes import RECIPES, TEACHER_HELP, Recipe
+from prunenas.report import PLOT_FORMATS
+from prunenas.rethink.settings import RethinkSettings
+from prunenas.search import SearchConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -50,7 +54,6 @@ def _json_flag(p: argparse.ArgumentParser, what: str = "print JSON instead of a 
 def add_recipe_args(p: argparse.ArgumentParser, default: str | None = "standard") -> None:
     """The recipe fields as flags; with a `default` recipe name also --recipe and --scratch-b-cap (a
     search trains candidates with the proxy recipe: its epochs are --proxy-epochs)."""
-    from prunenas.recipes import RECIPES, Recipe
 
     g = Recipe.add_arguments(p, skip=() if default else ("epochs",))
     if default:
@@ -81,7 +84,6 @@ def add_training_args(p: argparse.ArgumentParser, default_out: str) -> None:
 def _teacher_arg(p: argparse.ArgumentParser, what: str = "") -> None:
     """--teacher of `train` and `rethink` (`search` has it as a `SearchSettings` field, beside --reference);
     `what`: what the command does with it."""
-    from prunenas.recipes import TEACHER_HELP
 
     p.add_argument("--teacher", metavar="CKPT", help=f"{TEACHER_HELP}{what} (default: none)")
 
@@ -103,9 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     import textwrap
 
     from prunenas.recipes import KD_FIELDS, Recipe
-    from prunenas.report import PLOT_FORMATS
-    from prunenas.rethink.settings import RethinkSettings
-    from prunenas.search import SearchConfig
 
     # = prunenas.export.exporter.DEFAULT_OPSET and MIN_OPSET (not imported: that loads torch; a test checks)
     default_opset, min_opset = 18, 13
@@ -331,7 +330,6 @@ def _print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The `prunenas` command (`argv`: its arguments; None: this process's command line, and the process
     ends when it returns). Ctrl-C or SIGTERM, once or many times: one line and exit 130 (`prunenas.interrupts`)."""
-    from prunenas import interrupts
 
     raw = list(sys.argv[1:] if argv is None else argv)
     with interrupts.orderly_shutdown(process_ends=argv is None):
@@ -346,8 +344,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(raw: list[str]) -> int:
-    from prunenas import distributed
-
     try:
         parser = build_parser()
         args = parser.parse_args(raw)

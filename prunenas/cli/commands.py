@@ -9,6 +9,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import prunenas
+from prunenas import distributed
 from prunenas.cli.common import (
     check_kd_flags,
     data_config,
@@ -25,8 +27,14 @@ from prunenas.cli.common import (
     space_arg,
     target_from_args,
 )
+from prunenas.config import DataConfig, fingerprint, flag_of
 from prunenas.errors import PrunenasError
-from prunenas.paths import write_text
+from prunenas.genotype import Genotype
+from prunenas.paths import cost_cache_dir, write_text
+from prunenas.plugins import dist_versions
+from prunenas.recipes import make_recipe
+from prunenas.report import format_table, human
+from prunenas.space_files import _toml_index
 
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more is a typo
 
@@ -37,11 +45,6 @@ def _listing_key() -> str:
     counting libraries' versions. Computed without importing torch."""
     import hashlib
     import importlib.metadata as md
-
-    import prunenas
-    from prunenas.config import fingerprint
-    from prunenas.plugins import dist_versions
-    from prunenas.space_files import _toml_index
 
     digest = hashlib.sha256()
     for path in sorted(Path(prunenas.__file__).parent.rglob("*.py")):
@@ -54,8 +57,6 @@ def _listing_key() -> str:
 def _space_rows() -> list[dict[str, Any]]:
     """One row per space; from the cache when nothing it depends on changed (no model is built then)."""
     import json
-
-    from prunenas.paths import cost_cache_dir
 
     folder = cost_cache_dir()
     path = folder / f"spaces-{_listing_key()}.json" if folder else None
@@ -89,8 +90,6 @@ def _space_rows() -> list[dict[str, Any]]:
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
-    from prunenas.report import format_table, human
-
     rows = _space_rows()
     if args.json:
         print_json(rows)
@@ -114,7 +113,6 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 def cmd_spaces_show(args: argparse.Namespace) -> int:
     from prunenas.cost import genotype_cost
-    from prunenas.genotype import Genotype
     from prunenas.report import format_table, human
     from prunenas.spaces import shipped_genotypes
 
@@ -168,7 +166,6 @@ def cmd_cost(args: argparse.Namespace) -> int:
 # -- prunenas train GENOTYPE / pretrain -------------------------------------------------------------
 def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str) -> int:
     """Train `genotype` as the train/pretrain arguments say, write the run folder, print the result."""
-    from prunenas import distributed
     from prunenas.cost import genotype_cost
     from prunenas.report import format_table, human
     from prunenas.train import CHECKPOINT, CURVE, METRICS, load_model_state, load_teacher, train
@@ -347,7 +344,6 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 def refuse_unused_data_flags(args: argparse.Namespace, why: str) -> None:
     """Refuse data flags given to a command that loads no data (`why`), all of them in one line."""
-    from prunenas.config import DataConfig, flag_of
 
     given = DataConfig.values_from_args(args, skip=("dataset",))
     if given:
@@ -361,7 +357,6 @@ def refuse_unused_data_flags(args: argparse.Namespace, why: str) -> None:
 
 def quick_reference(args: argparse.Namespace, space: Any, data: Any, settings: Any) -> Any:
     """Train (or reuse) a short reference run for proposers that need trained weights."""
-    from prunenas.recipes import make_recipe
     from prunenas.train import CHECKPOINT, train
 
     recipe = make_recipe("proxy", space.recipe, overrides={"epochs": args.pretrain_epochs})

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from prunenas.config import DataConfig, RunSettings
+from prunenas.errors import SpaceError
 from prunenas.prepare import fit_to_data, load_data
+from prunenas.recipes import Recipe, check_kd, make_recipe, parse_assignments
 
 __all__ = ["fit_to_data", "load_data"]  # the setup layer's, used by the command handlers
 
@@ -36,7 +38,6 @@ def run_settings(args: argparse.Namespace, **changes: Any) -> RunSettings:
 def space_arg(value: str, name: str = "--space") -> Any:
     """The space a command-line value names; its errors name the argument that gave it (`name`: a flag, or
     the positional SPACE of `prunenas spaces show`), never a flag the command does not have."""
-    from prunenas.errors import SpaceError
     from prunenas.spaces import get_space
 
     try:
@@ -53,7 +54,6 @@ def space_arg(value: str, name: str = "--space") -> Any:
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe fields given as flags, with --set KEY=VALUE pairs (checked against the Recipe fields)."""
-    from prunenas.recipes import Recipe, parse_assignments
 
     values = Recipe.values_from_args(args)
     extra = parse_assignments(getattr(args, "recipe_set", None), "--set")
@@ -63,7 +63,6 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def recipe_from_args(args: argparse.Namespace, space: Any, genotype: Any) -> Any:
     from prunenas.cost import genotype_cost
-    from prunenas.recipes import make_recipe
 
     cost = genotype_cost(space, genotype)
     return make_recipe(
@@ -101,7 +100,6 @@ def target_from_args(args: argparse.Namespace) -> Any:
 
 def check_kd_flags(overrides: dict[str, Any], teacher: str | None) -> None:
     """Refuse distillation settings given without a teacher (`prunenas.recipes.check_kd`)."""
-    from prunenas.recipes import check_kd
 
     check_kd(overrides, teacher)
 

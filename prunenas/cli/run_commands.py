@@ -20,15 +20,27 @@ from prunenas.cli.common import (
     target_from_args,
 )
 from prunenas.errors import PrunenasError
+from prunenas.metrics import get_metric
+from prunenas.recipes import KD_FIELDS
+from prunenas.report import format_table
+from prunenas.rethink import (
+    RethinkConfig,
+    check_config,
+    dry_run,
+    format_plan,
+    format_results,
+    known_train_images,
+    parse_ablations,
+    run_rethink,
+    with_protocol,
+)
+from prunenas.rethink.settings import RethinkSettings
+from prunenas.search import SearchConfig, SearchSettings, run_search
+from prunenas.search.config import prepare_search
 
 
 # -- prunenas search ---------------------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
-    from prunenas.metrics import get_metric
-    from prunenas.report import format_table
-    from prunenas.search import SearchConfig, SearchSettings, run_search
-    from prunenas.search.config import prepare_search
-
     given = SearchConfig.values_from_args(args)  # every value checked before anything is loaded
     run = run_settings(args)
     config, space = prepare_search(
@@ -94,19 +106,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # -- prunenas rethink -------------------------------------------------------------------------------------
 def cmd_rethink(args: argparse.Namespace) -> int:
-    from prunenas.recipes import KD_FIELDS
-    from prunenas.rethink import (
-        RethinkConfig,
-        check_config,
-        dry_run,
-        format_plan,
-        format_results,
-        known_train_images,
-        parse_ablations,
-        run_rethink,
-        with_protocol,
-    )
-    from prunenas.rethink.settings import RethinkSettings
     from prunenas.spaces import get_space
 
     if args.proposer and args.genotype:

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from prunenas.report import human
+
 
 def _pct(v: object) -> str:
     return f"{100 * float(v):.2f}%" if isinstance(v, int | float) and math.isfinite(v) else "-"
@@ -103,7 +105,6 @@ _INTENDED_USE = [
 
 def model_card(sidecar: Mapping[str, Any]) -> str:
     """A short Markdown model card from a sidecar dict."""
-    from prunenas.report import human
 
     acc = sidecar["accuracy"]
     inp = sidecar["input"]

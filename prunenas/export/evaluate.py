@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from prunenas.config import DataConfig
+from prunenas.data import load_dataset
 from prunenas.errors import PrunenasError
 from prunenas.export.common import ONNX_FILE, SIDECAR, _read_json, _three_floats
 from prunenas.export.runtime import make_session, normalize_images
@@ -110,7 +112,6 @@ def evaluate_onnx(
     Inputs are normalized with the mean/std of the model.json beside it; `dataset` defaults to the one the
     model was trained on. The result includes model.json's PyTorch test accuracy when the datasets match.
     """
-    from prunenas.data import load_dataset
 
     path = _onnx_file(onnx_path)
     sidecar = load_sidecar(path)
@@ -122,8 +123,6 @@ def evaluate_onnx(
     if not name:
         raise PrunenasError(f"the model.json of {str(path)!r} names no dataset; pass --dataset")
     if data_dir:  # a --data-dir that cannot apply (the embedded digits) is refused, as by every command
-        from prunenas.config import DataConfig
-
         DataConfig(dataset=name.lower() if isinstance(name, str) else name, data_dir=data_dir)
     session = make_session(path, provider)
     meta = session.get_inputs()[0]

@@ -45,6 +45,7 @@ from prunenas.export.sidecar import _NORMALIZATION, _sidecar, _sparsity
 from prunenas.export.writer import DEFAULT_OPSET, _export_onnx, _verify_onnx_file, check_opset
 from prunenas.export.writer import MIN_OPSET as MIN_OPSET
 from prunenas.export.writer import max_opset as max_opset
+from prunenas.latency import machine
 from prunenas.paths import why
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,6 @@ def export_run(
         sparsity = _sparsity(run, folded, onnx_path) if run.space.folds_masks else None
         latency = None
         if benchmark:
-            from prunenas.latency import machine
-
             latency = onnx_latency(
                 onnx_path, latency_batches, repeats=latency_repeats, warmup=latency_warmup, provider=provider
             )

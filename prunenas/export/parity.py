@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunenas.errors import PrunenasError
+from prunenas.data import load_dataset
+from prunenas.errors import DataError, PrunenasError
 from prunenas.export.common import ExportError
 from prunenas.export.run import TrainedRun
 from prunenas.export.runtime import make_session, normalize_images
@@ -98,8 +99,6 @@ def _real_inputs(
     With an explicit `dataset`, failures to load it are the user's error (raised). Otherwise the run's own
     dataset is tried without downloading, and a failure only skips the check (the reason is returned).
     """
-    from prunenas.data import load_dataset
-    from prunenas.errors import DataError
 
     explicit = dataset is not None
     name = dataset or run.dataset_name

@@ -15,7 +15,11 @@ from torch import nn
 from prunenas.errors import PrunenasError, SpaceError
 from prunenas.export.common import _read_json, _three_floats
 from prunenas.genotype import Genotype
+from prunenas.space_files import ORIGIN_KEY
+from prunenas.spaces import get_space
 from prunenas.spaces.base import Space
+from prunenas.spaces.registry import space_for_genotype
+from prunenas.train import CHECKPOINT, METRICS, load_error, read_checkpoint
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,10 +53,6 @@ def _space_of_run(genotype: Genotype, state: Mapping[str, Any], run: Path, space
     """The run's space: `space` (--space) when given, else the one its genotype records (by name, or from
     the files it recorded: see `space_for_genotype`), else (runs written before genotypes recorded
     their files) the .toml path the run recorded."""
-    from prunenas.space_files import ORIGIN_KEY
-    from prunenas.spaces import get_space
-    from prunenas.spaces.registry import space_for_genotype
-    from prunenas.train import METRICS
 
     if space is not None:
         return get_space(space)
@@ -87,8 +87,6 @@ def load_run(run_dir: str | Path, space: str | None = None) -> TrainedRun:
 
     Raises PrunenasError (one line: what is wrong and how to fix it) for anything missing or inconsistent.
     """
-    from prunenas.train import CHECKPOINT, METRICS, load_error, read_checkpoint
-
     run = Path(run_dir)
     layout = "a folder written by `prunenas train` (it holds checkpoint.pt, genotype.json and metrics.json)"
     if not run.exists():

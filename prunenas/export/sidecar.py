@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from prunenas import __version__
+from prunenas.cost import genotype_cost
 from prunenas.export.common import BATCH_DIM, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, SIDECAR_FORMAT, ExportError
 from prunenas.export.run import TrainedRun
 from prunenas.masks import prunable_layers, weight_of
@@ -121,7 +122,6 @@ def _sidecar(
     latency: Mapping[str, Any] | None,
     onnx_path: Path,
 ) -> dict[str, Any]:
-    from prunenas.cost import genotype_cost
 
     cost = genotype_cost(run.space, run.genotype, num_classes=run.num_classes)
     m = run.metrics

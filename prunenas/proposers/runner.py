@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from prunenas import latency_model
 from prunenas.config import RunSettings
 from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits
@@ -84,9 +85,7 @@ def run_proposer(proposer: Proposer, ctx: ProposalContext, target: Target, **pro
     if target.kind == "macs_ratio" and abs(cost.macs_ratio - target.value) > MACS_TOLERANCE * target.value:
         raise RuntimeError(f"proposer {proposer.name} missed --macs-ratio {target.value}: got {cost.macs_ratio:.4f}")
     if target.kind == "latency_ratio":
-        from prunenas.latency_model import latency_predictor
-
-        achieved["latency_ratio_predicted"] = latency_predictor(space).ratio(space, genotype)
+        achieved["latency_ratio_predicted"] = latency_model.latency_predictor(space).ratio(space, genotype)
         if abs(achieved["latency_ratio_predicted"] - target.value) > MACS_TOLERANCE * target.value:
             raise RuntimeError(
                 f"proposer {proposer.name} missed --latency-ratio {target.value}: "

@@ -30,7 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunenas import recipes
+from prunenas import train as training  # the module: a test may replace its train()
+from prunenas.config import RunSettings
 from prunenas.cost import genotype_cost
+from prunenas.data import make_batches
 from prunenas.errors import PrunenasError
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, TargetKind
 from prunenas.proposers.widths import Widths, global_widths, local_widths, snap_widths, solve_ratio
@@ -57,7 +61,6 @@ def _batch(ctx: ProposalContext, size: int) -> tuple[torch.Tensor, torch.Tensor]
     """A seeded, normalised, unaugmented batch of training images."""
     if ctx.data is None:
         raise PrunenasError("this proposer needs data; pass --dataset (e.g. --dataset digits)")
-    from prunenas.data import make_batches
 
     g = torch.Generator().manual_seed(ctx.seed)
     n = len(ctx.data.train)
@@ -264,12 +267,10 @@ class SlimmingProposer(_ChannelProposer):
     importance: ClassVar[Importance] = get_importance("bn_scale")
 
     def _epochs(self, space: Space) -> int:
-        from prunenas.recipes import recipe_from_mapping
-
         # The paper trains with the L1 penalty over the whole standard run (Liu et al. 2017: 160 CIFAR
         # epochs); a shorter run compresses the same lr schedule into fewer epochs.
         chosen = self.settings["sparsity_epochs"]
-        return recipe_from_mapping("standard", space.recipe).epochs if chosen is None else int(chosen)
+        return recipes.recipe_from_mapping("standard", space.recipe).epochs if chosen is None else int(chosen)
 
     def trains_source(self) -> bool:
         """It trains the sparsity model itself unless told to score given weights (sparsity_epochs=0) or to
@@ -277,9 +278,6 @@ class SlimmingProposer(_ChannelProposer):
         return bool(self.settings.get("global_ranking", True)) and self.settings["sparsity_epochs"] != 0
 
     def sparsity_train(self, ctx: ProposalContext) -> nn.Module:
-        from prunenas.recipes import make_recipe
-        from prunenas.train import CHECKPOINT, RunSettings, train
-
         epochs = self._epochs(ctx.space)
         model = copy.deepcopy(ctx.model)
         if epochs <= 0:
@@ -291,14 +289,14 @@ class SlimmingProposer(_ChannelProposer):
         lam = self.settings["lam"]
         if lam is None:  # the space's default: 1e-4 for VGG, 1e-5 for ResNet (Liu et al. 2017)
             lam = ctx.space.slimming_l1
-        recipe = make_recipe("standard", ctx.space.recipe, overrides={"epochs": epochs, "bn_l1": float(lam)})
+        recipe = recipes.make_recipe("standard", ctx.space.recipe, overrides={"epochs": epochs, "bn_l1": float(lam)})
         data = ctx.data
         # the caller's precision and batching (a protocol's fp32, last partial batch), never its test-set reports
         settings = (ctx.run or RunSettings()).replace(
             device=str(ctx.device), seed=ctx.seed, quiet=True, plot=False, test_every_epoch=False
         )
         with tempfile.TemporaryDirectory() as tmp:
-            train(
+            training.train(
                 ctx.space,
                 ctx.space.reference(),
                 data,
@@ -308,7 +306,7 @@ class SlimmingProposer(_ChannelProposer):
                 init_state=model.state_dict() if ctx.trained else None,
                 evaluate_test=False,
             )
-            state = torch.load(f"{tmp}/{CHECKPOINT}", map_location="cpu", weights_only=False)["model"]
+            state = torch.load(f"{tmp}/{training.CHECKPOINT}", map_location="cpu", weights_only=False)["model"]
         model.load_state_dict(state)
         return model
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from prunenas import latency_model
 from prunenas.cost import fast_macs
 from prunenas.errors import PrunenasError
 from prunenas.proposers.base import Target
@@ -33,9 +34,8 @@ def _ratio_measure(space: Space, kind: str) -> Callable[[Mapping[str, int]], flo
     """The ratio a target of `kind` is met on: MACs (counted) or latency (predicted, `prunenas.latency_model`)."""
     if kind != "latency_ratio":
         return lambda genes: macs_ratio_of(space, genes)
-    from prunenas.latency_model import latency_predictor
 
-    predictor = latency_predictor(space)
+    predictor = latency_model.latency_predictor(space)
     return lambda genes: predictor.ratio(space, space.make(dict(genes)))
 
 

@@ -3,11 +3,14 @@ the budget (`check_config`), distillation and its teacher (`check_teacher`)."""
 
 from __future__ import annotations
 
+from prunenas.config import flag_of
 from prunenas.errors import PrunenasError
 from prunenas.proposers.base import Proposer, get_proposer
+from prunenas.protocols import code_model, get_protocol
 from prunenas.recipes import KD_FIELDS, Recipe, make_recipe
 from prunenas.rethink.config import _KNOWN_CLASSES, ABLATIONS, RethinkConfig
 from prunenas.rethink.settings import BUDGETS
+from prunenas.train import load_teacher
 
 
 def parse_ablations(text: str | None) -> tuple[str, ...]:
@@ -75,8 +78,6 @@ def check_config(config: RethinkConfig) -> tuple[Proposer | None, Proposer | Non
         try:
             space.validate(config.genotype)
         except PrunenasError as exc:
-            from prunenas.protocols import code_model, get_protocol
-
             code = code_model(space, get_protocol(config.protocol))
             if code is None:
                 raise
@@ -106,7 +107,6 @@ def check_config(config: RethinkConfig) -> tuple[Proposer | None, Proposer | Non
 def check_teacher(config: RethinkConfig) -> None:
     """Refuse distillation settings without --teacher and out-of-range ones (the recipe's checks); check a
     teacher checkpoint (`prunenas.train.load_teacher`; its classes when the dataset's are known)."""
-    from prunenas.config import flag_of
 
     unknown = sorted(set(config.kd) - set(KD_FIELDS))
     if unknown:
@@ -116,6 +116,4 @@ def check_teacher(config: RethinkConfig) -> None:
         raise PrunenasError(f"{flags} set the scratch-e-kd arm's distillation: add --teacher reference (or CKPT)")
     make_recipe("scratch-e", config.space.recipe, overrides=dict(config.kd))
     if config.teacher is not None and config.teacher != "reference":
-        from prunenas.train import load_teacher
-
         load_teacher(config.space, config.teacher, _KNOWN_CLASSES.get(config.dataset.lower()))

@@ -14,6 +14,7 @@ from prunenas.config import DataConfig, RunSettings
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.proposers.base import Proposer, Target, get_proposer
+from prunenas.protocols import apply_protocol, code_model, get_protocol, resolved_settings
 from prunenas.recipes import make_recipe
 from prunenas.spaces.base import Space
 
@@ -76,7 +77,6 @@ class RethinkConfig:
     def effective_scratch_b_cap(self) -> float | None:
         """--scratch-b-cap, else none where the protocol's code has none (Rethinking's CIFAR code), else the
         density spaces' default cap."""
-        from prunenas.protocols import get_protocol
 
         if self.scratch_b_cap is not None:
             return self.scratch_b_cap
@@ -86,8 +86,6 @@ class RethinkConfig:
 
     def protocol_settings(self) -> dict[str, Any]:
         """The protocol's name and the settings its runs use (recorded in every run's metrics)."""
-        from prunenas.protocols import code_model, get_protocol, resolved_settings
-
         data = self.data or DataConfig(dataset=self.dataset)
         cap = self.effective_scratch_b_cap
         protocol = get_protocol(self.protocol)
@@ -112,8 +110,6 @@ class RethinkConfig:
 def with_protocol(config: RethinkConfig) -> RethinkConfig:
     """The config with its protocol preset applied to space, data and run settings (settings already
     changed from prunenas's defaults keep their value); the same config again when there is nothing to do."""
-    from prunenas.protocols import apply_protocol, get_protocol
-
     protocol = get_protocol(config.protocol)
     data = config.data or DataConfig(dataset=config.dataset)
     run, plain_data, plain_run = config.settings, DataConfig(dataset=data.dataset), RunSettings()

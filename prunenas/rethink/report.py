@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunenas.genotype import Genotype
+from prunenas.report import format_table, genotype_label, human, save_figure
+from prunenas.report import pyplot as _pyplot
 from prunenas.rethink.config import LABELS
 from prunenas.rethink.plan import Plan
 
@@ -28,8 +30,6 @@ def _pct(mean: float | None, std: float | None) -> str:
 
 
 def _human(n: float | None) -> str:
-    from prunenas.report import human
-
     return "?" if n is None else human(n)
 
 
@@ -60,8 +60,6 @@ def paper_row(outcome: RethinkOutcome) -> dict[str, Any]:
 
 
 def format_plan(plan: Plan) -> str:
-    from prunenas.report import format_table
-
     g = plan.genotype
     pruned = next((a.macs for a in plan.arms if a.name == "scratch-e"), None)
     ratio = "" if pruned is None else f" ({_human(pruned)} MACs, {pruned / plan.reference_macs:.3f} of the reference)"
@@ -118,8 +116,6 @@ def format_plan(plan: Plan) -> str:
 
 
 def format_results(outcome: RethinkOutcome) -> str:
-    from prunenas.report import format_table
-
     plan = outcome.plan
     head = (
         f"rethink: {plan.space} / {genotype_name(plan.genotype)} on {plan.dataset}, budget {plan.budget}, "
@@ -197,8 +193,6 @@ def arms_figure(outcome: RethinkOutcome) -> Any:
     """The figure of `plot_arms`: per arm, every seed's test accuracy (small dots) and their mean (a
     large point) with a ± std interval when the arm has more than one seed; no bars, so the axis need
     not start at zero. Epochs, MACs and the number of seeds are under each arm's name."""
-    from prunenas.report import genotype_label
-    from prunenas.report import pyplot as _pyplot
 
     plt = _pyplot()
     arms = [a for a in outcome.arms if a.mean() is not None]
@@ -240,7 +234,6 @@ def arms_figure(outcome: RethinkOutcome) -> Any:
 
 def plot_arms(outcome: RethinkOutcome, path: Path, fmt: str | None = None) -> Path:
     """The arms' test accuracies (see `arms_figure`), written to `path` (format: `fmt` or the suffix)."""
-    from prunenas.report import save_figure
 
     return save_figure(arms_figure(outcome), path, fmt)
 

@@ -39,6 +39,7 @@ from prunenas.train import (
     evaluate,
     load_error,
     load_teacher,
+    resolve_device,
     train,
 )
 
@@ -159,7 +160,6 @@ def _evaluate_reference(
     space: Space, state: Mapping[str, torch.Tensor], data: DatasetSplits, device: str
 ) -> tuple[float | None, float | None]:
     """(val, test) accuracy of given reference weights (fp32)."""
-    from prunenas.train import resolve_device
 
     dev = resolve_device(device)
     model = space.build(space.reference(), num_classes=data.num_classes)

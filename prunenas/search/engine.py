@@ -19,6 +19,7 @@ from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.metrics import Limit, MetricContext, get_metric
 from prunenas.paths import ensure_dir
+from prunenas.proposers.runner import make_context
 from prunenas.search.config import LAYOUT, SearchConfig, typed_limit
 from prunenas.search.objective import (
     Objective,
@@ -142,8 +143,6 @@ def check_reference(config: SearchConfig, space: Space, data: DatasetSplits) -> 
     if config.search.reference is None:
         return
     import torch
-
-    from prunenas.proposers.runner import make_context
 
     with torch.random.fork_rng(devices=[]):
         make_context(space, data=data, reference=config.search.reference, seed=config.seed, device="cpu")

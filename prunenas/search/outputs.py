@@ -15,10 +15,13 @@ import optuna
 
 from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits
+from prunenas.export import export_run
 from prunenas.genotype import Genotype
 from prunenas.metrics import Metric, get_metric
 from prunenas.recipes import make_recipe
+from prunenas.report import plot_pareto
 from prunenas.search.config import SearchConfig
+from prunenas.search.objective import ALWAYS_RECORDED
 from prunenas.spaces.base import Space
 from prunenas.train import CHECKPOINT, METRICS, TrainResult, train
 
@@ -53,7 +56,6 @@ class SearchOutcome:
 
 def recorded_metrics(config: SearchConfig) -> list[Metric]:
     """Every metric a trial records: the built-ins, the objectives and the limited ones."""
-    from prunenas.search.objective import ALWAYS_RECORDED
 
     names = dict.fromkeys([*ALWAYS_RECORDED, *config.objectives, *config.limited_metrics])
     return [get_metric(n) for n in names]
@@ -151,8 +153,6 @@ def finalize(
         )
         export_dir = None
         if config.search.export and result.finished:
-            from prunenas.export import export_run
-
             dest = config.exports_root / space.slug / config.study / w.genotype.key
             exported = export_run(run_dir, dest, out_flag="--exports")
             export_dir = str(exported.out_dir)
@@ -257,8 +257,6 @@ def _plot_axes(config: SearchConfig) -> tuple[Metric, Metric]:
 
 
 def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winners: Sequence[Winner]) -> dict[str, str]:
-    from prunenas.report import plot_pareto
-
     metrics = recorded_metrics(config)
     files = write_tables(study, config.out, metrics)
     best_dir = config.out / "best"

@@ -21,8 +21,10 @@ from typing import Any
 
 import optuna
 
+from prunenas import hardware
 from prunenas.errors import PrunenasError
 from prunenas.paths import ensure_dir
+from prunenas.progress import make_progress, trial_fields, trial_line
 from prunenas.search.config import CONFIG_FILE, SearchConfig
 from prunenas.search.objective import Objective, SurplusTrial
 
@@ -176,9 +178,8 @@ def storage_errors() -> tuple[type[BaseException], ...]:
 def _alive(host: str, pid: int) -> bool:
     if host != socket.gethostname():
         return True  # cannot tell: leave it to heartbeats
-    from prunenas.hardware import pid_alive
 
-    return pid_alive(pid)
+    return hardware.pid_alive(pid)
 
 
 def recover_stale_trials(study: optuna.Study) -> list[int]:
@@ -300,7 +301,6 @@ def run_trials(
     worker dies, its trial turns stale (heartbeat, or its process is gone) and is queued again."""
     cap = config.budget.trials
     deadline = time.monotonic() + config.search.timeout if config.search.timeout else None
-    from prunenas.progress import make_progress, trial_fields, trial_line
 
     progress = make_progress(
         cap, "trials", unit="trial", initial=min(cap, n_done(study)), quiet=config.run.quiet or config.worker_only
@@ -381,14 +381,13 @@ def worker_threads(config: SearchConfig) -> int:
     before they start. (Each process taking its share of the cores as it registers would race: the first to
     start would take every core before the others count, and a 2-core machine would run 3 threads: one
     trial measured 87 s instead of 13 s that way.)"""
-    from prunenas.hardware import available_cores
 
     n = config.search.gpus_per_trial
     if n > 1:  # torchrun groups of n processes: one group, or one per n listed GPUs
         processes = (len(config.gpus) // n) * n if config.gpus else n
     else:
         processes = config.search.workers * max(1, len(config.gpus))
-    return max(1, available_cores() // max(1, processes))
+    return max(1, hardware.available_cores() // max(1, processes))
 
 
 def worker_commands(config: SearchConfig) -> list[tuple[list[str], dict[str, str]]]:
@@ -431,7 +430,6 @@ def run_workers(
     where = f" on GPUs {','.join(config.gpus)}" if config.gpus else ""
     log(f"starting {len(commands)} worker process{'es' if len(commands) > 1 else ''}{groups}{where}")
     procs = [subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL) for argv, env in commands]
-    from prunenas.progress import make_progress, trial_fields, trial_line
 
     cap = config.budget.trials
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -16,8 +16,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from prunenas import distributed
+from prunenas import distributed, interrupts
+from prunenas.config import RunSettings
 from prunenas.errors import PrunenasError
+from prunenas.genotype import Genotype
+from prunenas.prepare import load_data, searched_space
+from prunenas.recipes import Recipe
+from prunenas.search import run_search
+from prunenas.search.config import SearchConfig
+from prunenas.train import train
 
 FOLLOWER_WAIT_S = 24 * 3600.0  # a follower waits this long for rank 0's next candidate
 GROUP_FLAG = "--torchrun"  # the launcher of a trial group: torchrun, stopped quietly when interrupted
@@ -25,10 +32,6 @@ GROUP_FLAG = "--torchrun"  # the launcher of a trial group: torchrun, stopped qu
 
 def follow(space: Any, data: Any) -> None:
     """A non-zero rank of a trial group: train every candidate rank 0 hands over, until it says stop."""
-    from prunenas.config import RunSettings
-    from prunenas.genotype import Genotype
-    from prunenas.recipes import Recipe
-    from prunenas.train import train
 
     while True:
         job = distributed.share(None)
@@ -43,7 +46,6 @@ def follow(space: Any, data: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker; interrupted (Ctrl-C reaches the parent's whole process group, and the parent forwards
     a SIGINT of its own) it stops in order and quietly with exit 130: the parent says "interrupted" once."""
-    from prunenas import interrupts
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == [GROUP_FLAG]:
@@ -77,8 +79,6 @@ def _launch_group(torchrun_args: list[str], process_ends: bool) -> int:
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
-    from prunenas import interrupts
-
     for name in list(logging.root.manager.loggerDict):  # "Received 2 death signal", "Sending process ...", ...
         if name.startswith("torch.distributed.elastic"):  # (each has its own level: the parent's would not do)
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -96,10 +96,6 @@ def _launch_group(torchrun_args: list[str], process_ends: bool) -> int:
 
 
 def _work(config_path: str) -> int:
-    from prunenas.prepare import load_data, searched_space
-    from prunenas.search import run_search
-    from prunenas.search.config import SearchConfig
-
     config = SearchConfig.load(config_path)
     space = searched_space(config)
     world = distributed.world()

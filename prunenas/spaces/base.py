@@ -22,6 +22,7 @@ from torch import nn
 from prunenas.errors import GenotypeError, SpaceError
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.settings import model_setting
+from prunenas.surgery import inherit_channels
 
 SpaceKind = Literal["channels", "density", "ratios"]
 SearchRange = tuple[float, float, bool]  # (low, high, log scale)
@@ -246,7 +247,6 @@ class Space(ABC):
         """The weights `genotype` inherits from a trained reference model when it is fine-tuned (Li et al.'s
         rule for channel spaces: the filters with the largest L1 norm; `criterion` "bn_scale": the channels
         of largest |BN gamma|, network slimming's rule)."""
-        from prunenas.surgery import inherit_channels
 
         return inherit_channels(self, reference_model, genotype, criterion or "l1")
 

@@ -49,6 +49,7 @@ from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
 from prunenas.spaces.init import check_init, initialize
 from prunenas.spaces.settings import model_setting, width_multiplier
+from prunenas.surgery import fitting
 
 BLOCKS = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}
@@ -270,7 +271,6 @@ def inherit_by_bn_scale(
                 state[f"{link.bn}.{key}"] = state[f"{link.bn}.{key}"][kept].clone()
             state[f"{link.producer}.weight"] = state[f"{link.producer}.weight"][kept].clone()
         state[f"{link.consumer}.weight"] = state[f"{link.consumer}.weight"][:, kept].clone()
-    from prunenas.surgery import fitting
 
     return fitting(space, genotype, num_classes, state)
 

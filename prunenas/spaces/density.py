@@ -22,8 +22,10 @@ from torch import nn
 from prunenas.config import parse_bool
 from prunenas.errors import SpaceError
 from prunenas.genotype import GeneValue, Genotype
+from prunenas.masking import fold_masks, magnitude_masks, masked_state
 from prunenas.masks import MASK, mask_count, prunable_layers, random_mask, set_mask, weight_of
 from prunenas.spaces.base import Gene, SearchRange, Space, SpaceKind
+from prunenas.spaces.registry import get_space
 
 
 class DensitySpace(Space):
@@ -45,8 +47,6 @@ class DensitySpace(Space):
     scratch_b_cap: ClassVar[float | None] = 2.0
 
     def _make_genes(self) -> list[Gene]:
-        from prunenas.spaces.registry import get_space
-
         base_name = self.config.get("base")
         if not base_name:
             raise SpaceError(f'space {self.name!r}: a density space needs base = "<channel space>"')
@@ -116,8 +116,6 @@ class DensitySpace(Space):
         return {"density": kept / total}
 
     def export_model(self, model: nn.Module) -> nn.Module:
-        from prunenas.masking import fold_masks
-
         return fold_masks(model)
 
     def latency_features_model(self, genotype: Genotype) -> nn.Module:
@@ -140,7 +138,6 @@ class DensitySpace(Space):
     ) -> dict[str, torch.Tensor]:
         """The reference's trained weights under `masks` (by default: per-layer magnitude masks at the
         genotype's densities)."""
-        from prunenas.masking import magnitude_masks, masked_state
 
         linears = [m for m in reference_model.modules() if isinstance(m, nn.Linear)]
         num_classes = linears[-1].out_features if linears else self.num_classes

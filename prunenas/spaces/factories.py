@@ -39,6 +39,7 @@ from typing import Any
 from torch import nn
 
 from prunenas.errors import SpaceError, first_line
+from prunenas.plugins import dist_versions
 from prunenas.space_files import factory_file
 
 # torchvision models whose constructors need settings to build without pretrained weights.
@@ -290,7 +291,6 @@ def factory_source(spec: str) -> dict[str, Any]:
     library's version for torchvision:/timm:, else the content hash of the user's module file and of the
     modules it imports from its folder (the file's folder, or its top package's), installed packages
     excepted. Imports the module (behind `user_code`)."""
-    from prunenas.plugins import dist_versions
 
     source = spec.partition(":")[0]
     if source in ("torchvision", "timm"):

@@ -41,6 +41,7 @@ from prunenas.space_files import (
 )
 from prunenas.spaces.base import Space
 from prunenas.spaces.origins import check_factory, differences, origin_of, recorded_origin, settings_of, short_sha
+from prunenas.spaces.traced import DEFAULT_INPUT_SIZE, FactoryName, TracedSpace, is_factory_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -187,7 +188,6 @@ def get_space(name: str, overrides: Mapping[str, Any] | None = None) -> Space:
     cache_key = (name, _freeze(overrides or {}))
     if cache_key in _CACHE:
         return _CACHE[cache_key]
-    from prunenas.spaces.traced import is_factory_name
 
     if is_factory_name(name) and name not in _toml_index():
         if overrides:
@@ -317,7 +317,6 @@ def space_for_genotype(genotype: Genotype, *, flag: str = "--space") -> Space:
 
 def _space_by_name(name: str, flag: str) -> Space:
     """A genotype's space by its name alone (a genotype written before spaces recorded their files)."""
-    from prunenas.spaces.traced import is_factory_name
 
     try:
         return get_space(name)
@@ -340,7 +339,6 @@ def _space_by_name(name: str, flag: str) -> Space:
 def space_for_image_size(space: Space, size: int) -> Space:
     """`space` at `size`-pixel inputs when it is a traced space named by its factory (the data decides
     the input size), else `space` itself."""
-    from prunenas.spaces.traced import FactoryName, TracedSpace, is_factory_name
 
     target = space.base_space()
     if not isinstance(target, TracedSpace) or target.input_shape[1:] == (size, size):
@@ -360,8 +358,6 @@ def space_from_name(name: str) -> Space:
 
 
 def _space_from_name(name: str) -> Space:
-    from prunenas.spaces.traced import DEFAULT_INPUT_SIZE, FactoryName
-
     parsed = FactoryName.parse(name)
     size = parsed.size or DEFAULT_INPUT_SIZE
     if parsed.density:  # the density family (found by name, as a TOML file finds it) around the traced space

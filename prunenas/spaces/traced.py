@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from prunenas import surgery  # channel_groups looked up on the module (a test replaces it)
+from prunenas.cost import fvcore_macs_by_layer
 from prunenas.errors import SpaceError, first_line
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
@@ -56,6 +58,7 @@ from prunenas.spaces.traced_model import (
     path_dependence,
     rescale_to_init,
 )
+from prunenas.surgery import ChannelGroup, GroupTooLarge, even_drops, prune_channels
 
 if TYPE_CHECKING:
     from prunenas.surgery import ChannelGroup
@@ -214,9 +217,6 @@ class TracedSpace(Space):
         }  # fmt: skip
 
     def _derive(self) -> list[Gene]:
-        from prunenas.cost import fvcore_macs_by_layer
-        from prunenas.surgery import GroupTooLarge, channel_groups
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = self.fresh_model()
@@ -250,7 +250,7 @@ class TracedSpace(Space):
         self.output_layer = order[-1]
         rank = {n: i for i, n in enumerate(dict.fromkeys(order))}
         try:
-            found = channel_groups(
+            found = surgery.channel_groups(
                 model,
                 self.example(),
                 ignored=[self.output_layer, *self.user_ignored],
@@ -342,7 +342,6 @@ class TracedSpace(Space):
 
     def _restore(self, data: Mapping[str, Any]) -> list[Gene]:
         """The genes and tables of a cache entry (any malformation raises KeyError, TypeError or ValueError)."""
-        from prunenas.surgery import ChannelGroup
 
         def pairs(rows: Any) -> tuple[tuple[str, int], ...]:
             return tuple((str(n), int(k)) for n, k in rows)
@@ -377,8 +376,6 @@ class TracedSpace(Space):
 
     # -- building ---------------------------------------------------------------------------------------------
     def _build(self, genes: Mapping[str, GeneValue], num_classes: int) -> nn.Module:
-        from prunenas.surgery import even_drops, prune_channels
-
         model = self.fresh_model(num_classes)
         drops = {
             g: even_drops(self.groups[g].width, int(v), self.groups[g].splits)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from prunenas.errors import PrunenasError, first_line
+from prunenas.surgery import even_drops, prune_channels
 
 
 # -- the layers a forward calls ------------------------------------------------------------------------------
@@ -94,7 +95,6 @@ def failing_groups(
     """Groups whose pruning to their lowest width fails or changes the output (group -> reason); `plan`: group
     root -> (width, lowest width, splits). All groups are tried together; on a failure the set is halved until
     each culprit is found."""
-    from prunenas.surgery import even_drops, prune_channels
 
     def attempt(roots: list[str]) -> str | None:
         trial = copy.deepcopy(model)
