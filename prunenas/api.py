@@ -268,8 +268,11 @@ def train_model(
          nn.Module, Teacher, str, os.PathLike, optional=True)  # fmt: skip
     Recipe.check_values(recipe_overrides, where, sep=": ")
     g = _load_genotype(where, "genotype", genotype)
-    space = _space_of(where, None, g)
     splits = load_data(data, seed=seed)
+    # set up as `prunenas train` sets it up: a factory space at the pixel size of the data
+    space, fitted = prepare.fit_to_data(_space_of(where, None, g), g, quiet=True, image_size=splits.image_size)
+    assert fitted is not None
+    g = fitted
     r = make_recipe_for(g, recipe, **recipe_overrides)
     run = (settings or RunSettings(quiet=True)).replace(seed=seed)
     init = load_model_state(Path(weights), f"{where}: weights") if isinstance(weights, str | os.PathLike) else weights
