@@ -14,8 +14,7 @@ from prunenas.genotype import Genotype
 from prunenas.proposers.base import Target, get_proposer, proposers
 from prunenas.proposers.runner import MACS_TOLERANCE, make_context, run_proposer
 from prunenas.proposers.widths import global_widths, local_widths
-from prunenas.spaces import get_space
-from prunenas.spaces import shipped_genotypes
+from prunenas.spaces import get_space, shipped_genotypes
 
 # Keep the slow ones fast in tests: fewer SynFlow iterations, one sparsity epoch for slimming.
 FAST_OPTIONS = {"synflow": {"iterations": 10}, "slimming": {"sparsity_epochs": 1}}

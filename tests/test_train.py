@@ -14,8 +14,7 @@ from prunenas.data import load_dataset
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
 from prunenas.recipes import make_recipe
-from prunenas.spaces import get_space
-from prunenas.spaces import shipped_genotypes
+from prunenas.spaces import get_space, shipped_genotypes
 from prunenas.train import CHECKPOINT, CURVE, METRICS, EpochMetrics, RunSettings, StopTraining, train
 
 QUIET = RunSettings(quiet=True, plot=False)
