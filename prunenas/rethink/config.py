@@ -35,10 +35,6 @@ LABELS = {
     "invert": "invert",
 }
 REINIT_OFFSET = 1_000_003  # reinit's init seed = run seed + this (never the seed the proposer scored)
-#: Scratch-B's default cap on density spaces, in multiples of E: a dense device executes a masked model at
-#: the dense model's cost, so "the same compute" by sparse MACs (20x at 5% density) is no fair budget; 2x
-#: is the cap the Rethinking paper used on ImageNet. --scratch-b-cap overrides it.
-DENSITY_SCRATCH_B_CAP = 2.0
 _KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 
 
