@@ -29,7 +29,7 @@ import inspect
 import numbers
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -332,19 +332,30 @@ def search_architectures(
     recipe: Mapping[str, Any] | PartialRecipe | None = None,
     run: Mapping[str, Any] | RunSettings | None = None,
     metrics: Mapping[str, Any] | None = None,
+    evaluators: Mapping[str, Any] | None = None,
+    evaluate: Callable[[Any, Any], Mapping[str, Any]] | None = None,
     **settings: Any,
 ) -> SearchOutcome:
     """Run (or resume) an architecture search, set up as `prunenas search` sets it up. `settings` are the
     search's settings by name (trials, objectives, max, out, ...: `SearchSettings`); `recipe` changes every
     candidate's recipe (a mapping such as {"lr": 0.05}, or a `pn.PartialRecipe`); `run` the run settings
     (`RunSettings` fields but seed and device: amp, threads, eval_every, ...); `metrics` the options of the
-    metrics that take some ({"latency": {"batch": 8}}). The outcome holds the winners and the Optuna study
-    (`outcome.study`)."""
+    metrics that take some ({"latency": {"batch": 8}}); `evaluators` the options of the evaluator
+    ({"inherit-bn": {"images": 256}}). `evaluate=fn` judges every candidate with your function instead:
+    `fn(model, budget)` gets the candidate's freshly built model and its budget (`budget.epochs`, `budget.data`
+    with the train and validation splits, `budget.device`, `budget.seed`, `budget.genotype`) and returns its
+    metrics, at least {"val_acc": ...}, the score the search ranks by. The outcome holds the winners and the
+    Optuna study (`outcome.study`)."""
 
     where = "search_architectures()"
     _data(where, data, splits=False)
     seed = _seed(where, seed)
     device = _device(where, device)
+    if evaluate is not None:
+        if not callable(evaluate):
+            raise ConfigError(f"{where}: evaluate must be a function fn(model, budget) -> {{'val_acc': ...}}, got "
+                              f"{type(evaluate).__name__}")  # fmt: skip
+        settings = {**settings, "evaluator": "callable"}
     SearchSettings.check_values({**settings, "budget": budget}, where, sep=": ")
     _arg(where, "recipe", recipe, "a dict of recipe settings or a PartialRecipe", Mapping, PartialRecipe,
          optional=True)  # fmt: skip
@@ -358,13 +369,19 @@ def search_architectures(
     s = _space_of(where, space)
     cfg = data if isinstance(data, DataConfig) else DataConfig(dataset=data)
     run_cfg = run if isinstance(run, RunSettings) else RunSettings(**(run or {}))
+    _arg(where, "evaluators", evaluators, "a dict of evaluator name -> options", Mapping, optional=True)
     config, fitted = prepare_search(
         s if isinstance(space, Space) else os.fspath(space), search=SearchSettings(budget=budget, **settings),
         data=cfg, run=run_cfg.replace(seed=seed, device=device, quiet=True), recipe=recipe, metrics=metrics,
-        quiet=True,
+        evaluators=evaluators, quiet=True,
     )  # fmt: skip
     splits = prepare.load_data(config.data, seed)
-    return run_search(config, fitted, splits, log=lambda _msg: None)
+    judge = None
+    if evaluate is not None:
+        from prunenas.evaluators.builtin import CallableEvaluator
+
+        judge = CallableEvaluator(evaluate)
+    return run_search(config, fitted, splits, log=lambda _msg: None, evaluator=judge)
 
 
 #: export_onnx's options: (what is valid, types, bounds); the exporter checks the finer points (opset range,

@@ -1,4 +1,4 @@
-"""Plugins: spaces, proposers and metrics, registered in one place.
+"""Plugins: spaces, proposers, metrics and evaluators, registered in one place.
 
 The built-ins are `BUILTINS`, and only there (a source tree on PYTHONPATH, which has no package metadata,
 finds them as an installed package does). A third-party plugin is one class and one entry-point line in its
@@ -7,6 +7,7 @@ own package's group:
     [project.entry-points."prunenas.spaces"]      a Space subclass (a family, or a space of its own)
     [project.entry-points."prunenas.proposers"]   a Proposer subclass
     [project.entry-points."prunenas.metrics"]     a Metric subclass
+    [project.entry-points."prunenas.evaluators"]  an Evaluator subclass (prunenas.evaluators.base)
 
 An entry point of a built-in's name replaces the built-in. Entry points that prunenas's own distribution
 lists (the metadata of an install made before the built-ins left pyproject.toml) are not read: `BUILTINS`
@@ -24,6 +25,7 @@ from typing import Any
 SPACES = "prunenas.spaces"
 PROPOSERS = "prunenas.proposers"
 METRICS = "prunenas.metrics"
+EVALUATORS = "prunenas.evaluators"
 #: prunenas's own distribution name (its entry points, if any, are not plugins).
 DISTRIBUTION = "prunenas"
 
@@ -66,6 +68,11 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
         "macs": "prunenas.metrics:Macs",
         "params": "prunenas.metrics:Params",
         "latency": "prunenas.metrics:Latency",
+    },
+    EVALUATORS: {
+        "scratch": "prunenas.evaluators.builtin:Scratch",
+        "inherit-bn": "prunenas.evaluators.builtin:InheritBN",
+        "callable": "prunenas.evaluators.builtin:CallableEvaluator",
     },
 }
 

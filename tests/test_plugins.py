@@ -20,6 +20,7 @@ from prunenas import plugins
 from prunenas.cli import main
 from prunenas.cost import analytic_macs_by_layer, fvcore_macs_by_layer, genotype_cost
 from prunenas.errors import GenotypeError
+from prunenas.evaluators import Evaluator
 from prunenas.genotype import Genotype
 from prunenas.metrics import Metric
 from prunenas.proposers.base import Proposer
@@ -180,12 +181,14 @@ def test_broken_plugins_warn_but_do_not_break(site: Path, capsys: pytest.Capture
 
 
 # -- the package's own plugins: registered once, in plugins.BUILTINS -------------------------------------
-PLUGIN_GROUPS = (plugins.SPACES, plugins.PROPOSERS, plugins.METRICS)
+PLUGIN_GROUPS = (plugins.SPACES, plugins.PROPOSERS, plugins.METRICS, plugins.EVALUATORS)
 
 
 @pytest.mark.parametrize("group", PLUGIN_GROUPS)
 def test_every_builtin_reference_imports(group: str) -> None:
-    base = {plugins.SPACES: Space, plugins.PROPOSERS: Proposer, plugins.METRICS: Metric}[group]
+    base = {plugins.SPACES: Space, plugins.PROPOSERS: Proposer, plugins.METRICS: Metric, plugins.EVALUATORS: Evaluator}[
+        group
+    ]
     for name, ref in plugins.BUILTINS[group].items():
         obj = plugins.load_ref(ref)
         assert isinstance(obj, type) and issubclass(obj, base), f"{name} = {ref} is not a {base.__name__} subclass"
@@ -197,8 +200,9 @@ def test_builtins_are_what_their_labels_say() -> None:
     apart by (name, kind), so no two built-ins may share both."""
     for name, ref in plugins.BUILTINS[plugins.SPACES].items():
         assert plugins.load_ref(ref).family == name
-    for name, ref in plugins.BUILTINS[plugins.METRICS].items():
-        assert plugins.load_ref(ref).name == name
+    for group in (plugins.METRICS, plugins.EVALUATORS):
+        for name, ref in plugins.BUILTINS[group].items():
+            assert plugins.load_ref(ref).name == name
     keys = [(cls.name, cls.kind) for cls in map(plugins.load_ref, plugins.BUILTINS[plugins.PROPOSERS].values())]
     assert all(name for name, _ in keys) and len(set(keys)) == len(keys)
     assert set(registry.families()) >= set(plugins.BUILTINS[plugins.SPACES])

@@ -193,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_handler("commands", "cmd_proposers"))
 
     p = command(
+        "evaluators", "list the evaluators a search judges its candidates with (--evaluator)",
+        "prunenas evaluators",
+        "prunenas evaluators --json    # with each evaluator's options",
+    )  # fmt: skip
+    _json_flag(p, "print JSON (with each evaluator's options)")
+    p.set_defaults(handler=_handler("commands", "cmd_evaluators"))
+
+    p = command(
         "propose", "run a pruning method and write the genotype it decides",
         "prunenas propose --space resnet56_channels --proposer l1-paper --ratio 0.5 -o l1-half.json",
         "prunenas propose --space resnet20_density --proposer snip --density 0.1 --dataset digits -o snip.json",

@@ -274,6 +274,26 @@ def cmd_proposers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluators(args: argparse.Namespace) -> int:
+    from prunenas.evaluators import evaluator_class, evaluator_names
+    from prunenas.report import format_table
+
+    rows = [evaluator_class(name)().describe() for name in evaluator_names()]
+    if args.json:
+        print_json(rows)
+        return 0
+    table = [
+        [r["name"], "trained weights" if r["needs_trained"] else "-", ", ".join(f"--{r['name']}-{k.replace('_', '-')}"
+         for k in r["options"]) or "-", r["description"]]
+        for r in rows
+    ]  # fmt: skip
+    print(format_table(table, ["evaluator", "needs", "options", "what"], "llll"))
+    print(
+        "\nchoose one with `prunenas search --evaluator NAME`; trained weights: --reference CKPT or --pretrain-epochs N"
+    )
+    return 0
+
+
 def cmd_propose(args: argparse.Namespace) -> int:
     from prunenas.proposers.base import get_proposer
     from prunenas.proposers.runner import make_context, run_proposer

@@ -46,6 +46,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     config, space = prepare_search(
         args.space, search=SearchSettings.from_dict(given.get("search", {}), where="prunenas search"),
         data=data_config(args), run=run, recipe=recipe_overrides(args), metrics=given.get("metrics"),
+        evaluators=given.get("evaluators"),
     )  # fmt: skip
     data = load_data(config.data, run.seed)
     log = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))

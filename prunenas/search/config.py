@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from prunenas.config import Config, ConfigError, DataConfig, RunSettings, setting
 from prunenas.errors import PrunenasError
+from prunenas.evaluators import Evaluator, evaluator_options, get_evaluator
 from prunenas.metrics import Limit, get_metric, metric_options
 from prunenas.paths import safe_name
 from prunenas.recipes import PartialRecipe, check_kd
@@ -75,6 +76,11 @@ class SearchConfig(Config):
     metrics: dict[str, Config] = setting(
         default_factory=dict, help="options of the metrics that take some, by metric name", plugins=metric_options
     )
+    evaluators: dict[str, Config] = setting(
+        default_factory=dict,
+        help="options of the evaluator (--evaluator), by evaluator name",
+        plugins=evaluator_options,
+    )
     data: DataConfig = setting(default_factory=DataConfig, help="the images")
     run: RunSettings = setting(default_factory=RunSettings, help="how and where the candidates train")
     worker_only: bool = setting(False, "a spawned worker: trials only, no seeding, no final step", cli=False,
@@ -88,6 +94,16 @@ class SearchConfig(Config):
                 "stays untouched); pass --val-size N with N > 0, or leave it out (a tenth of the training images)"
             )
         check_kd(self.recipe_overrides, self.search.teacher)
+        for name, options in self.evaluators.items():
+            defaults = type(options)().to_dict()
+            changed = [k for k, v in options.to_dict().items() if v != defaults.get(k)]
+            if name != self.search.evaluator and changed:
+                flags = " and ".join(f"--{name}-{k.replace('_', '-')}" for k in changed)
+                raise ConfigError(
+                    f"{flags} {'is an option' if len(changed) == 1 else 'are options'} of --evaluator {name}, not of "
+                    f"--evaluator {self.search.evaluator}; add --evaluator {name} or leave "
+                    f"{'it' if len(changed) == 1 else 'them'} out"
+                )
         measured = _measured_by(self.search)
         for name, options in self.metrics.items():
             metric = get_metric(name, "--objectives")
@@ -102,8 +118,16 @@ class SearchConfig(Config):
                 )
             metric.check_options(options, self.search.limits())
 
+    def evaluator(self) -> Evaluator:
+        """The evaluator that judges the candidates, with its options."""
+        return get_evaluator(self.search.evaluator, self.evaluators.get(self.search.evaluator))
+
     def resolve_identity(self, identity: dict[str, Any]) -> dict[str, Any]:
-        """The options of every metric measured, given or not (a default given explicitly is the same study)."""
+        """The options of every metric measured and of the evaluator, given or not (a default given explicitly
+        is the same study)."""
+        identity.pop("evaluators", None)
+        if self.search.evaluator != "scratch":
+            identity["evaluator"] = self.evaluator().identity()
         measured = _measured_by(self.search)
         identity["metrics"] = {
             name: options.identity()
@@ -134,7 +158,10 @@ class SearchConfig(Config):
 
     @property
     def study(self) -> str:
-        return self.search.study or default_study_name(self.search, self.run.seed, self.recipe_overrides)
+        given = self.evaluators.get(self.search.evaluator)
+        return self.search.study or default_study_name(
+            self.search, self.run.seed, self.recipe_overrides, given.to_dict() if given is not None else None
+        )
 
     @property
     def out(self) -> Path:
@@ -252,6 +279,7 @@ def prepare_search(
     run: RunSettings,
     recipe: Mapping[str, Any] | Any = None,
     metrics: Mapping[str, Any] | None = None,
+    evaluators: Mapping[str, Any] | None = None,
     quiet: bool = False,
 ) -> tuple[SearchConfig, Space]:
     """The search of `space` (a space, or the name, factory or TOML path that names it) on `data`, fitted to
@@ -270,7 +298,8 @@ def prepare_search(
     given = space if isinstance(space, str) else None
     ref = search_space_ref(fitted, given if fitted is named else fitted.name)
     config = SearchConfig(
-        space=fitted.name, space_ref=ref, search=search, recipe=recipe or {}, metrics=dict(metrics or {}),  # type: ignore[arg-type]
+        space=fitted.name, space_ref=ref, search=search, recipe=recipe or {},  # type: ignore[arg-type]
+        metrics=dict(metrics or {}), evaluators=dict(evaluators or {}),
         data=data.replace(train_subset=search.resolved_budget(data.train_subset).train_subset), run=run,
     )  # fmt: skip
     return config, fitted

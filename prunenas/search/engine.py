@@ -16,6 +16,7 @@ import optuna
 
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
+from prunenas.evaluators import Evaluator
 from prunenas.genotype import Genotype
 from prunenas.metrics import Limit, MetricContext, get_metric
 from prunenas.paths import ensure_dir
@@ -250,9 +251,11 @@ def run_search(
     space: Space,
     data: DatasetSplits,
     log: Callable[[str], None] = print,
+    evaluator: Evaluator | None = None,
 ) -> SearchOutcome:
     """Create or resume the study, run trials until the study-wide budget is spent (here, or in
-    worker processes), then retrain and export the winners."""
+    worker processes), then retrain and export the winners. `evaluator`: an evaluator object that judges the
+    candidates instead of the configuration's (the API's `evaluate=` function; this process only)."""
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -262,7 +265,13 @@ def run_search(
     # behind that would turn the corrected command away as "other settings".
     if not config.worker_only:
         check_scale_out(config)
-    objective = Objective(config, space, data)  # the teacher and the latency runtime are checked here
+    if evaluator is not None and (config.search.workers > 1 or config.gpus or config.search.storage):
+        raise PrunenasError(
+            f"an evaluator given as a Python object ({evaluator.name}) judges candidates in this process only: "
+            "drop workers, gpus and storage (worker processes cannot receive it)"
+        )
+    # the teacher, the latency runtime and the evaluator (its reference, its space) are checked here
+    objective = Objective(config, space, data, evaluator)
     check_limits(config, space, objective)
     make_pruner(config)  # a pruner needs a single objective
     stored = None

@@ -16,6 +16,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 from prunenas import distributed
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
+from prunenas.evaluators import EvaluationContext, Evaluator
 from prunenas.genotype import Genotype
 from prunenas.metrics import Metric, MetricContext, get_metric
 from prunenas.proposers.base import Target, get_proposer, proposers
@@ -32,10 +34,18 @@ from prunenas.proposers.runner import make_context, run_proposer
 from prunenas.recipes import make_recipe
 from prunenas.search.config import SearchConfig
 from prunenas.spaces.base import Space
-from prunenas.train import EpochMetrics, StopTraining, TrainResult, run_id, run_identity, train
+from prunenas.train import CHECKPOINT, EpochMetrics, StopTraining, TrainResult, run_id, run_identity, train
 
 #: Metrics recorded for every trial whatever the objectives (the tables and plots use them).
 ALWAYS_RECORDED = ("val_acc", "macs", "params")
+#: What an evaluator that trains nothing records of a candidate, in its folder.
+EVALUATION = "evaluation.json"
+
+
+def result_from_dict(d: Mapping[str, Any]) -> TrainResult:
+    """A `TrainResult` as `evaluation.json` holds it (no epochs: the evaluator trained nothing)."""
+    names = TrainResult.__dataclass_fields__
+    return TrainResult(**{k: v for k, v in d.items() if k in names and k != "history"})
 
 
 class SurplusTrial(Exception):
@@ -87,10 +97,20 @@ def applicable_proposers(space: Space, reference: str | None) -> list[str]:
 class Objective:
     """Turns an Optuna trial into a genotype, trains it (or not) and returns its objective values."""
 
-    def __init__(self, config: SearchConfig, space: Space, data: DatasetSplits) -> None:
+    def __init__(
+        self, config: SearchConfig, space: Space, data: DatasetSplits, evaluator: Evaluator | None = None
+    ) -> None:
         self.config = config
         self.space = space
         self.data = data
+        # how a candidate is judged (--evaluator; a Python function through the API): refused now if it cannot
+        # serve this space or its reference is missing, not in the first trial
+        self.evaluator = evaluator or config.evaluator()
+        why_not = self.evaluator.serves(space)
+        if why_not:
+            raise PrunenasError(f"--evaluator {self.evaluator.name} cannot judge --space {space.name}: {why_not}")
+        reference = config.search.reference
+        self.reference: Path | None = Path(reference) if reference else None
         self.proxy = make_recipe(
             "proxy", space.recipe, overrides={"epochs": config.budget.proxy_epochs, **config.recipe_overrides}
         )
@@ -115,12 +135,51 @@ class Objective:
         self.teacher = config.load_teacher(space, data.num_classes)
         self._context: Any = None
         self._bounds: dict[str, list[Any]] | None = None
+        self._evaluation: EvaluationContext | None = None
+        if self.evaluator.needs_trained and self.reference is not None:
+            self.evaluation_context()  # the reference is loaded and checked before anything is written
+
+    def evaluation_context(self) -> EvaluationContext:
+        """What the evaluator judges candidates with, made once: the proxy recipe and run settings, the
+        trained reference (trained here first with --pretrain-epochs, once per study folder)."""
+        if self._evaluation is None:
+            if self.evaluator.needs_trained and self.reference is None:
+                self.reference = self.pretrained_reference()
+            self._evaluation = EvaluationContext(
+                space=self.space, data=self.data, recipe=self.proxy, settings=self.config.proxy_settings(),
+                seed=self.config.seed, reference=self.reference, teacher=self.teacher, work_dir=self.config.out,
+                train_fn=train,
+            )  # fmt: skip
+            self.evaluator.prepare(self._evaluation)
+        return self._evaluation
+
+    def pretrained_reference(self) -> Path:
+        """The checkpoint of the reference trained for --pretrain-epochs with the proxy recipe, in the study
+        folder (found there when a worker or an earlier run trained it)."""
+        epochs = self.config.search.pretrain_epochs
+        assert epochs is not None  # SearchSettings.check
+        recipe = make_recipe("proxy", self.space.recipe, overrides={**self.config.recipe_overrides, "epochs": epochs})
+        genotype = self.space.reference()
+        identity = run_identity(genotype, recipe, self.config.seed, self.data)
+        out = self.config.out / "reference" / f"{genotype.key}-{run_id(identity)}"
+        out.mkdir(parents=True, exist_ok=True)
+        with run_lock(out):
+            train(self.space, genotype, self.data, recipe, self.config.run_settings(quiet=True, plot=False),
+                  out_dir=out, evaluate_test=False)  # fmt: skip
+        return out / CHECKPOINT
 
     # genes mode ---------------------------------------------------------------------------------------------
     def search_bounds(self, seeds: Sequence[Genotype] = ()) -> dict[str, tuple[float, float, bool]]:
         """Per-gene sampling range (low, high, log), from the space (densities: log scale from
-        --min-density, or lower to admit the seeds)."""
-        return {g.name: self.space.search_range(g, seeds, self.config.search.min_density) for g in self.space.genes}
+        --min-density, or lower to admit the seeds); a gene the evaluator cannot judge changed stays at its
+        value (`Evaluator.fixed_genes`)."""
+        fixed = self.evaluator.fixed_genes(self.space)
+        return {
+            g.name: (fixed[g.name], fixed[g.name], False)
+            if g.name in fixed
+            else self.space.search_range(g, seeds, self.config.search.min_density)
+            for g in self.space.genes
+        }
 
     def sample_genes(self, trial: optuna.Trial) -> Genotype:
         values: dict[str, int | float] = {}
@@ -235,6 +294,8 @@ class Objective:
             return self._returned({**values, **{m.name: m.worst for m in self.objectives if m.after_training}})
         result, cached = self.train(trial, genotype)
         trial.set_user_attr("cached", cached)
+        trial.set_user_attr("evaluator", self.evaluator.name)
+        trial.set_user_attr("eval_time_s", result.wall_time_s)
         if cached:
             self._note_duplicate(trial, genotype)
         trial.set_user_attr("resumed_from_epoch", result.resumed_from)
@@ -278,9 +339,13 @@ class Objective:
 
     def run_dir(self, genotype: Genotype) -> Path:
         identity = run_identity(genotype, self.proxy, self.config.seed, self.data, teacher=self.teacher)
+        judged = self.evaluator.identity()
+        if judged:  # judged otherwise than by a proxy run: another folder (and its reference, when it has one)
+            identity = {**identity, "evaluator": judged, "reference": str(self.reference) if self.reference else None}
         return self.runs / f"{genotype.key}-{run_id(identity)}"
 
     def train(self, trial: optuna.Trial, genotype: Genotype) -> tuple[TrainResult, bool]:
+        context = self.evaluation_context()  # first: a pretrained reference is part of the run folder's name
         out = self.run_dir(genotype)
         callbacks: list[Callable[[EpochMetrics], None]] = []
         if self.config.single_objective and self.config.search.pruner != "none":
@@ -294,26 +359,22 @@ class Objective:
 
             callbacks.append(report)
         out.mkdir(parents=True, exist_ok=True)
-        settings = self.config.proxy_settings()
-        with run_lock(out):  # two workers never train the same genotype: the second waits, then reads it
-            cached = (out / "metrics.json").exists()
+        settings = context.settings
+        with run_lock(out):  # two workers never judge the same genotype: the second waits, then reads it
+            cached = (out / "metrics.json").exists() or (out / EVALUATION).exists()
+            if not self.evaluator.trains and cached:
+                return result_from_dict(json.loads((out / EVALUATION).read_text(encoding="utf-8"))), True
             if distributed.world().parallel:  # --gpus-per-trial: the group's other ranks train it with us
                 distributed.share(
                     {"genotype": genotype.to_dict(), "recipe": self.proxy.to_dict(), "settings": settings.to_dict(),
                      "out": str(out)}
                 )  # fmt: skip
-            result = train(
-                self.space,
-                genotype,
-                self.data,
-                self.proxy,
-                settings,
-                out_dir=out,
-                callbacks=callbacks,
-                evaluate_test=False,
-                extra_metrics={"trial": trial.number, "study": self.config.study},
-                teacher=self.teacher,
-            )
+            extra = {"trial": trial.number, "study": self.config.study}
+            ctx = replace(context, callbacks=tuple(callbacks), extra_metrics=extra)
+            result = self.evaluator.evaluate(genotype, ctx, out)
+            if not self.evaluator.trains:  # kept, so a duplicate genotype or a rerun reads it
+                record = {**result.to_dict(), "evaluator": self.evaluator.describe(), **extra}
+                (out / EVALUATION).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         return result, cached
 
 

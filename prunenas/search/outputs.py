@@ -161,11 +161,15 @@ def finalize(
     return out
 
 
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 # -- tables ----------------------------------------------------------------------------------------------------
 _LEADING = ("number", "state", "origin", "proposer", "target", "key")
 _TRAILING = (
-    "infeasible", "cached", "epochs_run", "resumed_from_epoch", "retry_of", "train_time_s", "stopped", "duration_s",
-    "host", "pid", "run", "genotype",
+    "infeasible", "evaluator", "eval_time_s", "cached", "epochs_run", "resumed_from_epoch", "retry_of", "train_time_s",
+    "stopped", "duration_s", "host", "pid", "run", "genotype",
 )  # fmt: skip
 
 
@@ -208,6 +212,8 @@ def trial_rows(study: optuna.Study, metrics: Sequence[Metric] | None = None) -> 
         row.update(
             {
                 "infeasible": bool(a.get("infeasible", False)),
+                "evaluator": a.get("evaluator"),  # what scored it (None: never judged, e.g. infeasible)
+                "eval_time_s": a.get("eval_time_s"),  # what judging it cost, in seconds
                 "cached": a.get("cached"),
                 "epochs_run": a.get("epochs_run"),
                 "resumed_from_epoch": a.get("resumed_from_epoch"),
@@ -290,6 +296,10 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
         "limits": {lim.text(): study.user_attrs.get("limits", {}).get(lim.metric) for lim in config.limits},
         "min_limits": {lim.text(): study.user_attrs.get("floors", {}).get(lim.metric) for lim in config.min_limits},
         "settings": config.record(),
+        "evaluator": {
+            "name": config.search.evaluator,
+            "seconds_per_candidate": _mean([r["eval_time_s"] for r in rows if r.get("eval_time_s") is not None]),
+        },
         "trials": len(rows),
         "pareto_front": front,
         "winners": [

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prunenas.config import Config, ConfigError, fingerprint, setting
+from prunenas.evaluators import evaluator_class
 from prunenas.metrics import Limit, get_metric
 from prunenas.recipes import TEACHER_HELP
 
@@ -136,6 +137,15 @@ class SearchSettings(Config):
     min_density: float = setting(
         0.01, "density spaces: lowest density the search samples", low=0.0, high=1.0, low_open=True
     )
+    evaluator: str = setting(
+        "scratch", "how each candidate is judged: scratch (a from-scratch proxy run of --proxy-epochs), inherit-bn "
+        "(channels cut from a trained reference, BatchNorm re-estimated: seconds per candidate; needs --reference "
+        "or --pretrain-epochs) or a plugin's (see `prunenas evaluators`)", metavar="NAME", omit_default=True,
+    )  # fmt: skip
+    pretrain_epochs: int | None = setting(
+        None, "train the reference that an evaluator scoring trained weights needs, this many epochs with the "
+        "proxy recipe (once per study; instead of --reference)", low=1, metavar="E", omit_default=True,
+    )  # fmt: skip
     conditions: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {
         "pruner": lambda s: None if s.single_objective() else (
             "to a search of several objectives (Optuna's pruners need a single objective: pass --objectives "
@@ -163,6 +173,22 @@ class SearchSettings(Config):
         )
 
     def check(self) -> None:
+        needs_trained = evaluator_class(self.evaluator).needs_trained
+        if needs_trained and self.reference is None and self.pretrain_epochs is None:
+            raise ConfigError(
+                f"--evaluator {self.evaluator} scores candidates cut from trained weights: pass --reference CKPT (a "
+                "`prunenas pretrain` checkpoint) or --pretrain-epochs N"
+            )
+        if self.pretrain_epochs is not None and (not needs_trained or self.reference is not None):
+            why = "with --reference (the reference is given)" if self.reference else (
+                f"with --evaluator {self.evaluator} (it needs no trained reference)"
+            )  # fmt: skip
+            raise ConfigError(f"--pretrain-epochs {self.pretrain_epochs} does not apply {why}; leave it out")
+        if self.evaluator != "scratch" and self.gpus_per_trial > 1:
+            raise ConfigError(
+                f"--gpus-per-trial trains each candidate data-parallel; --evaluator {self.evaluator} trains none: "
+                "drop --gpus-per-trial (use --workers)"
+            )
         if self.max_macs is not None and self.max_macs_ratio is not None:
             raise ConfigError("give either --max-macs N or --max-macs-ratio R, not both")
         for text in self.max:
@@ -275,16 +301,24 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text)
 
 
-def default_study_name(settings: SearchSettings, seed: int, overrides: Mapping[str, Any] | None = None) -> str:
+def default_study_name(
+    settings: SearchSettings,
+    seed: int,
+    overrides: Mapping[str, Any] | None = None,
+    evaluator_options: Mapping[str, Any] | None = None,
+) -> str:
     """budget-mode-sampler-sSEED, then the limits, the objectives when not the default, and a hash of the
     proxy length, seed targets, recipe changes and teacher the user gave (so other settings never resume the
-    wrong study; the hash covers what it covered when it was introduced, so names stay valid)."""
+    wrong study; the hash covers what it covered when it was introduced, so names stay valid); an evaluator
+    other than scratch by name, its options given and its reference in the hash."""
     parts = [settings.budget, settings.mode, settings.sampler, f"s{seed}"]
     for limit in settings.limits():
         parts.append(f"max{limit.value:g}" if limit.metric == "macs" and limit.relative else f"max-{limit.text()}")
     parts.extend(f"min-{floor.text()}" for floor in settings.floors())
     if settings.objectives and settings.objectives != DEFAULT_OBJECTIVES:
         parts.append("+".join(settings.objectives))
+    if settings.evaluator != "scratch":  # candidates judged otherwise: another study
+        parts.append(settings.evaluator)
     # --trials, --top-k and --final-epochs extend or finish the same study; these change what it measures:
     changed: dict[str, Any] = {"proxy_epochs": settings.proxy_epochs} if settings.proxy_epochs else {}
     if settings.seed_targets or not settings.seeding:  # other seeds: another study, not a resumed one
@@ -292,6 +326,9 @@ def default_study_name(settings: SearchSettings, seed: int, overrides: Mapping[s
     changed.update({f"recipe.{k}": v for k, v in (overrides or {}).items() if v is not None})
     if settings.teacher is not None:  # distilled candidates: another study
         changed["teacher"] = settings.teacher
+    changed.update({f"evaluator.{k}": v for k, v in (evaluator_options or {}).items()})
+    if settings.pretrain_epochs is not None or (settings.evaluator != "scratch" and settings.reference is not None):
+        changed["reference"] = settings.reference or f"pretrain {settings.pretrain_epochs}"
     if changed:
         parts.append(fingerprint(changed, length=6))
     return _safe("-".join(parts))

@@ -1,4 +1,4 @@
-"""Contract test suites for plugins: spaces, proposers and metrics, shipped inside the package.
+"""Contract test suites for plugins: spaces, proposers, metrics and evaluators, shipped inside the package.
 
 Like Optuna's importable sampler tests, these are plain base classes (their names do not start with
 `Test`, so pytest never collects them on their own). A third-party package runs one against its own
@@ -33,8 +33,8 @@ fixtures it needs:
         def space(self):
             return get_space("resnet20_channels")
 
-Required fixtures: `space` (all three suites), `proposer_class` (ProposerContract), `metric`
-(MetricContract). Optional fixtures, with their defaults:
+Required fixtures: `space` (every suite), `proposer_class` (ProposerContract), `metric`
+(MetricContract), `evaluator` (EvaluatorContract: an Evaluator instance). Optional fixtures, with their defaults:
 
     ProposerContract.reference         None: a checkpoint (path) of the space's trained reference, from
                                        `prunenas pretrain`; without it, the target and determinism checks
@@ -43,6 +43,8 @@ Required fixtures: `space` (all three suites), `proposer_class` (ProposerContrac
     ProposerContract.proposer_options  {}: options passed to the proposer (e.g. fewer iterations)
     ProposerContract.targets           the proposer's own `targets` (but latency_ratio): the target kinds checked
     MetricContract.train_result        a TrainResult with val_acc = 0.5 (what an after-training metric sees)
+    EvaluatorContract.reference        for an evaluator with `needs_trained`, a checkpoint of the space's
+                                       reference trained one epoch here; else None
 
 Class attributes a subclass may change: `SpaceContract.seeds` (random genotypes built),
 `ProposerContract.target_value` (0.5) and `ProposerContract.device` ("cpu").
@@ -436,3 +438,6 @@ class MetricContract:
         assert isinstance(value, float) and math.isfinite(value), value
         if not metric.after_training:  # a value known before training does not depend on it
             assert value == metric.measure(MetricContext(space, ref, space.num_classes, result=None))
+
+
+from prunenas.testing.evaluators import EvaluatorContract  # noqa: E402, F401  (it uses the helpers above)
