@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from typing import NoReturn
 
 from prunenas import __version__, distributed, interrupts
@@ -39,8 +40,6 @@ def _handler(module: str, name: str) -> Handler:
     """A handler imported when its command runs (keeps `prunenas --help` fast)."""
 
     def run(args: argparse.Namespace) -> int:
-        from importlib import import_module
-
         fn: Handler = getattr(import_module(f"prunenas.cli.{module}"), name)
         return fn(args)
 
@@ -191,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _json_flag(p, "print JSON (with each proposer's options)")
     p.set_defaults(handler=_handler("commands", "cmd_proposers"))
+
+    for module in ("fidelity_command", "supernet_command"):  # each defines its command's parser and handler
+        try:
+            add_command = import_module(f"prunenas.cli.{module}").add_command
+        except ModuleNotFoundError:  # not written yet
+            continue
+        add_command(command, _handler(module, "run"))
 
     p = command(
         "evaluators", "list the evaluators a search judges its candidates with (--evaluator)",
