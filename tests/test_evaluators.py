@@ -82,6 +82,34 @@ def test_a_search_judged_by_inherit_bn_pretrains_its_reference_once(tmp_path, ti
     assert len(json.loads((out / "trials.json").read_text())) == len(rows)
 
 
+def test_promotion_retrains_the_best_cheaply_judged_candidates_from_scratch(tmp_path, tiny_toml, capsys):
+    out = tmp_path / "p"
+    argv = ["search", "--space", str(tiny_toml), *DIGITS, "--budget", "smoke", "--trials", "6", "--top-k", "1",
+            "--final-epochs", "1", "--no-export", "--proxy-epochs", "1", "--evaluator", "inherit-bn",
+            "--pretrain-epochs", "1", "--promote", "scratch:0.5", "--out", str(out), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    rows = {r["number"]: r for r in json.loads((out / "trials.json").read_text())}
+    judged = {}
+    for r in sorted(rows.values(), key=lambda r: -r["val_acc"]):  # one per genotype, best first
+        if r["state"] == "COMPLETE" and r["key"] not in {x["key"] for x in judged.values()}:
+            judged[r["number"]] = r
+    promoted = json.loads((out / "promoted.json").read_text())
+    assert len(promoted) == -(-len(judged) // 2)  # the best half, rounded up
+    best_cheap = sorted(judged.values(), key=lambda r: -r["val_acc"])[: len(promoted)]
+    assert {p["cheap_val_acc"] for p in promoted} == {r["val_acc"] for r in best_cheap}
+    assert all(p["evaluator"] == "scratch" and p["cheap_evaluator"] == "inherit-bn" for p in promoted)
+    # each promoted genotype was trained from scratch (a proxy run of 1 epoch, in its own run folder)
+    runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")]
+    promoted_runs = [r for r in runs if r.get("promoted")]
+    assert len(promoted_runs) == len(promoted) and all(r["recipe"] == "proxy" and r["epochs_run"] == 1 for r in
+                                                       promoted_runs)  # fmt: skip
+    winner = outcome["winners"][0]
+    best = max(p["val_acc"] for p in promoted)  # ties go to the next objective (fewer MACs)
+    assert winner["val_acc"] == best and winner["trial"] in {p["trial"] for p in promoted if p["val_acc"] == best}
+    assert winner["test_acc"] is not None  # retrained from scratch with the final recipe, tested once
+
+
 def test_inherit_bn_keeps_the_genes_channel_pruning_keeps(tmp_path):
     """Shortcut-A ResNets share their residual widths: no weights can be inherited for other values, so a
     search judged by inherit-bn samples only the blocks' widths (shortcut B's are all prunable)."""
@@ -131,6 +159,8 @@ def test_a_python_function_judges_the_candidates(tmp_path, space):
         (["--evaluator", "inherit-bn", "--pretrain-epochs", "1", "--inherit-bn-images", "0"], "--inherit-bn-images"),
         (["--pretrain-epochs", "2"], "--pretrain-epochs 2 does not apply"),
         (["--evaluator", "callable"], "pn.search_architectures(..., evaluate=fn)"),
+        (["--evaluator", "inherit-bn", "--pretrain-epochs", "1", "--promote", "scratch:1.5"], "FRACTION in (0, 1]"),
+        (["--promote", "scratch:0.5"], "judges again with the evaluator that scored them"),
     ],
 )
 def test_bad_evaluator_input_is_one_line(extra, expected, tmp_path, tiny_toml, capsys):

@@ -16,7 +16,7 @@ import optuna
 
 from prunenas.data import DatasetSplits
 from prunenas.errors import PrunenasError
-from prunenas.evaluators import Evaluator
+from prunenas.evaluators import Evaluator, get_evaluator
 from prunenas.genotype import Genotype
 from prunenas.metrics import Limit, MetricContext, get_metric
 from prunenas.paths import ensure_dir
@@ -34,6 +34,7 @@ from prunenas.search.outputs import (
     Winner,
     finalize,
     pick_winners,
+    promote,
     recorded_metrics,
     write_outputs,
     write_tables,
@@ -322,7 +323,12 @@ def run_search(
     winners: list[Winner] = []
     files: dict[str, str] = {}
     if not config.worker_only:
-        winners = pick_winners(study, config, space)
+        promoted = None
+        if config.search.promote is not None:
+            name = config.search.promotion()[0]  # type: ignore[index]
+            again = get_evaluator(name, config.evaluators.get(name))
+            promoted = promote(study, config, lambda genotype: objective.judge_again(genotype, again), log)
+        winners = pick_winners(study, config, space, promoted)
         files = write_outputs(study, config, space, winners)
         if config.search.final and winners:
             winners = finalize(winners, config, space, data, log)

@@ -337,12 +337,23 @@ class Objective:
         out = tuple(float(values[m.name]) for m in self.objectives)
         return out[0] if len(out) == 1 else out
 
-    def run_dir(self, genotype: Genotype) -> Path:
+    def run_dir(self, genotype: Genotype, evaluator: Evaluator | None = None) -> Path:
+        """The folder of `genotype` judged by `evaluator` (default: the search's)."""
         identity = run_identity(genotype, self.proxy, self.config.seed, self.data, teacher=self.teacher)
-        judged = self.evaluator.identity()
+        judged = (evaluator or self.evaluator).identity()
         if judged:  # judged otherwise than by a proxy run: another folder (and its reference, when it has one)
             identity = {**identity, "evaluator": judged, "reference": str(self.reference) if self.reference else None}
         return self.runs / f"{genotype.key}-{run_id(identity)}"
+
+    def judge_again(self, genotype: Genotype, evaluator: Evaluator) -> TrainResult:
+        """`genotype` judged by another evaluator (--promote), in its own folder (a proxy run's is the one a
+        search judged by scratch would use: found there when it exists)."""
+        context = self.evaluation_context()
+        out = self.run_dir(genotype, evaluator)
+        out.mkdir(parents=True, exist_ok=True)
+        ctx = replace(context, extra_metrics={"study": self.config.study, "promoted": True})
+        with run_lock(out):
+            return evaluator.evaluate(genotype, ctx, out)
 
     def train(self, trial: optuna.Trial, genotype: Genotype) -> tuple[TrainResult, bool]:
         context = self.evaluation_context()  # first: a pretrained reference is part of the run folder's name

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,18 +62,69 @@ def recorded_metrics(config: SearchConfig) -> list[Metric]:
     return [get_metric(n) for n in names]
 
 
-def _sort_key(t: optuna.trial.FrozenTrial, metrics: Sequence[Metric]) -> tuple[float, ...]:
-    """Best first: by each objective in turn, in its direction."""
+def _sort_key(
+    t: optuna.trial.FrozenTrial, metrics: Sequence[Metric], values: Mapping[str, Any] | None = None
+) -> tuple[float, ...]:
+    """Best first: by each objective in turn, in its direction (`values` in place of the trial's own)."""
     key = []
     for m in metrics:
-        v = float(t.user_attrs.get(m.name) or 0.0)
+        v = float((values or {}).get(m.name, t.user_attrs.get(m.name)) or 0.0)
         key.append(-v if m.direction == "maximize" else v)
     return tuple(key)
 
 
-def pick_winners(study: optuna.Study, config: SearchConfig, space: Space) -> list[Winner]:
+def judged_trials(study: optuna.Study, config: SearchConfig) -> list[optuna.trial.FrozenTrial]:
+    """The feasible complete trials, one per genotype, best first by the objectives in the order given."""
+    objectives = [get_metric(n) for n in config.objectives]
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not t.user_attrs.get("infeasible") and all(t.user_attrs.get(m.name) is not None for m in objectives)
+    ]
+    seen: set[str] = set()
+    out = []
+    for t in sorted(complete, key=lambda t: _sort_key(t, objectives)):
+        if t.user_attrs["key"] not in seen:
+            seen.add(t.user_attrs["key"])
+            out.append(t)
+    return out
+
+
+PROMOTED = "promoted.json"
+
+
+def promote(
+    study: optuna.Study, config: SearchConfig, judge: Callable[[Genotype], Any], log: Callable[[str], None]
+) -> dict[int, dict[str, Any]]:
+    """--promote EVALUATOR:FRACTION: the best FRACTION of the judged candidates (at least one) judged again by
+    `judge` (the promotion's evaluator), written to promoted.json; trial number -> its row."""
+    promotion = config.search.promotion()
+    assert promotion is not None
+    name, fraction = promotion
+    pool = judged_trials(study, config)
+    chosen = pool[: max(1, math.ceil(fraction * len(pool)))] if pool else []
+    rows: dict[int, dict[str, Any]] = {}
+    for i, t in enumerate(chosen, start=1):
+        result = judge(Genotype.from_dict(t.user_attrs["genotype"]))
+        cheap = t.user_attrs.get("val_acc")
+        rows[t.number] = {
+            "trial": t.number, "key": t.user_attrs["key"], "evaluator": name, "cheap_evaluator": t.user_attrs.get(
+                "evaluator"), "cheap_val_acc": cheap, "val_acc": result.val_acc, "seconds": result.wall_time_s,
+        }  # fmt: skip
+        log(f"promoted {i}/{len(chosen)}: trial {t.number} {cheap:.3f} -> {name} {result.val_acc:.3f}")
+    path = config.out / PROMOTED
+    path.write_text(json.dumps(list(rows.values()), indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
+def pick_winners(
+    study: optuna.Study, config: SearchConfig, space: Space, promoted: Mapping[int, Mapping[str, Any]] | None = None
+) -> list[Winner]:
     """Top-k feasible trials of the Pareto front (several objectives) or of all trials (one), best first by
-    the objectives in the order given."""
+    the objectives in the order given; with `promoted` (--promote), the promoted trials best first by the
+    objectives with their promoted validation accuracy."""
+    if promoted:
+        return _promoted_winners(study, config, promoted)
     objectives = [get_metric(n) for n in config.objectives]
     complete = [
         t
@@ -108,6 +160,27 @@ def pick_winners(study: optuna.Study, config: SearchConfig, space: Space) -> lis
         )
         if len(winners) >= config.budget.top_k:
             break
+    return winners
+
+
+def _promoted_winners(
+    study: optuna.Study, config: SearchConfig, promoted: Mapping[int, Mapping[str, Any]]
+) -> list[Winner]:
+    objectives = [get_metric(n) for n in config.objectives]
+    names = [m.name for m in recorded_metrics(config)]
+    pool = [t for t in judged_trials(study, config) if t.number in promoted]
+    pool.sort(key=lambda t: _sort_key(t, objectives, {"val_acc": promoted[t.number]["val_acc"]}))
+    winners = []
+    for t in pool[: config.budget.top_k]:
+        row = promoted[t.number]
+        metrics = {n: t.user_attrs.get(n) for n in names}
+        metrics.update(val_acc=row["val_acc"], cheap_val_acc=row["cheap_val_acc"])
+        winners.append(
+            Winner(
+                trial=t.number, genotype=Genotype.from_dict(t.user_attrs["genotype"]), val_acc=float(row["val_acc"]),
+                macs=int(t.user_attrs["macs"]), params=int(t.user_attrs["params"]), origin=_origin(t), metrics=metrics,
+            )
+        )  # fmt: skip
     return winners
 
 

@@ -3,6 +3,7 @@ its budgets, and the checks and names that follow from them (limits, teacher, de
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -142,6 +143,11 @@ class SearchSettings(Config):
         "(channels cut from a trained reference, BatchNorm re-estimated: seconds per candidate; needs --reference "
         "or --pretrain-epochs) or a plugin's (see `prunenas evaluators`)", metavar="NAME", omit_default=True,
     )  # fmt: skip
+    promote: str | None = setting(
+        None, "EVALUATOR:FRACTION: judge the best FRACTION of the cheaply scored candidates again with EVALUATOR "
+        "(scratch: a from-scratch proxy run of --proxy-epochs) and pick the winners by that ranking, e.g. "
+        "scratch:0.25", metavar="EVALUATOR:F", omit_default=True, identity=False,
+    )  # fmt: skip
     pretrain_epochs: int | None = setting(
         None, "train the reference that an evaluator scoring trained weights needs, this many epochs with the "
         "proxy recipe (once per study; instead of --reference)", low=1, metavar="E", omit_default=True,
@@ -184,6 +190,7 @@ class SearchSettings(Config):
                 f"with --evaluator {self.evaluator} (it needs no trained reference)"
             )  # fmt: skip
             raise ConfigError(f"--pretrain-epochs {self.pretrain_epochs} does not apply {why}; leave it out")
+        self.promotion()
         if self.evaluator != "scratch" and self.gpus_per_trial > 1:
             raise ConfigError(
                 f"--gpus-per-trial trains each candidate data-parallel; --evaluator {self.evaluator} trains none: "
@@ -210,6 +217,28 @@ class SearchSettings(Config):
             if self.workers > 1:
                 raise ConfigError("--gpus-per-trial N runs one worker group per N GPUs: drop --workers")
         check_teacher(self.teacher, self.reference, self.gpus_per_trial)
+
+    def promotion(self) -> tuple[str, float] | None:
+        """(evaluator, fraction) of --promote, checked; None without it."""
+        if self.promote is None:
+            return None
+        name, sep, amount = self.promote.partition(":")
+        try:
+            fraction = float(amount)
+        except ValueError:
+            fraction = math.nan
+        if not sep or not name or not (0.0 < fraction <= 1.0):
+            raise ConfigError(
+                f"--promote {self.promote!r} must be EVALUATOR:FRACTION with FRACTION in (0, 1], e.g. scratch:0.25"
+            )
+        if evaluator_class(name, "--promote").needs_trained:
+            raise ConfigError(f"--promote {self.promote}: {name} needs trained weights; promote to scratch")
+        if name == self.evaluator:
+            raise ConfigError(
+                f"--promote {self.promote} judges again with the evaluator that scored them (--evaluator "
+                f"{self.evaluator}): promote to another, e.g. --evaluator inherit-bn --promote scratch:0.25"
+            )
+        return name, fraction
 
     def limits(self) -> tuple[Limit, ...]:
         """--max limits, with the --max-macs/--max-macs-ratio aliases."""
