@@ -38,6 +38,7 @@ from prunenas import prepare
 from prunenas.config import DATASETS, DEVICES, ConfigError, DataConfig, RunSettings, check_arg
 from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits
+from prunenas.evaluators.builtin import CallableEvaluator
 from prunenas.export import export_run
 from prunenas.genotype import Genotype
 from prunenas.proposers.base import Target, get_proposer
@@ -378,8 +379,6 @@ def search_architectures(
     splits = prepare.load_data(config.data, seed)
     judge = None
     if evaluate is not None:
-        from prunenas.evaluators.builtin import CallableEvaluator
-
         judge = CallableEvaluator(evaluate)
     return run_search(config, fitted, splits, log=lambda _msg: None, evaluator=judge)
 

@@ -18,6 +18,7 @@ from prunenas.errors import PrunenasError
 from prunenas.evaluators import Evaluator, evaluator_options, get_evaluator
 from prunenas.metrics import Limit, get_metric, metric_options
 from prunenas.paths import safe_name
+from prunenas.prepare import fit_to_data
 from prunenas.recipes import PartialRecipe, check_kd
 from prunenas.search.settings import (
     BUDGETS,
@@ -285,8 +286,7 @@ def prepare_search(
     """The search of `space` (a space, or the name, factory or TOML path that names it) on `data`, fitted to
     the data's image size (`prunenas.prepare.fit_to_data`), with its settings checked against the space; and
     the space it searches. How `prunenas search` and `prunenas.search_architectures` set a search up."""
-    from prunenas.prepare import fit_to_data
-    from prunenas.spaces import get_space
+    from prunenas.spaces import get_space  # the spaces load torch: not at the command line's start-up
 
     named = get_space(space) if isinstance(space, str) else space
     fitted, _ = fit_to_data(named, image_size=data.image_size, quiet=quiet)
