@@ -73,6 +73,7 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
         "scratch": "prunenas.evaluators.builtin:Scratch",
         "inherit-bn": "prunenas.evaluators.builtin:InheritBN",
         "callable": "prunenas.evaluators.builtin:CallableEvaluator",
+        "supernet": "prunenas.evaluators.supernet:Supernet",
     },
 }
 
