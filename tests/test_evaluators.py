@@ -29,7 +29,8 @@ def _accuracy_by_width(model: nn.Module, budget) -> dict[str, float]:
 
 
 @pytest.fixture(params=evaluator_names())
-def any_evaluator(request) -> Evaluator:
+def any_evaluator(request, tmp_path, monkeypatch) -> Evaluator:
+    monkeypatch.chdir(tmp_path)  # an evaluator without a study folder keeps what it trains under ./runs
     if request.param == "callable":
         return CallableEvaluator(_accuracy_by_width)
     return get_evaluator(request.param)
