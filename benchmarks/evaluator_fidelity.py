@@ -72,7 +72,7 @@ def main() -> int:
     info = {
         "date": common.stamp(), "cpu": machine["cpu"]["model"], "cores": machine["cpu_count"],
         "torch": machine["torch"], "python": machine["python"], "load_1min_at_start": round(load, 2),
-        "command": common.command_line(__file__), "fidelity_command": " ".join(argv[2:]), "wall_s": round(wall, 1),
+        "command": common.command_line(__file__), "fidelity_command": " ".join(argv[4:]), "wall_s": round(wall, 1),
     }  # fmt: skip
     ceiling = result["ceiling"]
 
@@ -90,7 +90,7 @@ def main() -> int:
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, Python {info['python']}; "
         f"1-minute load {info['load_1min_at_start']} at the start; {info['wall_s']:.0f} s in all (resumed "
         "work excluded).",
-        f"Command: `{info['command']}`, which ran `prunenas {info['fidelity_command']}`.",
+        f"Command: `{info['command']}`, which ran `prunenas fidelity {info['fidelity_command']}`.",
         f"Truth: {args.genotypes} genotypes trained from scratch for {args.truth_epochs} epochs on {args.seeds} "
         f"seeds (mean val accuracy). Ceiling (the truth's seed-to-seed Kendall tau): {num(ceiling['kendall_tau'])} "
         f"[{ceiling['interval']['low']:.2f}, {ceiling['interval']['high']:.2f}].",
