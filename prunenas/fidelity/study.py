@@ -24,16 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prunenas import train as training  # the module: a test replaces its train()
 from prunenas.checkpoints import CHECKPOINT
 from prunenas.config import ConfigError, DataConfig, RunSettings, fingerprint
 from prunenas.data import DatasetSplits
+from prunenas.devices import resolve_device
 from prunenas.errors import PrunenasError
 from prunenas.evaluators import EvaluationContext, Evaluator, evaluator_class, get_evaluator
 from prunenas.fidelity.candidates import Candidate, checked_proposers, draw_candidates
 from prunenas.fidelity.report import BOOTSTRAP_SEED, ceiling, evaluator_stats, write_plot
 from prunenas.fidelity.settings import EPOCHS, EvaluatorSpec, FidelitySettings, evaluator_specs, scratch_epochs
 from prunenas.genotype import GeneValue, Genotype
+from prunenas.hardware import cpu_info
 from prunenas.paths import ensure_dir, guarded, write_text
+from prunenas.prepare import fit_to_data, load_data
 from prunenas.recipes import Recipe, make_recipe
 from prunenas.run_files import run_id, run_identity
 from prunenas.spaces.base import Space
@@ -170,14 +174,15 @@ def _check_input(space: Space, data_cfg: DataConfig, settings: FidelitySettings,
 def pretrain(space: Space, data: DatasetSplits, settings: RunSettings, epochs: int, out: Path, log: Log) -> Path:
     """The space's reference trained `epochs` epochs with the proxy recipe in `out`/reference (resumed, or
     found there when an earlier run trained it)."""
-    from prunenas.train import train
 
     recipe = make_recipe("proxy", space.recipe, overrides={"epochs": epochs})
     genotype = space.reference()
     folder = out / "reference" / f"{genotype.key}-{run_id(run_identity(genotype, recipe, settings.seed, data))}"
     if not (folder / "metrics.json").is_file():
         log(f"fidelity: training the reference {epochs} epoch(s) (--pretrain-epochs) in {folder}")
-        train(space, genotype, data, recipe, settings.replace(eval_every=epochs), out_dir=folder, evaluate_test=False)
+        training.train(
+            space, genotype, data, recipe, settings.replace(eval_every=epochs), out_dir=folder, evaluate_test=False
+        )
     return folder / CHECKPOINT
 
 
@@ -283,7 +288,7 @@ def plan(
         for c in cands:
 
             def truth(folder: Path, g: Genotype = c.genotype, run: RunSettings = run) -> TrainResult:
-                return train(space, g, data, truth_recipe, run, out_dir=folder, evaluate_test=False)
+                return training.train(space, g, data, truth_recipe, run, out_dir=folder, evaluate_test=False)
 
             ident = run_id(run_identity(c.genotype, truth_recipe, seed, data))
             items.append((ident, "truth", c, seed, truth_recipe, truth))
@@ -300,9 +305,6 @@ def run_fidelity(
 ) -> FidelityOutcome:
     """Run (or continue) the study `settings` describes on `space` and the data of `data_cfg`; `run`: device,
     base seed and speed switches. Bad input is refused before anything is written."""
-    from prunenas.devices import resolve_device
-    from prunenas.prepare import fit_to_data, load_data
-    from prunenas.train import train
 
     judged = judges(evaluator_specs(settings.evaluators), space)
     _check_input(space, data_cfg, settings, judged)
@@ -322,7 +324,7 @@ def run_fidelity(
     reference = Path(settings.reference) if settings.reference else None
     if settings.pretrain_epochs is not None:
         reference = pretrain(space, data, quiet, settings.pretrain_epochs, ensure_dir(out, "--out"), log)
-    contexts = {j.label: context(j, space, data, quiet, run.seed, reference, out, train) for j in judged}
+    contexts = {j.label: context(j, space, data, quiet, run.seed, reference, out, training.train) for j in judged}
     for j in judged:
         j.evaluator.prepare(contexts[j.label])  # a bad reference fails here, before the folder is written
     fixed = fixed_genes(judged, space)
@@ -336,7 +338,7 @@ def run_fidelity(
     truth_recipe = make_recipe("proxy", space.recipe, overrides={"epochs": settings.truth_epochs})
     seeds = [run.seed + s for s in range(settings.seeds)]
 
-    items = plan(space, judged, contexts, cands, data, reference, truth_recipe, seeds, quiet, train)
+    items = plan(space, judged, contexts, cands, data, reference, truth_recipe, seeds, quiet, training.train)
     todo = len({ident for ident, *_ in items if records.get(ident) is None})
     log(
         f"fidelity: {len(cands)} genotypes, {len(judged)} evaluator(s), truth {settings.truth_epochs} epoch(s) x "
@@ -368,9 +370,6 @@ def _score(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _machine(device: str) -> dict[str, Any]:
     import torch
-
-    from prunenas.devices import resolve_device
-    from prunenas.hardware import cpu_info
 
     dev = resolve_device(device)
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
