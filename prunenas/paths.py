@@ -5,7 +5,9 @@ for the file system, a full disk) becomes one line naming the flag that chose th
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import re
 from collections.abc import Callable
@@ -113,3 +115,19 @@ def cost_cache_dir() -> Path | None:
     if env == "off":
         return None
     return Path(env).expanduser() if env else Path.home() / ".cache" / "prunenas" / "costs"
+
+
+#: Where `prunenas fidelity` keeps its studies by default (runs/fidelity/SPACE-DATASET-HASH).
+FIDELITY_ROOT = Path("runs") / "fidelity"
+
+
+def fidelity_results(space: str, slug: str, dataset: str, root: Path = FIDELITY_ROOT) -> list[Path]:
+    """The fidelity.json of every `prunenas fidelity` study of `space` (its name, and its `slug` as folder
+    names show it) on `dataset` under `root`, newest first (a search's summary points to them)."""
+    found = []
+    for path in root.glob(f"{slug}-{dataset}-*/fidelity.json"):
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if record.get("space") == space and (record.get("dataset") or {}).get("name") == dataset:
+                found.append(path)
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)

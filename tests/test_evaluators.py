@@ -4,6 +4,7 @@ inherit-bn (its reference pretrained in the study) and by a Python function, and
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,3 +196,19 @@ def test_evaluators_are_listed_with_their_options(capsys):
     assert rows["inherit-bn"]["needs_trained"] and rows["inherit-bn"]["options"]["images"] == 512
     assert main(["evaluators"]) == 0
     assert "--inherit-bn-images" in capsys.readouterr().out
+
+
+def test_a_search_summary_points_to_the_fidelity_results_of_its_space_and_data(tmp_path, tiny_toml, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = get_space(str(tiny_toml))
+    for folder, dataset in (("a", "digits"), ("b", "cifar10")):
+        path = tmp_path / "runs" / "fidelity" / f"{space.slug}-{dataset}-{folder}" / "fidelity.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"space": space.name, "dataset": {"name": dataset}}))
+    argv = ["search", "--space", str(tiny_toml), *DIGITS, "--budget", "smoke", "--trials", "2", "--no-final",
+            "--proposers", "uniform", "--proxy-epochs", "1", "--out", "s", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["evaluator"]["fidelity"] == [
+        str(Path("runs") / "fidelity" / f"{space.slug}-digits-a" / "fidelity.json")
+    ]

@@ -36,7 +36,7 @@ from prunenas.fidelity.report import BOOTSTRAP_SEED, ceiling, evaluator_stats, w
 from prunenas.fidelity.settings import EPOCHS, EvaluatorSpec, FidelitySettings, evaluator_specs, scratch_epochs
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.hardware import cpu_info
-from prunenas.paths import ensure_dir, guarded, write_text
+from prunenas.paths import FIDELITY_ROOT, ensure_dir, guarded, write_text
 from prunenas.prepare import fit_to_data, load_data
 from prunenas.recipes import Recipe, make_recipe
 from prunenas.run_files import run_id, run_identity
@@ -147,7 +147,7 @@ def default_out(space: Space, data_cfg: DataConfig, settings: FidelitySettings, 
     """runs/fidelity/SPACE-DATASET-HASH, the hash of what decides the candidates (not of the evaluators, the
     truth's length or its seeds: a study that adds them goes on in the same folder)."""
     name = f"{space.slug}-{data_cfg.dataset}-{draw_identity(space, data_cfg, settings, seed)}"
-    return Path("runs") / "fidelity" / name
+    return FIDELITY_ROOT / name
 
 
 def draw_identity(space: Space, data_cfg: DataConfig, settings: FidelitySettings, seed: int) -> str:

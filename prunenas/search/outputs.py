@@ -19,6 +19,7 @@ from prunenas.data import DatasetSplits
 from prunenas.export import export_run
 from prunenas.genotype import Genotype
 from prunenas.metrics import Metric, get_metric
+from prunenas.paths import fidelity_results
 from prunenas.recipes import make_recipe
 from prunenas.report import plot_pareto
 from prunenas.search.config import SearchConfig
@@ -372,6 +373,8 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
         "evaluator": {
             "name": config.search.evaluator,
             "seconds_per_candidate": _mean([r["eval_time_s"] for r in rows if r.get("eval_time_s") is not None]),
+            # how faithfully evaluators rank candidates of this space and data, where `prunenas fidelity` measured it
+            "fidelity": [str(p) for p in fidelity_results(space.name, space.slug, config.dataset)],
         },
         "trials": len(rows),
         "pareto_front": front,
