@@ -301,3 +301,23 @@ def test_help_has_examples_and_states_every_default():
     assert not stated
     flat = " ".join(text.split())
     assert "--supernet-random-widths N random sub-networks" in flat and "sandwich rule) (default 2)" in flat
+
+
+def test_a_search_uses_the_supernet_prunenas_supernet_trained(tmp_path, tiny_toml, monkeypatch, capsys):
+    """`prunenas supernet` keeps its supernet in runs/supernet; `--supernet-dir runs/supernet` makes a search
+    read it back instead of training its own in the study folder."""
+    from prunenas.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    data = ["--dataset", "digits", "--train-subset", "96", "--val-size", "32"]
+    assert main(["supernet", "--space", str(tiny_toml), *data, "--supernet-epochs", "1", "--json"]) == 0
+    trained = sorted((tmp_path / "runs" / "supernet").glob("*/supernet.pt"))
+    assert len(trained) == 1
+    before = trained[0].stat().st_mtime_ns
+    capsys.readouterr()
+    argv = ["search", "--space", str(tiny_toml), *data, "--budget", "smoke", "--trials", "2", "--no-final",
+            "--proposers", "uniform", "--evaluator", "supernet", "--supernet-epochs", "1", "--supernet-dir",
+            "runs/supernet", "--out", "s", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    assert trained[0].stat().st_mtime_ns == before  # read back, not trained again
+    assert not (tmp_path / "s" / "supernet").exists()

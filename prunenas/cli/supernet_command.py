@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     recipe = make_recipe("proxy", space.recipe, overrides={**recipe_overrides(args), "epochs": options.epochs})
     data = load_data(data_cfg, settings.seed)
     identity = supernet_identity(space, data, recipe, settings.seed, options.random_widths)
-    folder = Path(args.out) if args.out else supernet_folder(DEFAULT_ROOT, space, identity)
+    root = Path(options.dir) if options.dir else DEFAULT_ROOT
+    folder = Path(args.out) if args.out else supernet_folder(root, space, identity)
     if args.fresh and (folder / SUPERNET_CHECKPOINT).is_file():
         (folder / SUPERNET_CHECKPOINT).unlink()
     net = train_supernet(

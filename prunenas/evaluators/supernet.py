@@ -59,6 +59,11 @@ class SupernetOptions(Config):
     images: int = setting(
         512, "training images over which a candidate's BatchNorm statistics are re-estimated", low=1, metavar="N"
     )
+    dir: str | None = setting(
+        None, "the folder supernets are kept in (default: the study's supernet/; `prunenas supernet` keeps them in "
+        "runs/supernet): a search given the folder `prunenas supernet` trained into uses that supernet",
+        metavar="DIR", identity=False, omit_default=True,
+    )  # fmt: skip
 
 
 class Supernet(Evaluator):
@@ -114,7 +119,8 @@ class Supernet(Evaluator):
         options = self.settings
         recipe = ctx.recipe.replace(epochs=options.epochs)
         identity = supernet_identity(ctx.space, ctx.data, recipe, ctx.seed, options.random_widths)
-        root = self.root or (Path(ctx.work_dir) / "supernet" if ctx.work_dir is not None else DEFAULT_ROOT)
+        given = self.root or (Path(self.settings.dir) if self.settings.dir else None)
+        root = given or (Path(ctx.work_dir) / "supernet" if ctx.work_dir is not None else DEFAULT_ROOT)
         return supernet_folder(root, ctx.space, identity)
 
     def supernet(self, ctx: EvaluationContext) -> TrainedSupernet:
