@@ -38,7 +38,7 @@ from prunenas import prepare
 from prunenas.config import DATASETS, DEVICES, ConfigError, DataConfig, RunSettings, check_arg
 from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits
-from prunenas.evaluators.builtin import CallableEvaluator
+from prunenas.evaluators.builtin import CallableEvaluator, function_label
 from prunenas.export import export_run
 from prunenas.genotype import Genotype
 from prunenas.proposers.base import Target, get_proposer
@@ -371,6 +371,8 @@ def search_architectures(
     cfg = data if isinstance(data, DataConfig) else DataConfig(dataset=data)
     run_cfg = run if isinstance(run, RunSettings) else RunSettings(**(run or {}))
     _arg(where, "evaluators", evaluators, "a dict of evaluator name -> options", Mapping, optional=True)
+    if evaluate is not None:  # the function's name is part of the study (another function: another study)
+        evaluators = {**(evaluators or {}), "callable": {"function": function_label(evaluate)}}
     config, fitted = prepare_search(
         s if isinstance(space, Space) else os.fspath(space), search=SearchSettings(budget=budget, **settings),
         data=cfg, run=run_cfg.replace(seed=seed, device=device, quiet=True), recipe=recipe, metrics=metrics,
@@ -379,7 +381,7 @@ def search_architectures(
     splits = prepare.load_data(config.data, seed)
     judge = None
     if evaluate is not None:
-        judge = CallableEvaluator(evaluate)
+        judge = CallableEvaluator(fn=evaluate)
     return run_search(config, fitted, splits, log=lambda _msg: None, evaluator=judge)
 
 

@@ -33,7 +33,7 @@ def _accuracy_by_width(model: nn.Module, budget) -> dict[str, float]:
 def any_evaluator(request, tmp_path, monkeypatch) -> Evaluator:
     monkeypatch.chdir(tmp_path)  # an evaluator without a study folder keeps what it trains under ./runs
     if request.param == "callable":
-        return CallableEvaluator(_accuracy_by_width)
+        return CallableEvaluator(fn=_accuracy_by_width)
     return get_evaluator(request.param)
 
 
@@ -212,3 +212,22 @@ def test_a_search_summary_points_to_the_fidelity_results_of_its_space_and_data(t
     assert summary["evaluator"]["fidelity"] == [
         str(Path("runs") / "fidelity" / f"{space.slug}-digits-a" / "fidelity.json")
     ]
+
+
+def test_another_function_is_another_study():
+    def first(model, budget):
+        return {"val_acc": 0.5}
+
+    def second(model, budget):
+        return {"val_acc": 0.5}
+
+    configs = [
+        SearchConfig(
+            space="resnet20_channels",
+            search={"evaluator": "callable"},
+            evaluators={"callable": {"function": CallableEvaluator(fn=fn).options.function}},
+        )
+        for fn in (first, second)
+    ]
+    assert configs[0].identity() != configs[1].identity() and configs[0].study != configs[1].study
+    assert configs[0].identity()["evaluator"]["function"].endswith("first")

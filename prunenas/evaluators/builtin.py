@@ -192,6 +192,20 @@ class Budget:
     genotype: Any
 
 
+def function_label(fn: Any) -> str:
+    """A function as a study names it: module.qualified_name."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+@dataclass(frozen=True)
+class CallableOptions(Config):
+    """What a study records of the function that judges its candidates (set by the Python API)."""
+
+    cli_group: ClassVar[str] = "evaluator callable (Python API only)"
+
+    function: str = setting("", "module.name of the function (search_architectures(evaluate=fn))", cli=False)
+
+
 class CallableEvaluator(Evaluator):
     """A user's function `fn(model, budget) -> {"val_acc": ..., other metrics}` judges each candidate: their
     own training loop or task around prunenas's spaces, search, cost and export (Python API only: worker
@@ -199,23 +213,22 @@ class CallableEvaluator(Evaluator):
 
     name = "callable"
     description = "a Python function of the candidate's model and budget (search_architectures(evaluate=fn))"
+    options_class = CallableOptions
 
-    def __init__(self, fn: Callable[[Any, Budget], Mapping[str, Any]] | None = None) -> None:
-        super().__init__(None)
+    def __init__(
+        self, options: Config | None = None, *, fn: Callable[[Any, Budget], Mapping[str, Any]] | None = None
+    ) -> None:
         if fn is not None and not callable(fn):
             raise ConfigError(f"evaluate must be a function of (model, budget), got {type(fn).__name__}")
+        if fn is not None and options is None:
+            options = CallableOptions(function=function_label(fn))
+        super().__init__(options)
         self.fn = fn
 
     def serves(self, space: Space) -> str | None:
         if self.fn is None:
             return "the callable evaluator is a Python function: pn.search_architectures(..., evaluate=fn)"
         return None
-
-    def identity(self) -> dict[str, Any]:
-        if self.fn is None:
-            return {"evaluator": self.name}
-        label = f"{getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', type(self.fn).__name__)}"
-        return {"evaluator": self.name, "function": label}
 
     def evaluate(self, genotype: Genotype, ctx: EvaluationContext, out: Path) -> TrainResult:
         import math
