@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from prunenas.config import Config, ConfigError, setting
-from prunenas.plugins import METRICS, load_group
+from prunenas.plugins import METRICS, named_classes
 
 if TYPE_CHECKING:
     from prunenas.genotype import Genotype
@@ -287,13 +286,7 @@ class Latency(Metric):
 # -- registry -------------------------------------------------------------------------------------------------
 @cache
 def _registry() -> dict[str, type[Metric]]:
-    found: dict[str, type[Metric]] = {}
-    for label, cls in load_group(METRICS, "metric"):
-        if isinstance(cls, type) and issubclass(cls, Metric) and cls.name:
-            found[cls.name] = cls
-        else:
-            print(f"prunenas: warning: metric plugin {label!r} is not a named Metric; ignored", file=sys.stderr)
-    return found
+    return named_classes(METRICS, Metric, "metric")  # type: ignore[type-abstract]
 
 
 def metric_names() -> list[str]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -131,3 +132,15 @@ def fidelity_results(space: str, slug: str, dataset: str, root: Path = FIDELITY_
             if record.get("space") == space and (record.get("dataset") or {}).get("name") == dataset:
                 found.append(path)
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder across processes (released by the OS if the holder dies): two workers
+    never train or judge the same run folder at once; the second waits, then reads what the first wrote."""
+    with (folder / ".lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

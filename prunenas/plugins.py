@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 SPACES = "prunenas.spaces"
 PROPOSERS = "prunenas.proposers"
@@ -98,6 +98,23 @@ def load_group(group: str, what: str) -> list[tuple[str, Any]]:
             found.append((ep.name, ep.load()))
         except Exception as exc:  # a broken plugin must not take the tool down
             print(f"prunenas: warning: cannot load {what} plugin {ep.name!r} ({ep.value}): {exc}", file=sys.stderr)
+    return found
+
+
+T = TypeVar("T")
+
+
+def named_classes(group: str, base: type[T], what: str) -> dict[str, type[T]]:
+    """The plugins of `group` that are subclasses of `base` with a `name`, by that name (the last of a shared
+    name wins: an entry point replaces a built-in); any other object is reported and skipped."""
+    found: dict[str, type[T]] = {}
+    for label, cls in load_group(group, what):
+        if isinstance(cls, type) and issubclass(cls, base) and bool(getattr(cls, "name", None)):
+            found[cls.name] = cls  # type: ignore[attr-defined]
+        else:
+            print(
+                f"prunenas: warning: {what} plugin {label!r} is not a named {base.__name__}; ignored", file=sys.stderr
+            )
     return found
 
 

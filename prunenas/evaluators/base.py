@@ -10,7 +10,6 @@ This module imports no torch at load time: the command line builds the evaluator
 
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prunenas.config import Config, ConfigError, RunSettings
-from prunenas.plugins import EVALUATORS, load_group
+from prunenas.plugins import EVALUATORS, named_classes
 
 if TYPE_CHECKING:
     from prunenas.data import DatasetSplits
@@ -115,13 +114,7 @@ class Evaluator(ABC):
 # -- registry -------------------------------------------------------------------------------------------------
 @cache
 def _registry() -> dict[str, type[Evaluator]]:
-    found: dict[str, type[Evaluator]] = {}
-    for label, cls in load_group(EVALUATORS, "evaluator"):
-        if isinstance(cls, type) and issubclass(cls, Evaluator) and cls.name:
-            found[cls.name] = cls
-        else:
-            print(f"prunenas: warning: evaluator plugin {label!r} is not a named Evaluator; ignored", file=sys.stderr)
-    return found
+    return named_classes(EVALUATORS, Evaluator, "evaluator")  # type: ignore[type-abstract]
 
 
 def evaluator_names() -> list[str]:

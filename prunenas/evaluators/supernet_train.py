@@ -15,13 +15,11 @@ masks, the validation accuracy is read, and the trained statistics are put back.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,7 @@ from prunenas.evaluators.supernet_masks import (
     widths_of,
 )
 from prunenas.genotype import Genotype
-from prunenas.paths import ensure_dir
+from prunenas.paths import ensure_dir, folder_lock
 from prunenas.recipes import Recipe
 from prunenas.run_files import run_id, run_identity
 from prunenas.spaces.base import Space
@@ -70,17 +68,6 @@ def supernet_identity(
 def supernet_folder(root: Path, space: Space, identity: Mapping[str, Any]) -> Path:
     """The folder of the supernet of `identity` under `root`: SPACE-RUNID."""
     return Path(root) / f"{space.slug}-{run_id(dict(identity))}"
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """One process at a time trains or reads a supernet folder (a search's workers: the first trains it)."""
-    with (folder / ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _read(path: Path, space: Space, identity: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,7 +163,7 @@ def train_supernet(
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     identity = supernet_identity(space, data, recipe, seed, random_count)
     ensure_dir(folder, "--out")
-    with _locked(folder):
+    with folder_lock(folder):  # one process at a time trains or reads a supernet folder
         return _train_locked(space, data, recipe, settings, seed, random_count, folder, identity, say)
 
 

@@ -10,12 +10,10 @@ epoch), then the metrics that need the trained candidate. The objective returns 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from prunenas.errors import PrunenasError
 from prunenas.evaluators import EvaluationContext, Evaluator
 from prunenas.genotype import Genotype
 from prunenas.metrics import Metric, MetricContext, get_metric
+from prunenas.paths import folder_lock
 from prunenas.proposers.base import Target, get_proposer, proposers
 from prunenas.proposers.runner import make_context, run_proposer
 from prunenas.recipes import make_recipe
@@ -68,17 +67,6 @@ def trials_ahead(study: optuna.Study, number: int) -> int:
         if key is not None and t.state != running:
             keys.add(key)
     return taken
-
-
-@contextlib.contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on a run folder across processes (released by the OS if the holder dies)."""
-    with (folder / ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def applicable_proposers(space: Space, reference: str | None) -> list[str]:
@@ -163,7 +151,7 @@ class Objective:
         identity = run_identity(genotype, recipe, self.config.seed, self.data)
         out = self.config.out / "reference" / f"{genotype.key}-{run_id(identity)}"
         out.mkdir(parents=True, exist_ok=True)
-        with run_lock(out):
+        with folder_lock(out):
             train(self.space, genotype, self.data, recipe, self.config.run_settings(quiet=True, plot=False),
                   out_dir=out, evaluate_test=False)  # fmt: skip
         return out / CHECKPOINT
@@ -352,7 +340,7 @@ class Objective:
         out = self.run_dir(genotype, evaluator)
         out.mkdir(parents=True, exist_ok=True)
         ctx = replace(context, extra_metrics={"study": self.config.study, "promoted": True})
-        with run_lock(out):
+        with folder_lock(out):
             return evaluator.evaluate(genotype, ctx, out)
 
     def train(self, trial: optuna.Trial, genotype: Genotype) -> tuple[TrainResult, bool]:
@@ -371,7 +359,7 @@ class Objective:
             callbacks.append(report)
         out.mkdir(parents=True, exist_ok=True)
         settings = context.settings
-        with run_lock(out):  # two workers never judge the same genotype: the second waits, then reads it
+        with folder_lock(out):  # two workers never judge the same genotype: the second waits, then reads it
             cached = (out / "metrics.json").exists() or (out / EVALUATION).exists()
             if not self.evaluator.trains and cached:
                 return result_from_dict(json.loads((out / EVALUATION).read_text(encoding="utf-8"))), True
