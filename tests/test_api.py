@@ -19,6 +19,8 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert out[0] == "4ae1233ffbaf219d 90907264"
     assert out[-1] == "['val_acc', 'macs']"
     assert (tmp_path / "runs/search/api-example/trials.csv").exists()
+    judged = (tmp_path / "runs/search/api-judged/trials.csv").read_text().splitlines()
+    assert len(judged) == 4 and all(",callable," in row for row in judged[1:])  # judged by the function
 
 
 def test_top_level_names_resolve():
