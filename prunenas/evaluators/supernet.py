@@ -137,6 +137,7 @@ class Supernet(Evaluator):
                 net = train_supernet(
                     ctx.space, ctx.data, ctx.recipe.replace(epochs=options.epochs), ctx.settings, seed=ctx.seed,
                     random_count=options.random_widths, folder=folder,
+                    flag="--supernet-dir" if self.settings.dir else "--out",
                 )  # fmt: skip
             self._net = (key, net)
         return self._net[1]

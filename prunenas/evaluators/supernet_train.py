@@ -152,17 +152,19 @@ def train_supernet(
     random_count: int,
     folder: Path,
     log: Callable[[str], None] | None = None,
+    flag: str = "--out",
 ) -> TrainedSupernet:
     """The supernet of `space` trained with `recipe` (its epochs) in `folder`: read from its checkpoint when
     it is there and complete, resumed when it is part-trained, else trained from scratch. `log` receives a line
-    per epoch (default: stderr)."""
+    per epoch (default: stderr). `flag` names the option that chose `folder` in the message of a folder
+    that cannot be created."""
     if len(data.val) == 0:
         raise PrunenasError("--evaluator supernet scores candidates on the validation split: use --val-size > 0")
     if len(data.train) == 0:
         raise PrunenasError("the training set is empty; use a larger --train-subset")
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     identity = supernet_identity(space, data, recipe, seed, random_count)
-    ensure_dir(folder, "--out")
+    ensure_dir(folder, flag)
     with folder_lock(folder):  # one process at a time trains or reads a supernet folder
         return _train_locked(space, data, recipe, settings, seed, random_count, folder, identity, say)
 
