@@ -56,6 +56,14 @@ def _measured_by(search: SearchSettings) -> set[str]:
     return {*search.resolved_objectives(), *(lim.metric for lim in (*search.limits(), *search.floors()))}
 
 
+def _changed_options(plugin: str, options: Config) -> tuple[list[str], str]:
+    """The options of a plugin set to other than their defaults, and their flags as one text
+    (`--latency-batch and --latency-threads`)."""
+    defaults = type(options)().to_dict()
+    changed = [k for k, v in options.to_dict().items() if v != defaults.get(k)]
+    return changed, " and ".join(f"--{plugin}-{k.replace('_', '-')}" for k in changed)
+
+
 @dataclass(frozen=True)
 class SearchConfig(Config):
     """A search: everything `run_search` and its worker processes need, one tree that round-trips through JSON.
@@ -96,10 +104,8 @@ class SearchConfig(Config):
             )
         check_kd(self.recipe_overrides, self.search.teacher)
         for name, options in self.evaluators.items():
-            defaults = type(options)().to_dict()
-            changed = [k for k, v in options.to_dict().items() if v != defaults.get(k)]
+            changed, flags = _changed_options(name, options)
             if name != self.search.evaluator and changed:
-                flags = " and ".join(f"--{name}-{k.replace('_', '-')}" for k in changed)
                 raise ConfigError(
                     f"{flags} {'is an option' if len(changed) == 1 else 'are options'} of --evaluator {name}, not of "
                     f"--evaluator {self.search.evaluator}; add --evaluator {name} or leave "
@@ -108,10 +114,8 @@ class SearchConfig(Config):
         measured = _measured_by(self.search)
         for name, options in self.metrics.items():
             metric = get_metric(name, "--objectives")
-            defaults = type(options)().to_dict()
-            changed = [k for k, v in options.to_dict().items() if v != defaults.get(k)]
+            changed, flags = _changed_options(name, options)
             if name not in measured and changed:
-                flags = " and ".join(f"--{name}-{k.replace('_', '-')}" for k in changed)
                 raise ConfigError(
                     f"{flags} {'does' if len(changed) == 1 else 'do'} not apply without a {name} objective or limit "
                     f"(--objectives val_acc,{name}, --max {name}=... or --min ...); leave "
