@@ -305,7 +305,7 @@ def run_search(
             retried = recover_stale_trials(study)
             if n_done(study) < config.budget.trials:  # failed genotypes (whatever failed them) get their retry
                 retried += requeue_failed(study)
-            retrying = f", retrying {retried}" if retried else ""
+            retrying = f", retrying trial(s) {', '.join(map(str, retried))}" if retried else ""
             log(f"resuming study {config.study!r}: {n_done(study)} trials done{retrying}")
         n_procs = config.search.workers * max(1, len(config.gpus))
         if not config.worker_only and (n_procs > 1 or config.gpus or config.search.gpus_per_trial > 1):
