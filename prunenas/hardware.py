@@ -38,6 +38,8 @@ class CpuInfo:
     capability: str  # torch's vectorised kernels: DEFAULT, AVX2, AVX512, ...
     avx512_bf16: bool
     amx: bool  # AMX tiles (AMX-BF16 / AMX-INT8 matrix units)
+    vnni: bool = False  # AVX-512 VNNI or AVX-VNNI: int8 dot products (what INT8 inference runs on)
+    amx_int8: bool = False  # AMX-INT8 tiles (the cpuinfo flag; Linux only)
 
     @property
     def bf16(self) -> bool:
@@ -61,12 +63,17 @@ def _probe(name: str) -> bool:
 @cache
 def cpu_info() -> CpuInfo:
     """The CPU this process runs on (read once)."""
-    model = platform.processor() or platform.machine()
+    model = ""
+    flags: set[str] = set()
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+        for line in fh:  # the first processor's entry
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
                 break
+    model = model or platform.processor() or platform.machine()
     try:
         capability = str(torch.backends.cpu.get_cpu_capability())
     except Exception:  # an unknown capability is recorded as such
@@ -77,6 +84,8 @@ def cpu_info() -> CpuInfo:
         capability=capability,
         avx512_bf16=_probe("_is_avx512_bf16_supported"),
         amx=_probe("_is_amx_tile_supported"),
+        vnni=_probe("_is_vnni_supported") or bool(flags & {"avx512_vnni", "avx_vnni"}),
+        amx_int8="amx_int8" in flags,
     )
 
 

@@ -38,14 +38,16 @@ from torch import nn
 from prunenas import hardware
 from prunenas.config import ConfigError, fingerprint
 from prunenas.cost import _space_fingerprint
+from prunenas.engines import PROVIDERS as ENGINE_PROVIDERS
+from prunenas.engines import check_runtime, make_engine, openvino_version
 from prunenas.paths import cost_cache_dir
+from prunenas.quantize import LATENCY_CALIBRATION_BATCHES, PRECISIONS, quantize_int8
 
 if TYPE_CHECKING:
     from prunenas.genotype import Genotype
     from prunenas.spaces.base import Space
 
-PROVIDERS = ("cpu", "cuda", "tensorrt", "torch")
-_ORT = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+PROVIDERS = (*ENGINE_PROVIDERS, "torch")
 WARMUP = 20
 MIN_ROUNDS = 5  # alternating candidate/reference rounds, at least
 RUNS_PER_ROUND = 20  # at most (fewer for models whose runs are long)
@@ -65,6 +67,7 @@ class LatencyResult:
     threads: int
     machine: str
     runs: int
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,23 +85,30 @@ def default_threads() -> int:
     return hardware.available_cores()
 
 
-def check_provider(provider: str, flag: str = "--latency-provider") -> str:
-    """The provider, if this machine can run it (never a silent fallback to another one)."""
+def check_provider(
+    provider: str, flag: str = "--latency-provider", precision: str = "fp32",
+    precision_flag: str = "--latency-precision",
+) -> str:  # fmt: skip
+    """The provider, if this machine can run it at `precision` (never a silent fallback to another one)."""
+    if provider == "torch":
+        if precision not in PRECISIONS:
+            raise ConfigError(f"{precision_flag} {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision != "fp32":
+            raise ConfigError(
+                f"{precision_flag} {precision} times an ONNX engine, not PyTorch eager: pass {flag} cpu or openvino "
+                f"(CPU) or tensorrt (GPU)"
+            )
+        return provider
     if provider not in PROVIDERS:
         raise ConfigError(f"{flag} {provider!r} is not one of {', '.join(PROVIDERS)}")
-    if provider == "torch":
-        return provider
-    import onnxruntime as ort
+    return check_runtime(provider, precision, flag=flag, precision_flag=precision_flag)
 
-    available = ort.get_available_providers()
-    if _ORT[provider] not in available:
-        raise ConfigError(
-            f"{flag} {provider}: this onnxruntime has no {_ORT[provider]} (available: {', '.join(available)}); "
-            "pass --latency-provider cpu or torch"
-        )
-    if provider in ("cuda", "tensorrt") and not torch.cuda.is_available():
-        raise ConfigError(f"{flag} {provider}: no CUDA device is visible here; pass --latency-provider cpu")
-    return provider
+
+def runtime_key(provider: str, precision: str = "fp32") -> tuple[str, ...]:
+    """What identifies a runtime in cache keys: the provider, the precision unless fp32 (fp32 keys stay as they
+    were), and OpenVINO's version (its kernels change between releases)."""
+    key: tuple[str, ...] = (provider,) if precision == "fp32" else (provider, precision)
+    return (*key, f"openvino {openvino_version()}") if provider == "openvino" else key
 
 
 def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -117,8 +127,22 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def runner(model: nn.Module, example: torch.Tensor, provider: str, threads: int) -> Callable[[], None]:
-    """A function that runs the model once on `example` (for ONNX Runtime: exported and loaded into a session)."""
+def engine_model(model: nn.Module, example: torch.Tensor, precision: str = "fp32") -> bytes:
+    """The serialized ONNX model an engine times at `precision`: int8 quantized statically (QDQ) on a few seeded
+    random batches (latency does not depend on the calibration's values), fp16 left to the runtime."""
+    onnx_model = _onnx_bytes(model.cpu().eval(), example)
+    if precision != "int8":
+        return onnx_model
+    gen = torch.Generator().manual_seed(0)
+    calibration = [torch.randn(example.shape, generator=gen).numpy() for _ in range(LATENCY_CALIBRATION_BATCHES)]
+    return quantize_int8(onnx_model, calibration)[0]
+
+
+def runner(
+    model: nn.Module, example: torch.Tensor, provider: str, threads: int, precision: str = "fp32"
+) -> Callable[[], None]:
+    """A function that runs the model once on `example` (for ONNX runtimes: exported, quantized for int8, and
+    loaded into an engine)."""
     model = model.cpu().eval()
     if provider == "torch":
         torch.set_num_threads(threads)
@@ -128,24 +152,17 @@ def runner(model: nn.Module, example: torch.Tensor, provider: str, threads: int)
                 model(example)
 
         return run_torch
-    import onnxruntime as ort
+    cache = cost_cache_dir()
+    engine = make_engine(
+        engine_model(model, example, precision), provider, precision=precision, threads=threads,
+        cache=cache / "tensorrt" if cache and provider == "tensorrt" else None, flag="--latency-provider",
+    )  # fmt: skip
+    feed = example.numpy()
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    providers = [_ORT[provider]] + ([] if provider == "cpu" else [_ORT["cpu"]])
-    session = ort.InferenceSession(_onnx_bytes(model, example), sess_options=options, providers=providers)
-    if session.get_providers()[0] != _ORT[provider]:
-        raise ConfigError(f"--latency-provider {provider}: ONNX Runtime could not start {_ORT[provider]}")
-    feed = {"input": example.numpy()}
+    def run_engine() -> None:
+        engine.run(feed)
 
-    def run_ort() -> None:
-        session.run(None, feed)
-
-    return run_ort
+    return run_engine
 
 
 def _timed(run: Callable[[], None], n: int) -> Iterator[float]:
@@ -157,16 +174,17 @@ def _timed(run: Callable[[], None], n: int) -> Iterator[float]:
 
 def measure(
     model: nn.Module, reference: nn.Module | Callable[[], None], input_shape: tuple[int, ...], *,
-    batch: int = 1, provider: str = "cpu", threads: int | None = None,
+    batch: int = 1, provider: str = "cpu", threads: int | None = None, precision: str = "fp32",
 ) -> LatencyResult:  # fmt: skip
     """Median latency of `model` and of `reference` (a model, or a runner made by `runner` on the same
-    batch), timed in alternating rounds after warm-up until `TIMING_S` seconds of runs."""
+    batch and precision), timed in alternating rounds after warm-up until `TIMING_S` seconds of runs."""
     if batch < 1:
         raise ConfigError(f"--latency-batch must be >= 1, got {batch}")
     threads = threads or default_threads()
     example = torch.zeros(batch, *input_shape)
-    ref_run = runner(reference, example, provider, threads) if isinstance(reference, nn.Module) else reference
-    runs = [runner(model, example, provider, threads), ref_run]
+    if isinstance(reference, nn.Module):
+        reference = runner(reference, example, provider, threads, precision)
+    runs = [runner(model, example, provider, threads, precision), reference]
     per_run = 0.0  # ms, the slower model's warm run
     for run in runs:
         warm = list(_timed(run, WARMUP))
@@ -186,18 +204,21 @@ def measure(
     ratio = statistics.median(c / r for c, r in zip(rounds[0], rounds[1], strict=True) if r > 0)
     return LatencyResult(
         ms=cand, reference_ms=ref, ratio=ratio, cv=spread, provider=provider,
-        batch=batch, threads=threads, machine=machine(), runs=len(rounds[0]) * per_round,
+        batch=batch, threads=threads, machine=machine(), runs=len(rounds[0]) * per_round, precision=precision,
     )  # fmt: skip
 
 
 def genotype_latency(
     space: Space, genotype: Genotype, num_classes: int, *, batch: int = 1, provider: str = "cpu",
-    threads: int | None = None,
+    threads: int | None = None, precision: str = "fp32",
 ) -> LatencyResult:  # fmt: skip
-    """The measured latency of a genotype of `space`, with its space's reference (cached on disk)."""
+    """The measured latency of a genotype of `space` at `precision`, with its space's reference (cached on disk)."""
 
     threads = threads or default_threads()
-    key = fingerprint(machine(), provider, batch, threads, _space_fingerprint(space), genotype.key, num_classes)
+    key = fingerprint(
+        machine(), *runtime_key(provider, precision), batch, threads, _space_fingerprint(space), genotype.key,
+        num_classes,
+    )  # fmt: skip
     folder = cost_cache_dir()
     path = folder / "latency" / f"{space.slug}-{genotype.key}-{key}.json" if folder else None
     if path is not None and path.is_file():
@@ -205,11 +226,15 @@ def genotype_latency(
             return LatencyResult(**json.loads(path.read_text(encoding="utf-8")))
     torch.manual_seed(0)
     model = space.export_model(space.build(genotype, num_classes=num_classes))
-    ref_key = (_space_fingerprint(space), num_classes, batch, provider, threads)
+    ref_key = (_space_fingerprint(space), num_classes, batch, provider, threads, precision)
     if ref_key not in _REFERENCES:
         reference = space.export_model(space.build(space.reference(), num_classes=num_classes))
-        _REFERENCES[ref_key] = runner(reference, torch.zeros(batch, *space.input_shape), provider, threads)
-    result = measure(model, _REFERENCES[ref_key], space.input_shape, batch=batch, provider=provider, threads=threads)
+        example = torch.zeros(batch, *space.input_shape)
+        _REFERENCES[ref_key] = runner(reference, example, provider, threads, precision)
+    result = measure(
+        model, _REFERENCES[ref_key], space.input_shape, batch=batch, provider=provider, threads=threads,
+        precision=precision,
+    )  # fmt: skip
     if path is not None:
         with contextlib.suppress(OSError):  # a cache: an unwritable home only costs the measurement
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ import math
 import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,7 +37,7 @@ from torch import nn
 
 from prunenas.config import fingerprint
 from prunenas.cost import _space_fingerprint
-from prunenas.latency import check_provider, default_threads, genotype_latency, machine
+from prunenas.latency import check_provider, default_threads, genotype_latency, machine, runtime_key
 from prunenas.paths import cost_cache_dir
 
 if TYPE_CHECKING:
@@ -117,6 +117,7 @@ class LatencyPredictor:
     calibration: int  # genotypes measured to fit it
     loo_median: float  # leave-one-out relative error on the calibration set: median
     loo_p90: float  # ... and 90th percentile (the margin of `confidently_over`)
+    precision: str = "fp32"  # of the engines timed (fp32, fp16, int8)
 
     def predict_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Predicted ms of `model`."""
@@ -198,15 +199,20 @@ def latency_predictor(
     threads: int | None = None,
     calibration: int | None = None,
     log: Callable[[str], None] | None = None,
+    precision: str = "fp32",
 ) -> LatencyPredictor:
-    """The space's predictor for this runtime, batch, threads and machine: read from disk, or built by
-    measuring `calibration` genotypes (each measurement is cached too) and kept on disk."""
+    """The space's predictor for this runtime, precision, batch, threads and machine: read from disk, or built by
+    measuring `calibration` genotypes (each measurement is cached too) and kept on disk. Each precision has its
+    own predictor: an int8 engine's latency is not a scaled fp32 latency."""
 
-    check_provider(provider)
+    check_provider(provider, precision=precision)
     threads = threads or default_threads()
     calibration = calibration or CALIBRATION
     where = machine()
-    key = fingerprint(where, provider, batch, threads, _space_fingerprint(space), calibration, FEATURES, TARGET)
+    key = fingerprint(
+        where, *runtime_key(provider, precision), batch, threads, _space_fingerprint(space), calibration, FEATURES,
+        TARGET,
+    )  # fmt: skip
     folder = cost_cache_dir()
     path = folder / "latency" / f"predictor-{space.slug}-{key}.json" if folder else None
     if path is not None and path.is_file():
@@ -219,13 +225,16 @@ def latency_predictor(
     for i, g in enumerate(genotypes):
         if log is not None:
             log(f"latency predictor for {space.name}: measuring calibration genotype {i + 1}/{len(genotypes)}")
-        result = genotype_latency(space, g, space.num_classes, batch=batch, provider=provider, threads=threads)
+        result = genotype_latency(
+            space, g, space.num_classes, batch=batch, provider=provider, threads=threads, precision=precision
+        )
         ratios[g.key] = result.ratio
         reference_ms.append(result.reference_ms)
     predictor = fit_predictor(
         space, ratios, genotypes, reference_ms=statistics.median(reference_ms), provider=provider,
         batch=batch, threads=threads, machine=where,
     )  # fmt: skip
+    predictor = replace(predictor, precision=precision)
     if path is not None:
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -184,7 +184,9 @@ class Params(_CostMetric):
     field = "params"
 
 
-PROVIDERS = ("cpu", "cuda", "tensorrt", "torch")
+# = prunenas.latency.PROVIDERS and prunenas.quantize.PRECISIONS (not imported here: they load torch; a test checks)
+PROVIDERS = ("cpu", "cuda", "tensorrt", "openvino", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -199,8 +201,15 @@ class LatencyOptions(Config):
         "shared machine 1 thread measures far more repeatably)", low=1, high=1024, metavar="N", omit_default=True,
     )  # fmt: skip
     provider: str = setting(
-        "cpu", "runtime of the latency metric: ONNX Runtime cpu, cuda or tensorrt, or torch (eager)",
+        "cpu", "runtime of the latency metric: ONNX Runtime cpu, cuda or tensorrt, OpenVINO on the CPU (openvino, "
+        "the extra prunenas[openvino]), or torch (eager)",
         choices=PROVIDERS,
+    )  # fmt: skip
+    precision: str = setting(
+        "fp32", "precision of the engine the latency metric times: fp32; int8 (each candidate quantized statically "
+        "to QDQ on a few seeded batches: latency does not depend on their values; cpu, openvino, tensorrt); fp16 "
+        "(openvino, cuda, tensorrt)",
+        choices=PRECISIONS, omit_default=True,
     )  # fmt: skip
     predictor: bool = setting(
         False,
@@ -213,8 +222,9 @@ class LatencyOptions(Config):
 
 class Latency(Metric):
     """Measured latency in ms on the deployment runtime (`prunenas.latency`): ONNX Runtime on the CPU by
-    default; its options (`LatencyOptions`): batch (1), provider (cpu, cuda, tensorrt, torch), threads (None:
-    one per core this process may use) and predictor (screen candidates over a latency limit)."""
+    default; its options (`LatencyOptions`): batch (1), provider (cpu, cuda, tensorrt, openvino, torch), precision
+    (fp32, fp16, int8), threads (None: one per core this process may use) and predictor (screen candidates over a
+    latency limit)."""
 
     name = "latency"
     unit = "ms"
@@ -231,8 +241,9 @@ class Latency(Metric):
 
         o: LatencyOptions = self.options_in(ctx.options)
         result = genotype_latency(
-            ctx.space, ctx.genotype, ctx.num_classes, batch=o.batch, provider=o.provider, threads=o.threads
-        )
+            ctx.space, ctx.genotype, ctx.num_classes, batch=o.batch, provider=o.provider, threads=o.threads,
+            precision=o.precision,
+        )  # fmt: skip
         return result.ms
 
     def check_options(self, options: Config, limits: Sequence[Limit]) -> None:
@@ -246,7 +257,8 @@ class Latency(Metric):
     def prepare(self, options: Mapping[str, Config]) -> None:
         from prunenas.latency import check_provider
 
-        check_provider(self.options_in(options).provider)  # one line now, not a failure in the first trial
+        o: LatencyOptions = self.options_in(options)
+        check_provider(o.provider, precision=o.precision)  # one line now, not a failure in the first trial
 
     def screen(
         self, space: Space, genotype: Genotype, options: Mapping[str, Config], limit: float, reference: float
@@ -256,11 +268,13 @@ class Latency(Metric):
         o: LatencyOptions = self.options_in(options)
         if not o.predictor or not reference:
             return None
-        key = (space.name, o.provider, o.batch, o.threads)
+        key = (space.name, o.provider, o.precision, o.batch, o.threads)
         if key not in self._predictors:
             from prunenas.latency_model import latency_predictor
 
-            self._predictors[key] = latency_predictor(space, provider=o.provider, batch=o.batch, threads=o.threads)
+            self._predictors[key] = latency_predictor(
+                space, provider=o.provider, batch=o.batch, threads=o.threads, precision=o.precision
+            )
         predictor = self._predictors[key]
         ratio = predictor.ratio(space, genotype)
         return float(ratio * reference) if predictor.confidently_over(ratio, limit / reference) else None
@@ -269,8 +283,8 @@ class Latency(Metric):
         from prunenas.latency import default_threads, machine
 
         o: LatencyOptions = self.options_in(options)
-        runtime = "PyTorch eager" if o.provider == "torch" else f"ONNX Runtime {o.provider}"
-        return f"{runtime}, batch {o.batch}, {o.threads or default_threads()} threads, {machine()}"
+        runtime = {"torch": "PyTorch eager", "openvino": "OpenVINO CPU"}.get(o.provider, f"ONNX Runtime {o.provider}")
+        return f"{runtime} {o.precision}, batch {o.batch}, {o.threads or default_threads()} threads, {machine()}"
 
     def parse_amount(self, text: str) -> float:
         """8ms, 800us, 0.01s or a plain number of ms."""

@@ -62,7 +62,7 @@ def test_search_optimises_latency_and_records_it(tmp_path, monkeypatch, tiny_tom
     with open("s/trials.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 and all(float(r["latency"]) > 0 and float(r["latency_ratio"]) > 0 for r in rows)
-    assert all(r["latency_setup"].startswith("ONNX Runtime cpu, batch 1, 1 threads, ") for r in rows)
+    assert all(r["latency_setup"].startswith("ONNX Runtime cpu fp32, batch 1, 1 threads, ") for r in rows)
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert [o["name"] for o in summary["objectives"]] == ["val_acc", "latency"]
     assert summary["objectives"][1]["unit"] == "ms" and "threads" in summary["objectives"][1]["setup"]

@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from prunenas.recipes import KD_FIELDS, Recipe
 
-    # = prunenas.export.exporter.DEFAULT_OPSET and MIN_OPSET (not imported: that loads torch; a test checks)
+    # = prunenas.export.exporter.DEFAULT_OPSET and MIN_OPSET, prunenas.quantize.PRECISIONS,
+    # prunenas.export.precision.RUNTIMES and CALIBRATION_IMAGES (not imported: that loads torch; a test checks)
     default_opset, min_opset = 18, 13
+    precisions, runtimes, calibration = ("fp32", "fp16", "int8"), ("onnxruntime", "openvino", "tensorrt"), 256
     cifar = "../shared/datasets/cifar10-jpeg.tar.gz"
 
     def command(name: str, help: str, *examples: str, parent: argparse._SubParsersAction | None = None) -> _Parser:
@@ -281,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export", "export a trained run to ONNX (verified with onnx.checker and ONNX Runtime)",
         "prunenas export runs/train/resnet56_channels-4ae1233ffbaf219d-scratch-e-s0-RUNID --benchmark",
         "prunenas export RUN_DIR --opset 13 -o exports/r56b-opset13    # for an older ONNX Runtime",
+        "prunenas export RUN_DIR --precision int8                      # + model.int8.onnx, measured against FP32",
+        "prunenas export RUN_DIR --precision int8 --runtime openvino   # measured in OpenVINO (parity checked there)",
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `prunenas train` (checkpoint.pt etc.)")
     p.add_argument("-o", "--out", metavar="DIR", help="export folder (default exports/SPACE/NAME)")
@@ -302,15 +306,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda (default auto)"
     )
+    p.add_argument(
+        "--precision", choices=precisions, default="fp32",
+        help="also write model.<precision>.onnx: int8 (static post-training quantization, QDQ, per-channel weights) "
+        "or fp16, with its test accuracy, top-1 agreement, largest logit difference and latency against the FP32 "
+        "model on --runtime; model.onnx (FP32) stays the verified reference (default fp32: only model.onnx)",
+    )  # fmt: skip
+    p.add_argument(
+        "--runtime", choices=runtimes, default="onnxruntime",
+        help="runtime the --precision copy and the FP32 model are measured on: onnxruntime (--provider chooses CPU "
+        "or CUDA), openvino (CPU; also checks the FP32 parity there) or tensorrt (GPU) (default onnxruntime)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration-images", type=int, default=calibration, metavar="N",
+        help=f"--precision int8: training images (a seeded sample) the quantizer calibrates on (default {calibration})",
+    )  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="intra-op threads of the latency measurements (default: the runtime's own)",
+    )  # fmt: skip
     p.add_argument("--dataset", default=None, help="test images for the parity check (default: the run's dataset)")
     p.add_argument("--data-dir", default=None, help="dataset folder or archive (default: $PRUNENAS_DATA / the run's)")
     _json_flag(p, "print model.json (plus the output folder) as JSON")
     p.set_defaults(handler=_handler("run_commands", "cmd_export"))
 
     p = command(
-        "evaluate", "test accuracy of an exported model.onnx with ONNX Runtime",
+        "evaluate", "test accuracy of an exported model.onnx with ONNX Runtime or OpenVINO",
         "prunenas evaluate exports/resnet56_channels/4ae1233ffbaf219d/model.onnx",
         f"prunenas evaluate model.onnx --dataset cifar10 --data-dir {cifar} --provider cpu",
+        "prunenas evaluate exports/resnet56_channels/4ae1233ffbaf219d/model.int8.onnx --runtime openvino",
     )  # fmt: skip
     p.add_argument("onnx", metavar="MODEL_ONNX", help="model.onnx written by `prunenas export` (model.json beside it)")
     p.add_argument("--dataset", default=None, help="cifar10, cifar100, digits, imagefolder (default: the model's)")
@@ -321,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--provider", default="auto", help="ONNX Runtime provider: auto (CUDA if usable), cpu, cuda (default auto)"
     )
+    p.add_argument(
+        "--runtime", choices=runtimes, default="onnxruntime",
+        help="onnxruntime (--provider chooses CPU or CUDA), openvino (CPU) or tensorrt (GPU) (default onnxruntime)",
+    )  # fmt: skip
     _json_flag(p, "print the result as JSON")
     p.set_defaults(handler=_handler("run_commands", "cmd_evaluate"))
 

@@ -199,6 +199,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             provider=args.provider,
             opset=args.opset,
             space=args.space,
+            precision=args.precision,
+            runtime=args.runtime,
+            calibration_images=args.calibration_images,
+            threads=args.threads,
         )
     except ExportError as exc:  # the export itself is wrong, not the input: exit 1, still one line
         print(f"prunenas: error: {exc}", file=sys.stderr)
@@ -236,22 +240,62 @@ def cmd_export(args: argparse.Namespace) -> int:
             rows.append(
                 [f"latency batch {b}", f"median {v['median_ms']:.2f} ms, p90 {v['p90_ms']:.2f} ms ({lat['provider']})"]
             )
+    for target in ("openvino", "tensorrt"):
+        if parity.get(target):
+            rows.append(
+                [
+                    f"parity in {target}",
+                    f"max |diff| {parity[target]['max_abs_diff']:.1e} ({parity[target]['provider']})",
+                ]
+            )
+    extra = ""
+    for precision, e in (s.get("precisions") or {}).items():
+        name = precision.upper()
+        rows.append([f"{name} model", f"{e['file']} ({human(e['bytes'])}B)"])
+        rows.append(
+            [
+                f"{name} test accuracy",
+                f"{pct(e['test_acc'])} vs FP32 {pct(e['fp32_test_acc'])}: drop {e['drop_points']:.2f} points "
+                f"({e['test_images']} images, {e['runtime']})",
+            ]
+        )
+        rows.append(
+            [
+                f"{name} vs FP32",
+                f"top-1 agreement {pct(e['top1_agreement'])}, largest logit difference {e['max_abs_logit_diff']:.3g}",
+            ]
+        )
+        lat = e["latency"]
+        for b, v in lat[precision].items():
+            rows.append(
+                [
+                    f"latency batch {b}",
+                    f"FP32 {lat['fp32'][b]['median_ms']:.3g} ms, {name} {v['median_ms']:.3g} ms: "
+                    f"{lat['speedup'][b]:.2f}x",
+                ]
+            )
+        extra += f", {result.out_dir / e['file']}"
     print(format_table(rows, ["", ""], "ll"))
     out = result.out_dir
-    print(f"wrote {out / 'model.onnx'} ({human(s['files']['bytes'])}B), {out / 'model.json'}, {out / 'README.md'}")
+    print(
+        f"wrote {out / 'model.onnx'} ({human(s['files']['bytes'])}B), {out / 'model.json'}, {out / 'README.md'}{extra}"
+    )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from prunenas.export import evaluate_onnx
 
-    r = evaluate_onnx(args.onnx, args.dataset, args.data_dir, provider=args.provider, batch_size=args.batch_size)
+    r = evaluate_onnx(
+        args.onnx, args.dataset, args.data_dir, provider=args.provider, batch_size=args.batch_size, runtime=args.runtime
+    )
     if args.json:
         print_json(r)
         return 0
     line = (
-        f"{r['dataset']} test accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['images']}) with ONNX Runtime "
-        f"({r['provider']}, {r['images_per_s']:.0f} img/s)"
+        f"{r['dataset']} test accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['images']}) with "
+        f"{r['runtime']} ({r['provider']}{', ' + r['precision'] if r.get('precision') else ''}, "
+        f"{r['images_per_s']:.0f} img/s)"
     )
     print(line)
     if r["torch_test_acc"] is not None:

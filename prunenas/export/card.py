@@ -103,6 +103,32 @@ _INTENDED_USE = [
 ]
 
 
+def _precision_rows(precision: str, e: Mapping[str, Any]) -> list[str]:
+    """Table rows for a lower-precision copy: its file, accuracy against FP32, agreement and latencies."""
+    lat = e.get("latency") or {}
+    times = ", ".join(
+        f"batch {b}: {lat['fp32'][b]['median_ms']:.3g} ms FP32, {v['median_ms']:.3g} ms {precision.upper()} "
+        f"({lat['speedup'][b]:.2f}x)"
+        for b, v in (lat.get(precision) or {}).items()
+    )
+    how = e.get("quantization") or {}
+    made = (
+        f"static QDQ ({how.get('weights')}, {how.get('activations')}; {e['calibration']['images']} calibration "
+        f"images, seed {e['calibration']['seed']})"
+        if how
+        else str(e.get("conversion", ""))
+    )
+    return [
+        f"| {precision.upper()} model | `{e['file']}`: {made} |",
+        f"| {precision.upper()} test accuracy ({e['runtime']}) | {_pct(e['test_acc'])} vs FP32 "
+        f"{_pct(e['fp32_test_acc'])} (drop {e['drop_points']:.2f} points) on {e['test_images']} {e['dataset']} test "
+        "images |",
+        f"| {precision.upper()} vs FP32 | top-1 agreement {_pct(e['top1_agreement'])}, largest logit difference "
+        f"{e['max_abs_logit_diff']:.3g} (logits up to {e['max_abs_logit']:.3g}) |",
+        f"| {precision.upper()} latency (median, {e['runtime']}) | {times} |",
+    ]
+
+
 def model_card(sidecar: Mapping[str, Any]) -> str:
     """A short Markdown model card from a sidecar dict."""
 
@@ -140,6 +166,8 @@ def model_card(sidecar: Mapping[str, Any]) -> str:
         threads = lat["intra_op_threads"] or f"default ({lat['cpu_count']} CPUs)"
         where = f", {lat['machine']}" if lat.get("machine") else ""
         lines.append(f"| ONNX Runtime latency (median) | {per} ({lat['provider']}, threads: {threads}{where}) |")
+    for precision, entry in (sidecar.get("precisions") or {}).items():
+        lines += _precision_rows(precision, entry)
     lines += [
         "",
         "## Input",

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from prunenas.config import DataConfig
 from prunenas.data import load_dataset
+from prunenas.engines import make_engine
 from prunenas.errors import PrunenasError
 from prunenas.export.common import ONNX_FILE, SIDECAR, _read_json, _three_floats
+from prunenas.export.precision import engine_provider, runtime_flags
 from prunenas.export.runtime import make_session, normalize_images
 
 _WANTED = "`prunenas evaluate` takes the model.onnx that `prunenas export RUN_DIR` writes"
@@ -77,6 +80,26 @@ def _not_onnx(p: Path) -> tuple[str, str]:
     return "a JSON file", ""
 
 
+def _graph_shapes(path: Path) -> tuple[list[int | str], list[int | str]]:
+    """The input's and the first output's dims of an ONNX file (names for dynamic ones), read without running it."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:
+        raise PrunenasError(
+            f"{str(path)!r} is not a valid ONNX model ({type(exc).__name__}); export it again with `prunenas export "
+            "RUN_DIR`"
+        ) from None
+
+    def dims(value: Any) -> list[int | str]:
+        return [d.dim_param or int(d.dim_value) for d in value.type.tensor_type.shape.dim]
+
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    return (dims(inputs[0]) if inputs else []), (dims(graph.output[0]) if graph.output else [])
+
+
 def load_sidecar(onnx_path: str | Path) -> dict[str, Any]:
     """The model.json of an exported ONNX file: `<stem>.json` next to it, else `model.json` in its folder."""
     p = Path(onnx_path)
@@ -106,8 +129,10 @@ def evaluate_onnx(
     *,
     provider: str | None = None,
     batch_size: int = 256,
+    runtime: str = "onnxruntime",
 ) -> dict[str, Any]:
-    """Accuracy of an exported model on a dataset's test split, run with ONNX Runtime.
+    """Accuracy of an exported model on a dataset's test split, run with ONNX Runtime (`provider` auto, cpu or
+    cuda), or `runtime` openvino or tensorrt. A model.<precision>.onnx that the sidecar lists runs at that precision.
 
     Inputs are normalized with the mean/std of the model.json beside it; `dataset` defaults to the one the
     model was trained on. The result includes model.json's PyTorch test accuracy when the datasets match.
@@ -115,6 +140,15 @@ def evaluate_onnx(
 
     path = _onnx_file(onnx_path)
     sidecar = load_sidecar(path)
+    precision = next(
+        (
+            p
+            for p, e in (sidecar.get("precisions") or {}).items()
+            if isinstance(e, Mapping) and e.get("file") == path.name
+        ),
+        "fp32",
+    )
+    target = engine_provider(runtime, provider)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PrunenasError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. --batch-size 256")
     ds = sidecar.get("dataset")
@@ -124,19 +158,28 @@ def evaluate_onnx(
         raise PrunenasError(f"the model.json of {str(path)!r} names no dataset; pass --dataset")
     if data_dir:  # a --data-dir that cannot apply (the embedded digits) is refused, as by every command
         DataConfig(dataset=name.lower() if isinstance(name, str) else name, data_dir=data_dir)
-    session = make_session(path, provider)
-    meta = session.get_inputs()[0]
+    if runtime == "onnxruntime":
+        session = make_session(path, provider)
+        used = session.get_providers()[0]
+        input_name = session.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run(None, {input_name: x})[0])
+
+    else:
+        engine = make_engine(path, target, precision=precision, spell=runtime_flags)
+        used, run = engine.name, engine.run
+    dims, outputs = _graph_shapes(path)
     folder = data_dir or os.environ.get("PRUNENAS_DATA") or None
-    shape = [int(d) for d in meta.shape[1:] if isinstance(d, int)]
+    shape = [int(d) for d in dims[1:] if isinstance(d, int)]
     if len(shape) != 3:
-        raise PrunenasError(f"{str(path)!r} takes input {meta.shape}; expected [batch, 3, H, W] images")
+        raise PrunenasError(f"{str(path)!r} takes input {dims}; expected [batch, 3, H, W] images")
     data = load_dataset(name, folder, image_size=shape[1])
     test = data.test
     if list(test.x.shape[1:]) != shape:
         raise PrunenasError(
             f"{name} images are {list(test.x.shape[1:])} but {str(path)!r} takes {shape}; pass a matching --dataset"
         )
-    outputs = session.get_outputs()[0].shape
     n_out = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
     if n_out is not None and n_out != data.num_classes:
         raise PrunenasError(
@@ -146,10 +189,11 @@ def evaluate_onnx(
     mean, std = sidecar["input"]["mean"], sidecar["input"]["std"]
     correct = 0
     t0 = time.perf_counter()
+    labels = test.labels
     for start in range(0, len(test), batch_size):
-        x = normalize_images(test.x[start : start + batch_size], mean, std)
-        logits = np.asarray(session.run(None, {meta.name: x})[0])
-        correct += int((logits.argmax(1) == test.y[start : start + batch_size].numpy()).sum())
+        x = normalize_images(test.images(torch.arange(start, min(start + batch_size, len(test)))), mean, std)
+        logits = run(x)
+        correct += int((logits.argmax(1) == labels[start : start + batch_size].numpy()).sum())
     seconds = time.perf_counter() - t0
     n = len(test)
     accuracy = correct / n if n else math.nan
@@ -166,7 +210,9 @@ def evaluate_onnx(
         "torch_test_acc": torch_acc,
         "torch_test_acc_precision": acc.get("test_acc_precision") if torch_acc is not None else None,
         "difference": accuracy - float(torch_acc) if isinstance(torch_acc, int | float) else None,
-        "provider": session.get_providers()[0],
+        "runtime": {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "ONNX Runtime"}[runtime],
+        "provider": used,
+        "precision": precision,
         "seconds": seconds,
         "images_per_s": n / seconds if seconds > 0 else math.inf,
     }

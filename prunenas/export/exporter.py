@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prunenas.errors import PrunenasError
+from prunenas.engines import check_runtime
+from prunenas.errors import PrunenasError, first_line
 from prunenas.export.card import model_card
 from prunenas.export.common import CARD, ONNX_FILE, SIDECAR
 from prunenas.export.parity import (
@@ -38,6 +39,16 @@ from prunenas.export.parity import (
     _random_inputs,
     _real_inputs,
     check_parity,
+    run_dataset,
+)
+from prunenas.export.precision import (
+    CALIBRATION_IMAGES,
+    PrecisionRequest,
+    check_calibration,
+    engine_provider,
+    lower_precision,
+    precision_file,
+    runtime_flags,
 )
 from prunenas.export.run import TrainedRun, load_run
 from prunenas.export.runtime import _check_latency_args, onnx_latency, resolve_providers
@@ -47,6 +58,7 @@ from prunenas.export.writer import MIN_OPSET as MIN_OPSET
 from prunenas.export.writer import max_opset as max_opset
 from prunenas.latency import machine
 from prunenas.paths import why
+from prunenas.quantize import PRECISIONS, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -137,21 +149,37 @@ def export_run(
     opset: int = DEFAULT_OPSET,
     out_flag: str = "-o",
     space: str | None = None,
+    precision: str = "fp32",
+    runtime: str = "onnxruntime",
+    calibration_images: int = CALIBRATION_IMAGES,
+    threads: int | None = None,
 ) -> ExportResult:
     """Export the trained model of `run_dir` to ONNX at `opset` (MIN_OPSET..max_opset()), verify it, and
-    write model.onnx, model.json, README.md.
+    write model.onnx, model.json, README.md; with `precision` int8 or fp16 also model.<precision>.onnx, measured
+    against the FP32 model on `runtime` (`prunenas.export.precision`).
 
     Output: `out_dir`, else `root/<space>/<name>` (name: `name`, else the genotype key, or the run
     folder's name when the key's folder holds another run's export). `space` (a space name, .toml path or
-    model factory) replaces the space the run records, e.g. when its file moved. Raises PrunenasError for bad input
-    and ExportError (a PrunenasError) when the exported model fails a check; then nothing is written.
+    model factory) replaces the space the run records, e.g. when its file moved. `runtime` openvino or tensorrt
+    also checks the FP32 model's parity in that runtime. Raises PrunenasError for bad input and ExportError (a
+    PrunenasError) when the exported model fails a check; then nothing is written. A failed lower-precision step
+    raises after the FP32 export is in place, and leaves it as it is.
     """
     check_opset(opset)
+    check_precision(precision, "--precision")
+    target = engine_provider(runtime, provider)
+    check_runtime(target, precision, precision_flag="--precision", spell=runtime_flags)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise PrunenasError(f"--threads {threads!r} must be an integer >= 1 (default: the runtime's own)")
+    if precision != "fp32":
+        check_calibration(calibration_images)
     run = load_run(run_dir, space)
     resolve_providers(provider)  # a provider that is not there fails now, not after the export
     if benchmark:  # validate before the slow part
         _check_latency_args(latency_batches, latency_repeats, latency_warmup)
-    real, real_name, skipped = _real_inputs(run, dataset, data_dir, REAL_PARITY_IMAGES)  # bad --dataset fails now
+    needs = f"--precision {precision}" if precision != "fp32" else None
+    loaded = run_dataset(run, dataset, data_dir, required=needs)  # a bad --dataset fails now, before the export
+    real, real_name, skipped = _real_inputs(run, dataset, data_dir, REAL_PARITY_IMAGES, loaded)
     dest = _destination(run, out_dir, name, root)
     export_name = name or dest.name
     staging = _prepare(dest, out_flag)
@@ -182,17 +210,56 @@ def export_run(
         parity = check_parity(run.model, onnx_path, inputs, tolerance=tolerance, provider=provider)
         parity["real_inputs"] = real_name if real is not None else None
         parity["real_inputs_skipped"] = skipped
+        if target in ("openvino", "tensorrt"):  # the FP32 model's parity in the chosen runtime too
+            parity[target] = check_parity(run.model, onnx_path, inputs, tolerance=tolerance, runtime=target)
         sparsity = _sparsity(run, folded, onnx_path) if run.space.folds_masks else None
         latency = None
         if benchmark:
             latency = onnx_latency(
-                onnx_path, latency_batches, repeats=latency_repeats, warmup=latency_warmup, provider=provider
-            )
+                onnx_path, latency_batches, repeats=latency_repeats, warmup=latency_warmup, provider=provider,
+                threads=threads,
+            )  # fmt: skip
             latency = {**latency, "machine": machine()}  # the numbers belong to this processor
         sidecar = _sidecar(run, export_name, method, graph, parity, sparsity, latency, onnx_path)
         (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         (staging / CARD).write_text(model_card(sidecar), encoding="utf-8")
         _move_into_place(staging, dest, (ONNX_FILE, SIDECAR, CARD), out_flag)
+        for other in PRECISIONS:  # copies of a previous export's model are not copies of this one
+            (dest / precision_file(other)).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if precision != "fp32":
+        data = loaded[0]
+        assert data is not None  # run_dataset raised otherwise
+        request = PrecisionRequest(
+            precision, target, calibration_images, seed=0, latency_batches=tuple(latency_batches)[:1] or (1,),
+            latency_repeats=latency_repeats, threads=threads,
+        )  # fmt: skip
+        sidecar = _add_precision(dest, sidecar, request, run, data, out_flag)
     return ExportResult(dest, dest / ONNX_FILE, sidecar)
+
+
+def _add_precision(
+    dest: Path, sidecar: dict[str, Any], request: PrecisionRequest, run: TrainedRun, data: Any, out_flag: str
+) -> dict[str, Any]:
+    """Write the lower-precision copy of the export in `dest` and record it in model.json and the card; on failure
+    the FP32 export stays as it is and the error says so."""
+    staging = _prepare(dest, out_flag)
+    name = precision_file(request.precision)
+    try:
+        try:
+            entry = lower_precision(dest / ONNX_FILE, staging / name, request, data, run.mean, run.std, run.input_shape)
+        except PrunenasError as exc:
+            raise PrunenasError(f"{exc}; the verified FP32 export in {str(dest)!r} is kept as it was") from None
+        except Exception as exc:  # a runtime that cannot run the copy it was given
+            raise PrunenasError(
+                f"the {request.precision} step failed ({first_line(exc, type(exc).__name__, 200)}); the verified FP32 "
+                f"export in {str(dest)!r} is kept as it was"
+            ) from None
+        sidecar = {**sidecar, "precisions": {request.precision: entry}}
+        (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+        (staging / CARD).write_text(model_card(sidecar), encoding="utf-8")
+        _move_into_place(staging, dest, (name, SIDECAR, CARD), out_flag)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return sidecar

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunenas.data import load_dataset
+from prunenas.data import DatasetSplits, load_dataset
+from prunenas.engines import make_engine
 from prunenas.errors import DataError, PrunenasError
 from prunenas.export.common import ExportError
 from prunenas.export.run import TrainedRun
@@ -36,23 +37,34 @@ def check_parity(
     *,
     tolerance: float = PARITY_TOLERANCE,
     provider: str | None = None,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
-    """Run `model` (PyTorch, CPU, fp32, eval) and the ONNX file on each (label, input); compare logits.
+    """Run `model` (PyTorch, CPU, fp32, eval) and the ONNX file on each (label, input); compare logits. The file
+    runs in ONNX Runtime with `provider`, or with `runtime` (an engine provider: openvino, tensorrt) in that
+    engine at fp32.
 
     Returns {"provider", "tolerance", "checks": [{label, batch, max_abs_diff, max_abs_logit,
     argmax_agreement}], "max_abs_diff", "passed": True}; raises ExportError when any batch differs by
     the allowed difference (`tolerance` + 1e-6 x the largest |logit|) or more (or has a wrong output shape).
     """
-    session = make_session(onnx_path, provider, exact=True)
-    used = session.get_providers()[0]
-    input_name = session.get_inputs()[0].name
+    if runtime is not None:
+        engine = make_engine(onnx_path, runtime, exact=True, flag="--runtime")  # openvino or tensorrt
+        used, run = engine.name, engine.run
+    else:
+        session = make_session(onnx_path, provider, exact=True)
+        used = session.get_providers()[0]
+        input_name = session.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run(None, {input_name: x})[0])
+
     model = model.eval()
     device = next(model.parameters()).device
     checks: list[dict[str, Any]] = []
     for label, x in inputs:
         with torch.no_grad():
             expected = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
-        got = np.asarray(session.run(None, {input_name: x})[0])
+        got = run(x)
         if got.shape != expected.shape:
             raise ExportError(
                 f"ONNX Runtime ({used}) returned logits of shape {list(got.shape)} for {label} "
@@ -91,18 +103,20 @@ def _random_inputs(shape: tuple[int, int, int], batches: Sequence[int], seed: in
     return [(f"random batch {b}", torch.randn(b, *shape, generator=gen).numpy()) for b in batches]
 
 
-def _real_inputs(
-    run: TrainedRun, dataset: str | None, data_dir: str | None, limit: int
-) -> tuple[tuple[str, np.ndarray] | None, str | None, str | None]:
-    """(label, normalized test images) for the parity check, the dataset name, and why there are none.
-
-    With an explicit `dataset`, failures to load it are the user's error (raised). Otherwise the run's own
-    dataset is tried without downloading, and a failure only skips the check (the reason is returned).
-    """
+def run_dataset(
+    run: TrainedRun, dataset: str | None, data_dir: str | None, *, required: str | None = None
+) -> tuple[DatasetSplits | None, str | None, str | None]:
+    """(the run's dataset, its name, why it is not there). With an explicit `dataset`, or with `required` (what
+    needs the images, for the message), a failure to load it is the user's error (raised). Otherwise the run's own
+    dataset is tried without downloading, and a failure only returns the reason."""
 
     explicit = dataset is not None
     name = dataset or run.dataset_name
     if name is None:
+        if required:
+            raise PrunenasError(
+                f"metrics.json of the run names no dataset and {required} needs its images; pass --dataset"
+            )
         return None, None, "metrics.json names no dataset; pass --dataset/--data-dir for a real-input check"
     folder = data_dir or os.environ.get("PRUNENAS_DATA") or None
     if folder is None and not explicit:
@@ -114,7 +128,25 @@ def _real_inputs(
     except DataError as exc:
         if explicit:
             raise
+        if required:
+            raise PrunenasError(
+                f"{required} needs the {name} images the run was trained on, which are not available here ({exc}); "
+                "pass --dataset/--data-dir"
+            ) from None
         return None, name, f"{name} test images not available ({exc}); pass --data-dir for a real-input check"
+    return data, name, None
+
+
+def _real_inputs(
+    run: TrainedRun, dataset: str | None, data_dir: str | None, limit: int,
+    loaded: tuple[DatasetSplits | None, str | None, str | None] | None = None,
+) -> tuple[tuple[str, np.ndarray] | None, str | None, str | None]:  # fmt: skip
+    """(label, normalized test images) for the parity check, the dataset name, and why there are none (`loaded`:
+    what `run_dataset` returned, when the caller loaded the data already)."""
+
+    data, name, skipped = loaded if loaded is not None else run_dataset(run, dataset, data_dir)
+    if data is None:
+        return None, name, skipped
     images = data.test.images(torch.arange(min(limit, len(data.test))))
     if tuple(images.shape[1:]) != run.input_shape or len(images) == 0:
         raise PrunenasError(
