@@ -399,13 +399,18 @@ _EXPORT_OPTIONS: dict[str, tuple[str, tuple[type, ...], dict[str, Any]]] = {
     "provider": ("an ONNX Runtime provider name", (str,), {"optional": True}),
     "tolerance": ("a number > 0", (numbers.Real,), {"low": 0.0, "low_open": True}),
     "opset": ("an ONNX opset (integer)", (numbers.Integral,), {}),
+    "precision": ("fp32, fp16 or int8", (str,), {}),
+    "runtime": ("onnxruntime, openvino or tensorrt", (str,), {}),
+    "calibration_images": ("an integer >= 1", (numbers.Integral,), {"low": 1}),
+    "threads": ("an integer >= 1", (numbers.Integral,), {"optional": True, "low": 1}),
+    "engine": ("tensorrt", (str,), {"optional": True}),
 }
 
 
 def export_onnx(run_dir: PathLike, out: PathLike | None = None, **options: Any) -> ExportResult:
     """Export a trained run folder to ONNX, verified with onnx.checker and ONNX Runtime parity; `options` are
     export_run's (name, root, dataset, data_dir, benchmark, latency_batches, latency_repeats, latency_warmup,
-    provider, tolerance, opset)."""
+    provider, tolerance, opset, precision, runtime, calibration_images, threads, engine)."""
 
     where = "export_onnx()"
     run = Path(

@@ -123,6 +123,15 @@ def test_openvino_runs_the_export_with_parity_and_the_same_accuracy(run, int8_ex
     assert ov_int8["precision"] == "int8" and ov_int8["accuracy"] == pytest.approx(entry["test_acc"])
 
 
+def test_python_api_exports_int8(run, tmp_path):
+    import prunenas as pn
+
+    result = pn.export_onnx(run, tmp_path / "api", precision="int8", calibration_images=16, latency_repeats=2)
+    assert result.sidecar["precisions"]["int8"]["calibration"]["images"] == 16
+    with pytest.raises(PrunenasError, match="calibration_images"):
+        pn.export_onnx(run, tmp_path / "api2", precision="int8", calibration_images=0)
+
+
 def test_cli_evaluate_runtime_openvino(int8_export, capfd):
     assert main(["evaluate", str(int8_export.out_dir / "model.int8.onnx"), "--runtime", "openvino"]) == 0
     out = capfd.readouterr().out
@@ -136,6 +145,7 @@ def test_cli_evaluate_runtime_openvino(int8_export, capfd):
         (["--precision", "fp16"], "--precision fp16 does not run on --runtime onnxruntime --provider cpu"),
         (["--runtime", "tensorrt"], "--runtime tensorrt"),
         (["--threads", "0"], "--threads"),
+        (["--engine", "tensorrt"], "--engine tensorrt"),
     ],
 )
 def test_export_bad_input_is_one_line_and_nothing_is_written(run, tmp_path, capfd, extra, fragment):

@@ -325,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, metavar="N",
         help="intra-op threads of the latency measurements (default: the runtime's own)",
     )  # fmt: skip
+    p.add_argument(
+        "--engine", choices=("tensorrt",), default=None,
+        help="also write a serialized engine at --precision: tensorrt writes model.<precision>.plan (needs the "
+        "tensorrt package and an NVIDIA GPU; the engine runs on that GPU and TensorRT version only)",
+    )  # fmt: skip
     p.add_argument("--dataset", default=None, help="test images for the parity check (default: the run's dataset)")
     p.add_argument("--data-dir", default=None, help="dataset folder or archive (default: $PRUNENAS_DATA / the run's)")
     _json_flag(p, "print model.json (plus the output folder) as JSON")

@@ -203,6 +203,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             runtime=args.runtime,
             calibration_images=args.calibration_images,
             threads=args.threads,
+            engine=args.engine,
         )
     except ExportError as exc:  # the export itself is wrong, not the input: exit 1, still one line
         print(f"prunenas: error: {exc}", file=sys.stderr)
@@ -274,6 +275,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                     f"{lat['speedup'][b]:.2f}x",
                 ]
             )
+        extra += f", {result.out_dir / e['file']}"
+    for engine, e in (s.get("engines") or {}).items():
+        rows.append([f"{engine} engine", f"{e['file']} ({e['precision']}, {e['seconds']:.0f} s to build, {e['gpu']})"])
         extra += f", {result.out_dir / e['file']}"
     print(format_table(rows, ["", ""], "ll"))
     out = result.out_dir

@@ -168,6 +168,11 @@ def model_card(sidecar: Mapping[str, Any]) -> str:
         lines.append(f"| ONNX Runtime latency (median) | {per} ({lat['provider']}, threads: {threads}{where}) |")
     for precision, entry in (sidecar.get("precisions") or {}).items():
         lines += _precision_rows(precision, entry)
+    for engine, e in (sidecar.get("engines") or {}).items():
+        lines.append(
+            f"| {engine} engine | `{e['file']}` from `{e['from']}` ({e['precision']}, batch "
+            f"1-{e['batch_profile']['max']}; TensorRT {e['tensorrt']}, {e['gpu']}: runs on that GPU and version only) |"
+        )
     lines += [
         "",
         "## Input",

@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from prunenas.export.precision import (
 from prunenas.export.run import TrainedRun, load_run
 from prunenas.export.runtime import _check_latency_args, onnx_latency, resolve_providers
 from prunenas.export.sidecar import _NORMALIZATION, _sidecar, _sparsity
+from prunenas.export.trt_engine import build_engine, check_engine, engine_file
 from prunenas.export.writer import DEFAULT_OPSET, _export_onnx, _verify_onnx_file, check_opset
 from prunenas.export.writer import MIN_OPSET as MIN_OPSET
 from prunenas.export.writer import max_opset as max_opset
@@ -153,6 +154,7 @@ def export_run(
     runtime: str = "onnxruntime",
     calibration_images: int = CALIBRATION_IMAGES,
     threads: int | None = None,
+    engine: str | None = None,
 ) -> ExportResult:
     """Export the trained model of `run_dir` to ONNX at `opset` (MIN_OPSET..max_opset()), verify it, and
     write model.onnx, model.json, README.md; with `precision` int8 or fp16 also model.<precision>.onnx, measured
@@ -161,7 +163,8 @@ def export_run(
     Output: `out_dir`, else `root/<space>/<name>` (name: `name`, else the genotype key, or the run
     folder's name when the key's folder holds another run's export). `space` (a space name, .toml path or
     model factory) replaces the space the run records, e.g. when its file moved. `runtime` openvino or tensorrt
-    also checks the FP32 model's parity in that runtime. Raises PrunenasError for bad input and ExportError (a
+    also checks the FP32 model's parity in that runtime. `engine` tensorrt writes a serialized TensorRT engine of
+    the export at `precision` (`prunenas.export.trt_engine`). Raises PrunenasError for bad input and ExportError (a
     PrunenasError) when the exported model fails a check; then nothing is written. A failed lower-precision step
     raises after the FP32 export is in place, and leaves it as it is.
     """
@@ -173,6 +176,7 @@ def export_run(
         raise PrunenasError(f"--threads {threads!r} must be an integer >= 1 (default: the runtime's own)")
     if precision != "fp32":
         check_calibration(calibration_images)
+    check_engine(engine)
     run = load_run(run_dir, space)
     resolve_providers(provider)  # a provider that is not there fails now, not after the export
     if benchmark:  # validate before the slow part
@@ -224,8 +228,9 @@ def export_run(
         (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         (staging / CARD).write_text(model_card(sidecar), encoding="utf-8")
         _move_into_place(staging, dest, (ONNX_FILE, SIDECAR, CARD), out_flag)
-        for other in PRECISIONS:  # copies of a previous export's model are not copies of this one
+        for other in PRECISIONS:  # copies and engines of a previous export's model are not this one's
             (dest / precision_file(other)).unlink(missing_ok=True)
+            (dest / engine_file(other)).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if precision != "fp32":
@@ -235,28 +240,40 @@ def export_run(
             precision, target, calibration_images, seed=0, latency_batches=tuple(latency_batches)[:1] or (1,),
             latency_repeats=latency_repeats, threads=threads,
         )  # fmt: skip
-        sidecar = _add_precision(dest, sidecar, request, run, data, out_flag)
+        low = precision_file(precision)
+
+        def lower(staging: Path) -> tuple[str, dict[str, Any]]:
+            entry = lower_precision(dest / ONNX_FILE, staging / low, request, data, run.mean, run.std, run.input_shape)
+            return low, {"precisions": {precision: entry}}
+
+        sidecar = _extend(dest, sidecar, f"the {precision} step", lower, out_flag)
+    if engine is not None:
+        source = dest / (precision_file(precision) if precision == "int8" else ONNX_FILE)
+
+        def build(staging: Path) -> tuple[str, dict[str, Any]]:
+            name = engine_file(precision)
+            return name, {"engines": {engine: build_engine(source, staging / name, precision, run.input_shape)}}
+
+        sidecar = _extend(dest, sidecar, f"the {engine} engine", build, out_flag)
     return ExportResult(dest, dest / ONNX_FILE, sidecar)
 
 
-def _add_precision(
-    dest: Path, sidecar: dict[str, Any], request: PrecisionRequest, run: TrainedRun, data: Any, out_flag: str
+def _extend(
+    dest: Path, sidecar: dict[str, Any], what: str, step: Callable[[Path], tuple[str, dict[str, Any]]], out_flag: str
 ) -> dict[str, Any]:
-    """Write the lower-precision copy of the export in `dest` and record it in model.json and the card; on failure
-    the FP32 export stays as it is and the error says so."""
+    """Add a file made from the verified export in `dest` (a lower-precision copy, an engine): `step` writes it into
+    a staging folder and returns its name and what model.json records; the file, model.json and the card are then
+    moved into place together. On failure the FP32 export stays as it is, and the one-line error says so."""
     staging = _prepare(dest, out_flag)
-    name = precision_file(request.precision)
+    kept = f"the verified FP32 export in {str(dest)!r} is kept as it was"
     try:
         try:
-            entry = lower_precision(dest / ONNX_FILE, staging / name, request, data, run.mean, run.std, run.input_shape)
+            name, update = step(staging)
         except PrunenasError as exc:
-            raise PrunenasError(f"{exc}; the verified FP32 export in {str(dest)!r} is kept as it was") from None
-        except Exception as exc:  # a runtime that cannot run the copy it was given
-            raise PrunenasError(
-                f"the {request.precision} step failed ({first_line(exc, type(exc).__name__, 200)}); the verified FP32 "
-                f"export in {str(dest)!r} is kept as it was"
-            ) from None
-        sidecar = {**sidecar, "precisions": {request.precision: entry}}
+            raise PrunenasError(f"{exc}; {kept}") from None
+        except Exception as exc:  # a runtime that cannot run or build what it was given
+            raise PrunenasError(f"{what} failed ({first_line(exc, type(exc).__name__, 200)}); {kept}") from None
+        sidecar = {**sidecar, **update}
         (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         (staging / CARD).write_text(model_card(sidecar), encoding="utf-8")
         _move_into_place(staging, dest, (name, SIDECAR, CARD), out_flag)
