@@ -2,14 +2,18 @@
 
 Protocol, per candidate: the model (random weights: latency depends on the architecture only; density
 spaces with their masks folded in) is exported with the fast legacy ONNX exporter into memory and run by
-ONNX Runtime (graph optimisation ORT_ENABLE_ALL, sequential execution, intra-op threads pinned and
-recorded), or by PyTorch eager (`provider="torch"`). After warm-up runs, the candidate and the space's
+an engine (`prunenas.engines`): ONNX Runtime (graph optimisation ORT_ENABLE_ALL, sequential execution,
+intra-op threads pinned and recorded) on the CPU, CUDA or TensorRT, or OpenVINO on the CPU; or by PyTorch
+eager (`provider="torch"`). At `precision="int8"` both models are first quantized statically (QDQ,
+`prunenas.quantize`) on two seeded random batches (latency does not depend on the calibration's values);
+at fp16 the runtime runs them in half precision. After warm-up runs, the candidate and the space's
 reference model are timed in alternating rounds in the same window (drift control on a shared machine)
 until both have had at least `MIN_ROUNDS` rounds and the timed runs add up to `TIMING_S` seconds: the
 result is the candidate's median in ms, the reference's median, the median of the per-round ratios, the
 coefficient of variation of the candidate's round medians, the runtime, batch, threads and machine.
-Results are cached on disk per machine, runtime, batch, threads, space and genotype; the reference's
-session is kept for the life of the process (one export per space, not one per candidate).
+Results are cached on disk per machine, runtime (and OpenVINO's version), precision, batch, threads, space and
+genotype; the reference's engine is kept for the life of the process (one export per space, not one per
+candidate).
 
 Repeatability on the 2-core development VM (benchmarks/latency_predictor.py, results in
 benchmarks/results/2026-11-28-cpu-latency-predictor*.md): on the idle machine, 5 measurements of one genotype

@@ -296,10 +296,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(r)
         return 0
+    where = r["provider"] if r["provider"].startswith(r["runtime"]) else f"{r['runtime']} {r['provider']}"
     line = (
-        f"{r['dataset']} test accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['images']}) with "
-        f"{r['runtime']} ({r['provider']}{', ' + r['precision'] if r.get('precision') else ''}, "
-        f"{r['images_per_s']:.0f} img/s)"
+        f"{r['dataset']} test accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['images']}) with {where} "
+        f"({r['precision']}, {r['images_per_s']:.0f} img/s)"
     )
     print(line)
     if r["torch_test_acc"] is not None:
