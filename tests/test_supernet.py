@@ -321,3 +321,17 @@ def test_a_search_uses_the_supernet_prunenas_supernet_trained(tmp_path, tiny_tom
     assert main(argv) == 0
     assert trained[0].stat().st_mtime_ns == before  # read back, not trained again
     assert not (tmp_path / "s" / "supernet").exists()
+
+
+def test_an_unwritable_supernet_dir_is_refused_before_the_study_exists(tmp_path, tiny_toml, monkeypatch, capsys):
+    from prunenas.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file where the folder should go\n")
+    argv = ["search", "--space", str(tiny_toml), "--dataset", "digits", "--train-subset", "96", "--budget", "smoke",
+            "--trials", "1", "--no-final", "--evaluator", "supernet", "--supernet-dir", "taken/sub",
+            "--out", "s"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--supernet-dir" in err and "Traceback" not in err, err
+    assert not (tmp_path / "s" / "study.journal").exists() and not list(tmp_path.glob("s/**/*.journal"))

@@ -97,6 +97,12 @@ class Evaluator(ABC):
         """Work done once before the first candidate (load or train a reference, a supernet). Default: none."""
         return None
 
+    def output_folders(self, work_dir: Path | None) -> list[tuple[Path, str]]:
+        """The folders this evaluator writes besides the candidates' own (study folder `work_dir`), each with the
+        flag that chooses it: a search creates them, or refuses in one line, before its study exists. Default:
+        none."""
+        return []
+
     @abstractmethod
     def evaluate(self, genotype: Genotype, ctx: EvaluationContext, out: Path) -> TrainResult:
         """Judge `genotype`; `out` is its own folder. The result's `val_acc` is the score a search ranks by;

@@ -145,6 +145,13 @@ class Supernet(Evaluator):
     def prepare(self, ctx: EvaluationContext) -> None:
         self.supernet(ctx)  # trained (or read) once, before the first candidate
 
+    def output_folders(self, work_dir: Path | None) -> list[tuple[Path, str]]:
+        if self.root is not None:
+            return [(self.root, "--supernet-dir")]
+        if self.settings.dir:
+            return [(Path(self.settings.dir), "--supernet-dir")]
+        return [(Path(work_dir) / "supernet" if work_dir is not None else DEFAULT_ROOT, "--out")]
+
     def evaluate(self, genotype: Genotype, ctx: EvaluationContext, out: Path) -> TrainResult:
         from prunenas.train_results import TrainResult
 

@@ -282,6 +282,8 @@ def run_search(
         if stored is not None:
             check_resumable(config, stored)
     ensure_dir(config.out, "--out")  # the folders only, so that an output that cannot be written fails now
+    for folder, flag in objective.evaluator.output_folders(config.out):
+        ensure_dir(folder, flag)  # e.g. --supernet-dir: refused now, not in the first trial
     if config.search.final and config.search.export and not config.worker_only:
         ensure_dir(config.exports_root, "--exports")  # not after hours of training
     seeds: list[tuple[Genotype, dict[str, Any]]] | None = None
