@@ -111,13 +111,22 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
 
 
+def _fp32_weights(model: bytes) -> bool:
+    """Whether a serialized ONNX model holds float32 weights (rank >= 2 initializers)."""
+    import onnx
+
+    graph = onnx.load_from_string(model).graph
+    return any(len(t.dims) >= 2 and t.data_type == onnx.TensorProto.FLOAT for t in graph.initializer)
+
+
 def _ort_engine(
     model: bytes | str, provider: str, precision: str, threads: int | None, exact: bool, cache: Path | None
 ) -> Engine:
     import onnxruntime as ort
 
     if provider == "cuda" and precision == "fp16":
-        model = convert_fp16(model if isinstance(model, bytes) else Path(model).read_bytes())
+        data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        model = convert_fp16(data) if _fp32_weights(data) else data  # a model.fp16.onnx is run as it is
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
