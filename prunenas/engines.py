@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from prunenas.config import ConfigError
-from prunenas.errors import PrunenasError
+from prunenas.errors import PrunenasError, exception_line
 from prunenas.quantize import PRECISIONS, convert_fp16
 
 PROVIDERS = ("cpu", "cuda", "tensorrt", "openvino")
@@ -106,11 +106,6 @@ def check_runtime(
     return provider
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
-
-
 def _fp32_weights(model: bytes) -> bool:
     """Whether a serialized ONNX model holds float32 weights (rank >= 2 initializers)."""
     import onnx
@@ -149,7 +144,7 @@ def _ort_engine(
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as exc:
-        raise PrunenasError(f"ONNX Runtime ({provider}) cannot load the model ({_first_line(exc)})") from None
+        raise PrunenasError(f"ONNX Runtime ({provider}) cannot load the model ({exception_line(exc, 200)})") from None
     if session.get_providers()[0] != _ORT[provider]:
         raise PrunenasError(f"ONNX Runtime could not start {_ORT[provider]} for this model")
     input_name = session.get_inputs()[0].name
@@ -170,7 +165,7 @@ def _openvino_engine(model: bytes | str, precision: str, threads: int | None) ->
     try:
         compiled = core.compile_model(core.read_model(model), "CPU", config)
     except Exception as exc:
-        raise PrunenasError(f"OpenVINO cannot compile the model for the CPU ({_first_line(exc)})") from None
+        raise PrunenasError(f"OpenVINO cannot compile the model for the CPU ({exception_line(exc, 200)})") from None
     request = compiled.create_infer_request()
 
     def run(x: np.ndarray) -> np.ndarray:

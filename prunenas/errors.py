@@ -27,3 +27,10 @@ def first_line(exc: BaseException, default: str = "", limit: int | None = None) 
     text = str(exc).strip()
     line = text.splitlines()[0] if text else default
     return line[:limit] if limit is not None else line
+
+
+def exception_line(exc: BaseException, limit: int = 240) -> str:
+    """`Type: first line of the message` (the first `limit` characters of it), or the type alone: how an error
+    from a library is quoted inside a one-line message."""
+    line = first_line(exc, limit=limit).rstrip(" :")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from prunenas import hardware
-from prunenas.errors import PrunenasError
+from prunenas.errors import PrunenasError, exception_line
 
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Calibration batches the latency metric quantizes a candidate with (latency does not depend on their values).
@@ -65,11 +65,6 @@ def check_precision(precision: str, flag: str = "--precision") -> str:
     if precision not in PRECISIONS:
         raise PrunenasError(f"{flag} {precision!r} is not one of {', '.join(PRECISIONS)}; pass e.g. {flag} int8")
     return precision
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:240] if text else ''}".rstrip(": ")
 
 
 @contextlib.contextmanager
@@ -153,7 +148,7 @@ def quantize_int8(
         try:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         except Exception as exc:  # quantizing without it is still valid, only less well fused
-            skipped = _first_line(exc)
+            skipped = exception_line(exc)
             pre = src
         try:
             quantize_static(
@@ -170,7 +165,9 @@ def quantize_int8(
             )
             result = out.read_bytes()
         except Exception as exc:
-            raise QuantizationError(f"ONNX Runtime's quantizer cannot handle this model ({_first_line(exc)})") from None
+            raise QuantizationError(
+                f"ONNX Runtime's quantizer cannot handle this model ({exception_line(exc)})"
+            ) from None
     import onnx
 
     nodes = sum(1 for n in onnx.load_from_string(result).graph.node if n.op_type == "QuantizeLinear")
@@ -201,5 +198,5 @@ def convert_fp16(model: bytes | str | Path) -> bytes:
         with _quiet():
             half = convert_float_to_float16(onnx.load_from_string(_model_bytes(model)), keep_io_types=True)
     except Exception as exc:
-        raise QuantizationError(f"cannot convert this model to fp16 ({_first_line(exc)})") from None
+        raise QuantizationError(f"cannot convert this model to fp16 ({exception_line(exc)})") from None
     return bytes(half.SerializeToString())

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from prunenas.data.splits import ImageSet, _Raw
-from prunenas.errors import DataError
+from prunenas.errors import DataError, exception_line
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -193,8 +193,7 @@ def _walk_files(root: Path, skip_hidden: bool = False, contained: bool = False) 
 
 def _why(exc: BaseException) -> str:
     """The first line of an exception's message, or its type name."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0].rstrip(' :')}" if text else type(exc).__name__
+    return exception_line(exc, limit=100_000)
 
 
 def _decode_source(name: str, layout: str, path: Path, image_size: int, bad_images: str = "stop") -> _Raw:

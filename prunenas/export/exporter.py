@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from prunenas.engines import check_runtime
-from prunenas.errors import PrunenasError, first_line
+from prunenas.errors import PrunenasError, exception_line
 from prunenas.export.card import model_card
 from prunenas.export.common import CARD, ONNX_FILE, SIDECAR
 from prunenas.export.parity import (
@@ -272,7 +272,7 @@ def _extend(
         except PrunenasError as exc:
             raise PrunenasError(f"{exc}; {kept}") from None
         except Exception as exc:  # a runtime that cannot run or build what it was given
-            raise PrunenasError(f"{what} failed ({first_line(exc, type(exc).__name__, 200)}); {kept}") from None
+            raise PrunenasError(f"{what} failed ({exception_line(exc, 200)}); {kept}") from None
         sidecar = {**sidecar, **update}
         (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         (staging / CARD).write_text(model_card(sidecar), encoding="utf-8")

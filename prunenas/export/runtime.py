@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prunenas.errors import PrunenasError
+from prunenas.errors import PrunenasError, exception_line
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,8 @@ def make_session(
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise PrunenasError(
-            f"ONNX Runtime cannot load {str(path)!r} ({type(exc).__name__}: {first}); it is not a valid ONNX model: "
+            f"ONNX Runtime cannot load {str(path)!r} ({exception_line(exc, 200)}); it is not a valid ONNX model: "
             "export it again with `prunenas export RUN_DIR`"
         ) from None
     used = session.get_providers()[0]

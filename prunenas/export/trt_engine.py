@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prunenas.errors import PrunenasError, first_line
+from prunenas.errors import PrunenasError, exception_line
 
 ENGINES = ("tensorrt",)
 MAX_BATCH = 64
@@ -71,7 +71,9 @@ def build_engine(
     try:
         serialized = builder.build_serialized_network(network, config)
     except Exception as exc:
-        raise PrunenasError(f"TensorRT could not build an engine of {onnx_path.name} ({first_line(exc)})") from None
+        raise PrunenasError(
+            f"TensorRT could not build an engine of {onnx_path.name} ({exception_line(exc, 200)})"
+        ) from None
     if serialized is None:
         raise PrunenasError(f"TensorRT could not build an engine of {onnx_path.name} (see its log above)")
     out_path.write_bytes(bytes(serialized))

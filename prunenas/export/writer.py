@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunenas.errors import PrunenasError
+from prunenas.errors import PrunenasError, exception_line
 from prunenas.export.common import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, ExportError
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,6 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
-
-
 def _export_onnx(
     model: nn.Module, path: Path, input_shape: tuple[int, int, int], opset: int = DEFAULT_OPSET
 ) -> dict[str, Any]:
@@ -110,7 +105,7 @@ def _export_onnx(
             raise ExportError(f"the dynamo exporter wrote opset {written}, not the requested {opset}")
         return {"exporter": "dynamo", "fallback_reason": None, "seconds": time.perf_counter() - t0}
     except Exception as exc:
-        reason = _first_line(exc)
+        reason = exception_line(exc, 300)
         log.warning("dynamo ONNX export failed (%s); falling back to the legacy TorchScript exporter", reason)
         for leftover in (path, path.with_name(path.name + ".data")):
             leftover.unlink(missing_ok=True)
@@ -129,7 +124,7 @@ def _export_onnx(
             )
     except Exception as exc:
         raise ExportError(
-            f"ONNX export failed with both exporters (dynamo: {reason}; legacy: {_first_line(exc)})"
+            f"ONNX export failed with both exporters (dynamo: {reason}; legacy: {exception_line(exc, 300)})"
         ) from None
     return {"exporter": "legacy", "fallback_reason": reason, "seconds": time.perf_counter() - t0}
 
@@ -156,7 +151,7 @@ def _verify_onnx_file(path: Path, metadata_props: Mapping[str, str], opset: int 
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise ExportError(f"onnx.checker rejects the exported model: {_first_line(exc)}") from None
+        raise ExportError(f"onnx.checker rejects the exported model: {exception_line(exc, 300)}") from None
     inputs = [i.name for i in model.graph.input]
     if inputs != [INPUT_NAME]:
         raise ExportError(f"the exported graph has inputs {inputs}; expected only {INPUT_NAME!r}")
