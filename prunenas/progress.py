@@ -13,14 +13,36 @@ other value is refused (`progress_style`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 from prunenas.errors import PrunenasError
 
 ENV = "PRUNENAS_PROGRESS"
+
+
+@contextlib.contextmanager
+def quiet_logs(*names: str) -> Iterator[None]:
+    """Only errors from these loggers ("" for the root logger) and no warnings, for the duration: libraries that
+    report progress and advice at INFO or WARNING level (exporters, quantizers) would bury prunenas's own lines."""
+    loggers = [logging.getLogger(n or None) for n in names]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 _STYLES = ("bar", "lines")
 
 

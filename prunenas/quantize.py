@@ -18,11 +18,9 @@ Both take and return the serialized model (bytes) and never modify the fp32 mode
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import numpy as np
 
 from prunenas import hardware
 from prunenas.errors import PrunenasError, exception_line
+from prunenas.progress import quiet_logs
 
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Calibration batches the latency metric quantizes a candidate with (latency does not depend on their values).
@@ -67,21 +66,9 @@ def check_precision(precision: str, flag: str = "--precision") -> str:
     return precision
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet() -> contextlib.AbstractContextManager[None]:
     """ONNX Runtime's quantizer logs advice and progress at INFO/WARNING level; keep errors only."""
-    names = ("root", "onnxruntime", "onnxruntime.quantization")
-    loggers = [logging.getLogger(n if n != "root" else None) for n in names]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    return quiet_logs("", "onnxruntime", "onnxruntime.quantization")
 
 
 def _model_bytes(model: bytes | str | Path) -> bytes:

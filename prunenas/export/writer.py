@@ -8,8 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from prunenas.errors import PrunenasError, exception_line
 from prunenas.export.common import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, ExportError
+from prunenas.progress import quiet_logs
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +57,9 @@ def _file_opset(path: Path) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def _quiet_exporter() -> contextlib.AbstractContextManager[None]:
     """Silence the exporters' progress lines, deprecation warnings and 'torchvision is not installed' logs."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    return quiet_logs("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
 
 
 def _export_onnx(
