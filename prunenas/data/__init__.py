@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from prunenas.config import DATA_CACHES
-from prunenas.data.batches import DeviceBatches, StreamBatches, make_batches
+from prunenas.data.batches import DeviceBatches, StreamBatches, center_crop, make_batches
 from prunenas.data.decode import _load_digits
 from prunenas.data.diskcache import available_memory, count_images, default_stored_size, open_or_build
 from prunenas.data.sources import (
@@ -42,6 +42,7 @@ __all__ = [
     "DeviceBatches",
     "ImageSet",
     "StreamBatches",
+    "center_crop",
     "default_cache_dir",
     "load_dataset",
     "make_batches",

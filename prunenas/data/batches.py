@@ -34,6 +34,16 @@ RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 
 
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central `size` x `size` pixels of (N, C, H, W) images: the evaluation crop of images stored larger than
+    the model's input (returned as they are when they are that size, or smaller)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size) or h < size or w < size:
+        return x
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[:, :, top : top + size, left : left + size]
+
+
 class _Batches:
     """What both sources share: checks, the per-epoch random draws, augmentation and normalization."""
 
@@ -177,12 +187,7 @@ class _Batches:
         return self.normalize(out)
 
     def _center(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        s = self.out_size
-        if (h, w) == (s, s):
-            return x
-        top, left = (h - s) // 2, (w - s) // 2
-        return x[:, :, top : top + s, left : left + s]
+        return center_crop(x, self.out_size)
 
     def _crop_flip(self, x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         """Per-image crop at offsets (dy, dx) (of the zero-padded batch when the stored size is the output size),

@@ -44,3 +44,13 @@ def _three_floats(value: object) -> tuple[float, float, float] | None:
     except (TypeError, ValueError):
         return None
     return a, b, c
+
+
+def stored_like(dataset: object, image_size: int) -> dict[str, Any]:
+    """load_dataset's settings that store the images as the run did (`dataset`: the dataset record of metrics.json
+    or model.json): a run that cropped its inputs from larger images in the disk cache is evaluated on the same
+    center crops, not on images resized to the input size."""
+    stored = dataset.get("stored_size") if isinstance(dataset, dict) else None
+    if isinstance(stored, int) and not isinstance(stored, bool) and stored > image_size:
+        return {"stored_size": stored, "data_cache": "disk"}
+    return {}

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from prunenas.config import DataConfig
-from prunenas.data import load_dataset
+from prunenas.data import center_crop, load_dataset
 from prunenas.engines import make_engine
 from prunenas.errors import PrunenasError
-from prunenas.export.common import ONNX_FILE, SIDECAR, _read_json, _three_floats
+from prunenas.export.common import ONNX_FILE, SIDECAR, _read_json, _three_floats, stored_like
 from prunenas.export.precision import engine_provider, runtime_flags
 from prunenas.export.runtime import make_session, normalize_images
 
@@ -171,14 +171,18 @@ def evaluate_onnx(
         used, run = engine.name, engine.run
     dims, outputs = _graph_shapes(path)
     folder = data_dir or os.environ.get("PRUNENAS_DATA") or None
+    source = ds.get("source") if isinstance(ds, Mapping) and name == trained_on else None
+    if folder is None and isinstance(source, str) and source != "embedded" and Path(source).exists():
+        folder = source  # the data the model was trained on, where model.json says it is
     shape = [int(d) for d in dims[1:] if isinstance(d, int)]
     if len(shape) != 3:
         raise PrunenasError(f"{str(path)!r} takes input {dims}; expected [batch, 3, H, W] images")
-    data = load_dataset(name, folder, image_size=shape[1])
+    stored = stored_like(ds, shape[1]) if name == trained_on else {}
+    data = load_dataset(name, folder, image_size=shape[1], **stored)
     test = data.test
-    if list(test.x.shape[1:]) != shape:
+    if list(data.image_shape) != shape:
         raise PrunenasError(
-            f"{name} images are {list(test.x.shape[1:])} but {str(path)!r} takes {shape}; pass a matching --dataset"
+            f"{name} images are {list(data.image_shape)} but {str(path)!r} takes {shape}; pass a matching --dataset"
         )
     n_out = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
     if n_out is not None and n_out != data.num_classes:
@@ -191,7 +195,8 @@ def evaluate_onnx(
     t0 = time.perf_counter()
     labels = test.labels
     for start in range(0, len(test), batch_size):
-        x = normalize_images(test.images(torch.arange(start, min(start + batch_size, len(test)))), mean, std)
+        images = test.images(torch.arange(start, min(start + batch_size, len(test))))
+        x = normalize_images(center_crop(images, shape[-1]), mean, std)
         logits = run(x)
         correct += int((logits.argmax(1) == labels[start : start + batch_size].numpy()).sum())
     seconds = time.perf_counter() - t0

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunenas.data import DatasetSplits, load_dataset
+from prunenas.data import DatasetSplits, center_crop, load_dataset
 from prunenas.engines import make_engine
 from prunenas.errors import DataError, PrunenasError
-from prunenas.export.common import ExportError
+from prunenas.export.common import ExportError, stored_like
 from prunenas.export.run import TrainedRun
 from prunenas.export.runtime import make_session, normalize_images
 
@@ -124,7 +124,8 @@ def run_dataset(
         if isinstance(source, str) and source != "embedded" and Path(source).exists():
             folder = source
     try:
-        data = load_dataset(name, folder, download=explicit, image_size=run.input_shape[1])
+        stored = stored_like(run.metrics.get("dataset"), run.input_shape[1]) if name == run.dataset_name else {}
+        data = load_dataset(name, folder, download=explicit, image_size=run.input_shape[1], **stored)
     except DataError as exc:
         if explicit:
             raise
@@ -147,7 +148,7 @@ def _real_inputs(
     data, name, skipped = loaded if loaded is not None else run_dataset(run, dataset, data_dir)
     if data is None:
         return None, name, skipped
-    images = data.test.images(torch.arange(min(limit, len(data.test))))
+    images = center_crop(data.test.images(torch.arange(min(limit, len(data.test)))), run.input_shape[-1])
     if tuple(images.shape[1:]) != run.input_shape or len(images) == 0:
         raise PrunenasError(
             f"{name} test images have shape {list(images.shape[1:])} but the model takes {list(run.input_shape)}; "

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prunenas.data import DatasetSplits
+from prunenas.data import DatasetSplits, center_crop
 from prunenas.engines import Engine, make_engine
 from prunenas.errors import PrunenasError
 from prunenas.export.runtime import normalize_images
@@ -93,25 +93,26 @@ class PrecisionRequest:
 
 
 def calibration_batches(
-    data: DatasetSplits, mean: Sequence[float], std: Sequence[float], count: int, seed: int
+    data: DatasetSplits, mean: Sequence[float], std: Sequence[float], count: int, seed: int, size: int
 ) -> list[np.ndarray]:
-    """`count` training images drawn without replacement by `seed`, normalized, in batches."""
+    """`count` training images drawn without replacement by `seed`, center-cropped to `size` pixels where they
+    are stored larger, normalized, in batches."""
     n = len(data.train)
     if n == 0:
         raise PrunenasError(f"{data.name} has no training images to calibrate INT8 with; pass another --dataset")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(count, n)]
     return [
-        normalize_images(data.train.images(order[i : i + CALIBRATION_BATCH]), mean, std)
+        normalize_images(center_crop(data.train.images(order[i : i + CALIBRATION_BATCH]), size), mean, std)
         for i in range(0, len(order), CALIBRATION_BATCH)
     ]
 
 
-def _outputs(engine: Engine, data: DatasetSplits, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """The engine's logits for every test image."""
+def _outputs(engine: Engine, data: DatasetSplits, mean: Sequence[float], std: Sequence[float], size: int) -> np.ndarray:
+    """The engine's logits for every test image (center-cropped to `size` pixels where they are stored larger)."""
     test = data.test
     chunks = []
     for start in range(0, len(test), EVAL_BATCH):
-        images = test.images(torch.arange(start, min(start + EVAL_BATCH, len(test))))
+        images = center_crop(test.images(torch.arange(start, min(start + EVAL_BATCH, len(test)))), size)
         chunks.append(engine.run(normalize_images(images, mean, std)))
     return np.concatenate(chunks)
 
@@ -154,7 +155,7 @@ def lower_precision(
     request's runtime; return what model.json records under `precisions.<precision>`."""
     info: dict[str, Any] = {}
     if request.precision == "int8":
-        batches = calibration_batches(data, mean, std, request.calibration_images, request.seed)
+        batches = calibration_batches(data, mean, std, request.calibration_images, request.seed, input_shape[-1])
         model, q = quantize_int8(fp32_path, batches)
         info = {
             "quantization": q.to_dict(),
@@ -173,7 +174,8 @@ def lower_precision(
     n = len(labels)
     if n == 0:
         raise PrunenasError(f"{data.name} has no test images to measure the {request.precision} model on")
-    reference, got = _outputs(fp32, data, mean, std), _outputs(low, data, mean, std)
+    size = input_shape[-1]
+    reference, got = _outputs(fp32, data, mean, std, size), _outputs(low, data, mean, std, size)
     fp32_acc = float(np.mean(reference.argmax(1) == labels))
     low_acc = float(np.mean(got.argmax(1) == labels))
     latency = compare_latency(

@@ -166,6 +166,7 @@ def _sidecar(
             "source": dataset.get("source"),
             "sizes": dataset.get("sizes"),
             "image_shape": dataset.get("image_shape"),
+            "stored_size": dataset.get("stored_size"),
         },
         "classes": list(run.classes),
         "input": {
