@@ -254,3 +254,14 @@ def test_constants_the_cli_repeats_match_the_code():
         assert parser.parse_args(["evaluate", "M", "--runtime", runtime]).runtime == runtime
     assert tuple(metrics.PROVIDERS) == tuple(latency.PROVIDERS) and tuple(metrics.PRECISIONS) == PRECISIONS
     assert set(engines.SUPPORTED) == set(engines.PROVIDERS) and set(engines.PROVIDERS) < set(latency.PROVIDERS)
+
+
+def test_fp16_export_on_openvino(run, tmp_path):
+    result = export_run(run, tmp_path / "fp16", precision="fp16", runtime="openvino", latency_repeats=2)
+    entry = result.sidecar["precisions"]["fp16"]
+    assert (result.out_dir / "model.fp16.onnx").is_file() and entry["precision"] == "fp16"
+    half = onnx.load(str(result.out_dir / "model.fp16.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 in and out
+    assert entry["top1_agreement"] >= 0.95 and entry["max_abs_logit_diff"] < 0.5
+    assert evaluate_onnx(result.out_dir / "model.fp16.onnx", runtime="openvino")["precision"] == "fp16"
