@@ -169,6 +169,17 @@ def write_results(stem: str | Path, payload: Any, markdown: str, *, indent: int 
     return j, m
 
 
+# -- spaces --------------------------------------------------------------------------------------------------
+def tiny_resnet8_toml(name: str) -> str:
+    """A ResNet-8 channel space (one block per stage, shortcut B: every width prunable; widths 6/8/12) named
+    `name`, as TOML: seconds per run on a CPU, for the benchmarks' quick testbeds and dry runs (the test suite's
+    `tiny_resnet8` in tests/conftest.py is the same space)."""
+    return (
+        f'extends = "resnet20_channels"\nname = "{name}"\n[model]\ndepth = 8\nshortcut = "B"\nwidths = [6, 8, 12]\n'
+        "[recipe]\nbatch_size = 32\n"
+    )
+
+
 # -- flags ---------------------------------------------------------------------------------------------------
 def add_out(
     parser: argparse.ArgumentParser,

@@ -25,15 +25,6 @@ from pathlib import Path
 
 import common
 
-TINY_SPACE = """extends = "resnet20_channels"
-name = "tiny_resnet8"
-[model]
-depth = 8
-shortcut = "B"
-widths = [6, 8, 12]
-[recipe]
-batch_size = 32
-"""
 EVALUATORS = (
     "scratch:epochs=1,scratch:epochs=2,scratch:epochs=4,inherit-bn,inherit-bn:finetune_epochs=1,supernet:epochs=20"
 )
@@ -41,7 +32,7 @@ EVALUATORS = (
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--space", default="tiny", help="a space name or TOML path; tiny: the ResNet-8 above")
+    ap.add_argument("--space", default="tiny", help="a space name or TOML path; tiny: a ResNet-8 (see common)")
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--genotypes", type=int, default=16)
     ap.add_argument("--truth-epochs", type=int, default=20)
@@ -56,7 +47,7 @@ def main() -> int:
     space = args.space
     if space == "tiny":
         space = str(work / "tiny_resnet8.toml")
-        Path(space).write_text(TINY_SPACE, encoding="utf-8")
+        Path(space).write_text(common.tiny_resnet8_toml("tiny_resnet8"), encoding="utf-8")
     argv = [
         sys.executable, "-m", "prunenas.cli", "fidelity", "--space", space, "--dataset", args.dataset,
         "--genotypes", str(args.genotypes), "--truth-epochs", str(args.truth_epochs), "--seeds", str(args.seeds),

@@ -71,17 +71,7 @@ VARIANT_TEXT = {
 
 # --tiny trains parts b, c and d on this ResNet-8 (one block per stage, narrow) so that the whole path runs in
 # minutes on a CPU; part a keeps ResNet-56 (a few steps).
-TINY_SPACE_TOML = """\
-# Written by benchmarks/gpu_suite.py --tiny: a ResNet-8 for the CPU dry run of parts b, c and d.
-extends = "resnet20_channels"
-name = "gpu_suite_tiny_resnet8"
-[model]
-depth = 8
-shortcut = "B"
-widths = [6, 8, 12]
-[recipe]
-batch_size = 32
-"""
+TINY_SPACE_TOML = common.tiny_resnet8_toml("gpu_suite_tiny_resnet8")
 
 
 class SuiteError(Exception):
