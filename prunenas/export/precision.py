@@ -31,7 +31,7 @@ import torch
 from prunenas.data import DatasetSplits, center_crop
 from prunenas.engines import Engine, make_engine
 from prunenas.errors import PrunenasError
-from prunenas.export.runtime import normalize_images
+from prunenas.export.runtime import normalize_images, resolve_providers
 from prunenas.quantize import convert_fp16, quantize_int8
 
 #: Default number of training images INT8 calibration sees (`--calibration-images`).
@@ -53,14 +53,12 @@ def engine_provider(runtime: str, provider: str | None) -> str:
         raise PrunenasError(f"--runtime {runtime!r} is not one of {', '.join(RUNTIMES)}; pass e.g. --runtime openvino")
     if runtime != "onnxruntime":
         return runtime
-    chosen = (provider or "auto").lower()
-    if chosen in ("auto", ""):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if chosen in ("cpu", "cpuexecutionprovider"):
-        return "cpu"
-    if chosen in ("cuda", "cudaexecutionprovider"):
-        return "cuda"
-    raise PrunenasError(f"--provider {provider!r} is not one of auto, cpu, cuda; pass --provider cpu")
+    # the providers export and evaluate use (auto: CUDA only where torch sees a GPU and onnxruntime has CUDA)
+    first = resolve_providers(provider)[0]
+    engines = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
+    if first not in engines:
+        raise PrunenasError(f"--provider {provider!r} is not one of auto, cpu, cuda; pass --provider cpu")
+    return engines[first]
 
 
 def runtime_flags(provider: str) -> str:
