@@ -156,6 +156,30 @@ class ValAccuracy(Metric):
         return "-" if value is None else f"{100 * value:.2f}%"
 
 
+class ValMeanIoU(ValAccuracy):
+    """The validation mean IoU of a segmentation candidate (the score its run stores as `val_acc`)."""
+
+    name = "val_miou"
+    label = "validation mean IoU"
+    task: ClassVar[str] = "segmentation"
+
+    def measure(self, ctx: MetricContext) -> float:
+        if getattr(ctx.space, "task", "classification") != self.task:
+            raise ConfigError(
+                f"--objectives {self.name} scores {self.task} runs; space {ctx.space.name!r} is a "
+                f"{getattr(ctx.space, 'task', 'classification')} space: use that task's score"
+            )
+        return super().measure(ctx)
+
+
+class ValMAP(ValMeanIoU):
+    """The validation COCO mAP@[.5:.95] of a detection candidate (the score its run stores as `val_acc`)."""
+
+    name = "val_map"
+    label = "validation mAP@[.5:.95]"
+    task: ClassVar[str] = "detection"
+
+
 class _CostMetric(Metric):
     """Counted from the genotype with fvcore (the MACs convention of Li et al.; see prunenas.cost)."""
 

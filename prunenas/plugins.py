@@ -1,4 +1,4 @@
-"""Plugins: spaces, proposers, metrics and evaluators, registered in one place.
+"""Plugins: spaces, proposers, metrics, evaluators and tasks, registered in one place.
 
 The built-ins are `BUILTINS`, and only there (a source tree on PYTHONPATH, which has no package metadata,
 finds them as an installed package does). A third-party plugin is one class and one entry-point line in its
@@ -8,6 +8,7 @@ own package's group:
     [project.entry-points."prunenas.proposers"]   a Proposer subclass
     [project.entry-points."prunenas.metrics"]     a Metric subclass
     [project.entry-points."prunenas.evaluators"]  an Evaluator subclass (prunenas.evaluators.base)
+    [project.entry-points."prunenas.tasks"]       a Task subclass (prunenas.tasks.base)
 
 An entry point of a built-in's name replaces the built-in. Entry points that prunenas's own distribution
 lists (the metadata of an install made before the built-ins left pyproject.toml) are not read: `BUILTINS`
@@ -26,6 +27,7 @@ SPACES = "prunenas.spaces"
 PROPOSERS = "prunenas.proposers"
 METRICS = "prunenas.metrics"
 EVALUATORS = "prunenas.evaluators"
+TASKS = "prunenas.tasks"
 #: prunenas's own distribution name (its entry points, if any, are not plugins).
 DISTRIBUTION = "prunenas"
 
@@ -65,6 +67,8 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
     },
     METRICS: {
         "val_acc": "prunenas.metrics:ValAccuracy",
+        "val_miou": "prunenas.metrics:ValMeanIoU",
+        "val_map": "prunenas.metrics:ValMAP",
         "macs": "prunenas.metrics:Macs",
         "params": "prunenas.metrics:Params",
         "latency": "prunenas.metrics:Latency",
@@ -74,6 +78,11 @@ BUILTINS: Mapping[str, Mapping[str, str]] = {
         "inherit-bn": "prunenas.evaluators.builtin:InheritBN",
         "callable": "prunenas.evaluators.builtin:CallableEvaluator",
         "supernet": "prunenas.evaluators.supernet:Supernet",
+    },
+    TASKS: {
+        "classification": "prunenas.tasks.classification:Classification",
+        "segmentation": "prunenas.tasks.segmentation:Segmentation",
+        "detection": "prunenas.tasks.detection:Detection",
     },
 }
 

@@ -42,6 +42,7 @@ from prunenas.masking import fold_masks as fold_masks
 from prunenas.masking import magnitude_masks as magnitude_masks
 from prunenas.masking import masked_state as masked_state
 from prunenas.masking import shuffle_masks as shuffle_masks
+from prunenas.tasks import trace_forward_for
 
 if TYPE_CHECKING:
     from prunenas.genotype import Genotype
@@ -64,8 +65,10 @@ def _quiet_tracing() -> Iterator[None]:
 
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> Any:
     """Torch-Pruning's dependency graph of `model` (traced in eval mode with gradients on; the model's
-    training flag and requires_grad flags are restored)."""
+    training flag and requires_grad flags are restored), through the forward its task traces
+    (`prunenas.tasks.trace_forward_for`: a detector's raw tensors, without pre- and post-processing)."""
     tp = _tp()
+    forward = trace_forward_for(model)  # a detector: its backbone, neck and heads on raw tensors
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
     model.eval()
@@ -73,7 +76,7 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> Any:
         p.requires_grad_(True)
     try:
         with torch.enable_grad(), _quiet_tracing():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward)
     finally:
         model.train(was_training)
         for p, flag in zip(model.parameters(), flags, strict=True):

@@ -46,7 +46,7 @@ from prunenas.checkpoints import (
     write_checkpoint,
 )
 from prunenas.config import RunSettings
-from prunenas.data import DatasetSplits, DeviceBatches, ImageSet, StreamBatches, make_batches
+from prunenas.data import DatasetSplits, DeviceBatches, ImageSet, StreamBatches
 from prunenas.devices import apply_precision, data_parallel, resolve_device, resolve_precision
 from prunenas.errors import PrunenasError
 from prunenas.genotype import Genotype
@@ -65,6 +65,7 @@ from prunenas.run_files import (
     write_metrics,
 )
 from prunenas.spaces.base import Space
+from prunenas.tasks import CLASSIFICATION, Batches, Task, get_task, paired_task
 from prunenas.teacher import Teacher, as_teacher, load_teacher, place_teacher
 from prunenas.train_results import Callback, EpochMetrics, StopTraining, TrainResult, summarize
 
@@ -79,25 +80,17 @@ __all__ = [
 # fmt: on
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: DeviceBatches | StreamBatches, amp: bool) -> tuple[float, float]:
-    """(mean loss, accuracy) of `model` over one pass of `batches`."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    count = 0
-    for x, y in batches.epoch(0):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        count += y.numel()
-    model.train(was_training)
-    if count == 0:
-        return math.nan, math.nan
-    return float(loss_sum) / count, float(correct) / count
+def evaluate(
+    model: nn.Module,
+    batches: DeviceBatches | StreamBatches | Batches,
+    amp: bool,
+    task: Task | None = None,
+    num_classes: int = 0,
+) -> tuple[float, float]:
+    """(mean loss, score) of `model` over one pass of `batches`: the task's (default classification: the
+    accuracy); the loss is nan where the task's eval mode gives none (detection)."""
+    loss, score = (task or get_task(CLASSIFICATION)).evaluate(model, batches, amp, num_classes)
+    return (math.nan if loss is None else loss), score
 
 
 def _make_progress(total: int, quiet: bool, desc: str, initial: int = 0) -> Any:
@@ -145,9 +138,11 @@ class TrainStep:
         compile: bool = False,
         parallel: bool = False,
         teacher: nn.Module | None = None,
+        task: Task | None = None,
     ) -> None:
         self.model = model
         self.recipe = recipe
+        self.task = task or get_task(CLASSIFICATION)
         self.amp = amp
         self.teacher = teacher.eval() if teacher is not None else None  # eval: BN running stats, no dropout
         self.device = next(model.parameters()).device
@@ -171,7 +166,8 @@ class TrainStep:
     def reset_counts(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
-        self.seen = 0
+        self.seen = 0  # what the training statistic counts (images; scored pixels for segmentation)
+        self.images = 0
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -179,16 +175,17 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.forward(x)
             if self.teacher is None:
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+                loss, hits, count = self.task.loss(self.forward, x, y, self.recipe.label_smoothing)
             else:
+                logits = self.forward(x)
                 with torch.no_grad():
                     teacher_logits = self.teacher(x)
                 loss = distillation_loss(
                     logits, teacher_logits, y, temperature=self.recipe.kd_temperature, weight=self.recipe.kd_weight,
                     label_smoothing=self.recipe.label_smoothing,
                 )  # fmt: skip
+                hits, count = (logits.detach().argmax(1) == y).sum(), y.numel()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.recipe.bn_l1 > 0:  # subgradient of bn_l1 * sum |gamma| (network slimming)
@@ -198,9 +195,10 @@ class TrainStep:
         self.optimizer.step()
         if self.masked:
             apply_masks(self.model)
-        self.loss_sum += loss.detach() * y.numel()
-        self.correct += (logits.detach().argmax(1) == y).sum()
-        self.seen += y.numel()
+        self.loss_sum += loss.detach() * count
+        self.correct += hits
+        self.seen += count
+        self.images += x.shape[0]
 
 
 def train_epoch(
@@ -236,13 +234,13 @@ def train_epoch(
         train_acc=float(step.correct) / seen,
         lr=lr,
         seconds=seconds,
-        images_per_s=step.seen / seconds if seconds > 0 else 0.0,
+        images_per_s=step.images / seconds if seconds > 0 else 0.0,
     )
 
 
 def _data_batches(
     data: DatasetSplits, recipe: Recipe, device: torch.device, seed: int, channels_last: bool,
-    shard: tuple[int, int] = (0, 1), keep_last_batch: bool = False,
+    shard: tuple[int, int] = (0, 1), keep_last_batch: bool = False, task: Task | None = None,
 ) -> Any:  # fmt: skip
     """The shuffled, augmented training batches and a factory of evaluation batches: whole splits on the
     device, or streamed from the disk cache (`prunenas.data.make_batches`); crops of the model's input size
@@ -250,19 +248,18 @@ def _data_batches(
     last, partial batch unless `keep_last_batch` (the papers' DataLoaders keep it: 782 steps of 64 on 50,000
     images, where dropping it gives 781)."""
     out_size = data.image_shape[1]
-    train_batches = make_batches(
-        data.train, batch_size=recipe.batch_size, device=device, mean=data.mean, std=data.std,
-        augment=recipe.augment, shuffle=True, drop_last=not keep_last_batch and len(data.train) > recipe.batch_size,
-        seed=seed,
-        channels_last=channels_last, dtype=torch.float32, flip=data.flip, out_size=out_size, crop=recipe.crop,
-        shard=shard,
+    task = task or get_task(data.task)
+    train_batches = task.batches(
+        data.train, train=True, augment=recipe.augment, batch_size=recipe.batch_size, device=device,
+        mean=data.mean, std=data.std, seed=seed, channels_last=channels_last, flip=data.flip, out_size=out_size,
+        crop=recipe.crop, shard=shard, drop_last=not keep_last_batch and len(data.train) > recipe.batch_size,
     )  # fmt: skip
 
     def eval_batches(split: ImageSet) -> Any:
-        return make_batches(
-            split, batch_size=max(256, recipe.batch_size), device=device, mean=data.mean, std=data.std,
-            augment=False, shuffle=False, drop_last=False, channels_last=channels_last, dtype=torch.float32,
-            out_size=out_size,
+        return task.batches(
+            split, train=False, augment=False, batch_size=max(task.eval_batch, recipe.batch_size), device=device,
+            mean=data.mean, std=data.std, seed=0, channels_last=channels_last, flip=False, drop_last=False,
+            out_size=out_size, crop=recipe.crop, shard=(0, 1),
         )  # fmt: skip
 
     return train_batches, eval_batches
@@ -309,6 +306,7 @@ def train(
     world = distributed.world()
     device = distributed.join(world, settings.device) if world.parallel else resolve_device(settings.device)
     # -- model, exactly as a fresh run builds it (first: how it computes depends on its layers) ----------
+    task = paired_task(space, data)
     torch.manual_seed(settings.seed)
     model = space.build(genotype, num_classes=data.num_classes)
     if init_state is not None:
@@ -317,8 +315,12 @@ def train(
         except RuntimeError as exc:
             raise PrunenasError(f"the given weights do not fit genotype {genotype.key}: {load_error(exc)}") from None
     precision = resolve_precision(device, settings, model)
+    if not task.autocast and precision["amp"]:
+        precision = {**precision, "amp": False, "dtype": "float32", "why": f"fp32 (the {task.name} task)"}
     amp, channels_last = precision["amp"], precision["channels_last"]
     apply_precision(device, precision)
+    if teacher is not None and not task.distills:
+        raise PrunenasError(f"--teacher distills class scores; the {task.name} task has none: drop --teacher")
     kd = as_teacher(teacher, space, data.num_classes)  # a bad teacher fails before the run folder is touched
     out = make_out(out_dir) if world.main else (Path(out_dir) if out_dir is not None else None)
     writes = out if world.main else None  # other ranks read the checkpoint, never write
@@ -337,11 +339,11 @@ def train(
         place_teacher(kd.model, device, channels_last, data)
     step = TrainStep(
         model, recipe, amp=amp, compile=settings.compile, parallel=world.parallel,
-        teacher=kd.model if kd is not None else None,
+        teacher=kd.model if kd is not None else None, task=task,
     )  # fmt: skip
     train_batches, eval_batches = _data_batches(
         data, recipe, device, settings.seed, channels_last, shard=(world.rank, world.size),
-        keep_last_batch=settings.keep_last_batch,
+        keep_last_batch=settings.keep_last_batch, task=task,
     )  # fmt: skip
     val_batches = eval_batches(data.val) if len(data.val) else None
     test_batches = eval_batches(data.test) if settings.test_every_epoch and len(data.test) else None
@@ -399,10 +401,11 @@ def train(
             elif val_batches is not None and (
                 (epoch + 1) % (settings.eval_every or 1) == 0 or epoch + 1 == recipe.epochs
             ):
-                val_loss, val_acc = evaluate(model, val_batches, amp)
+                val_loss, val_acc = evaluate(model, val_batches, amp, task, data.num_classes)
                 metrics = dataclasses.replace(metrics, val_loss=val_loss, val_acc=val_acc)
             if test_batches is not None and math.isfinite(metrics.train_loss):
-                metrics = dataclasses.replace(metrics, test_acc=evaluate(model, test_batches, amp=False)[1])
+                test_score = evaluate(model, test_batches, False, task, data.num_classes)[1]
+                metrics = dataclasses.replace(metrics, test_acc=test_score)
             history.append(metrics)
             if progress is not None:
                 progress.report(epoch_line(desc, metrics), _progress_postfix(metrics))
@@ -447,7 +450,7 @@ def _finish(
     test_acc = None
     if evaluate_test and len(data.test):
         # fp32 for the one number that is reported (and that an fp32 ONNX export must match)
-        _, test_acc = evaluate(model, eval_batches(data.test), amp=False)
+        _, test_acc = evaluate(model, eval_batches(data.test), False, get_task(data.task), data.num_classes)
     result = summarize(
         history, genotype_key=genotype.key, recipe=recipe.name, epochs=recipe.epochs, seed=settings.seed,
         test_acc=test_acc, wall_time_s=wall, stopped=stopped, resumed_from=resumed_from,

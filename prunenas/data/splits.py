@@ -15,6 +15,9 @@ import torch
 
 from prunenas.errors import DataError
 
+#: The mask value of pixels no class is scored on (borders, padding, "void"), as in VOC's PNG masks.
+IGNORE_INDEX = 255
+
 # --------------------------------------------------------------------------------------------- containers
 
 
@@ -30,6 +33,10 @@ class ImageSet:
     y: torch.Tensor
     rows: torch.Tensor | None = None
     file: tuple[str, int] | None = None  # a disk cache's (path, byte offset of row 0): chunks are read from it
+    #: Segmentation: uint8 (M, H, W) class id per pixel (``IGNORE_INDEX``: not scored), aligned with ``x``.
+    masks: torch.Tensor | None = None
+    #: Detection: float32 (M, K, 5) rows (label, x1, y1, x2, y2) in pixels of ``x``, padded with label -1 rows.
+    boxes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.dtype != torch.uint8 or self.x.dim() != 4 or self.x.shape[1] != 3:
@@ -38,6 +45,20 @@ class ImageSet:
             raise ValueError(f"ImageSet.y must be int64 (N,), got {self.y.dtype} {tuple(self.y.shape)}")
         if self.rows is not None and (self.rows.dtype != torch.int64 or self.rows.dim() != 1):
             raise ValueError(f"ImageSet.rows must be int64 (N,), got {self.rows.dtype} {tuple(self.rows.shape)}")
+        if self.masks is not None and (
+            self.masks.dtype != torch.uint8 or tuple(self.masks.shape) != (self.x.shape[0], *self.x.shape[2:])
+        ):
+            raise ValueError(
+                f"ImageSet.masks must be uint8 (N, H, W), got {self.masks.dtype} {tuple(self.masks.shape)}"
+            )
+        if self.boxes is not None and (
+            self.boxes.dtype != torch.float32 or self.boxes.dim() != 3 or self.boxes.shape[::2] != (self.x.shape[0], 5)
+        ):
+            raise ValueError(
+                f"ImageSet.boxes must be float32 (N, K, 5), got {self.boxes.dtype} {tuple(self.boxes.shape)}"
+            )
+        if (self.masks is not None or self.boxes is not None) and self.rows is not None:
+            raise ValueError("an ImageSet with masks or boxes lives in memory (no disk-cache rows)")
 
     def __len__(self) -> int:
         return int(self.x.shape[0] if self.rows is None else self.rows.shape[0])
@@ -88,7 +109,12 @@ class ImageSet:
         set a view with composed row indices."""
         if self.rows is not None:
             return ImageSet(self.x, self.y, self.rows.index_select(0, indices), self.file)
-        return ImageSet(self.x.index_select(0, indices).contiguous(), self.y.index_select(0, indices))
+        return ImageSet(
+            self.x.index_select(0, indices).contiguous(),
+            self.y.index_select(0, indices),
+            masks=None if self.masks is None else self.masks.index_select(0, indices).contiguous(),
+            boxes=None if self.boxes is None else self.boxes.index_select(0, indices).contiguous(),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +135,8 @@ class DatasetSplits:
     image_size: int | None = None  # pixels the model sees, when the stored images are larger (crops); None: stored
     skipped: int = 0  # unreadable images left out (--bad-images skip)
     cache: str = "memory"  # where the images live: "memory" (whole on the device) or a disk cache folder (streamed)
+    #: The task the dataset poses (prunenas.tasks): "classification", "segmentation" (masks) or "detection" (boxes).
+    task: str = "classification"
 
     @property
     def num_classes(self) -> int:
@@ -141,6 +169,7 @@ class DatasetSplits:
             "stored_size": self.stored_size,
             "skipped_unreadable": self.skipped,
             "cache": self.cache,
+            **({"task": self.task} if self.task != "classification" else {}),
         }
 
 
@@ -154,6 +183,7 @@ class _Raw:
     skipped: int = 0  # unreadable images left out (--bad-images skip)
     stats: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # a disk cache's train stats
     cache: str = "memory"  # where the images live: "memory", or the disk cache's folder
+    task: str = "classification"  # what the targets are: class ids, masks (segmentation) or boxes (detection)
 
 
 SPAN_SLACK = 64  # rows of gap a single read over a span of rows may carry beyond twice the rows wanted
@@ -251,6 +281,7 @@ def _split(
         normalize=normalize,
         skipped=raw.skipped,
         cache=raw.cache,
+        task=raw.task,
     )
 
 

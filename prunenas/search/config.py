@@ -35,6 +35,7 @@ from prunenas.search.settings import (
     default_study_name,
     typed_limit,
 )
+from prunenas.tasks import get_task, task_for_dataset
 
 __all__ = [  # the settings' names stay importable from here, where the search's configuration is
     "BUDGETS", "DEFAULT_OBJECTIVES", "FINAL_RECIPES", "MODES", "PRUNERS", "SAMPLERS", "Budget", "SearchConfig",
@@ -52,8 +53,8 @@ CONFIG_FILE = "search_config.json"
 LAYOUT = 3
 
 
-def _measured_by(search: SearchSettings) -> set[str]:
-    return {*search.resolved_objectives(), *(lim.metric for lim in (*search.limits(), *search.floors()))}
+def _measured_by(search: SearchSettings, score: str) -> set[str]:
+    return {*search.resolved_objectives(score), *(lim.metric for lim in (*search.limits(), *search.floors()))}
 
 
 def _changed_options(plugin: str, options: Config) -> tuple[list[str], str]:
@@ -111,7 +112,7 @@ class SearchConfig(Config):
                     f"--evaluator {self.search.evaluator}; add --evaluator {name} or leave "
                     f"{'it' if len(changed) == 1 else 'them'} out"
                 )
-        measured = _measured_by(self.search)
+        measured = _measured_by(self.search, self.score)
         for name, options in self.metrics.items():
             metric = get_metric(name, "--objectives")
             changed, flags = _changed_options(name, options)
@@ -133,7 +134,8 @@ class SearchConfig(Config):
         identity.pop("evaluators", None)
         if self.search.evaluator != "scratch":
             identity["evaluator"] = self.evaluator().identity()
-        measured = _measured_by(self.search)
+        measured = _measured_by(self.search, self.score)
+        identity["search"]["objectives"] = list(self.objectives)
         identity["metrics"] = {
             name: options.identity()
             for name in sorted(measured)
@@ -203,9 +205,15 @@ class SearchConfig(Config):
         return self.search.floors()
 
     @property
+    def score(self) -> str:
+        """The metric of the dataset's task (val_acc, val_miou, val_map): the default accuracy objective."""
+        return get_task(task_for_dataset(self.data.dataset)).metric
+
+    @property
     def objectives(self) -> tuple[str, ...]:
-        """The metrics optimised, in order: as given, else val_acc and MACs (val_acc alone under limits)."""
-        return self.search.resolved_objectives()
+        """The metrics optimised, in order: as given, else the task's score and MACs (the score alone under
+        limits)."""
+        return self.search.resolved_objectives(self.score)
 
     @property
     def limited_metrics(self) -> tuple[str, ...]:

@@ -260,10 +260,11 @@ class SearchSettings(Config):
             raise ConfigError(f"--min gives two lower limits on the same metric ({', '.join(metrics)}); give one each")
         return out
 
-    def resolved_objectives(self) -> tuple[str, ...]:
-        """The metrics optimised, in order: as given, else val_acc and MACs (val_acc alone under limits)."""
+    def resolved_objectives(self, score: str = "val_acc") -> tuple[str, ...]:
+        """The metrics optimised, in order: as given, else the task's score (`score`: val_acc, val_miou, val_map)
+        and MACs (the score alone under limits)."""
         limited = self.max or self.min or self.max_macs or self.max_macs_ratio
-        return self.objectives or (("val_acc",) if limited else DEFAULT_OBJECTIVES)
+        return self.objectives or ((score,) if limited else (score, *DEFAULT_OBJECTIVES[1:]))
 
     def resolve_identity(self, identity: dict[str, Any]) -> dict[str, Any]:
         """The objectives and limits as resolved (the --max-macs aliases are --max macs=...) and the proxy

@@ -128,6 +128,8 @@ class Space(ABC):
     #: The [model] settings the family reads (besides input_shape and num_classes); when not None, any
     #: other key is refused (a misspelt setting must not be silently ignored).
     config_keys: ClassVar[frozenset[str] | None] = None
+    #: The task its models solve (`prunenas.tasks`): the datasets it trains on must pose the same one.
+    task: str = "classification"
 
     def __init__(
         self,

@@ -61,6 +61,24 @@ def torchvision_models() -> tuple[str, ...]:
     return tuple(models.list_models(module=models))
 
 
+@cache
+def torchvision_tasks() -> dict[str, str]:
+    """torchvision's model names -> the task each solves (classification, segmentation, detection); video,
+    optical-flow and quantized models are left out."""
+    from torchvision import models
+
+    found = dict.fromkeys(torchvision_models(), "classification")
+    found.update(dict.fromkeys(models.list_models(module=models.segmentation), "segmentation"))
+    found.update(dict.fromkeys(models.list_models(module=models.detection), "detection"))
+    return found
+
+
+def factory_task(spec: str) -> str | None:
+    """The task a factory's model solves when its name tells (torchvision's), else None (found from its output)."""
+    source, _, name = spec.partition(":")
+    return torchvision_tasks().get(name) if source == "torchvision" else None
+
+
 def _close(name: str, valid: list[str] | tuple[str, ...]) -> str:
     near = difflib.get_close_matches(name, valid, n=4, cutoff=0.5)
     return f"did you mean {', '.join(near)}? " if near else ""
@@ -196,11 +214,12 @@ def check_spec(spec: str) -> None:
     """Fail early (one line) when a factory spec names nothing that exists."""
     source, _, name = spec.partition(":")
     if source == "torchvision":
-        valid = torchvision_models()
+        valid = tuple(torchvision_tasks())
         if name not in valid:
             raise SpaceError(
                 f"unknown torchvision model {name!r}; {_close(name, valid)}"
-                f"valid: any of the {len(valid)} classification models of torchvision.models.list_models()"
+                f"valid: any of the {len(valid)} classification, segmentation and detection models of "
+                "torchvision.models.list_models()"
             )
     elif source == "timm":
         timm = _timm()
@@ -221,9 +240,10 @@ def make_model(spec: str, num_classes: int, kwargs: Mapping[str, Any] | None = N
             if source == "torchvision":
                 from torchvision import models
 
-                model = models.get_model(
-                    name, weights=None, num_classes=num_classes, **_TORCHVISION_DEFAULTS.get(name, {}), **kw
-                )
+                defaults = _TORCHVISION_DEFAULTS.get(name, {})
+                if torchvision_tasks().get(name) != "classification":  # nothing pretrained: nothing downloads
+                    defaults = {"weights_backbone": None}
+                model = models.get_model(name, weights=None, num_classes=num_classes, **{**defaults, **kw})
             elif source == "timm":
                 model = _timm().create_model(name, pretrained=False, num_classes=num_classes, **kw)
             else:

@@ -45,7 +45,7 @@ from prunenas.errors import SpaceError, first_line
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
 from prunenas.spaces.cache import derived_key, entry_path, load, store
-from prunenas.spaces.factories import factory_source, make_model, user_code
+from prunenas.spaces.factories import factory_source, factory_task, make_model, user_code
 from prunenas.spaces.traced_model import (
     MAX_GROUP_ENTRIES_ENV,
     LayerFacts,
@@ -59,6 +59,7 @@ from prunenas.spaces.traced_model import (
     rescale_to_init,
 )
 from prunenas.surgery import ChannelGroup, GroupTooLarge, even_drops, prune_channels
+from prunenas.tasks import CLASSIFICATION, all_tasks, get_task
 
 if TYPE_CHECKING:
     from prunenas.surgery import ChannelGroup
@@ -117,7 +118,7 @@ class TracedSpace(Space):
     family: ClassVar[str] = "traced"
     kind: ClassVar[SpaceKind] = "channels"
     config_keys: ClassVar[frozenset[str] | None] = frozenset(
-        {"factory", "kwargs", "input_size", "ignored_layers", "divisor", "min_fraction"}
+        {"factory", "kwargs", "input_size", "ignored_layers", "divisor", "min_fraction", "task"}
     )
 
     # -- deriving the genes --------------------------------------------------------------------------------
@@ -134,13 +135,21 @@ class TracedSpace(Space):
         if not isinstance(kwargs, Mapping):
             raise SpaceError(f"space {self.name!r}: kwargs must be a table of factory arguments, got {kwargs!r}")
         self.kwargs: dict[str, Any] = dict(kwargs)
+        task = cfg.get("task", factory_task(factory) or CLASSIFICATION)
+        if task not in all_tasks():
+            raise SpaceError(f"space {self.name!r}: unknown task {task!r}; valid: {', '.join(sorted(all_tasks()))}")
+        self.task = str(task)
+        self.task_of = get_task(self.task)
         size = cfg.get("input_size")
+        self.sized = size is not None  # a detector's transform is set to it (else the model's own size counts)
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
                 raise SpaceError(f"space {self.name!r}: input_size must be an integer in [8, 4096], got {size!r}")
             self.input_shape = (self.input_shape[0] if "input_shape" in cfg else 3, size, size)
         elif "input_shape" not in cfg:
-            self.input_shape = (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+            own = self.task_of.input_size(self._built()) if self.task != CLASSIFICATION else None
+            side = own or self.task_of.default_input_size
+            self.input_shape = (3, side, side)
         divisor = cfg.get("divisor", DEFAULT_DIVISOR)
         if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
             raise SpaceError(f"space {self.name!r}: divisor must be an integer >= 1, got {divisor!r}")
@@ -158,11 +167,20 @@ class TracedSpace(Space):
     def example(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros(batch, *self.input_shape)
 
-    def fresh_model(self, num_classes: int | None = None) -> nn.Module:
-        """The factory's unpruned model (weights from torch's global RNG)."""
-        return make_model(self.factory, num_classes or self.num_classes, self.kwargs)
+    def _built(self) -> nn.Module:
+        """A throwaway model of the factory (its own settings, e.g. a detector's input size, are read off it)."""
+        with torch.random.fork_rng(devices=[]):
+            return make_model(self.factory, self.num_classes, self.kwargs)
 
-    def _output(self, model: nn.Module, num_classes: int, what: str) -> torch.Tensor:
+    def fresh_model(self, num_classes: int | None = None) -> nn.Module:
+        """The factory's unpruned model (weights from torch's global RNG); a detector's transform resizes to the
+        space's input size when one was given."""
+        model = make_model(self.factory, num_classes or self.num_classes, self.kwargs)
+        if self.sized:
+            self.task_of.set_input_size(model, self.input_shape[-1])
+        return model
+
+    def _output(self, model: nn.Module, num_classes: int, what: str) -> Any:
         was = model.training
         model.eval()
         try:
@@ -176,11 +194,11 @@ class TracedSpace(Space):
             ) from None
         finally:
             model.train(was)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or tuple(out.shape) != (1, num_classes):
-            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        wrong = self.task_of.check_output(out, num_classes, self.input_shape)
+        if wrong is not None:
             raise SpaceError(
-                f"space {self.name!r}: {what} outputs {got}, not [batch, {num_classes}] class scores: "
-                "a traced space needs a classification model with a classifier that takes num_classes"
+                f"space {self.name!r}: {what} {wrong}: a traced {self.task} space needs a {self.task} model that "
+                "takes num_classes (another task: set task in its TOML file)"
             )
         return out
 
@@ -212,6 +230,7 @@ class TracedSpace(Space):
             factory = f"{source['module']}:{factory.rpartition(':')[2]}"
         return {
             "family": self.family, "factory": factory, "kwargs": self.kwargs, "input_shape": list(self.input_shape),
+            **({"task": self.task} if self.task != CLASSIFICATION else {}),
             "num_classes": self.num_classes, "ignored_layers": self.user_ignored, "divisor": self.divisor,
             "min_fraction": self.min_fraction,
         }  # fmt: skip
@@ -248,12 +267,13 @@ class TracedSpace(Space):
                 f"(e.g. {', '.join(list(order)[:3])})"
             )
         self.output_layer = order[-1]
+        self.heads = [n for n in self.task_of.head_layers(model) if n not in self.user_ignored]
         rank = {n: i for i, n in enumerate(dict.fromkeys(order))}
         try:
             found = surgery.channel_groups(
                 model,
                 self.example(),
-                ignored=[self.output_layer, *self.user_ignored],
+                ignored=[*(self.heads or [self.output_layer]), *self.user_ignored],
                 max_entries=self.max_group_entries,
             )
         except GroupTooLarge as exc:  # channel shuffles and splits: grouping would run for hours
@@ -299,7 +319,9 @@ class TracedSpace(Space):
                 continue
             candidates[g.root] = (g, step, low)
         plan = {r: (g.width, low, g.splits) for r, (g, _, low) in candidates.items()}
-        failing = failing_groups(model, self.example(), self.num_classes, plan)
+        failing = failing_groups(
+            model, self.example(), plan, lambda out: self.task_of.check_output(out, self.num_classes, self.input_shape)
+        )
         self.fixed_groups.update(failing)
         self._set_groups({r: g for r, (g, _, _) in candidates.items() if r not in failing})
         if not self.groups:
@@ -334,6 +356,7 @@ class TracedSpace(Space):
         return {
             "genes": [asdict(g) for g in genes],
             "output_layer": self.output_layer,
+            "heads": self.heads,
             "layers": {n: [x.out, x.inp, x.groups, x.macs, list(x.fans), x.kind] for n, x in self._layers.items()},
             "init_modes": self.init_modes,
             "fixed_groups": self.fixed_groups,
@@ -368,6 +391,7 @@ class TracedSpace(Space):
         ):
             raise ValueError("the entry's genes and groups do not match")
         self.output_layer = str(data["output_layer"])
+        self.heads = [str(n) for n in data["heads"]]
         self._layers = layers
         self.init_modes = {str(k): str(v) for k, v in data["init_modes"].items()}
         self.fixed_groups = {str(k): str(v) for k, v in data["fixed_groups"].items()}
@@ -424,7 +448,7 @@ class TracedSpace(Space):
         return {g.name: g.name for g in self.genes}
 
     def output_layers(self) -> list[str] | None:
-        return [self.output_layer, *self.user_ignored]
+        return [*(self.heads or [self.output_layer]), *self.user_ignored]
 
     def gene_splits(self, gene: str) -> int:
         group = self.groups.get(gene)
@@ -433,6 +457,9 @@ class TracedSpace(Space):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["output_layer"] = self.output_layer
+        info["task"] = self.task
+        if self.heads:
+            info["heads"] = list(self.heads)
         info["fixed_groups"] = dict(self.fixed_groups)
         info["init_modes"] = dict(self.init_modes)
         info["input_shape"] = list(self.input_shape)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,11 +91,14 @@ def max_group_entries() -> int:
 
 
 def failing_groups(
-    model: nn.Module, example: torch.Tensor, num_classes: int, plan: Mapping[str, tuple[int, int, int]]
+    model: nn.Module,
+    example: torch.Tensor,
+    plan: Mapping[str, tuple[int, int, int]],
+    check: Callable[[Any], str | None],
 ) -> dict[str, str]:
     """Groups whose pruning to their lowest width fails or changes the output (group -> reason); `plan`: group
-    root -> (width, lowest width, splits). All groups are tried together; on a failure the set is halved until
-    each culprit is found."""
+    root -> (width, lowest width, splits); `check(out)`: what is wrong with an output (None: nothing; the task's
+    check). All groups are tried together; on a failure the set is halved until each culprit is found."""
 
     def attempt(roots: list[str]) -> str | None:
         trial = copy.deepcopy(model)
@@ -105,10 +109,8 @@ def failing_groups(
         except Exception as exc:
             first = first_line(exc)
             return f"pruning fails ({type(exc).__name__}: {first[:120]})"
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
-            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            return f"pruning changes the output to {got}"
-        return None
+        wrong = check(out)
+        return None if wrong is None else f"pruning changes the output: it {wrong}"
 
     bad: dict[str, str] = {}
 

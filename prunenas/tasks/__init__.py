@@ -1,0 +1,76 @@
+"""Tasks: what a run's targets are and how it is trained and scored (``prunenas.tasks.base.Task``).
+
+Built-ins: ``classification`` (class ids, accuracy ``val_acc``), ``segmentation`` (masks, mean IoU
+``val_miou``) and ``detection`` (boxes, COCO mAP ``val_map``). Third-party tasks register under the entry-point
+group ``prunenas.tasks``. ``get_task`` finds one by name; the task of a run follows from its dataset.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from torch import nn
+
+from prunenas.errors import PrunenasError
+from prunenas.plugins import TASKS, named_classes
+from prunenas.tasks.base import Batches, Task, TraceForward
+
+__all__ = [
+    "CLASSIFICATION",
+    "Batches",
+    "Task",
+    "TraceForward",
+    "all_tasks",
+    "get_task",
+    "paired_task",
+    "task_for_dataset",
+    "trace_forward_for",
+]
+
+CLASSIFICATION = "classification"
+
+
+@cache
+def all_tasks() -> dict[str, Task]:
+    """Every registered task (built-ins and entry points), by name."""
+    return {name: cls() for name, cls in named_classes(TASKS, Task, "task").items()}  # type: ignore[type-abstract]
+
+
+def get_task(name: str) -> Task:
+    tasks = all_tasks()
+    if name not in tasks:
+        raise PrunenasError(f"unknown task {name!r}; valid: {', '.join(sorted(tasks))}")
+    return tasks[name]
+
+
+def task_for_dataset(dataset: str) -> str:
+    """The task a built-in dataset poses (classification for any name no task lists)."""
+    for task in all_tasks().values():
+        if dataset in task.datasets:
+            return task.name
+    return CLASSIFICATION
+
+
+def trace_forward_for(model: nn.Module) -> TraceForward | None:
+    """The forward that traces `model`'s channel groups: the first task's that claims the model (a detector's
+    raw tensors), else None (the model's own forward)."""
+    for task in all_tasks().values():
+        forward = task.trace_forward(model)
+        if forward is not None:
+            return forward
+    return None
+
+
+def paired_task(space: Any, data: Any) -> Task:
+    """The task of a run of `space` (a Space) on `data` (DatasetSplits); a PrunenasError naming the flags when the
+    space's models solve another task than the dataset poses."""
+    want, got = getattr(space, "task", CLASSIFICATION), getattr(data, "task", CLASSIFICATION)
+    if want != got:
+        task = get_task(want)
+        fits = ", ".join(task.datasets) or f"a {want} dataset"
+        raise PrunenasError(
+            f"--space {space.name} is a {want} space but --dataset {data.name} is a {got} dataset; pass a {want} "
+            f"dataset ({fits}) or a {got} space"
+        )
+    return get_task(got)

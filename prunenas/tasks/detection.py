@@ -1,0 +1,187 @@
+"""Object detection: boxes per image, the model's own losses, COCO mAP@[.5:.95] (``val_map``) by pycocotools.
+
+Models follow torchvision's detection API: in train mode ``model(images, targets)`` returns a dict of losses
+(their sum is the loss), in eval mode a list of ``{"boxes", "labels", "scores"}``. Class 0 is the background.
+Images reach the model as 0..1 floats (its own transform normalizes and resizes them: ``input_size``).
+Targets travel padded, ``(B, K, 5)`` rows (label, x1, y1, x2, y2) with label -1 on padding rows.
+
+Tracing for channel groups runs the backbone (and neck) and the heads on raw tensors, without the
+transform and post-processing (anchors, NMS): for two-stage models the RoI head runs on two fixed
+proposals, so that the box head's input follows the neck's width. Every layer outside ``backbone`` is a head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from prunenas.data import ImageSet
+from prunenas.errors import PrunenasError
+from prunenas.tasks.base import Batches, Task, TraceForward
+from prunenas.tasks.batches import DenseBatches
+from prunenas.tasks.segmentation import outside_backbone
+
+ZERO = (0.0, 0.0, 0.0)
+ONE = (1.0, 1.0, 1.0)
+
+
+def targets_of(y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Padded (B, K, 5) rows -> torchvision's per-image targets (padding rows dropped)."""
+    out = []
+    for rows in y:
+        keep = rows[:, 0] >= 0
+        out.append({"boxes": rows[keep, 1:5].float(), "labels": rows[keep, 0].long()})
+    return out
+
+
+def _features(model: Any, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    feats = model.backbone(x)
+    return OrderedDict([("0", feats)]) if isinstance(feats, torch.Tensor) else feats
+
+
+def trace_detector(model: Any, x: torch.Tensor) -> list[torch.Tensor]:
+    """The raw tensors of a torchvision-style detector for input `x` (no transform, no post-processing)."""
+    feats = _features(model, x)
+    levels = list(feats.values())
+    if hasattr(model, "rpn") and hasattr(model, "roi_heads"):
+        objectness, deltas = model.rpn.head(levels)
+        h, w = x.shape[-2:]
+        proposals = [torch.tensor([[0.0, 0.0, w / 2, h / 2], [w / 4, h / 4, w * 3 / 4, h * 3 / 4]], device=x.device)]
+        pooled = model.roi_heads.box_roi_pool(feats, proposals, [(h, w)])
+        scores, boxes = model.roi_heads.box_predictor(model.roi_heads.box_head(pooled))
+        return [*objectness, *deltas, scores, boxes]
+    out = model.head(levels)
+    return list(out.values()) if isinstance(out, dict) else list(out)
+
+
+def coco_map(gts: list[torch.Tensor], preds: list[dict[str, torch.Tensor]], num_classes: int) -> float:
+    """COCO AP@[.5:.95] (pycocotools COCOeval, bbox) of per-image predictions against padded ground truth; nan
+    when the split has no box."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    dets: list[dict[str, Any]] = []
+    for i, (rows, pred) in enumerate(zip(gts, preds, strict=True)):
+        images.append({"id": i + 1})
+        for r in rows[rows[:, 0] >= 0].tolist():
+            w, h = r[3] - r[1], r[4] - r[2]
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(r[0]), "bbox": [r[1], r[2], w, h],
+                         "area": w * h, "iscrowd": 0})  # fmt: skip
+        for box, label, score in zip(
+            pred["boxes"].tolist(), pred["labels"].tolist(), pred["scores"].tolist(), strict=True
+        ):
+            dets.append({"image_id": i + 1, "category_id": int(label), "score": float(score),
+                         "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})  # fmt: skip
+    if not anns:
+        return math.nan
+    if not dets:
+        return 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns,
+                      "categories": [{"id": c} for c in range(1, num_classes)]}  # fmt: skip
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return max(0.0, float(ev.stats[0]))
+
+
+class Detection(Task):
+    name: ClassVar[str] = "detection"
+    metric: ClassVar[str] = "val_map"
+    eval_batch: ClassVar[int] = 0
+    metric_label: ClassVar[str] = "mAP@[.5:.95]"
+    datasets: ClassVar[tuple[str, ...]] = ("shapes-det", "coco")
+    autocast: ClassVar[bool] = False  # torchvision's box ops (roi_align, nms) are fp32 on the CPU
+    recipe_note: ClassVar[str] = (
+        "torchvision's detection reference (SGD momentum 0.9, weight decay 1e-4, warm-up then decay); lr and "
+        "epochs scaled down for the proxy"
+    )
+
+    def check_output(self, out: Any, num_classes: int, input_shape: Sequence[int]) -> str | None:
+        one = isinstance(out, list | tuple) and len(out) == 1 and isinstance(out[0], dict)
+        if one and {"boxes", "labels", "scores"} <= set(out[0]):
+            return None
+        return f"outputs {type(out).__name__}, not a list of {{'boxes', 'labels', 'scores'}} per image"
+
+    def head_layers(self, model: nn.Module) -> list[str]:
+        return outside_backbone(model)
+
+    def trace_forward(self, model: nn.Module) -> TraceForward | None:
+        parts = ("backbone", "transform")
+        if all(isinstance(getattr(model, p, None), nn.Module) for p in parts) and (
+            hasattr(model, "head") or hasattr(model, "roi_heads")
+        ):
+            return trace_detector
+        return None
+
+    def input_size(self, model: nn.Module) -> int | None:
+        transform = getattr(model, "transform", None)
+        if transform is None:
+            return None
+        fixed = getattr(transform, "fixed_size", None)
+        if fixed:
+            return int(fixed[0])
+        return int(transform.min_size[0])
+
+    def set_input_size(self, model: nn.Module, size: int) -> None:
+        """Make the model's transform resize images to `size` x `size` (square inputs)."""
+        transform = getattr(model, "transform", None)
+        if transform is None:
+            raise PrunenasError(f"this detection model has no resizing transform; its input size {size} cannot be set")
+        if getattr(transform, "fixed_size", None):
+            transform.fixed_size = (size, size)
+        else:
+            transform.min_size = (size,)
+            transform.max_size = size
+
+    def batches(
+        self, split: ImageSet, *, train: bool, augment: bool, batch_size: int, device: torch.device,
+        mean: Sequence[float], std: Sequence[float], seed: int, channels_last: bool, flip: bool, drop_last: bool,
+        out_size: int, crop: str, shard: tuple[int, int],
+    ) -> Batches:  # fmt: skip
+        # 0..1 images: a torchvision detector normalizes them itself (its transform's image_mean/std)
+        return DenseBatches(
+            split, batch_size=batch_size, device=device, mean=ZERO, std=ONE, augment=train and augment, shuffle=train,
+            drop_last=train and drop_last, seed=seed, flip=flip, channels_last=channels_last,
+            shard=shard if train else (0, 1),
+        )  # fmt: skip
+
+    def loss(
+        self, forward: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        losses = forward(list(x), targets_of(y))
+        loss = sum(losses.values(), torch.zeros((), device=x.device))
+        return loss, torch.zeros((), device=x.device, dtype=torch.long), int(x.shape[0])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Batches, amp: bool, num_classes: int) -> tuple[float | None, float]:
+        was_training = model.training
+        model.eval()
+        gts: list[torch.Tensor] = []
+        preds: list[dict[str, torch.Tensor]] = []
+        for x, y in batches.epoch(0):
+            out = model(list(x))
+            preds.extend({k: v.detach().cpu() for k, v in o.items()} for o in out)
+            gts.extend(r.cpu() for r in y)
+        model.train(was_training)
+        return None, coco_map(gts, preds, num_classes)
+
+    def output_names(self, out: Any) -> list[str]:
+        return ["boxes", "labels", "scores"]
+
+    def flat_outputs(self, out: Any) -> list[torch.Tensor]:
+        first = out[0]
+        return [first["boxes"], first["labels"], first["scores"]]

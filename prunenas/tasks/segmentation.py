@@ -1,0 +1,130 @@
+"""Semantic segmentation: a class id per pixel, per-pixel cross-entropy, mean IoU (``val_miou``).
+
+Models return ``{"out": (N, C, H, W)}`` (torchvision's segmentation models; plus ``"aux"`` when built with an
+auxiliary head, weighted 0.5 in the loss as torchvision's reference recipe does). Pixels marked
+``IGNORE_INDEX`` are neither trained on nor scored. Mean IoU: per-class intersection over union from the
+confusion matrix of the whole split, averaged over the classes that occur in the targets or predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunenas.data import ImageSet
+from prunenas.data.splits import IGNORE_INDEX
+from prunenas.tasks.base import Batches, Task
+from prunenas.tasks.batches import DenseBatches
+
+AUX_WEIGHT = 0.5
+
+
+def outside_backbone(model: nn.Module) -> list[str]:
+    """Conv2d/Linear paths of a model with a ``backbone`` child that lie outside it (its heads); [] without one."""
+    if not isinstance(getattr(model, "backbone", None), nn.Module):
+        return []
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and not (n == "backbone" or n.startswith("backbone."))
+    ]
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) int64 counts [target, prediction] over the pixels whose target is a class (not ignored)."""
+    valid = target != IGNORE_INDEX
+    valid &= (target >= 0) & (target < num_classes)
+    t, p = target[valid], pred[valid].clamp(0, num_classes - 1)
+    return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def mean_iou(matrix: torch.Tensor) -> float:
+    """Mean over the classes present (in targets or predictions) of TP / (TP + FP + FN); nan with none."""
+    m = matrix.to(torch.float64)
+    tp = m.diag()
+    union = m.sum(0) + m.sum(1) - tp
+    present = union > 0
+    if not bool(present.any()):
+        return float("nan")
+    return float((tp[present] / union[present]).mean())
+
+
+def _main(out: Any) -> torch.Tensor:
+    return out["out"] if isinstance(out, dict) else out
+
+
+class Segmentation(Task):
+    name: ClassVar[str] = "segmentation"
+    metric: ClassVar[str] = "val_miou"
+    eval_batch: ClassVar[int] = 0
+    metric_label: ClassVar[str] = "mean IoU"
+    datasets: ClassVar[tuple[str, ...]] = ("shapes-seg", "voc-seg")
+    default_input_size: ClassVar[int] = 520  # torchvision's evaluation size of its segmentation weights
+    recipe_note: ClassVar[str] = (
+        "torchvision's segmentation reference (SGD momentum 0.9, weight decay 1e-4, poly-like decay by cosine here, "
+        "aux loss 0.5); lr and epochs scaled down for the proxy"
+    )
+
+    def check_output(self, out: Any, num_classes: int, input_shape: Sequence[int]) -> str | None:
+        main = _main(out)
+        want = (1, num_classes, *input_shape[1:])
+        if isinstance(main, torch.Tensor) and tuple(main.shape) == want:
+            return None
+        got = list(main.shape) if isinstance(main, torch.Tensor) else type(out).__name__
+        return f"outputs {got}, not {{'out': {list(want)}}} per-pixel class scores"
+
+    def head_layers(self, model: nn.Module) -> list[str]:
+        return outside_backbone(model)
+
+    def batches(
+        self, split: ImageSet, *, train: bool, augment: bool, batch_size: int, device: torch.device,
+        mean: Sequence[float], std: Sequence[float], seed: int, channels_last: bool, flip: bool, drop_last: bool,
+        out_size: int, crop: str, shard: tuple[int, int],
+    ) -> Batches:  # fmt: skip
+        return DenseBatches(
+            split, batch_size=batch_size, device=device, mean=mean, std=std, augment=train and augment, shuffle=train,
+            drop_last=train and drop_last, seed=seed, flip=flip, channels_last=channels_last,
+            shard=shard if train else (0, 1),
+        )  # fmt: skip
+
+    def loss(
+        self, forward: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        out = forward(x)
+        main = _main(out).float()
+        loss = F.cross_entropy(main, y, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+        if isinstance(out, dict) and "aux" in out:
+            aux = F.cross_entropy(out["aux"].float(), y, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+            loss = loss + AUX_WEIGHT * aux
+        valid = y != IGNORE_INDEX
+        correct = ((main.detach().argmax(1) == y) & valid).sum()
+        return loss, correct, int(valid.sum())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Batches, amp: bool, num_classes: int) -> tuple[float | None, float]:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        matrix = torch.zeros((num_classes, num_classes), dtype=torch.long, device=device)
+        count = 0
+        for x, y in batches.epoch(0):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                main = _main(model(x)).float()
+            loss_sum += F.cross_entropy(main, y, ignore_index=IGNORE_INDEX, reduction="sum")
+            count += int((y != IGNORE_INDEX).sum())
+            matrix += confusion(main.argmax(1), y, num_classes)
+        model.train(was_training)
+        if count == 0:
+            return float("nan"), float("nan")
+        return float(loss_sum) / count, mean_iou(matrix)
+
+    def output_names(self, out: Any) -> list[str]:
+        return list(out) if isinstance(out, dict) else ["out"]
+
+    def flat_outputs(self, out: Any) -> list[torch.Tensor]:
+        return list(out.values()) if isinstance(out, dict) else [out]
