@@ -311,4 +311,6 @@ def test_bash_completion_is_generated_from_the_parser(capsys, tmp_path):
         probe = 'source "$1"; COMP_WORDS=(prunenas search --dataset ""); COMP_CWORD=3; _prunenas; '
         probe += 'echo "${COMPREPLY[@]}"'
         out = subprocess.run(["bash", "-c", probe, "_", str(path)], capture_output=True, text=True, check=True).stdout
-        assert out.split() == ["cifar10", "cifar100", "digits", "imagefolder"]
+        assert out.split() == [
+            "cifar10", "cifar100", "digits", "imagefolder", "shapes-seg", "shapes-det", "voc-seg", "coco"
+        ]  # fmt: skip

@@ -3,13 +3,16 @@
 ``load_dataset`` reads CIFAR-10/100 (python batches, an ImageFolder tree, or a .tar.gz of either), the
 embedded 8x8 digits set, or a user's own ImageFolder tree, and returns train/val/test splits as uint8
 ``(N, 3, H, W)`` tensors, in memory or, for data too large for that, memory-mapped from a decode-once
-disk cache. ``make_batches`` yields normalized float batches on the training device, augmented there:
-``DeviceBatches`` keeps a whole split on the device, ``StreamBatches`` streams a disk-cached one in chunks.
+disk cache. The segmentation and detection sets (``DENSE_DATASETS``: the generated shapes sets, VOC
+segmentation, COCO detection) load in memory with per-pixel masks or boxes. ``make_batches`` yields
+normalized float batches on the training device, augmented there: ``DeviceBatches`` keeps a whole split on
+the device, ``StreamBatches`` streams a disk-cached one in chunks.
 
 The work is split across submodules: ``splits`` (the ``ImageSet``/``DatasetSplits`` containers and the
 seeded split), ``sources`` (locating, downloading and caching a dataset), ``decode`` (turning batches,
 image trees, archives and the embedded digits into uint8 arrays), ``diskcache`` (the memory-mapped cache
-of large ImageFolder data) and ``batches`` (``DeviceBatches``, ``StreamBatches``, ``make_batches``).
+of large ImageFolder data), ``dense`` (the segmentation and detection sets) and ``batches``
+(``DeviceBatches``, ``StreamBatches``, ``make_batches``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from prunenas.config import DATA_CACHES
 from prunenas.data.batches import DeviceBatches, StreamBatches, center_crop, make_batches
 from prunenas.data.decode import _load_digits
+from prunenas.data.dense import DENSE_DATASETS, GENERATED_DATASETS, load_dense
 from prunenas.data.diskcache import available_memory, count_images, default_stored_size, open_or_build
 from prunenas.data.sources import (
     DATASETS,
@@ -30,14 +34,16 @@ from prunenas.data.sources import (
     _resolve_source,
     _signature,
 )
-from prunenas.data.splits import DatasetSplits, ImageSet, _check_positive, _Raw, _split
+from prunenas.data.splits import IGNORE_INDEX, DatasetSplits, ImageSet, _check_positive, _Raw, _split
 from prunenas.errors import DataError
 
 __all__ = [
     "DATASETS",
     "DATA_CACHES",
+    "DENSE_DATASETS",
     "DOWNLOAD_MD5",
     "DOWNLOAD_URLS",
+    "IGNORE_INDEX",
     "DatasetSplits",
     "DeviceBatches",
     "ImageSet",
@@ -45,6 +51,7 @@ __all__ = [
     "center_crop",
     "default_cache_dir",
     "load_dataset",
+    "load_dense",
     "make_batches",
 ]
 
@@ -119,6 +126,22 @@ def _disk_raw(
     )  # fmt: skip
 
 
+def _check_dense_settings(name: str, data_cache: str, stored_size: int | None, image_size: int) -> None:
+    """Segmentation and detection sets live in memory at --image-size: no disk cache, no stored size."""
+    if data_cache not in DATA_CACHES:
+        raise DataError(f"--data-cache must be one of {', '.join(DATA_CACHES)}, got {data_cache!r}")
+    if data_cache == "disk":
+        raise DataError(
+            f"--data-cache disk does not apply to --dataset {name}: segmentation and detection datasets are held in "
+            "memory with their masks or boxes; pass --data-cache memory (or auto)"
+        )
+    if stored_size is not None and stored_size != image_size:
+        raise DataError(
+            f"--stored-size {stored_size} applies to the disk cache, which --dataset {name} does not use (its images "
+            f"are stored at --image-size {image_size}); drop --stored-size"
+        )
+
+
 def default_cache_dir() -> Path:
     """``$PRUNENAS_CACHE`` if set, else ``~/.cache/prunenas/datasets``."""
     env = os.environ.get("PRUNENAS_CACHE")
@@ -155,6 +178,8 @@ def load_dataset(
     than a quarter of the available host memory, "disk" or "memory" force a path. Disk-cached images are
     stored at ``stored_size`` pixels (default ``image_size`` x 8/7) and cropped to ``image_size`` on the
     device. ``bad_images`` "skip" leaves unreadable images out (counted, listed) instead of stopping.
+    The dense sets (DENSE_DATASETS) carry masks or boxes and ``task``; they load in memory at ``image_size``
+    (``data_cache`` "disk" is refused; ``data_dir`` is ignored for the generated shapes sets).
     Raises DataError for bad input.
     """
     if not isinstance(name, str) or name.lower() not in DATASETS:
@@ -163,7 +188,11 @@ def load_dataset(
     _check_positive("image_size", image_size, "--image-size")
     if isinstance(seed, bool) or not isinstance(seed, int) or not -(1 << 63) <= seed < (1 << 63):
         raise DataError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}; pass such an integer as --seed")
-    if name == "digits":
+    if name in DENSE_DATASETS:
+        _check_dense_settings(name, data_cache, stored_size, image_size)
+        raw = load_dense(name, data_dir, image_size, bad_images)
+        source = "embedded" if name in GENERATED_DATASETS else str(Path(str(data_dir)).expanduser().resolve())
+    elif name == "digits":
         raw = _load_digits(image_size)
         source = "embedded"
     else:

@@ -28,10 +28,12 @@ from prunenas.data.decode import (
     _walk_files,
     _why,
 )
+from prunenas.data.dense import DENSE_DATASETS
 from prunenas.data.splits import ImageSet, _Raw
 from prunenas.errors import DataError
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "imagefolder")
+#: Every --dataset name: the classification sets, then the segmentation and detection sets (prunenas.data.dense).
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "imagefolder", *DENSE_DATASETS)
 
 # Official python-version archives. Module constants so tests (or a mirror) can point elsewhere.
 DOWNLOAD_URLS: dict[str, str] = {

@@ -261,7 +261,9 @@ def _split(
             )
         rest = rest[:train_subset]  # rest is already a seeded random order, so this is a seeded subset
     train = raw.train.take(rest.sort().values)
-    if normalize != "train":
+    if raw.task == "detection":  # a detector normalizes its 0..1 input itself (torchvision's transform)
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    elif normalize != "train":
         mean, std = NORMALIZATIONS[normalize]
     elif raw.stats is not None:  # a disk cache: the statistics of its whole training folder, computed once
         mean, std = raw.stats
