@@ -201,7 +201,7 @@ def trial_line(done: int, total: int, trial: Any) -> str:
         parts.append(f"pruned after {attrs.get('epochs_run', '?')} epoch(s)")
     acc = attrs.get("val_acc")
     if isinstance(acc, int | float):
-        parts.append(f"val_acc {acc:.3f}")
+        parts.append(f"{attrs.get('score', 'val_acc')} {acc:.3f}")
     ratio = attrs.get("macs_ratio")
     if isinstance(ratio, int | float):
         parts.append(f"MACs {ratio:.3f}x")

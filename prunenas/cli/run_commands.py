@@ -297,14 +297,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print_json(r)
         return 0
     where = r["provider"] if r["provider"].startswith(r["runtime"]) else f"{r['runtime']} {r['provider']}"
+    score = {"val_miou": "mean IoU", "val_map": "mAP@[.5:.95]"}.get(r.get("score", ""), "accuracy")
+    counted = f"({r['correct']}/{r['images']})" if score == "accuracy" else f"({r['images']} images)"
     line = (
-        f"{r['dataset']} test accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['images']}) with {where} "
+        f"{r['dataset']} test {score} {100 * r['accuracy']:.2f}% {counted} with {where} "
         f"({r['precision']}, {r['images_per_s']:.0f} img/s)"
     )
     print(line)
     if r["torch_test_acc"] is not None:
         print(
-            f"PyTorch test accuracy (metrics.json, {r['torch_test_acc_precision']}): {100 * r['torch_test_acc']:.2f}%, "
+            f"PyTorch test {score} (metrics.json, {r['torch_test_acc_precision']}): {100 * r['torch_test_acc']:.2f}%, "
             f"difference {100 * r['difference']:+.2f} points"
         )
     return 0

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from prunenas.report import human
+from prunenas.tasks import CLASSIFICATION, get_task
 
 
 def _pct(v: object) -> str:
@@ -129,10 +130,25 @@ def _precision_rows(precision: str, e: Mapping[str, Any]) -> list[str]:
     ]
 
 
+#: The last lines of the card's example, per task (after x, the normalized input, is made).
+_USE = {
+    CLASSIFICATION: ["pred = sess.run(None, {'input': x})[0].argmax(1)", "print([meta['classes'][i] for i in pred])"],
+    "segmentation": ["masks = sess.run(None, {'input': x})[0].argmax(1)  # (N, H, W) class ids",
+                     "print([meta['classes'][i] for i in np.unique(masks)])"],
+    "detection": ["boxes, labels, scores = sess.run(None, {'input': x[:1]})  # one image per call",
+                  "print([(meta['classes'][c], s) for c, s in zip(labels, scores) if s > 0.5])"],
+}  # fmt: skip
+
+
 def model_card(sidecar: Mapping[str, Any]) -> str:
     """A short Markdown model card from a sidecar dict."""
 
     acc = sidecar["accuracy"]
+    task = get_task(str(sidecar.get("task", CLASSIFICATION)))
+    score = task.metric_label
+    docs = sidecar["outputs"] if "outputs" in sidecar else [sidecar["output"]]
+    outputs = [f"Output `{o['name']}`: `{o['shape']}` {o['dtype']}: {o['meaning']}." for o in docs]
+    use = _USE.get(task.name, _USE[CLASSIFICATION])
     inp = sidecar["input"]
     parity = sidecar["parity"]
     exp = sidecar["export"]
@@ -148,8 +164,8 @@ def model_card(sidecar: Mapping[str, Any]) -> str:
         "|---|---|",
         f"| MACs (batch 1) | {human(sidecar['macs'])} ({sidecar['cost']['macs_ratio']:.3f} of the reference) |",
         f"| parameters | {human(sidecar['params'])} ({sidecar['cost']['params_ratio']:.3f} of the reference) |",
-        f"| validation accuracy | {_pct(acc.get('val_acc'))} |",
-        f"| test accuracy (PyTorch, {acc.get('test_acc_precision')}) | {_pct(acc.get('test_acc'))} |",
+        f"| validation {score} | {_pct(acc.get('val_acc'))} |",
+        f"| test {score} (PyTorch, {acc.get('test_acc_precision')}) | {_pct(acc.get('test_acc'))} |",
         f"| classes | {len(sidecar['classes'])}: {', '.join(sidecar['classes'][:10])}"
         f"{' ...' if len(sidecar['classes']) > 10 else ''} |",
         f"| exporter | {exp['method']} (opset {sidecar['opset']})"
@@ -179,7 +195,7 @@ def model_card(sidecar: Mapping[str, Any]) -> str:
         "",
         f"`{inp['name']}`: float32 `{inp['shape']}` (NCHW). {inp['normalization']}, with",
         f"mean = {[round(v, 6) for v in inp['mean']]} and std = {[round(v, 6) for v in inp['std']]}.",
-        f"Output `{sidecar['output']['name']}`: `{sidecar['output']['shape']}` unnormalized class scores.",
+        *outputs,
         "",
         "## Use",
         "",
@@ -191,11 +207,10 @@ def model_card(sidecar: Mapping[str, Any]) -> str:
         "std = np.array(meta['input']['std'], np.float32).reshape(1, 3, 1, 1)",
         "# images: uint8 array (N, 3, H, W), RGB",
         "x = ((images.astype(np.float32) / 255 - mean) / std).astype(np.float32)",
-        "pred = sess.run(None, {'input': x})[0].argmax(1)",
-        "print([meta['classes'][i] for i in pred])",
+        *use,
         "```",
         "",
-        f"Check the accuracy on the test set: `prunenas evaluate model.onnx --dataset {sidecar['dataset']['name']}`.",
+        f"Check the {score} on the test set: `prunenas evaluate model.onnx --dataset {sidecar['dataset']['name']}`.",
         "",
         *data_section(sidecar),
         "",

@@ -24,6 +24,7 @@ from prunenas.errors import PrunenasError
 from prunenas.export.common import ONNX_FILE, SIDECAR, _read_json, _three_floats, stored_like
 from prunenas.export.precision import engine_provider, runtime_flags
 from prunenas.export.runtime import make_session, normalize_images
+from prunenas.tasks import CLASSIFICATION, get_task
 
 _WANTED = "`prunenas evaluate` takes the model.onnx that `prunenas export RUN_DIR` writes"
 
@@ -149,6 +150,11 @@ def evaluate_onnx(
         "fp32",
     )
     target = engine_provider(runtime, provider)
+    task = get_task(str(sidecar.get("task", CLASSIFICATION)))
+    if task.name != CLASSIFICATION and runtime != "onnxruntime":
+        raise PrunenasError(
+            f"--runtime {runtime} evaluates classifiers; {str(path)!r} is a {task.name} model: drop --runtime"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PrunenasError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. --batch-size 256")
     ds = sidecar.get("dataset")
@@ -163,8 +169,11 @@ def evaluate_onnx(
         used = session.get_providers()[0]
         input_name = session.get_inputs()[0].name
 
+        def run_all(x: np.ndarray) -> list[np.ndarray]:
+            return [np.asarray(o) for o in session.run(None, {input_name: x})]
+
         def run(x: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(None, {input_name: x})[0])
+            return run_all(x)[0]
 
     else:
         engine = make_engine(path, target, precision=precision, spell=runtime_flags)
@@ -184,7 +193,13 @@ def evaluate_onnx(
         raise PrunenasError(
             f"{name} images are {list(data.image_shape)} but {str(path)!r} takes {shape}; pass a matching --dataset"
         )
-    n_out = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
+    if data.task != task.name:
+        raise PrunenasError(
+            f"{str(path)!r} is a {task.name} model but --dataset {name} is a {data.task} dataset; pass the dataset it "
+            f"was trained on (--dataset {trained_on})"
+        )
+    n_out = outputs[1 if task.name == "segmentation" else -1] if len(outputs) > 1 else None
+    n_out = n_out if isinstance(n_out, int) and task.name != "detection" else None
     if n_out is not None and n_out != data.num_classes:
         raise PrunenasError(
             f"{str(path)!r} predicts {n_out} classes but {name} has {data.num_classes}; pass the dataset it was "
@@ -194,14 +209,22 @@ def evaluate_onnx(
     correct = 0
     t0 = time.perf_counter()
     labels = test.labels
-    for start in range(0, len(test), batch_size):
+    if task.name != CLASSIFICATION:  # every output of every batch, scored as the task scores them
+        step = batch_size if task.dynamic_batch else 1
+        outs = [
+            run_all(normalize_images(test.images(torch.arange(i, min(i + step, len(test)))), mean, std))
+            for i in range(0, len(test), step)
+        ]
+        accuracy = task.score_outputs(outs, test, data.num_classes)
+    for start in range(0, len(test) if task.name == CLASSIFICATION else 0, batch_size):
         images = test.images(torch.arange(start, min(start + batch_size, len(test))))
         x = normalize_images(center_crop(images, shape[-1]), mean, std)
         logits = run(x)
         correct += int((logits.argmax(1) == labels[start : start + batch_size].numpy()).sum())
     seconds = time.perf_counter() - t0
     n = len(test)
-    accuracy = correct / n if n else math.nan
+    if task.name == CLASSIFICATION:
+        accuracy = correct / n if n else math.nan
     found = sidecar.get("accuracy")
     acc: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     torch_acc = acc.get("test_acc") if name == trained_on else None
@@ -215,6 +238,7 @@ def evaluate_onnx(
         "torch_test_acc": torch_acc,
         "torch_test_acc_precision": acc.get("test_acc_precision") if torch_acc is not None else None,
         "difference": accuracy - float(torch_acc) if isinstance(torch_acc, int | float) else None,
+        **({"task": task.name, "score": task.metric} if task.name != CLASSIFICATION else {}),
         "runtime": {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "ONNX Runtime"}[runtime],
         "provider": used,
         "precision": precision,

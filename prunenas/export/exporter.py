@@ -60,6 +60,7 @@ from prunenas.export.writer import max_opset as max_opset
 from prunenas.latency import machine
 from prunenas.paths import why
 from prunenas.quantize import PRECISIONS, check_precision
+from prunenas.tasks import CLASSIFICATION, get_task
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,12 @@ def export_run(
         check_calibration(calibration_images)
     check_engine(engine)
     run = load_run(run_dir, space)
+    task = get_task(run.space.task)
+    if task.name != CLASSIFICATION and (precision != "fp32" or runtime != "onnxruntime" or engine is not None):
+        raise PrunenasError(
+            f"--precision, --runtime and --engine other than fp32 on onnxruntime export classifiers; this run is a "
+            f"{task.name} run: export it at fp32 on onnxruntime (drop those flags)"
+        )
     resolve_providers(provider)  # a provider that is not there fails now, not after the export
     if benchmark:  # validate before the slow part
         _check_latency_args(latency_batches, latency_repeats, latency_warmup)
@@ -188,12 +195,13 @@ def export_run(
     export_name = name or dest.name
     staging = _prepare(dest, out_flag)
     try:
-        folded = run.space.export_model(run.model)
+        folded = task.export_view(run.space.export_model(run.model))
         onnx_path = staging / ONNX_FILE
-        # The default opset is not passed: `_export_onnx(model, path, input_shape)` stays the seam tests replace.
-        method = _export_onnx(
-            folded, onnx_path, run.input_shape, **({} if opset == DEFAULT_OPSET else {"opset": opset})
-        )
+        # Defaults are not passed: `_export_onnx(model, path, input_shape)` stays the seam tests replace.
+        options: dict[str, Any] = {} if opset == DEFAULT_OPSET else {"opset": opset}
+        if task.name != CLASSIFICATION:
+            options.update(outputs=task.output_names, dynamic_batch=task.dynamic_batch)
+        method = _export_onnx(folded, onnx_path, run.input_shape, **options)
         stamp = {
             "prunenas.key": run.genotype.key,
             "prunenas.space": run.space.name,
@@ -204,14 +212,14 @@ def export_run(
             "prunenas.normalization": _NORMALIZATION,
             "prunenas.description": f"prunenas {run.space.name} genotype {run.genotype.key}; inputs: {_NORMALIZATION}",
         }
-        graph = _verify_onnx_file(onnx_path, stamp, opset)
-        inputs = _random_inputs(run.input_shape, PARITY_BATCHES)
+        graph = _verify_onnx_file(onnx_path, stamp, opset, dynamic_batch=task.dynamic_batch)
+        inputs = _random_inputs(run.input_shape, PARITY_BATCHES if task.dynamic_batch else (1,))
         if real is not None:
             inputs.append(real)
         else:
             log.warning("real-input parity check skipped: %s", skipped)
         # Compare against the original (masked) model, not the folded copy: the fold is checked too.
-        parity = check_parity(run.model, onnx_path, inputs, tolerance=tolerance, provider=provider)
+        parity = check_parity(run.model, onnx_path, inputs, tolerance=tolerance, provider=provider, task=task)
         parity["real_inputs"] = real_name if real is not None else None
         parity["real_inputs_skipped"] = skipped
         if target in ("openvino", "tensorrt"):  # the FP32 model's parity in the chosen runtime too

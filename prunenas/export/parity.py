@@ -20,6 +20,7 @@ from prunenas.errors import DataError, PrunenasError
 from prunenas.export.common import ExportError, stored_like
 from prunenas.export.run import TrainedRun
 from prunenas.export.runtime import make_session, normalize_images
+from prunenas.tasks import CLASSIFICATION, Task, get_task
 
 #: Largest allowed |logit(PyTorch) - logit(ONNX Runtime)| in fp32.
 PARITY_TOLERANCE = 1e-4
@@ -38,49 +39,61 @@ def check_parity(
     tolerance: float = PARITY_TOLERANCE,
     provider: str | None = None,
     runtime: str | None = None,
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Run `model` (PyTorch, CPU, fp32, eval) and the ONNX file on each (label, input); compare logits. The file
     runs in ONNX Runtime with `provider`, or with `runtime` (an engine provider: openvino, tensorrt) in that
     engine at fp32.
 
+    Every output is compared, as the run's `task` compares them (`Task.compare`: classification and
+    segmentation elementwise; detection by count, sorted scores and matched boxes).
+
     Returns {"provider", "tolerance", "checks": [{label, batch, max_abs_diff, max_abs_logit,
     argmax_agreement}], "max_abs_diff", "passed": True}; raises ExportError when any batch differs by
     the allowed difference (`tolerance` + 1e-6 x the largest |logit|) or more (or has a wrong output shape).
     """
+    task = task or get_task(CLASSIFICATION)
     if runtime is not None:
         engine = make_engine(onnx_path, runtime, exact=True, flag="--runtime")  # openvino or tensorrt
-        used, run = engine.name, engine.run
+        used = engine.name
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return [engine.run(x)]
+
     else:
         session = make_session(onnx_path, provider, exact=True)
         used = session.get_providers()[0]
         input_name = session.get_inputs()[0].name
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(None, {input_name: x})[0])
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return [np.asarray(o) for o in session.run(None, {input_name: x})]
 
     model = model.eval()
     device = next(model.parameters()).device
     checks: list[dict[str, Any]] = []
     for label, x in inputs:
         with torch.no_grad():
-            expected = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+            out = task.export_view(model)(torch.from_numpy(x).to(device))
+        expected = [t.float().cpu().numpy() for t in (out if isinstance(out, tuple | list) else (out,))]
         got = run(x)
-        if got.shape != expected.shape:
+        try:
+            found = task.compare(expected, got[: len(expected)])
+        except ValueError as exc:
             raise ExportError(
-                f"ONNX Runtime ({used}) returned logits of shape {list(got.shape)} for {label} "
-                f"(batch {x.shape[0]}), PyTorch {list(expected.shape)}; the export is wrong"
-            )
-        diff = float(np.max(np.abs(got.astype(np.float64) - expected))) if got.size else 0.0
+                f"ONNX Runtime ({used}) gives other outputs than PyTorch for {label} (batch {x.shape[0]}): {exc}; "
+                "the export is wrong"
+            ) from None
+        diff = found["max_abs_diff"]
         check = {
             "input": label,
             "batch": int(x.shape[0]),
             "max_abs_diff": diff,
-            "max_abs_logit": float(np.max(np.abs(expected))) if expected.size else 0.0,
-            "argmax_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))) if got.size else 1.0,
+            "max_abs_logit": found["max_abs_value"],
+            "argmax_agreement": found["agreement"],
         }
         # fp32 rounding grows with the size of the logits: on top of the absolute tolerance allow one
         # part in a million of the largest logit (negligible for logits of a trained model, ~10).
-        allowed = tolerance + PARITY_RELATIVE * float(np.max(np.abs(expected)) if expected.size else 0.0)
+        allowed = tolerance + PARITY_RELATIVE * found["max_abs_value"]
         check["allowed"] = allowed
         checks.append(check)
         if not diff < allowed:  # also catches NaN

@@ -46,6 +46,11 @@ class TrainedRun:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        """The exported graph's input: the space's, except for a detector, which resizes images itself and so
+        takes them at the size it was trained on."""
+        shape = self.metrics.get("dataset", {}).get("image_shape")
+        if self.space.task == "detection" and isinstance(shape, list) and len(shape) == 3:
+            return (int(shape[0]), int(shape[1]), int(shape[2]))
         return self.space.input_shape
 
 

@@ -23,6 +23,7 @@ from prunenas.cost import genotype_cost
 from prunenas.export.common import BATCH_DIM, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, SIDECAR_FORMAT, ExportError
 from prunenas.export.run import TrainedRun
 from prunenas.masks import prunable_layers, weight_of
+from prunenas.tasks import CLASSIFICATION, get_task
 
 _SPARSITY_NOTE = (
     "The zeros are stored as ordinary dense weights: ONNX Runtime runs these layers as dense convolutions, "
@@ -134,6 +135,7 @@ def _sidecar(
         dict(settings) if isinstance(settings, Mapping) else {"name": str(m.get("recipe"))} if m.get("recipe") else None
     )
     c, h, w = run.input_shape
+    task = get_task(run.space.task)
     return {
         "format": SIDECAR_FORMAT,
         "name": name,
@@ -171,19 +173,14 @@ def _sidecar(
         "classes": list(run.classes),
         "input": {
             "name": INPUT_NAME,
-            "shape": [BATCH_DIM, c, h, w],
+            "shape": [BATCH_DIM if task.dynamic_batch else 1, c, h, w],
             "dtype": "float32",
             "layout": "NCHW",
             "mean": list(run.mean),
             "std": list(run.std),
             "normalization": _NORMALIZATION,
         },
-        "output": {
-            "name": OUTPUT_NAME,
-            "shape": [BATCH_DIM, run.num_classes],
-            "dtype": "float32",
-            "meaning": "unnormalized class scores: argmax is the class, softmax gives probabilities",
-        },
+        **_outputs(run),
         "export": {
             "method": method["exporter"],
             "fallback_reason": method["fallback_reason"],
@@ -204,3 +201,13 @@ def _sidecar(
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
+
+
+def _outputs(run: TrainedRun) -> dict[str, Any]:
+    """model.json's description of the graph's outputs: "output" (a classifier's one), else "task" and "outputs"."""
+    task = get_task(run.space.task)
+    docs = task.output_doc(run.num_classes, BATCH_DIM)
+    if task.name == CLASSIFICATION:
+        assert docs[0]["name"] == OUTPUT_NAME
+        return {"output": docs[0]}
+    return {"task": task.name, "score": task.metric, "outputs": docs}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +62,36 @@ def _quiet_exporter() -> contextlib.AbstractContextManager[None]:
     return quiet_logs("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
 
 
-def _export_onnx(
-    model: nn.Module, path: Path, input_shape: tuple[int, int, int], opset: int = DEFAULT_OPSET
-) -> dict[str, Any]:
-    """Write `model` to `path` as one self-contained ONNX file with a dynamic batch axis, at `opset`.
+class _Skip(Exception):
+    """The dynamo exporter is not tried (a graph of one image per call)."""
 
-    The dynamo exporter first; the legacy TorchScript exporter only if dynamo fails or writes another
-    opset than `opset` (it cannot go below 18) (the reason is logged and returned). Returns
+
+def _export_onnx(
+    model: nn.Module,
+    path: Path,
+    input_shape: tuple[int, int, int],
+    opset: int = DEFAULT_OPSET,
+    *,
+    outputs: Sequence[str] = (OUTPUT_NAME,),
+    dynamic_batch: bool = True,
+) -> dict[str, Any]:
+    """Write `model` to `path` as one self-contained ONNX file with a dynamic batch axis (`dynamic_batch`; else
+    one image per call, and the first axis of each of the `outputs` dynamic: a detector's detections), at `opset`.
+
+    The dynamo exporter first (with a dynamic batch); the legacy TorchScript exporter only if dynamo fails or
+    writes another opset than `opset` (it cannot go below 18) (the reason is logged and returned). Returns
     {"exporter", "fallback_reason", "seconds"}.
     """
     model = model.eval()
-    example = (torch.randn(_EXAMPLE_BATCH, *input_shape),)
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+    example = (torch.randn(_EXAMPLE_BATCH if dynamic_batch else 1, *input_shape),)
+    names = {"input_names": [INPUT_NAME], "output_names": list(outputs)}
     t0 = time.perf_counter()
-    reason: str | None = None
+    reason: str | None = (
+        None if dynamic_batch else "one image per call: the legacy exporter keeps the model's own loops"
+    )
     try:
+        if not dynamic_batch:
+            raise _Skip
         with _quiet_exporter():
             torch.onnx.export(
                 model,
@@ -93,6 +108,8 @@ def _export_onnx(
         if written != opset:
             raise ExportError(f"the dynamo exporter wrote opset {written}, not the requested {opset}")
         return {"exporter": "dynamo", "fallback_reason": None, "seconds": time.perf_counter() - t0}
+    except _Skip:
+        pass
     except Exception as exc:
         reason = exception_line(exc, 300)
         log.warning("dynamo ONNX export failed (%s); falling back to the legacy TorchScript exporter", reason)
@@ -107,7 +124,11 @@ def _export_onnx(
                 str(path),
                 dynamo=False,
                 opset_version=opset,
-                dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+                dynamic_axes=(
+                    {INPUT_NAME: {0: BATCH_DIM}, **{o: {0: BATCH_DIM} for o in outputs}}
+                    if dynamic_batch
+                    else {o: {0: f"{o}_count"} for o in outputs}
+                ),
                 do_constant_folding=True,
                 **names,  # type: ignore[arg-type]
             )
@@ -118,7 +139,9 @@ def _export_onnx(
     return {"exporter": "legacy", "fallback_reason": reason, "seconds": time.perf_counter() - t0}
 
 
-def _verify_onnx_file(path: Path, metadata_props: Mapping[str, str], opset: int | None = None) -> dict[str, Any]:
+def _verify_onnx_file(
+    path: Path, metadata_props: Mapping[str, str], opset: int | None = None, dynamic_batch: bool = True
+) -> dict[str, Any]:
     """Check there is no side file, stamp metadata, run the full checker (and that the file is at
     `opset`, when given); return graph facts."""
     import onnx
@@ -145,7 +168,7 @@ def _verify_onnx_file(path: Path, metadata_props: Mapping[str, str], opset: int 
     if inputs != [INPUT_NAME]:
         raise ExportError(f"the exported graph has inputs {inputs}; expected only {INPUT_NAME!r}")
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    if not dims or not dims[0].dim_param:
+    if dynamic_batch and (not dims or not dims[0].dim_param):
         raise ExportError("the exported graph has a fixed batch size; the batch axis must be dynamic")
     written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and written != opset:

@@ -33,6 +33,7 @@ from prunenas.proposers.runner import make_context, run_proposer
 from prunenas.recipes import make_recipe
 from prunenas.search.config import SearchConfig
 from prunenas.spaces.base import Space
+from prunenas.tasks import get_task
 from prunenas.train import CHECKPOINT, EpochMetrics, StopTraining, TrainResult, run_id, run_identity, train
 
 #: Metrics recorded for every trial whatever the objectives (the tables and plots use them).
@@ -283,6 +284,8 @@ class Objective:
         result, cached = self.train(trial, genotype)
         trial.set_user_attr("cached", cached)
         trial.set_user_attr("evaluator", self.evaluator.name)
+        if self.space.task != "classification":  # what val_acc holds: the task's score (val_miou, val_map)
+            trial.set_user_attr("score", get_task(self.space.task).metric)
         trial.set_user_attr("eval_time_s", result.wall_time_s)
         if cached:
             self._note_duplicate(trial, genotype)

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -103,13 +104,41 @@ class Task(ABC):
         """(mean loss or None where eval mode gives none, the task's score) of `model` over one pass."""
 
     # -- export -------------------------------------------------------------------------------------------------
-    def output_names(self, out: Any) -> list[str]:
-        """Names of the exported graph's outputs, in the order `flat_outputs` gives them."""
-        return ["logits"]
+    #: Names of the exported graph's outputs (in the order `export_view` returns them).
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    #: Whether the exported graph takes any batch size (False: one image per call, as torchvision's detectors).
+    dynamic_batch: ClassVar[bool] = True
 
-    def flat_outputs(self, out: Any) -> list[torch.Tensor]:
-        """The model's output as the list of tensors an ONNX graph returns."""
-        return [out] if isinstance(out, torch.Tensor) else list(out)
+    def output_doc(self, num_classes: int, batch: str) -> list[dict[str, Any]]:
+        """The exported graph's outputs for model.json: name, shape (names for dynamic dims), dtype, meaning."""
+        return [{"name": "logits", "shape": [batch, num_classes], "dtype": "float32",
+                 "meaning": "unnormalized class scores: argmax is the class, softmax gives probabilities"}]  # fmt: skip
+
+    def export_view(self, model: nn.Module) -> nn.Module:
+        """The module exported to ONNX: `model` itself, or a view of it whose forward returns the tensors of
+        `output_names` (no dicts or lists of dicts)."""
+        return model
+
+    def compare(self, expected: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> dict[str, float]:
+        """How the exported graph's outputs `got` differ from PyTorch's `expected` for one input: {"max_abs_diff",
+        "max_abs_value", "agreement"} (agreement: the fraction of equal decisions, e.g. top-1 classes). Raises
+        ValueError, saying what differs, when their shapes cannot be compared."""
+        diff, top, agree = 0.0, 0.0, 1.0
+        for name, e, g in zip(self.output_names, expected, got, strict=True):
+            if g.shape != e.shape:
+                raise ValueError(f"output {name!r} has shape {list(g.shape)}, PyTorch's {list(e.shape)}")
+            if e.size:
+                diff = max(diff, float(np.max(np.abs(g.astype(np.float64) - e))))
+                top = max(top, float(np.max(np.abs(e))))
+                agree = min(agree, float(np.mean(g.argmax(1) == e.argmax(1))))
+        return {"max_abs_diff": diff, "max_abs_value": top, "agreement": agree}
+
+    def score_outputs(self, outputs: Sequence[Sequence[np.ndarray]], split: ImageSet, num_classes: int) -> float:
+        """The task's score on `split` from an exported graph's outputs, one list of output arrays per batch of
+        the split's images in order (`prunenas evaluate`)."""
+        labels = split.labels.numpy()
+        logits = np.concatenate([o[0] for o in outputs]) if outputs else np.zeros((0, num_classes))
+        return float(np.mean(logits.argmax(1) == labels)) if len(labels) else float("nan")
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "metric": self.metric, "metric_label": self.metric_label,

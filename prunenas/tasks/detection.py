@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,9 +28,6 @@ from prunenas.errors import PrunenasError
 from prunenas.tasks.base import Batches, Task, TraceForward
 from prunenas.tasks.batches import DenseBatches
 from prunenas.tasks.segmentation import outside_backbone
-
-ZERO = (0.0, 0.0, 0.0)
-ONE = (1.0, 1.0, 1.0)
 
 
 def targets_of(y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -152,9 +150,9 @@ class Detection(Task):
         mean: Sequence[float], std: Sequence[float], seed: int, channels_last: bool, flip: bool, drop_last: bool,
         out_size: int, crop: str, shard: tuple[int, int],
     ) -> Batches:  # fmt: skip
-        # 0..1 images: a torchvision detector normalizes them itself (its transform's image_mean/std)
+        # a detection dataset's mean and std are 0 and 1 (prunenas.data): a torchvision detector takes 0..1 images
         return DenseBatches(
-            split, batch_size=batch_size, device=device, mean=ZERO, std=ONE, augment=train and augment, shuffle=train,
+            split, batch_size=batch_size, device=device, mean=mean, std=std, augment=train and augment, shuffle=train,
             drop_last=train and drop_last, seed=seed, flip=flip, channels_last=channels_last,
             shard=shard if train else (0, 1),
         )  # fmt: skip
@@ -179,9 +177,55 @@ class Detection(Task):
         model.train(was_training)
         return None, coco_map(gts, preds, num_classes)
 
-    def output_names(self, out: Any) -> list[str]:
-        return ["boxes", "labels", "scores"]
+    output_names: ClassVar[tuple[str, ...]] = ("boxes", "labels", "scores")
+    dynamic_batch: ClassVar[bool] = False
 
-    def flat_outputs(self, out: Any) -> list[torch.Tensor]:
-        first = out[0]
-        return [first["boxes"], first["labels"], first["scores"]]
+    def output_doc(self, num_classes: int, batch: str) -> list[dict[str, Any]]:
+        inside = ("one image (batch 1) in 0..1; resize, normalization, box decoding, score threshold, NMS and "
+                  "top-k run inside the graph")  # fmt: skip
+        return [
+            {"name": "boxes", "shape": ["boxes_count", 4], "dtype": "float32",
+             "meaning": f"x1, y1, x2, y2 in input pixels ({inside})"},
+            {"name": "labels", "shape": ["labels_count"], "dtype": "int64",
+             "meaning": f"class ids 1..{num_classes - 1} (0 is the background)"},
+            {"name": "scores", "shape": ["scores_count"], "dtype": "float32", "meaning": "confidence, descending"},
+        ]  # fmt: skip
+
+    def export_view(self, model: nn.Module) -> nn.Module:
+        return OneImage(model)
+
+    def compare(self, expected: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> dict[str, float]:
+        """Detections of the same input: the same number, the same scores once sorted (the network and its
+        score post-processing agree), and the fraction of PyTorch's detections that the graph gives too (same
+        label, box within the tolerance of the scores): below 1 only where equal scores tie at a cut-off."""
+        boxes_e, labels_e, scores_e = expected
+        boxes_g, labels_g, scores_g = got
+        if len(scores_g) != len(scores_e):
+            raise ValueError(f"{len(scores_g)} detections, PyTorch {len(scores_e)}")
+        if not len(scores_e):
+            return {"max_abs_diff": 0.0, "max_abs_value": 0.0, "agreement": 1.0}
+        diff = float(np.max(np.abs(np.sort(scores_g).astype(np.float64) - np.sort(scores_e))))
+        far = np.abs(boxes_g[:, None, :].astype(np.float64) - boxes_e[None, :, :]).max(-1)  # (graph, torch)
+        same = (far <= 1e-3 * (1.0 + np.abs(boxes_e).max())) & (labels_g[:, None] == labels_e[None, :])
+        agree = float(same.any(1).mean())
+        return {"max_abs_diff": diff, "max_abs_value": float(np.max(np.abs(scores_e))), "agreement": agree}
+
+    def score_outputs(self, outputs: Sequence[Sequence[np.ndarray]], split: ImageSet, num_classes: int) -> float:
+        assert split.boxes is not None
+        preds = [{"boxes": torch.from_numpy(o[0]), "labels": torch.from_numpy(o[1]), "scores": torch.from_numpy(o[2])}
+                 for o in outputs]  # fmt: skip
+        return coco_map(list(split.boxes[: len(preds)]), preds, num_classes)
+
+
+class OneImage(nn.Module):
+    """A detector as an exported graph: one (1, 3, H, W) image in 0..1 -> its boxes (x1, y1, x2, y2 pixels),
+    labels and scores; the model's resize and normalization and its post-processing (box decoding,
+    score threshold, NMS, top-k) are inside the graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(list(x))[0]
+        return out["boxes"], out["labels"], out["scores"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -123,8 +124,37 @@ class Segmentation(Task):
             return float("nan"), float("nan")
         return float(loss_sum) / count, mean_iou(matrix)
 
-    def output_names(self, out: Any) -> list[str]:
-        return list(out) if isinstance(out, dict) else ["out"]
+    output_names: ClassVar[tuple[str, ...]] = ("out",)
 
-    def flat_outputs(self, out: Any) -> list[torch.Tensor]:
-        return list(out.values()) if isinstance(out, dict) else [out]
+    def output_doc(self, num_classes: int, batch: str) -> list[dict[str, Any]]:
+        return [{"name": "out", "shape": [batch, num_classes, "height", "width"], "dtype": "float32",
+                 "meaning": "unnormalized per-pixel class scores at the input's size: argmax over axis 1 is the "
+                 "class map (the auxiliary head, a training aid, is not exported)"}]  # fmt: skip
+
+    def export_view(self, model: nn.Module) -> nn.Module:
+        return MainOutput(model)
+
+    def compare(self, expected: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> dict[str, float]:
+        return super().compare(expected, got)  # per-pixel scores: elementwise, agreement of per-pixel classes
+
+    def score_outputs(self, outputs: Sequence[Sequence[np.ndarray]], split: ImageSet, num_classes: int) -> float:
+        assert split.masks is not None
+        matrix = torch.zeros((num_classes, num_classes), dtype=torch.long)
+        start = 0
+        for out in outputs:
+            pred = torch.from_numpy(out[0]).argmax(1)
+            target = split.masks[start : start + len(pred)].long()
+            matrix += confusion(pred, target, num_classes)
+            start += len(pred)
+        return mean_iou(matrix)
+
+
+class MainOutput(nn.Module):
+    """A segmentation model that returns its main per-pixel scores alone (the auxiliary head serves training)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _main(self.model(x))
