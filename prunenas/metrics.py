@@ -161,15 +161,6 @@ class ValMeanIoU(ValAccuracy):
 
     name = "val_miou"
     label = "validation mean IoU"
-    task: ClassVar[str] = "segmentation"
-
-    def measure(self, ctx: MetricContext) -> float:
-        if getattr(ctx.space, "task", "classification") != self.task:
-            raise ConfigError(
-                f"--objectives {self.name} scores {self.task} runs; space {ctx.space.name!r} is a "
-                f"{getattr(ctx.space, 'task', 'classification')} space: use that task's score"
-            )
-        return super().measure(ctx)
 
 
 class ValMAP(ValMeanIoU):
@@ -177,7 +168,6 @@ class ValMAP(ValMeanIoU):
 
     name = "val_map"
     label = "validation mAP@[.5:.95]"
-    task: ClassVar[str] = "detection"
 
 
 class _CostMetric(Metric):

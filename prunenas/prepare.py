@@ -37,14 +37,26 @@ def load_data(cfg: DataConfig, seed: int) -> DatasetSplits:
 
 
 def fit_to_data(
-    space: Space, genotype: Genotype | None = None, *, quiet: bool = False, image_size: int | None = None
+    space: Space,
+    genotype: Genotype | None = None,
+    *,
+    quiet: bool = False,
+    image_size: int | None = None,
+    dataset: str | None = None,
 ) -> tuple[Space, Genotype | None]:
     """A traced space named by its factory at the pixel size the model sees (`image_size`, default the
     decoded size 32), the genotype moved over with its genes unchanged, with a notice; any other space
-    unchanged (a note when it counts MACs at another size)."""
+    unchanged (a note when it counts MACs at another size). A detector stays at its own size (it resizes its
+    input itself). With `dataset`, a space of another task than the dataset's is refused (one line naming both
+    flags)."""
     from prunenas.data import DEFAULT_IMAGE_SIZE
     from prunenas.spaces.registry import space_for_image_size
+    from prunenas.tasks import check_pairing
 
+    if dataset is not None:
+        check_pairing(space, dataset)
+    if space.task == "detection":
+        return space, genotype
     size = image_size or DEFAULT_IMAGE_SIZE
     fitted = space_for_image_size(space, size)
     if fitted is space:

@@ -120,6 +120,9 @@ def cmd_spaces_show(args: argparse.Namespace) -> int:
     info = space.describe()
     cost = genotype_cost(space, space.reference())
     info["reference_macs"], info["reference_params"] = cost.macs, cost.params
+    figures = space.published_figures() if hasattr(space, "published_figures") else None
+    if figures:
+        info["torchvision_figures"] = figures
     info["shipped_genotypes"] = {
         name: str(path) for name, path in shipped_genotypes().items() if Genotype.load(path).space == space.name
     }
@@ -130,8 +133,15 @@ def cmd_spaces_show(args: argparse.Namespace) -> int:
     print(f"reference: {human(cost.macs)} MACs, {human(cost.params)} params; defined in {space.source}")
     rows = [[g.name, g.kind, g.bounds_text(), g.reference, g.description] for g in space.genes]
     print(format_table(rows, ["gene", "type", "range", "reference", "what"], "lllrl"))
-    if info.get("output_layer"):
+    if info.get("heads"):
+        heads = info["heads"]
+        shown = ", ".join(heads[:6]) + (f", ... ({len(heads)} layers)" if len(heads) > 6 else "")
+        print(f"task: {info['task']}; heads (fixed, never genes; their input widths follow the genes): {shown}")
+    elif info.get("output_layer"):
         print(f"output layer (never pruned): {info['output_layer']}")
+    published = info.get("torchvision_figures")
+    if published:
+        print(published["line"])
     fixed = info.get("fixed_groups") or {}
     if fixed:
         print(f"fixed groups ({len(fixed)}, not searchable):")
@@ -171,7 +181,7 @@ def run_training(args: argparse.Namespace, space: Any, genotype: Any, root: str)
     from prunenas.train import CHECKPOINT, CURVE, METRICS, load_model_state, load_teacher, train
 
     data_cfg = data_config(args)
-    space, genotype = fit_to_data(space, genotype, image_size=data_cfg.image_size)
+    space, genotype = fit_to_data(space, genotype, image_size=data_cfg.image_size, dataset=data_cfg.dataset)
     settings = run_settings(args)
     recipe = recipe_from_args(args, space, genotype)
     teacher_arg = getattr(args, "teacher", None)
@@ -321,7 +331,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     data = None
     if needs_data or args.dataset:
         data_cfg = data_config(args, dataset=args.dataset or "cifar10")
-        space, _ = fit_to_data(space, image_size=data_cfg.image_size)
+        space, _ = fit_to_data(space, image_size=data_cfg.image_size, dataset=data_cfg.dataset)
         data = load_data(data_cfg, settings.seed)
     else:  # no data is loaded: data flags would be dropped without a word
         refuse_unused_data_flags(args, f"proposer {proposer.name!r} uses no data and no --dataset was given")

@@ -128,7 +128,7 @@ def cmd_rethink(args: argparse.Namespace) -> int:
         space, genotype = load_genotype(args.genotype, args.space)
     else:
         space, genotype = get_space(args.space), None
-    space, genotype = fit_to_data(space, genotype, image_size=data_cfg.image_size)
+    space, genotype = fit_to_data(space, genotype, image_size=data_cfg.image_size, dataset=data_cfg.dataset)
     config = RethinkConfig(
         space=space,
         dataset=data_cfg.dataset,
@@ -228,7 +228,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         ],
         ["parity checks", checks],
         ["MACs / params", f"{human(s['macs'])} / {human(s['params'])}"],
-        ["val / test accuracy", f"{pct(acc['val_acc'])} / {pct(acc['test_acc'])}"],
+        [f"val / test {score_label(s.get('task'))}", f"{pct(acc['val_acc'])} / {pct(acc['test_acc'])}"],
     ]
     if parity["real_inputs_skipped"]:
         rows.append(["note", parity["real_inputs_skipped"]])
@@ -287,6 +287,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def score_label(task: object) -> str:
+    """What a run's val_acc/test_acc hold, by the task a model.json or evaluation names (none: classification)."""
+    from prunenas.tasks import CLASSIFICATION, get_task
+
+    return get_task(task if isinstance(task, str) else CLASSIFICATION).metric_label
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from prunenas.export import evaluate_onnx
 
@@ -297,7 +304,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print_json(r)
         return 0
     where = r["provider"] if r["provider"].startswith(r["runtime"]) else f"{r['runtime']} {r['provider']}"
-    score = {"val_miou": "mean IoU", "val_map": "mAP@[.5:.95]"}.get(r.get("score", ""), "accuracy")
+    score = score_label(r.get("task"))
     counted = f"({r['correct']}/{r['images']})" if score == "accuracy" else f"({r['images']} images)"
     line = (
         f"{r['dataset']} test {score} {100 * r['accuracy']:.2f}% {counted} with {where} "

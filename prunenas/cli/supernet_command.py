@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if why_not:
         raise PrunenasError(f"prunenas supernet cannot train --space {space.name}: {why_not}")
     data_cfg = data_config(args)
-    space, _ = fit_to_data(space, None, image_size=data_cfg.image_size)
+    space, _ = fit_to_data(space, None, image_size=data_cfg.image_size, dataset=data_cfg.dataset)
     settings = run_settings(args)
     recipe = make_recipe("proxy", space.recipe, overrides={**recipe_overrides(args), "epochs": options.epochs})
     data = load_data(data_cfg, settings.seed)

@@ -134,6 +134,10 @@ def _move_into_place(staging: Path, dest: Path, files: Sequence[str], out_flag: 
         ) from None
 
 
+#: Real test images of the parity check of a graph that takes one image per call (a detector).
+SINGLE_IMAGE_PARITY = 16
+
+
 def export_run(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -214,8 +218,8 @@ def export_run(
         }
         graph = _verify_onnx_file(onnx_path, stamp, opset, dynamic_batch=task.dynamic_batch)
         inputs = _random_inputs(run.input_shape, PARITY_BATCHES if task.dynamic_batch else (1,))
-        if real is not None:
-            inputs.append(real)
+        if real is not None:  # a graph of one image per call is run on the first few, one by one
+            inputs.append(real if task.dynamic_batch else (real[0], real[1][:SINGLE_IMAGE_PARITY]))
         else:
             log.warning("real-input parity check skipped: %s", skipped)
         # Compare against the original (masked) model, not the folded copy: the fold is checked too.

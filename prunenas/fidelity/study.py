@@ -311,7 +311,7 @@ def run_fidelity(
     trained = settings.reference is not None or settings.pretrain_epochs is not None
     if settings.proposers:
         checked_proposers(space, settings.proposers, trained)
-    space, _ = fit_to_data(space, image_size=data_cfg.image_size)
+    space, _ = fit_to_data(space, image_size=data_cfg.image_size, dataset=data_cfg.dataset)
     for j in judged:
         why = j.evaluator.serves(space)
         if why:

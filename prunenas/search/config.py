@@ -35,7 +35,7 @@ from prunenas.search.settings import (
     default_study_name,
     typed_limit,
 )
-from prunenas.tasks import get_task, task_for_dataset
+from prunenas.tasks import all_tasks, get_task, task_for_dataset
 
 __all__ = [  # the settings' names stay importable from here, where the search's configuration is
     "BUDGETS", "DEFAULT_OBJECTIVES", "FINAL_RECIPES", "MODES", "PRUNERS", "SAMPLERS", "Budget", "SearchConfig",
@@ -204,6 +204,17 @@ class SearchConfig(Config):
     def min_limits(self) -> tuple[Limit, ...]:
         return self.search.floors()
 
+    def check_scores(self) -> None:
+        """Refuse an objective or limit that is another task's score (val_map on a segmentation dataset)."""
+        scores = {t.metric: t for t in all_tasks().values()}
+        for name in _measured_by(self.search, self.score):
+            if name in scores and name != self.score:
+                raise ConfigError(
+                    f"--objectives/--max/--min name {name}, the score of {scores[name].name} runs, but --dataset "
+                    f"{self.data.dataset} poses a {task_for_dataset(self.data.dataset)} task, scored by {self.score}; "
+                    f"use {self.score}"
+                )
+
     @property
     def score(self) -> str:
         """The metric of the dataset's task (val_acc, val_miou, val_map): the default accuracy objective."""
@@ -301,7 +312,7 @@ def prepare_search(
     from prunenas.spaces import get_space  # the spaces load torch: not at the command line's start-up
 
     named = get_space(space) if isinstance(space, str) else space
-    fitted, _ = fit_to_data(named, image_size=data.image_size, quiet=quiet)
+    fitted, _ = fit_to_data(named, image_size=data.image_size, quiet=quiet, dataset=data.dataset)
     if search.min_density != type(search).min_density and fitted.kind != "density":
         raise ConfigError(
             f"--min-density {search.min_density:g} does not apply to --space {fitted.name} (a {fitted.kind} space: "
@@ -314,4 +325,5 @@ def prepare_search(
         metrics=dict(metrics or {}), evaluators=dict(evaluators or {}),
         data=data.replace(train_subset=search.resolved_budget(data.train_subset).train_subset), run=run,
     )  # fmt: skip
+    config.check_scores()
     return config, fitted

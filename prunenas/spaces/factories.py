@@ -73,6 +73,25 @@ def torchvision_tasks() -> dict[str, str]:
     return found
 
 
+def torchvision_figures(spec: str) -> dict[str, Any] | None:
+    """torchvision's published cost of a factory's model: the first weights' meta `_ops` (GFLOPS, counted as
+    multiply-adds) and `num_params`, with the weights' name and class count; None when there are none."""
+    source, _, name = spec.partition(":")
+    if source != "torchvision" or name not in torchvision_tasks():
+        return None
+    from torchvision import models
+
+    try:
+        weights = list(models.get_model_weights(name))
+    except (ValueError, KeyError):
+        return None
+    meta = weights[0].meta if weights else {}
+    if "_ops" not in meta:
+        return None
+    return {"weights": str(weights[0]), "gmacs": float(meta["_ops"]), "params": int(meta["num_params"]),
+            "classes": len(meta.get("categories") or ())}  # fmt: skip
+
+
 def factory_task(spec: str) -> str | None:
     """The task a factory's model solves when its name tells (torchvision's), else None (found from its output)."""
     source, _, name = spec.partition(":")
@@ -243,6 +262,8 @@ def make_model(spec: str, num_classes: int, kwargs: Mapping[str, Any] | None = N
                 defaults = _TORCHVISION_DEFAULTS.get(name, {})
                 if torchvision_tasks().get(name) != "classification":  # nothing pretrained: nothing downloads
                     defaults = {"weights_backbone": None}
+                if name.startswith(("fcn_", "deeplabv3_")):  # the auxiliary head of torchvision's weights and recipe
+                    defaults["aux_loss"] = True
                 model = models.get_model(name, weights=None, num_classes=num_classes, **{**defaults, **kw})
             elif source == "timm":
                 model = _timm().create_model(name, pretrained=False, num_classes=num_classes, **kw)

@@ -40,8 +40,10 @@ from prunenas.space_files import (
     record_origin,
 )
 from prunenas.spaces.base import Space
+from prunenas.spaces.factories import factory_task, torchvision_figures
 from prunenas.spaces.origins import check_factory, differences, origin_of, recorded_origin, settings_of, short_sha
 from prunenas.spaces.traced import DEFAULT_INPUT_SIZE, FactoryName, TracedSpace, is_factory_name
+from prunenas.tasks import get_task
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -366,9 +368,18 @@ def _space_from_name(name: str) -> Space:
             name, {"base": base}, description=f"{base} with one density per conv/linear layer", source="model factory"
         )
     source = parsed.factory.partition(":")[0]
-    config = {
+    task = factory_task(parsed.factory)
+    published = torchvision_figures(parsed.factory) if task not in (None, "classification") else None
+    config: dict[str, Any] = {
         "factory": parsed.factory,
-        "input_size": size,
-        "num_classes": 1000 if source in ("torchvision", "timm") else 10,
+        # a segmentation or detection model: the class count of torchvision's weights (21 VOC, 91 COCO)
+        "num_classes": published["classes"] if published else 1000 if source in ("torchvision", "timm") else 10,
     }
-    return families()["traced"](name, config, description=f"{parsed.factory} at {size}x{size}", source="model factory")
+    if parsed.size or task != "detection":  # a detector without @SIZE keeps its transform's own size
+        config["input_size"] = parsed.size or (
+            get_task("segmentation").default_input_size if task == "segmentation" else size
+        )
+    built = families()["traced"](name, config, description="", source="model factory")
+    side = built.input_shape[1]
+    built.description = f"{parsed.factory} at {side}x{side}"
+    return built

@@ -45,7 +45,7 @@ from prunenas.errors import SpaceError, first_line
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.spaces.base import Gene, Space, SpaceKind
 from prunenas.spaces.cache import derived_key, entry_path, load, store
-from prunenas.spaces.factories import factory_source, factory_task, make_model, user_code
+from prunenas.spaces.factories import factory_source, factory_task, make_model, torchvision_figures, user_code
 from prunenas.spaces.traced_model import (
     MAX_GROUP_ENTRIES_ENV,
     LayerFacts,
@@ -140,6 +140,7 @@ class TracedSpace(Space):
             raise SpaceError(f"space {self.name!r}: unknown task {task!r}; valid: {', '.join(sorted(all_tasks()))}")
         self.task = str(task)
         self.task_of = get_task(self.task)
+        self.recipe = {**self.task_of.recipe, **self.recipe}  # the task's defaults under the space's own
         size = cfg.get("input_size")
         self.sized = size is not None  # a detector's transform is set to it (else the model's own size counts)
         if size is not None:
@@ -453,6 +454,44 @@ class TracedSpace(Space):
     def gene_splits(self, gene: str) -> int:
         group = self.groups.get(gene)
         return group.splits if group is not None else 1
+
+    def published_figures(self) -> dict[str, Any] | None:
+        """This space beside torchvision's published cost of its model (weights meta `_ops`, `num_params`): the
+        reference counted at the weights' class count, when the space's input is the size the figure is for;
+        with a "line" to print. None for a classifier or a model without published figures."""
+        from prunenas.cost import genotype_cost
+
+        figures = torchvision_figures(self.factory)
+        if figures is None or self.task == CLASSIFICATION:
+            return None
+        own = self.task_of.input_size(self._built()) or self.task_of.default_input_size
+        name = f"{self.factory} ({figures['weights']}, {figures['classes']} classes)"
+        if self.input_shape[1:] != (own, own):
+            figures["line"] = (
+                f"torchvision's figure for {name}: {figures['gmacs']:.3f} GMACs at {own} px; this space runs at "
+                f"{self.input_shape[1]} px (compare at {self.factory}@{own})"
+            )
+            return figures
+        cost = genotype_cost(self, self.reference(), num_classes=figures["classes"])
+        figures.update(size=own, counted_gmacs=cost.macs / 1e9, counted_params=cost.params)
+        figures["ratio"] = cost.macs / 1e9 / figures["gmacs"]
+        line = (
+            f"torchvision's figure for {name} at {own} px: {figures['gmacs']:.3f} GMACs, "
+            f"{figures['params'] / 1e6:.2f}M params; counted here: {cost.macs / 1e9:.3f} GMACs "
+            f"({figures['ratio']:.3f}x), {cost.params / 1e6:.2f}M params"
+        )
+        model = self.fresh_model(figures["classes"])
+        if hasattr(model, "roi_heads"):  # two-stage: the RoI head runs once per proposal
+            roi = sum(v for k, v in fvcore_macs_by_layer(model, self.input_shape).items() if k.startswith("roi_heads."))
+            figures["roi_heads_gmacs"] = roi / 1e9
+            figures["without_roi_heads_ratio"] = (cost.macs - roi) / 1e9 / figures["gmacs"]
+            line += (
+                f"; {roi / 1e9:.3f} GMACs of it in the RoI heads, which run once per proposal (those of a blank input "
+                f"here) and which torchvision's figure leaves out: {figures['without_roi_heads_ratio']:.3f}x without "
+                "them"
+            )
+        figures["line"] = line
+        return figures
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

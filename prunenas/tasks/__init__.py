@@ -62,15 +62,19 @@ def trace_forward_for(model: nn.Module) -> TraceForward | None:
     return None
 
 
-def paired_task(space: Any, data: Any) -> Task:
-    """The task of a run of `space` (a Space) on `data` (DatasetSplits); a PrunenasError naming the flags when the
-    space's models solve another task than the dataset poses."""
-    want, got = getattr(space, "task", CLASSIFICATION), getattr(data, "task", CLASSIFICATION)
+def check_pairing(space: Any, dataset: str, task: str | None = None) -> Task:
+    """The task of a run of `space` (a Space) on `dataset` (posing `task`, default the one its name says); a
+    PrunenasError naming both flags when the space's models solve another task than the dataset poses."""
+    want, got = getattr(space, "task", CLASSIFICATION), task or task_for_dataset(dataset)
     if want != got:
-        task = get_task(want)
-        fits = ", ".join(task.datasets) or f"a {want} dataset"
+        fits = ", ".join(get_task(want).datasets) or f"a {want} dataset"
         raise PrunenasError(
-            f"--space {space.name} is a {want} space but --dataset {data.name} is a {got} dataset; pass a {want} "
+            f"--space {space.name} is a {want} space but --dataset {dataset} is a {got} dataset; pass a {want} "
             f"dataset ({fits}) or a {got} space"
         )
     return get_task(got)
+
+
+def paired_task(space: Any, data: Any) -> Task:
+    """`check_pairing` of a space and loaded splits (DatasetSplits)."""
+    return check_pairing(space, data.name, getattr(data, "task", CLASSIFICATION))

@@ -14,7 +14,7 @@ Built-ins live beside it (``classification``, ``segmentation``, ``detection``); 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -52,7 +52,9 @@ class Task(ABC):
     distills: ClassVar[bool] = False
     #: Whether the trainer may run it under bf16 autocast.
     autocast: ClassVar[bool] = True
-    #: Where the recipe defaults of this task come from (shown by `prunenas spaces show` and in notes).
+    #: Recipe settings a traced space of this task starts from (its TOML [recipe] and flags override them), and
+    #: where they come from.
+    recipe: ClassVar[Mapping[str, Any]] = {}
     recipe_note: ClassVar[str] = ""
     #: The input pixels of a space of this task when neither its name (@SIZE) nor its model says otherwise.
     default_input_size: ClassVar[int] = 224

@@ -8,7 +8,7 @@ confusion matrix of the whole split, averaged over the classes that occur in the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -65,9 +65,13 @@ class Segmentation(Task):
     metric_label: ClassVar[str] = "mean IoU"
     datasets: ClassVar[tuple[str, ...]] = ("shapes-seg", "voc-seg")
     default_input_size: ClassVar[int] = 520  # torchvision's evaluation size of its segmentation weights
+    recipe: ClassVar[Mapping[str, Any]] = {
+        "lr": 0.2, "batch_size": 32, "schedule": "cosine", "warmup_epochs": 0.5, "weight_decay": 1e-4,
+    }  # fmt: skip
     recipe_note: ClassVar[str] = (
-        "torchvision's segmentation reference (SGD momentum 0.9, weight decay 1e-4, poly-like decay by cosine here, "
-        "aux loss 0.5); lr and epochs scaled down for the proxy"
+        "torchvision's segmentation reference trains with SGD, momentum 0.9, weight decay 1e-4, a decaying lr and "
+        "the auxiliary loss at 0.5; from scratch on the shapes set here lr 0.2 with a short warm-up (half an epoch here) and cosine decay "
+        "learned where 0.01 and 0.05 did not (LRASPP at 64 px, 10 epochs: mean IoU 0.28 vs 0.19)"
     )
 
     def check_output(self, out: Any, num_classes: int, input_shape: Sequence[int]) -> str | None:

@@ -1,4 +1,4 @@
-"""Contract test suites for plugins: spaces, proposers, metrics and evaluators, shipped inside the package.
+"""Contract test suites for plugins: spaces, proposers, metrics, evaluators and tasks, shipped inside the package.
 
 Like Optuna's importable sampler tests, these are plain base classes (their names do not start with
 `Test`, so pytest never collects them on their own). A third-party package runs one against its own
@@ -34,7 +34,8 @@ fixtures it needs:
             return get_space("resnet20_channels")
 
 Required fixtures: `space` (every suite), `proposer_class` (ProposerContract), `metric`
-(MetricContract), `evaluator` (EvaluatorContract: an Evaluator instance). Optional fixtures, with their defaults:
+(MetricContract), `evaluator` (EvaluatorContract: an Evaluator instance), `task`, `data` and `model`
+(TaskContract: see prunenas.testing.tasks). Optional fixtures, with their defaults:
 
     ProposerContract.reference         None: a checkpoint (path) of the space's trained reference, from
                                        `prunenas pretrain`; without it, the target and determinism checks
@@ -441,3 +442,4 @@ class MetricContract:
 
 
 from prunenas.testing.evaluators import EvaluatorContract  # noqa: E402, F401  (it uses the helpers above)
+from prunenas.testing.tasks import TaskContract  # noqa: E402, F401
