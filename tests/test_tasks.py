@@ -224,3 +224,30 @@ def test_segmentation_graph_takes_any_batch_and_detection_one_image(tmp_path: Pa
             assert got[0].shape == (3, 4, 32, 32)
         else:
             assert got[0].shape[1:] == (4,) and got[1].dtype == np.int64
+
+
+# -- MACs against torchvision's published figures -----------------------------------------------------------------
+#: The listed models at their documented input sizes; all but one (30 s to 2 minutes each here)
+#: run under `-m slow`.
+LISTED = {
+    "lraspp_mobilenet_v3_large": False, "deeplabv3_mobilenet_v3_large": True, "fcn_resnet50": True,
+    "ssdlite320_mobilenet_v3_large": True, "fasterrcnn_mobilenet_v3_large_320_fpn": True,
+    "retinanet_resnet50_fpn": True, "fcos_resnet50_fpn": True,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "model", [pytest.param(m, marks=pytest.mark.slow) if slow else m for m, slow in LISTED.items()]
+)
+def test_listed_models_count_torchvisions_published_macs(model: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = cli(capsys, "spaces", "show", f"torchvision:{model}", "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    figures = info["torchvision_figures"]
+    assert info["task"] in ("segmentation", "detection") and info["heads"] and info["genes"]
+    assert not any(g["name"] in info["heads"] for g in info["genes"]), "a head is never a gene"
+    assert figures["size"] == info["input_shape"][-1]
+    # within 2% of torchvision's figure; a two-stage detector's RoI heads (per proposal) are left out of it
+    ratio = figures.get("without_roi_heads_ratio", figures["ratio"])
+    assert abs(ratio - 1) < 0.02, figures
+    assert "roi_heads_gmacs" in figures or figures["ratio"] == ratio

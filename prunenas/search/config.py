@@ -180,7 +180,7 @@ class SearchConfig(Config):
 
     @property
     def budget(self) -> Budget:
-        return self.search.resolved_budget(self.data.train_subset)
+        return self.search.resolved_budget(self.data.train_subset, task_for_dataset(self.data.dataset))
 
     @property
     def recipe_overrides(self) -> dict[str, Any]:
@@ -323,7 +323,10 @@ def prepare_search(
     config = SearchConfig(
         space=fitted.name, space_ref=ref, search=search, recipe=recipe or {},  # type: ignore[arg-type]
         metrics=dict(metrics or {}), evaluators=dict(evaluators or {}),
-        data=data.replace(train_subset=search.resolved_budget(data.train_subset).train_subset), run=run,
+        data=data.replace(
+            train_subset=search.resolved_budget(data.train_subset, task_for_dataset(data.dataset)).train_subset
+        ),
+        run=run,
     )  # fmt: skip
     config.check_scores()
     return config, fitted
