@@ -251,3 +251,19 @@ def test_listed_models_count_torchvisions_published_macs(model: str, capsys: pyt
     ratio = figures.get("without_roi_heads_ratio", figures["ratio"])
     assert abs(ratio - 1) < 0.02, figures
     assert "roi_heads_gmacs" in figures or figures["ratio"] == ratio
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_a_gradient_proposer_scores_backbone_groups_with_the_tasks_loss(
+    task: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    space, dataset, size = SMALL[task]
+    out = tmp_path / "g.json"
+    rc, _, err = cli(capsys, "propose", "--space", space, "--proposer", "taylor", "--macs-ratio", "0.6", "--dataset",
+                     dataset, "--image-size", str(size), "--train-subset", "16", "--val-size", "8",
+                     "--pretrain-epochs", "1", "-o", str(out))  # fmt: skip
+    assert rc == 0, err
+    genes = json.loads(out.read_text())["genes"]
+    heads = set(get_space(space).describe()["heads"])
+    assert genes and all(g.startswith("backbone.") and g not in heads for g in genes)
+    assert any(v < g.reference for g in get_space(space).genes for k, v in genes.items() if k == g.name)

@@ -102,6 +102,12 @@ def check_parity(
         allowed = tolerance + PARITY_RELATIVE * found["max_abs_value"]
         check["allowed"] = allowed
         checks.append(check)
+        if found["agreement"] < task.min_agreement:
+            raise ExportError(
+                f"ONNX Runtime ({used}) agrees with PyTorch on {100 * found['agreement']:.1f}% of the {task.name} "
+                f"outputs for {label} (at least {100 * task.min_agreement:.0f}% needed); the exported model is not the "
+                "trained one, so nothing was kept"
+            )
         if not diff < allowed:  # also catches NaN
             raise ExportError(
                 f"ONNX Runtime ({used}) disagrees with PyTorch on {label} (batch {x.shape[0]}): max |logit "

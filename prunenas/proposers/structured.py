@@ -27,19 +27,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from prunenas import recipes
 from prunenas import train as training  # the module: a test may replace its train()
 from prunenas.config import RunSettings
 from prunenas.cost import genotype_cost
-from prunenas.data import make_batches
 from prunenas.errors import PrunenasError
 from prunenas.proposers.base import Proposal, ProposalContext, Proposer, Target, TargetKind
 from prunenas.proposers.widths import Widths, global_widths, local_widths, snap_widths, solve_ratio
 from prunenas.spaces.base import Space
 from prunenas.surgery import Importance, channel_scores, get_importance
+from prunenas.tasks import CLASSIFICATION, get_task
 
 
 # -- scores through Torch-Pruning (prunenas.surgery) ----------------------------------------------------
@@ -66,9 +65,10 @@ def _batch(ctx: ProposalContext, size: int) -> tuple[torch.Tensor, torch.Tensor]
     n = len(ctx.data.train)
     idx = torch.randperm(n, generator=g)[: min(size, n)]
     part = ctx.data.train.take(idx)
-    batches = make_batches(
-        part, batch_size=len(part), device=ctx.device, mean=ctx.data.mean, std=ctx.data.std,
-        augment=False, shuffle=False, drop_last=False, out_size=ctx.data.image_shape[1],
+    batches = get_task(ctx.data.task).batches(
+        part, train=False, augment=False, batch_size=len(part), device=torch.device(ctx.device), mean=ctx.data.mean,
+        std=ctx.data.std, seed=ctx.seed, channels_last=False, flip=False, drop_last=False,
+        out_size=ctx.data.image_shape[1], crop="pad", shard=(0, 1),
     )  # fmt: skip
     return next(iter(batches.epoch(0)))
 
@@ -206,7 +206,10 @@ class CriterionProposer(_ChannelProposer):
             return
         x, y = _batch(ctx, int(self.settings["batch_size"]))
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        task = get_task(ctx.data.task if ctx.data is not None else CLASSIFICATION)
+        if task.name != CLASSIFICATION:
+            model.train()  # a detector computes its losses in train mode only
+        task.loss(model, x, y, 0.0)[0].backward()  # the task's loss (cross-entropy for a classifier)
 
     def scores(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:
         model = copy.deepcopy(ctx.model).to(ctx.device).eval()

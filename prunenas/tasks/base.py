@@ -110,6 +110,8 @@ class Task(ABC):
     output_names: ClassVar[tuple[str, ...]] = ("logits",)
     #: Whether the exported graph takes any batch size (False: one image per call, as torchvision's detectors).
     dynamic_batch: ClassVar[bool] = True
+    #: The least mean `agreement` (of `compare`) an export's parity check accepts per input (0: not checked).
+    min_agreement: ClassVar[float] = 0.0
 
     def output_doc(self, num_classes: int, batch: str) -> list[dict[str, Any]]:
         """The exported graph's outputs for model.json: name, shape (names for dynamic dims), dtype, meaning."""
