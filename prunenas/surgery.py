@@ -42,7 +42,7 @@ from prunenas.masking import fold_masks as fold_masks
 from prunenas.masking import magnitude_masks as magnitude_masks
 from prunenas.masking import masked_state as masked_state
 from prunenas.masking import shuffle_masks as shuffle_masks
-from prunenas.tasks import trace_forward_for
+from prunenas.tasks import output_classes, trace_forward_for
 
 if TYPE_CHECKING:
     from prunenas.genotype import Genotype
@@ -457,8 +457,7 @@ def inherit_channels(
         )
     model = copy.deepcopy(reference_model).to("cpu").eval()
     example = torch.zeros(1, *space.input_shape)
-    with torch.no_grad():
-        num_classes = int(model(example).shape[1])
+    num_classes = output_classes(model, example)
     if changed:
         graph = dependency_graph(model, example)
         modules = dict(model.named_modules())

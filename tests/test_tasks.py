@@ -267,3 +267,59 @@ def test_a_gradient_proposer_scores_backbone_groups_with_the_tasks_loss(
     heads = set(get_space(space).describe()["heads"])
     assert genes and all(g.startswith("backbone.") and g not in heads for g in genes)
     assert any(v < g.reference for g in get_space(space).genes for k, v in genes.items() if k == g.name)
+
+
+USER_SEGMENTER = """
+import torch.nn.functional as F
+from torch import nn
+
+
+def tiny_seg(num_classes=4):
+    class TinySeg(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            )
+            self.classifier = nn.Conv2d(32, num_classes, 1)
+
+        def forward(self, x):
+            return {"out": F.interpolate(self.classifier(self.backbone(x)), size=x.shape[-2:], mode="bilinear")}
+
+    return TinySeg()
+"""
+
+
+def test_a_users_segmentation_factory_is_a_space_told_by_its_output(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "myseg.py").write_text(USER_SEGMENTER)
+    space = "myseg.py:tiny_seg@32"
+    rc, out, err = cli(capsys, "spaces", "show", space, "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["task"] == "segmentation" and info["heads"] == ["classifier"]
+    assert [g["name"] for g in info["genes"]] == ["backbone.0", "backbone.3"]
+    rc, out, err = cli(capsys, "train", space, "--dataset", "shapes-seg", "--epochs", "1", "--train-subset", "32",
+                       "--val-size", "16", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert rc == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_acc"] <= 1.0
+    rc, out, err = cli(capsys, "export", str(tmp_path / "run"), "-o", str(tmp_path / "exp"))
+    assert rc == 0, err
+    sidecar = json.loads((tmp_path / "exp" / "model.json").read_text())
+    assert sidecar["task"] == "segmentation" and sidecar["parity"]["passed"]
+
+
+def test_rethink_runs_on_a_segmentation_space(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "myseg.py").write_text(USER_SEGMENTER)
+    rc, _, err = cli(capsys, "rethink", "--space", f"{tmp_path / 'myseg.py'}:tiny_seg@32", "--proposer", "l1",
+                       "--ratio", "0.5", "--dataset", "shapes-seg", "--train-subset", "32", "--val-size", "16",
+                       "--seeds", "1", "--epochs", "1", "--finetune-epochs", "1", "--out", str(tmp_path / "rt"),
+                       "--json")  # fmt: skip
+    assert rc == 0, err
+    assert (tmp_path / "rt" / "rethink.json").is_file()
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "rt").glob("*/metrics.json")]
+    assert len(runs) == 4 and all(0.0 <= r["test_acc"] <= 1.0 for r in runs)

@@ -135,7 +135,7 @@ class TracedSpace(Space):
         if not isinstance(kwargs, Mapping):
             raise SpaceError(f"space {self.name!r}: kwargs must be a table of factory arguments, got {kwargs!r}")
         self.kwargs: dict[str, Any] = dict(kwargs)
-        task = cfg.get("task", factory_task(factory) or CLASSIFICATION)
+        task = cfg.get("task") or factory_task(factory) or self._task_from_output(factory, cfg)
         if task not in all_tasks():
             raise SpaceError(f"space {self.name!r}: unknown task {task!r}; valid: {', '.join(sorted(all_tasks()))}")
         self.task = str(task)
@@ -167,6 +167,26 @@ class TracedSpace(Space):
 
     def example(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros(batch, *self.input_shape)
+
+    def _task_from_output(self, factory: str, cfg: Mapping[str, Any]) -> str:
+        """The task of a user's factory without a `task` setting, told by its model's eval output on zeros:
+        {"out": ...} is segmentation, a list of {"boxes", ...} detection, anything else classification."""
+        if factory.startswith(("torchvision:", "timm:")):
+            return CLASSIFICATION
+        size = cfg.get("input_size")
+        side = size if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096 else 224
+        with user_code(factory, "telling its task from its output", errors=False):
+            model = self._built().eval()
+            with torch.no_grad():
+                try:
+                    out = model(torch.zeros(1, 3, side, side))
+                except Exception:  # the space's own checks say what is wrong, with the size to use
+                    return CLASSIFICATION
+        if isinstance(out, Mapping) and "out" in out:
+            return "segmentation"
+        if isinstance(out, list | tuple) and out and isinstance(out[0], Mapping) and "boxes" in out[0]:
+            return "detection"
+        return CLASSIFICATION
 
     def _built(self) -> nn.Module:
         """A throwaway model of the factory (its own settings, e.g. a detector's input size, are read off it)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+import torch
 from torch import nn
 
 from prunenas.errors import PrunenasError
@@ -78,3 +79,23 @@ def check_pairing(space: Any, dataset: str, task: str | None = None) -> Task:
 def paired_task(space: Any, data: Any) -> Task:
     """`check_pairing` of a space and loaded splits (DatasetSplits)."""
     return check_pairing(space, data.name, getattr(data, "task", CLASSIFICATION))
+
+
+def output_classes(model: nn.Module, example: torch.Tensor) -> int:
+    """The number of classes `model` scores (eval mode on `example`): a classifier's logits, a segmenter's "out"
+    channels, a torchvision detector's class head (background included)."""
+    with torch.no_grad():
+        out = model(example)
+    if isinstance(out, torch.Tensor):
+        return int(out.shape[1])
+    if isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor):
+        return int(out["out"].shape[1])
+    head = getattr(getattr(model, "head", None), "classification_head", None)
+    for count in (getattr(head, "num_classes", None), getattr(head, "num_columns", None)):
+        if isinstance(count, int):
+            return count
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    score = getattr(predictor, "cls_score", None)
+    if isinstance(score, nn.Linear):
+        return int(score.out_features)
+    raise PrunenasError(f"cannot tell how many classes a {type(model).__name__} scores from its output")
