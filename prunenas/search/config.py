@@ -35,7 +35,6 @@ from prunenas.search.settings import (
     default_study_name,
     typed_limit,
 )
-from prunenas.tasks import all_tasks, get_task, task_for_dataset
 
 __all__ = [  # the settings' names stay importable from here, where the search's configuration is
     "BUDGETS", "DEFAULT_OBJECTIVES", "FINAL_RECIPES", "MODES", "PRUNERS", "SAMPLERS", "Budget", "SearchConfig",
@@ -180,6 +179,8 @@ class SearchConfig(Config):
 
     @property
     def budget(self) -> Budget:
+        from prunenas.tasks import task_for_dataset
+
         return self.search.resolved_budget(self.data.train_subset, task_for_dataset(self.data.dataset))
 
     @property
@@ -206,6 +207,8 @@ class SearchConfig(Config):
 
     def check_scores(self) -> None:
         """Refuse an objective or limit that is another task's score (val_map on a segmentation dataset)."""
+        from prunenas.tasks import all_tasks, task_for_dataset  # torch: not at the command line's start-up
+
         scores = {t.metric: t for t in all_tasks().values()}
         for name in _measured_by(self.search, self.score):
             if name in scores and name != self.score:
@@ -218,6 +221,8 @@ class SearchConfig(Config):
     @property
     def score(self) -> str:
         """The metric of the dataset's task (val_acc, val_miou, val_map): the default accuracy objective."""
+        from prunenas.tasks import get_task, task_for_dataset
+
         return get_task(task_for_dataset(self.data.dataset)).metric
 
     @property
@@ -310,6 +315,7 @@ def prepare_search(
     the data's image size (`prunenas.prepare.fit_to_data`), with its settings checked against the space; and
     the space it searches. How `prunenas search` and `prunenas.search_architectures` set a search up."""
     from prunenas.spaces import get_space  # the spaces load torch: not at the command line's start-up
+    from prunenas.tasks import task_for_dataset
 
     named = get_space(space) if isinstance(space, str) else space
     fitted, _ = fit_to_data(named, image_size=data.image_size, quiet=quiet, dataset=data.dataset)
