@@ -199,8 +199,10 @@ def test_smoke_search_exports_a_verified_winner(
     assert rc == 0, err
     result = json.loads(out)
     assert result["score"] == score and result["images"] == len(_data(task).test)
-    # the exported graph scores the test split as the trained model did (same images, same decisions)
-    assert result["accuracy"] == pytest.approx(sidecar["accuracy"]["test_acc"], abs=1e-6)
+    # the exported graph scores the test split as the trained model did: the same decisions for segmentation; for
+    # detection the same up to detections of equal score that tie at NMS or the top-k cut-off (see Detection.compare)
+    tolerance = 1e-6 if task == "segmentation" else 0.01
+    assert result["accuracy"] == pytest.approx(sidecar["accuracy"]["test_acc"], abs=tolerance)
 
 
 def test_segmentation_graph_takes_any_batch_and_detection_one_image(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ LABELS = {
     "invert": "invert",
 }
 REINIT_OFFSET = 1_000_003  # reinit's init seed = run seed + this (never the seed the proposer scored)
-_KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
+_KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "shapes-seg": 4, "shapes-det": 4}
 
 
 @dataclass(frozen=True)

@@ -226,8 +226,8 @@ class TracedSpace(Space):
     def _make_genes(self) -> list[Gene]:
         """The genes: from the derived-space cache when an entry for these settings, this factory source and
         these libraries exists, else derived (and stored). The user's code runs behind `user_code`."""
-        self._settings()
         try:
+            self._settings()  # a user's factory without a task setting runs here (its task told by its output)
             with user_code(self.factory, "tracing its model", errors=False):
                 source = factory_source(self.factory)
                 path = entry_path(self.slug, derived_key(self._derivation_settings(source), source))
