@@ -14,7 +14,7 @@ Smoke: `prunenas search --space S --dataset D --budget smoke` run as a user runs
 winner's validation and test score (the task's: mean IoU, mAP@[.5:.95]), the export's parity and the score of
 the exported graph on the test split.
 
-Writes benchmarks/results/<UTC date>-cpu-dense-tasks.json and .md (or --out PATH without suffix).
+Writes benchmarks/results/<UTC date>-cpu-dense-tasks[-macs|-smoke].json and .md (or --out PATH without suffix).
 """
 
 from __future__ import annotations
@@ -91,10 +91,10 @@ def smoke_rows() -> list[dict[str, Any]]:
             sidecar = json.loads(sidecar_path.read_text())
             evaluated = _prunenas("evaluate", str(sidecar_path.with_name("model.onnx")), "--json", cwd=folder)
             result = json.loads(evaluated.stdout) if evaluated.returncode == 0 else {"error": evaluated.stderr}
-            trials = summary.get("trials", {})
+            trials = summary.get("trials")
             row.update(
                 score=summary["objectives"][0]["name"],
-                trials=trials if isinstance(trials, dict) else len(trials),
+                trials=trials,
                 val=sidecar["accuracy"]["val_acc"], test=sidecar["accuracy"]["test_acc"],
                 train_images=sidecar["dataset"]["sizes"]["train"], exporter=sidecar["export"]["method"],
                 parity_max_abs_diff=sidecar["parity"]["max_abs_diff"],
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         payload["macs"] = macs_rows()
     if args.part in ("all", "smoke"):
         payload["smoke"] = smoke_rows()
-    stem = common.results_stem(args.out, "dense-tasks")
+    stem = common.results_stem(args.out, "dense-tasks" if args.part == "all" else f"dense-tasks-{args.part}")
     json_path, md_path = common.write_results(stem, payload, markdown(payload))
     print(f"wrote {md_path} and {json_path}")
     return 0

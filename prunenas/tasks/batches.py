@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from prunenas.data import ImageSet
 from prunenas.data.splits import IGNORE_INDEX
 from prunenas.errors import DataError
+from prunenas.tasks.base import Batches, Task
 
 
 class DenseBatches:
@@ -125,3 +128,36 @@ class DenseBatches:
             row[empty & (row[:, 0] >= 0), 0] = -1
             xs.append(img)
         return torch.stack(xs), boxes
+
+
+def outside_backbone(model: nn.Module) -> list[str]:
+    """Conv2d/Linear paths of a model with a ``backbone`` child that lie outside it (its heads); [] without one."""
+    if not isinstance(getattr(model, "backbone", None), nn.Module):
+        return []
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and not (n == "backbone" or n.startswith("backbone."))
+    ]
+
+
+class DenseTask(Task):
+    """What segmentation and detection share: in-memory `DenseBatches` (targets moved with their images), the
+    recipe's batch size for evaluation, and every layer outside `backbone` a head."""
+
+    eval_batch: ClassVar[int] = 0
+
+    def head_layers(self, model: nn.Module) -> list[str]:
+        return outside_backbone(model)
+
+    def batches(
+        self, split: ImageSet, *, train: bool, augment: bool, batch_size: int, device: torch.device,
+        mean: Sequence[float], std: Sequence[float], seed: int, channels_last: bool, flip: bool, drop_last: bool,
+        out_size: int, crop: str, shard: tuple[int, int],
+    ) -> Batches:  # fmt: skip
+        # a detection dataset's mean and std are 0 and 1 (prunenas.data): a detector normalizes 0..1 images itself
+        return DenseBatches(
+            split, batch_size=batch_size, device=device, mean=mean, std=std, augment=train and augment, shuffle=train,
+            drop_last=train and drop_last, seed=seed, flip=flip, channels_last=channels_last,
+            shard=shard if train else (0, 1),
+        )  # fmt: skip

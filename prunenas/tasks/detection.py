@@ -25,9 +25,8 @@ from torch import nn
 
 from prunenas.data import ImageSet
 from prunenas.errors import PrunenasError
-from prunenas.tasks.base import Batches, Task, TraceForward
-from prunenas.tasks.batches import DenseBatches
-from prunenas.tasks.segmentation import outside_backbone
+from prunenas.tasks.base import Batches, TraceForward
+from prunenas.tasks.batches import DenseTask
 
 
 def targets_of(y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -96,10 +95,9 @@ def coco_map(gts: list[torch.Tensor], preds: list[dict[str, torch.Tensor]], num_
     return max(0.0, float(ev.stats[0]))
 
 
-class Detection(Task):
+class Detection(DenseTask):
     name: ClassVar[str] = "detection"
     metric: ClassVar[str] = "val_map"
-    eval_batch: ClassVar[int] = 0
     metric_label: ClassVar[str] = "mAP@[.5:.95]"
     datasets: ClassVar[tuple[str, ...]] = ("shapes-det", "coco")
     autocast: ClassVar[bool] = False  # torchvision's box ops (roi_align, nms) are fp32 on the CPU
@@ -116,9 +114,6 @@ class Detection(Task):
         if one and {"boxes", "labels", "scores"} <= set(out[0]):
             return None
         return f"outputs {type(out).__name__}, not a list of {{'boxes', 'labels', 'scores'}} per image"
-
-    def head_layers(self, model: nn.Module) -> list[str]:
-        return outside_backbone(model)
 
     def trace_forward(self, model: nn.Module) -> TraceForward | None:
         parts = ("backbone", "transform")
@@ -147,18 +142,6 @@ class Detection(Task):
         else:
             transform.min_size = (size,)
             transform.max_size = size
-
-    def batches(
-        self, split: ImageSet, *, train: bool, augment: bool, batch_size: int, device: torch.device,
-        mean: Sequence[float], std: Sequence[float], seed: int, channels_last: bool, flip: bool, drop_last: bool,
-        out_size: int, crop: str, shard: tuple[int, int],
-    ) -> Batches:  # fmt: skip
-        # a detection dataset's mean and std are 0 and 1 (prunenas.data): a torchvision detector takes 0..1 images
-        return DenseBatches(
-            split, batch_size=batch_size, device=device, mean=mean, std=std, augment=train and augment, shuffle=train,
-            drop_last=train and drop_last, seed=seed, flip=flip, channels_last=channels_last,
-            shard=shard if train else (0, 1),
-        )  # fmt: skip
 
     def loss(
         self, forward: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float

@@ -18,21 +18,10 @@ from torch import nn
 
 from prunenas.data import ImageSet
 from prunenas.data.splits import IGNORE_INDEX
-from prunenas.tasks.base import Batches, Task
-from prunenas.tasks.batches import DenseBatches
+from prunenas.tasks.base import Batches
+from prunenas.tasks.batches import DenseTask
 
 AUX_WEIGHT = 0.5
-
-
-def outside_backbone(model: nn.Module) -> list[str]:
-    """Conv2d/Linear paths of a model with a ``backbone`` child that lie outside it (its heads); [] without one."""
-    if not isinstance(getattr(model, "backbone", None), nn.Module):
-        return []
-    return [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Conv2d | nn.Linear) and not (n == "backbone" or n.startswith("backbone."))
-    ]
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -58,10 +47,9 @@ def _main(out: Any) -> torch.Tensor:
     return out["out"] if isinstance(out, dict) else out
 
 
-class Segmentation(Task):
+class Segmentation(DenseTask):
     name: ClassVar[str] = "segmentation"
     metric: ClassVar[str] = "val_miou"
-    eval_batch: ClassVar[int] = 0
     metric_label: ClassVar[str] = "mean IoU"
     datasets: ClassVar[tuple[str, ...]] = ("shapes-seg", "voc-seg")
     default_input_size: ClassVar[int] = 520  # torchvision's evaluation size of its segmentation weights
@@ -81,20 +69,6 @@ class Segmentation(Task):
             return None
         got = list(main.shape) if isinstance(main, torch.Tensor) else type(out).__name__
         return f"outputs {got}, not {{'out': {list(want)}}} per-pixel class scores"
-
-    def head_layers(self, model: nn.Module) -> list[str]:
-        return outside_backbone(model)
-
-    def batches(
-        self, split: ImageSet, *, train: bool, augment: bool, batch_size: int, device: torch.device,
-        mean: Sequence[float], std: Sequence[float], seed: int, channels_last: bool, flip: bool, drop_last: bool,
-        out_size: int, crop: str, shard: tuple[int, int],
-    ) -> Batches:  # fmt: skip
-        return DenseBatches(
-            split, batch_size=batch_size, device=device, mean=mean, std=std, augment=train and augment, shuffle=train,
-            drop_last=train and drop_last, seed=seed, flip=flip, channels_last=channels_last,
-            shard=shard if train else (0, 1),
-        )  # fmt: skip
 
     def loss(
         self, forward: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float
