@@ -325,3 +325,8 @@ def test_rethink_runs_on_a_segmentation_space(capsys: pytest.CaptureFixture[str]
     assert (tmp_path / "rt" / "rethink.json").is_file()
     runs = [json.loads(p.read_text()) for p in (tmp_path / "rt").glob("*/metrics.json")]
     assert len(runs) == 4 and all(0.0 <= r["test_acc"] <= 1.0 for r in runs)
+
+
+def test_a_density_space_of_a_segmenter_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = cli(capsys, "spaces", "show", f"density:{SMALL['segmentation'][0]}")
+    one_line_error(rc, err, "density spaces are for classifiers", "segmentation model", "drop the density: prefix")

@@ -62,6 +62,11 @@ class DensitySpace(Space):
         self.base = get_space(str(base_name), overrides=overrides)
         if self.base.masked:
             raise SpaceError(f"space {self.name!r}: base {base_name!r} is itself a density space")
+        if self.base.task != "classification":  # the at-init criteria score a classifier's cross-entropy
+            raise SpaceError(
+                f"space {self.name!r}: density spaces are for classifiers and {base_name!r} is a {self.base.task} "
+                f"model; search its channels instead (drop the density: prefix)"
+            )
         self.input_shape = self.base.input_shape
         model = self.base.build()
         return [
