@@ -137,6 +137,9 @@ def cmd_spaces_show(args: argparse.Namespace) -> int:
         heads = info["heads"]
         shown = ", ".join(heads[:6]) + (f", ... ({len(heads)} layers)" if len(heads) > 6 else "")
         print(f"task: {info['task']}; heads (fixed, never genes; their input widths follow the genes): {shown}")
+        task = space.task_of  # a traced space: its task's recipe defaults, and where they come from
+        defaults = ", ".join(f"{k} {v}" for k, v in task.recipe.items())
+        print(f"recipe defaults of the {task.name} task: {defaults} ({task.recipe_note})")
     elif info.get("output_layer"):
         print(f"output layer (never pruned): {info['output_layer']}")
     published = info.get("torchvision_figures")
