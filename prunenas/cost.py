@@ -147,8 +147,12 @@ def model_cost(
 
 @lru_cache(maxsize=4096)
 def _cost_cached(space: Space, canonical: str, num_classes: int) -> tuple[int, int]:
-    model, weights = space.counting_model(Genotype.from_json(canonical), num_classes)
-    return model_cost(model, space.input_shape, weights)
+    # Counted on weights drawn from a fixed seed, the caller's RNG untouched: a count that depends on the weights
+    # (a two-stage detector's RoI head runs once per proposal left on a blank input) is the same in every process.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model, weights = space.counting_model(Genotype.from_json(canonical), num_classes)
+        return model_cost(model, space.input_shape, weights)
 
 
 def genotype_cost(space: Space, genotype: Genotype, num_classes: int | None = None) -> Cost:

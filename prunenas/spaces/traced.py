@@ -500,7 +500,9 @@ class TracedSpace(Space):
             f"{figures['params'] / 1e6:.2f}M params; counted here: {cost.macs / 1e9:.3f} GMACs "
             f"({figures['ratio']:.3f}x), {cost.params / 1e6:.2f}M params"
         )
-        model = self.fresh_model(figures["classes"])
+        with torch.random.fork_rng(devices=[]):  # the weights `genotype_cost` counted (its seed): the same proposals
+            torch.manual_seed(0)
+            model = self.counting_model(self.reference(), figures["classes"])[0]
         if hasattr(model, "roi_heads"):  # two-stage: the RoI head runs once per proposal
             roi = sum(v for k, v in fvcore_macs_by_layer(model, self.input_shape).items() if k.startswith("roi_heads."))
             figures["roi_heads_gmacs"] = roi / 1e9
