@@ -4,6 +4,7 @@ figures, and the README's smoke searches on the generated shapes sets (wall time
     python benchmarks/dense_tasks.py                      # both parts
     python benchmarks/dense_tasks.py --part macs          # the MACs table only (minutes: spaces are derived once)
     python benchmarks/dense_tasks.py --part smoke         # the two smoke searches (each in a fresh folder)
+    python benchmarks/dense_tasks.py --part recipes       # the segmentation recipe's lr: 0.01, 0.05, 0.2
 
 MACs: `get_space("torchvision:NAME")` at the model's documented size (segmentation 520 px, a detector its
 transform's size), its reference counted by fvcore at the weights' class count (`TracedSpace.published_figures`)
@@ -14,7 +15,7 @@ Smoke: `prunenas search --space S --dataset D --budget smoke` run as a user runs
 winner's validation and test score (the task's: mean IoU, mAP@[.5:.95]), the export's parity and the score of
 the exported graph on the test split.
 
-Writes benchmarks/results/<UTC date>-cpu-dense-tasks[-macs|-smoke].json and .md (or --out PATH without suffix).
+Writes benchmarks/results/<UTC date>-cpu-dense-tasks[-macs|-smoke|-recipes].json and .md (or --out PATH without suffix).
 """
 
 from __future__ import annotations
@@ -61,6 +62,33 @@ def macs_rows() -> list[dict[str, Any]]:
             **{k: v for k, v in figures.items() if k != "line"}, "seconds": round(time.perf_counter() - t0, 1),
         })  # fmt: skip
         print(figures["line"], flush=True)
+    return rows
+
+
+#: The segmentation recipe's learning-rate check: LRASPP at 64 px on 512 shapes-seg images, 10 epochs, batch 32,
+#: cosine after half an epoch of warm-up (the task's defaults but the lr).
+RECIPE_LRS = (0.01, 0.05, 0.2)
+
+
+def recipe_rows() -> list[dict[str, Any]]:
+    import dataclasses
+
+    from prunenas.config import RunSettings
+    from prunenas.data import load_dataset
+    from prunenas.recipes import make_recipe
+    from prunenas.spaces import get_space
+    from prunenas.train import train
+
+    data = load_dataset("shapes-seg", image_size=64, val_size=100, train_subset=512)
+    space = get_space("torchvision:lraspp_mobilenet_v3_large@64")
+    rows = []
+    for lr in RECIPE_LRS:
+        recipe = dataclasses.replace(make_recipe("proxy", space.recipe), epochs=10, lr=lr)
+        t0 = time.perf_counter()
+        result = train(space, space.reference(), data, recipe, RunSettings(device="cpu", quiet=True, seed=0))
+        rows.append({"lr": lr, "epochs": 10, "batch_size": recipe.batch_size, "val_miou": result.val_acc,
+                     "test_miou": result.test_acc, "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -141,6 +169,15 @@ def markdown(payload: dict[str, Any]) -> str:
             "buffers.",
             "",
         ]
+    if payload.get("recipes"):
+        lines += ["## The segmentation recipe's learning rate", "",
+                  "LRASPP (`torchvision:lraspp_mobilenet_v3_large@64`) on 512 shapes-seg images at 64 px, 10 epochs, "
+                  "the task's recipe but the lr; mean IoU of the final model (predicting background everywhere: "
+                  "about 0.19).", "",
+                  "| lr | val mean IoU | test mean IoU | seconds |", "| --- | --- | --- | --- |"]  # fmt: skip
+        for r in payload["recipes"]:
+            lines.append(f"| {r['lr']} | {r['val_miou']:.4f} | {r['test_miou']:.4f} | {r['seconds']} |")
+        lines.append("")
     if payload.get("smoke"):
         lines += ["## Smoke searches (the README's commands)", "",
                   "| command | wall | train images | winner val | winner test | ONNX test | parity | MACs ratio |",
@@ -160,7 +197,7 @@ def markdown(payload: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("all", "macs", "smoke"), default="all")
+    parser.add_argument("--part", choices=("all", "macs", "smoke", "recipes"), default="all")
     common.add_out(parser, folder=False)
     args = parser.parse_args(argv)
     import torch
@@ -176,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         payload["macs"] = macs_rows()
     if args.part in ("all", "smoke"):
         payload["smoke"] = smoke_rows()
+    if args.part in ("all", "recipes"):
+        payload["recipes"] = recipe_rows()
     stem = common.results_stem(args.out, "dense-tasks" if args.part == "all" else f"dense-tasks-{args.part}")
     json_path, md_path = common.write_results(stem, payload, markdown(payload))
     print(f"wrote {md_path} and {json_path}")
