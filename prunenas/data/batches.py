@@ -44,6 +44,26 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[:, :, top : top + size, left : left + size]
 
 
+def check_batching(n: int, batch_size: int, drop_last: bool, shard: tuple[int, int]) -> None:
+    """Refuse batches that cannot be made: of an empty set, a `drop_last` epoch with no whole batch, a shard
+    (rank, world) out of range or a batch that does not split evenly over the world's processes."""
+    _check_positive("batch_size", batch_size, "--batch-size")
+    if n == 0:
+        raise DataError("cannot make batches from an empty image set; check the dataset and split sizes")
+    if drop_last and n < batch_size:
+        raise DataError(
+            f"batch_size {batch_size} is larger than the {n} images available, so drop_last leaves no batch; "
+            f"pass --batch-size {n} or less"
+        )
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+    if batch_size % world:
+        raise DataError(
+            f"--batch-size {batch_size} does not split evenly over {world} processes; pass a multiple of {world}"
+        )
+
+
 class _Batches:
     """What both sources share: checks, the per-epoch random draws, augmentation and normalization."""
 
@@ -67,15 +87,8 @@ class _Batches:
         crop: str = "pad",
         shard: tuple[int, int] = (0, 1),
     ) -> None:
-        _check_positive("batch_size", batch_size, "--batch-size")
         n = len(data)
-        if n == 0:
-            raise DataError("cannot make batches from an empty image set; check the dataset and split sizes")
-        if drop_last and n < batch_size:
-            raise DataError(
-                f"batch_size {batch_size} is larger than the {n} images available, so drop_last leaves no batch; "
-                f"pass --batch-size {n} or less"
-            )
+        check_batching(n, batch_size, drop_last, shard)
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values with std > 0, got mean={mean!r} std={std!r}")
         if not dtype.is_floating_point:
@@ -92,12 +105,6 @@ class _Batches:
                 f"{min(h, w)} or less, or rebuild the cache with a larger --stored-size"
             )
         rank, world = shard
-        if not 0 <= rank < world:
-            raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
-        if batch_size % world:
-            raise DataError(
-                f"--batch-size {batch_size} does not split evenly over {world} processes; pass a multiple of {world}"
-            )
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.augment = augment

@@ -34,6 +34,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -148,9 +149,7 @@ class TracedSpace(Space):
                 raise SpaceError(f"space {self.name!r}: input_size must be an integer in [8, 4096], got {size!r}")
             self.input_shape = (self.input_shape[0] if "input_shape" in cfg else 3, size, size)
         elif "input_shape" not in cfg:
-            own = self.task_of.input_size(self._built()) if self.task != CLASSIFICATION else None
-            side = own or self.task_of.default_input_size
-            self.input_shape = (3, side, side)
+            self.input_shape = (3, self.own_size, self.own_size)
         divisor = cfg.get("divisor", DEFAULT_DIVISOR)
         if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
             raise SpaceError(f"space {self.name!r}: divisor must be an integer >= 1, got {divisor!r}")
@@ -187,6 +186,13 @@ class TracedSpace(Space):
         if isinstance(out, list | tuple) and out and isinstance(out[0], Mapping) and "boxes" in out[0]:
             return "detection"
         return CLASSIFICATION
+
+    @cached_property
+    def own_size(self) -> int:
+        """The input pixels the model is documented at: a detector's transform's (read off a built model), else the
+        task's default (classification 224, segmentation 520)."""
+        own = self.task_of.input_size(self._built()) if self.task != CLASSIFICATION else None
+        return own or self.task_of.default_input_size
 
     def _built(self) -> nn.Module:
         """A throwaway model of the factory (its own settings, e.g. a detector's input size, are read off it)."""
@@ -484,7 +490,7 @@ class TracedSpace(Space):
         figures = torchvision_figures(self.factory)
         if figures is None or self.task == CLASSIFICATION:
             return None
-        own = self.task_of.input_size(self._built()) or self.task_of.default_input_size
+        own = self.own_size
         name = f"{self.factory} ({figures['weights']}, {figures['classes']} classes)"
         if self.input_shape[1:] != (own, own):
             figures["line"] = (

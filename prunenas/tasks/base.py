@@ -143,7 +143,3 @@ class Task(ABC):
         labels = split.labels.numpy()
         logits = np.concatenate([o[0] for o in outputs]) if outputs else np.zeros((0, num_classes))
         return float(np.mean(logits.argmax(1) == labels)) if len(labels) else float("nan")
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "metric": self.metric, "metric_label": self.metric_label,
-                "datasets": list(self.datasets)}  # fmt: skip

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunenas.data import ImageSet
+from prunenas.data.batches import check_batching
 from prunenas.data.splits import IGNORE_INDEX
 from prunenas.errors import DataError
 from prunenas.tasks.base import Batches, Task
@@ -35,17 +36,8 @@ class DenseBatches:
         if data.masks is None and data.boxes is None:
             raise DataError("this dataset has neither masks nor boxes; a segmentation or detection run needs them")
         n = len(data)
-        if n == 0:
-            raise DataError("cannot make batches from an empty image set; check the dataset and split sizes")
-        if drop_last and n < batch_size:
-            raise DataError(
-                f"batch_size {batch_size} is larger than the {n} images available; pass --batch-size {n} or less"
-            )
+        check_batching(n, batch_size, drop_last, shard)
         rank, world = shard
-        if batch_size % world:
-            raise DataError(
-                f"--batch-size {batch_size} does not split evenly over {world} processes; pass a multiple of {world}"
-            )
         self.device = torch.device(device)
         self.x = data.x.to(self.device)
         self.masks = data.masks.to(self.device) if data.masks is not None else None
