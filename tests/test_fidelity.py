@@ -16,7 +16,14 @@ import pytest
 from prunenas.cli import main
 from prunenas.config import ConfigError, DataConfig
 from prunenas.fidelity.settings import EvaluatorSpec, FidelitySettings, evaluator_specs
-from prunenas.fidelity.stats import average_ranks, kendall_tau_b, mean_pairwise, paired_interval, spearman_rho
+from prunenas.fidelity.stats import (
+    average_ranks,
+    kendall_tau_b,
+    mean_pairwise,
+    paired_interval,
+    spearman_rho,
+    within_groups,
+)
 
 DIGITS = ["--dataset", "digits", "--train-subset", "160", "--val-size", "48"]
 
@@ -54,6 +61,19 @@ def test_kendall_tau_b_by_hand():
     assert kendall_tau_b([1, 1, 2, 2], [1, 2, 1, 2]) == pytest.approx(0.0)
     # [1,2,3,4] vs [1,1,1,2]: 3 concordant, 3 tied in y: 3 / sqrt(6 * 3)
     assert kendall_tau_b([1, 2, 3, 4], [1, 1, 1, 2]) == pytest.approx(3 / math.sqrt(18))
+
+
+def test_tau_within_groups_counts_only_the_pairs_of_one_group():
+    # group a: 3 candidates ordered alike (tau 1, 3 pairs); group b: 2 candidates reversed (tau -1, 1 pair);
+    # the pairs across the groups (all concordant here) count for nothing: (3 * 1 + 1 * -1) / 4
+    x = [1, 2, 3, 10, 11]
+    y = [1, 2, 3, 11, 10]
+    assert within_groups(x, y, ["a", "a", "a", "b", "b"]) == pytest.approx(0.5)
+    assert kendall_tau_b(x, y) == pytest.approx(_brute_tau_b(x, y))  # over all pairs it is higher
+    assert within_groups(x, y, ["a", "b", "c", "d", "e"]) is None  # no group holds a pair
+    assert within_groups([1, 2, 3], [5, 5, 6], [0, 0, 1]) is None  # the only pair is tied in y
+    with pytest.raises(ValueError, match="one group per candidate"):
+        within_groups([1, 2], [1, 2], [0])
 
 
 def test_spearman_rho_by_hand():
@@ -217,6 +237,29 @@ def test_the_truth_as_an_evaluator_ranks_as_the_truth(study):
     assert scratch["kendall_tau_per_seed"][1] == pytest.approx(_brute_tau_b(scores, second_seed))
     if report["ceiling"]["kendall_tau"] is not None:
         assert report["ceiling"]["kendall_tau"] == pytest.approx(_brute_tau_b(first_seed, second_seed))
+
+
+def test_the_report_ranks_by_macs_alone_and_within_levels(study):
+    """The baseline row is the candidates' MACs ratios ranked against the truth's mean; tau in level counts
+    only the pairs drawn at one MACs level."""
+    _, folder, out, _ = study
+    report = json.loads((folder / "fidelity.json").read_text())
+    genotypes = report["genotypes"]
+    means = [g["truth"]["mean"] for g in genotypes]
+    macs = [g["macs_ratio"] for g in genotypes]
+    baseline = report["macs_alone"]
+    assert baseline["label"] == "baseline: MACs alone" and baseline["seconds_per_candidate"] == 0.0
+    assert baseline["kendall_tau"] == pytest.approx(_brute_tau_b(macs, means))
+    scratch = next(e for e in report["evaluators"] if e["label"] == "scratch:epochs=1")
+    scores = [g["scores"]["scratch:epochs=1"]["score"] for g in genotypes]
+    levels = [g["level"] for g in genotypes]
+    pairs = [(i, j) for i in range(6) for j in range(i + 1, 6) if levels[i] == levels[j]]
+    assert len(pairs) == 3  # two candidates at each of three levels
+    by_level = [_brute_tau_b([scores[i], scores[j]], [means[i], means[j]]) for i, j in pairs]
+    defined = [v for v in by_level if v is not None]
+    expected = sum(defined) / len(defined) if defined else None
+    assert scratch["kendall_tau_within_levels"] == (pytest.approx(expected) if defined else None)
+    assert "baseline: MACs alone" in out and "tau in level" in out
 
 
 def test_a_rerun_computes_nothing(study, monkeypatch):

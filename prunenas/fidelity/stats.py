@@ -3,6 +3,8 @@
   kendall_tau_b   Kendall's tau-b: (concordant - discordant pairs) / sqrt((n0 - ties in x) (n0 - ties in y)),
                   n0 = n (n - 1) / 2; a pair tied in x counts in neither concordant nor discordant
   spearman_rho    Pearson's correlation of the average ranks (ties share the mean of their ranks)
+  within_groups   a statistic over the pairs inside each group only (candidates at one MACs level), the
+                  groups' values weighted by their pairs: how well a ranking orders candidates of one size
   bootstrap       a statistic's percentile interval over resamples of the candidates (with replacement)
 
 Both statistics are None where they are undefined: fewer than two candidates, or every score of one side
@@ -76,6 +78,28 @@ def mean_pairwise(rows: Sequence[Sequence[float]] | np.ndarray, statistic: Stati
     values = [statistic(m[i], m[j]) for i in range(len(m)) for j in range(i + 1, len(m))]
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None
+
+
+def within_groups(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    groups: Sequence[object],
+    statistic: Statistic = kendall_tau_b,
+) -> float | None:
+    """`statistic(x, y)` inside each group of candidates (same `groups` label), averaged with weights n(n-1)/2,
+    the group's pairs; groups where it is undefined are left out. None when no group defines it."""
+    a, b = _pair(x, y)
+    if len(groups) != len(a):
+        raise ValueError(f"one group per candidate is needed, got {len(groups)} for {len(a)}")
+    total = weight = 0.0
+    for label in dict.fromkeys(groups):
+        idx = [i for i, g in enumerate(groups) if g == label]
+        value = statistic(a[idx], b[idx]) if len(idx) >= 2 else None
+        if value is not None:
+            pairs = len(idx) * (len(idx) - 1) / 2.0
+            total += value * pairs
+            weight += pairs
+    return total / weight if weight else None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from prunenas.devices import resolve_device
 from prunenas.errors import PrunenasError
 from prunenas.evaluators import EvaluationContext, Evaluator, evaluator_class, get_evaluator
 from prunenas.fidelity.candidates import Candidate, checked_proposers, draw_candidates
-from prunenas.fidelity.report import BOOTSTRAP_SEED, ceiling, evaluator_stats, write_plot
+from prunenas.fidelity.report import BOOTSTRAP_SEED, ceiling, evaluator_stats, macs_alone, write_plot
 from prunenas.fidelity.settings import EPOCHS, EvaluatorSpec, FidelitySettings, evaluator_specs, scratch_epochs
 from prunenas.genotype import GeneValue, Genotype
 from prunenas.hardware import cpu_info
@@ -414,11 +414,12 @@ def build_report(
             "scores": {label: _score(by_key.get(c.genotype.key, {})) for label, by_key in scores.items()},
         })  # fmt: skip
     truth_rows = [g["truth"]["per_seed"] for g in genotypes]
+    levels = [c.level for c in cands]
     evaluators = []
     for j in judged:
         stats = evaluator_stats(
             truth_rows, [g["scores"][j.label]["score"] for g in genotypes],
-            [g["scores"][j.label]["seconds"] for g in genotypes], settings.bootstrap,
+            [g["scores"][j.label]["seconds"] for g in genotypes], settings.bootstrap, levels,
         )  # fmt: skip
         evaluators.append({
             "label": j.label, "name": j.evaluator.name, "options": j.evaluator.describe()["options"],
@@ -438,8 +439,9 @@ def build_report(
             "seconds_per_run": sum(truth_seconds) / len(truth_seconds) if truth_seconds else None,
         },
         "bootstrap": {"resamples": settings.bootstrap, "seed": BOOTSTRAP_SEED, "level": 0.9, "over": "genotypes"},
-        "ceiling": ceiling(truth_rows, settings.bootstrap),
+        "ceiling": ceiling(truth_rows, settings.bootstrap, levels),
         "evaluators": evaluators,
+        "macs_alone": macs_alone(truth_rows, [c.macs_ratio for c in cands], levels, settings.bootstrap),
         "genotypes": genotypes,
         "files": {"folder": str(out), "written": [REPORT, PLOT, GENOTYPES, RESULTS]},
     }
