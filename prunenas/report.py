@@ -200,6 +200,8 @@ def pareto_figure(
     max_macs: int | None = None,
     reference: Mapping[str, float] | None = None,
     floor: float | None = None,
+    reference_label: str = "reference (unpruned)",
+    judged_by: str = "proxy training",
 ) -> Any:
     """The figure of `plot_pareto`."""
     x = x or get_metric("macs")
@@ -208,10 +210,12 @@ def pareto_figure(
         limit = float(max_macs)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    ref_xy = None
-    if reference is not None and reference.get(x.name) is not None and reference.get(y.name) is not None:
-        ref_xy = (float(reference[x.name]), float(reference[y.name]))
-    xs_all = [float(r[x.name]) for r in rows if r.get(x.name) is not None] + ([ref_xy[0]] if ref_xy else [])
+    ref_xy = ref_x = None
+    if reference is not None and reference.get(x.name) is not None:
+        ref_x = float(reference[x.name])
+        if reference.get(y.name) is not None:
+            ref_xy = (ref_x, float(reference[y.name]))
+    xs_all = [float(r[x.name]) for r in rows if r.get(x.name) is not None] + ([ref_x] if ref_x is not None else [])
     sx = 1e6 if xs_all and max(xs_all) >= 1e6 else 1.0
     sy = 100.0 if y.name == "val_acc" else 1.0
 
@@ -246,18 +250,20 @@ def pareto_figure(
                    edgecolors="tab:red", linewidths=1.5, label="winners (retrained)")  # fmt: skip
     if ref_xy is not None:
         rx, ry = ref_xy[0] / sx, ref_xy[1] * sy
-        ax.scatter([rx], [ry], s=90, marker="D", c="black", zorder=5, label="reference (unpruned)")
+        ax.scatter([rx], [ry], s=90, marker="D", c="black", zorder=5, label=reference_label)
         ax.annotate("reference", (rx, ry), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    elif ref_x is not None:  # its cost is known, its score is not: where it sits on x
+        ax.axvline(ref_x / sx, ls="-.", c="black", lw=1, label=f"{reference_label}, not judged")
     if limit is not None:
         ax.axvline(limit / sx, ls="--", c="tab:red", lw=1, label=f"{x.name} limit")
     if floor is not None:
         ax.axvline(floor / sx, ls=":", c="tab:red", lw=1, label=f"{x.name} lower limit")
     ax.set_xlabel(f"{x.label or x.name}" + (" (millions)" if sx == 1e6 else ""))
-    ax.set_ylabel(f"{y.label or y.name}" + (" (%), proxy training" if y.name == "val_acc" else ""))
+    ax.set_ylabel(f"{y.label or y.name}" + (f" (%), {judged_by}" if y.name == "val_acc" else ""))
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    if done or infeasible or ref_xy is not None:
+    if done or infeasible or ref_x is not None:
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
@@ -277,14 +283,18 @@ def plot_pareto(
     reference: Mapping[str, float] | None = None,
     floor: float | None = None,
     fmt: str | None = None,
+    reference_label: str = "reference (unpruned)",
+    judged_by: str = "proxy training",
 ) -> Path:
     """One metric against another for every measured trial (default: validation accuracy against MACs);
     proposer-seeded trials are marked and named `proposer@target`, the Pareto front is joined by a line,
     the retrained winners are circled, infeasible (never trained) candidates sit on the x axis, `limit` (and
     a lower limit, `floor`) is drawn on x, and `reference` ({metric name: value} of the unpruned model, with
-    the x and y metrics) is a point of its own. Written to `path` (format: `fmt` or the suffix)."""
+    the x and y metrics) is a point of its own (`reference_label`), or a vertical line where only its x is
+    known; `judged_by` says on the accuracy axis how the candidates were scored. Written to `path` (format:
+    `fmt` or the suffix)."""
     fig = pareto_figure(
         rows, front=front, winners=winners, title=title, x=x, y=y, limit=limit, max_macs=max_macs,
-        reference=reference, floor=floor,
+        reference=reference, floor=floor, reference_label=reference_label, judged_by=judged_by,
     )  # fmt: skip
     return save_figure(fig, path, fmt)

@@ -13,6 +13,7 @@ from torch import nn
 import prunenas as pn
 from prunenas.cli import main
 from prunenas.config import ConfigError, DataConfig
+from prunenas.cost import genotype_cost
 from prunenas.errors import PrunenasError
 from prunenas.evaluators import Evaluator, evaluator_names, get_evaluator
 from prunenas.evaluators.builtin import CallableEvaluator, recalibrate_batchnorm
@@ -82,6 +83,26 @@ def test_a_search_judged_by_inherit_bn_pretrains_its_reference_once(tmp_path, ti
     capsys.readouterr()
     assert main(argv) == 0  # resumed: the same study, nothing judged twice
     assert len(json.loads((out / "trials.json").read_text())) == len(rows)
+    # the plot's unpruned point: the pretrained weights' own validation accuracy, at the reference's MACs
+    from prunenas.search.outputs import reference_point
+
+    space = get_space(str(tiny_toml))
+    config = SearchConfig(space=space.name, search={"evaluator": "inherit-bn", "pretrain_epochs": 1, "out": str(out)})
+    (metrics_file,) = (out / "reference").glob("*/metrics.json")
+    pretrained = json.loads(metrics_file.read_text())
+    others = [r for r in rows if r["key"] != space.reference().key]
+    point, label = reference_point(config, space, others, "macs", "val_acc")
+    assert point == {
+        "macs": pytest.approx(genotype_cost(space, space.reference()).macs),
+        "val_acc": pretrained["val_acc"],
+    }
+    assert "trained weights" in label
+    plain = SearchConfig(space=space.name, search={"out": str(out)})  # scratch: its score is not known, its place is
+    assert reference_point(plain, space, others, "macs_ratio", "val_acc") == (
+        {"macs_ratio": 1.0},
+        "reference (unpruned)",
+    )
+    assert reference_point(plain, space, others, "latency_ms", "val_acc")[0] is None
 
 
 def test_promotion_retrains_the_best_cheaply_judged_candidates_from_scratch(tmp_path, tiny_toml, capsys):

@@ -336,6 +336,40 @@ def _plot_axes(config: SearchConfig) -> tuple[Metric, Metric]:
     return x, ys[0] if ys else get_metric("val_acc")
 
 
+def reference_point(
+    config: SearchConfig, space: Space, rows: Sequence[Mapping[str, Any]], x: str, y: str
+) -> tuple[dict[str, float] | None, str]:
+    """Where the unpruned model sits on the plot, and its legend: the study's own trial of it when there is one;
+    else, for a search whose evaluator cuts candidates from trained weights, those weights' own validation
+    accuracy (their run's metrics.json) at the reference's cost; else its cost alone (a vertical line). None
+    when x is not a cost the space counts."""
+    key = space.reference().key
+    row = next((r for r in rows if r["key"] == key and r.get(y) is not None and r.get(x) is not None), None)
+    if row is not None:
+        return {x: row[x], y: row[y]}, "reference (unpruned)"
+    cost = genotype_cost(space, space.reference())
+    value = {"macs": cost.macs, "params": cost.params, "macs_ratio": 1.0, "params_ratio": 1.0}.get(x)
+    if value is None:
+        return None, "reference (unpruned)"
+    point: dict[str, float] = {x: float(value)}
+    if y == "val_acc" and config.search.evaluator != "scratch":
+        checkpoint = Path(config.search.reference) if config.search.reference else None
+        found = (
+            [checkpoint.parent / METRICS]
+            if checkpoint
+            else sorted((config.out / "reference").glob(f"{key}-*/{METRICS}"))
+        )
+        for path in found:
+            try:
+                metrics = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if metrics.get("genotype_key") == key and metrics.get("val_acc") is not None:
+                point[y] = float(metrics["val_acc"])
+                return point, f"reference: the trained weights ({metrics.get('epochs_run', '?')} epochs) it cuts from"
+    return point, "reference (unpruned)"
+
+
 def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winners: Sequence[Winner]) -> dict[str, str]:
     metrics = recorded_metrics(config)
     files = write_tables(study, config.out, metrics)
@@ -351,14 +385,12 @@ def write_outputs(study: optuna.Study, config: SearchConfig, space: Space, winne
         if axis.has_setup:
             setattr(axis, "label", f"{axis.label or axis.name} [{axis.setup(config.metrics)}]")  # noqa: B010
     limit = study.user_attrs.get("limits", {}).get(x.name)
-    # the unpruned model on the plot, when the study trained it (its proxy accuracy is then known)
-    ref_key = space.reference().key
-    ref_row = next((r for r in rows if r["key"] == ref_key and r.get(y.name) is not None), None)
-    reference = {x.name: ref_row[x.name], y.name: ref_row[y.name]} if ref_row and ref_row.get(x.name) else None
+    reference, reference_label = reference_point(config, space, rows, x.name, y.name)
     png = plot_pareto(
         rows, config.out / "pareto.png", front=front, winners={w.genotype.key for w in winners},
         title=f"{space.name}: {config.study}", x=x, y=y, limit=limit, reference=reference,
-        floor=study.user_attrs.get("floors", {}).get(x.name),
+        floor=study.user_attrs.get("floors", {}).get(x.name), reference_label=reference_label,
+        judged_by="proxy training" if config.search.evaluator == "scratch" else f"judged by {config.search.evaluator}",
     )  # fmt: skip
     files["pareto_png"] = str(png)
     summary = {
