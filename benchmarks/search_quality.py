@@ -1,6 +1,7 @@
 """Does the search beat its proposers? Three arms at the same training compute on resnet20_channels.
 
     python benchmarks/search_quality.py --tiny                       # the whole path on digits, 1-3 minutes
+    python benchmarks/search_quality.py --evaluator inherit-bn ...   # a search judged by a cheap evaluator
     python benchmarks/search_quality.py --data-dir ../shared/datasets/cifar10-jpeg.tar.gz \\
         --out-md benchmarks/results/DATE-cpu-search-quality.md --out-json ... --plot ...
 
@@ -47,6 +48,9 @@ run is found and skipped, an interrupted one resumes from its last epoch, and th
 their Optuna journals. One progress line per run (what, i/N, elapsed, ETA from the measured rate).
 Ends with a Markdown table, a JSON of every run, the compute per arm and a plot of accuracy vs MACs.
 
+With `--evaluator SPEC` the protocol is search_quality_evaluator.py's instead (its docstring): the proposers'
+own picks against a scratch-proxy search and a search judged by the evaluator at equal wall time.
+
 This file holds the flags and `main`; the benchmark's steps are `Bench` in search_quality_bench.py, the
 arms, statistics and progress line are in search_quality_common.py, the Markdown report and the plot in
 search_quality_report.py, the machine description and command line in common.py.
@@ -78,6 +82,11 @@ TINY = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if any(a == "--evaluator" or a.startswith("--evaluator=") for a in given):
+        import search_quality_evaluator
+
+        return search_quality_evaluator.main(list(given))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_tiny(parser, "the whole path on digits in a minute or two")
     parser.add_argument("--dataset", default="cifar10")

@@ -42,21 +42,26 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_run_checkpoint(path: Path) -> dict[str, Any]:
-    """The content of a run folder's own checkpoint, for resuming it."""
+def load_own_checkpoint(
+    path: Path, *, kind: str, unreadable_fix: str, foreign_fix: str, format: str | None = None
+) -> dict[str, Any]:
+    """The content of a checkpoint prunenas wrote itself (a run's, a supernet's: `kind` names it), refused in
+    one line when it cannot be read or is not such a checkpoint (no model, or another `format`)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise PrunenasError(
-            f"the run's checkpoint {str(path)!r} is unreadable ({type(exc).__name__}): delete it to start the run "
-            "over (`prunenas train` also takes --fresh)"
+            f"the {kind} checkpoint {str(path)!r} is unreadable ({type(exc).__name__}): {unreadable_fix}"
         ) from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise PrunenasError(
-            f"{str(path)!r} is not a prunenas checkpoint: delete it to start the run over (`prunenas train` also "
-            "takes --fresh)"
-        )
+    if not isinstance(state, dict) or "model" not in state or (format is not None and state.get("format") != format):
+        raise PrunenasError(f"{str(path)!r} is not a prunenas {kind} checkpoint: {foreign_fix}")
     return state
+
+
+def load_run_checkpoint(path: Path) -> dict[str, Any]:
+    """The content of a run folder's own checkpoint, for resuming it."""
+    fix = "delete it to start the run over (`prunenas train` also takes --fresh)"
+    return load_own_checkpoint(path, kind="run", unreadable_fix=fix, foreign_fix=fix)
 
 
 def read_checkpoint(path: str | Path, flag: str = "--weights") -> tuple[Path, Any]:

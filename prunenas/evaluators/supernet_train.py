@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunenas.checkpoints import atomic_save
+from prunenas.checkpoints import atomic_save, load_own_checkpoint
 from prunenas.config import RunSettings
 from prunenas.data import DatasetSplits
 from prunenas.devices import apply_precision, resolve_device, resolve_precision
@@ -72,17 +72,10 @@ def supernet_folder(root: Path, space: Space, identity: Mapping[str, Any]) -> Pa
 
 def _read(path: Path, space: Space, identity: Mapping[str, Any]) -> dict[str, Any]:
     """The checkpoint at `path`, refused in one line when it is damaged or belongs to another supernet."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise PrunenasError(
-            f"the supernet checkpoint {str(path)!r} is unreadable ({type(exc).__name__}): delete it to train the "
-            "supernet again"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
-        raise PrunenasError(
-            f"{str(path)!r} is not a prunenas supernet checkpoint: delete it, or pass another --out for the supernet"
-        )
+    state = load_own_checkpoint(
+        path, kind="supernet", format=FORMAT, unreadable_fix="delete it to train the supernet again",
+        foreign_fix="delete it, or pass another --out for the supernet",
+    )  # fmt: skip
     if state.get("space") != space.name:
         raise PrunenasError(
             f"{str(path)!r} holds the supernet of space {state.get('space')!r}, not {space.name!r}: pass another --out "
