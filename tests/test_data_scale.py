@@ -294,5 +294,5 @@ def test_imagenet_presets_lay_plain_values_under_the_flags_and_cap_scratch_b_at_
     assert (cosine.epochs, cosine.label_smoothing, cosine.warmup_epochs) == (10, 0.1, 5.0)  # a flag wins
     b = make_recipe("scratch-b", {}, macs=10, reference_macs=50, overrides={"preset": "imagenet-short"})
     assert b.epochs == 32 and b.extra["scratch_b_factor"] == 2.0  # 5x the compute, capped at 2x of 16
-    assert set(PRESETS) == {"imagenet-step", "imagenet-cosine", "imagenet-short"}
+    assert set(PRESETS) == {"imagenet-step", "imagenet-cosine", "imagenet-short", "short"}
     assert "preset" not in make_recipe("standard").to_dict()  # runs without a preset keep their names

@@ -315,6 +315,40 @@ def test_seed_targets_and_no_seeding_set_the_budget_and_name_another_study():
     assert len({default_study_name(v, 0) for v in variants}) == 3  # never resumes a study seeded otherwise
 
 
+def test_the_smoke_budget_trains_with_the_short_recipe_preset_under_the_flags():
+    """A smoke search of a classification dataset trains its candidates and winners with the `short` preset
+    (batch 32, lr 0.02, cosine after half an epoch of warm-up) under the recipe flags; --preset names another;
+    a dense task's smoke search keeps its task's recipe; the preset is part of the study's identity, not of
+    its default name."""
+    from prunenas.recipes import make_recipe
+    from prunenas.search import SearchSettings
+
+    smoke = SearchConfig(space="resnet56_channels", search={"budget": "smoke"}, data={"dataset": "digits"})
+    assert smoke.recipe_overrides == {"preset": "short"} and smoke.study == "smoke-genes-tpe-s0"
+    assert smoke.identity()["recipe_preset"] == "short"
+    proxy = make_recipe("proxy", {"lr": 0.1, "batch_size": 64, "schedule": "step"},
+                        overrides={**smoke.recipe_overrides, "epochs": 3})  # fmt: skip
+    assert (proxy.batch_size, proxy.lr, proxy.schedule, proxy.warmup_epochs, proxy.epochs) == (
+        32,
+        0.02,
+        "cosine",
+        0.5,
+        3,
+    )
+    flagged = SearchConfig(
+        space="resnet56_channels", search={"budget": "smoke"}, data={"dataset": "digits"}, recipe={"lr": 0.05}
+    )
+    assert flagged.recipe_overrides == {"preset": "short", "lr": 0.05}  # a flag over the preset
+    other = SearchConfig(
+        space="resnet56_channels", search={"budget": "smoke"}, data={"dataset": "digits"},
+        recipe={"preset": "imagenet-short"},
+    )  # fmt: skip
+    assert other.recipe_overrides == {"preset": "imagenet-short"}
+    fast = SearchConfig(space="resnet56_channels", search={"budget": "fast"}, data={"dataset": "digits"})
+    assert fast.recipe_overrides == {} and "recipe_preset" not in fast.identity()
+    assert SearchSettings(budget="smoke").resolved_budget(None, "segmentation").recipe_preset is None
+
+
 def test_min_names_another_study_and_survives_the_config_round_trip(tmp_path):
     from prunenas.metrics import Limit
     from prunenas.search import SearchSettings

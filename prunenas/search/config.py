@@ -129,8 +129,10 @@ class SearchConfig(Config):
 
     def resolve_identity(self, identity: dict[str, Any]) -> dict[str, Any]:
         """The options of every metric measured and of the evaluator, given or not (a default given explicitly
-        is the same study)."""
+        is the same study), and the budget's recipe preset."""
         identity.pop("evaluators", None)
+        if self.budget.recipe_preset is not None:
+            identity["recipe_preset"] = self.budget.recipe_preset
         if self.search.evaluator != "scratch":
             identity["evaluator"] = self.evaluator().identity()
         measured = _measured_by(self.search, self.score)
@@ -165,8 +167,9 @@ class SearchConfig(Config):
     @property
     def study(self) -> str:
         given = self.evaluators.get(self.search.evaluator)
+        # the recipe flags given (the budget's recipe preset goes with the budget's name)
         return self.search.study or default_study_name(
-            self.search, self.run.seed, self.recipe_overrides, given.to_dict() if given is not None else None
+            self.search, self.run.seed, self.recipe.to_dict(), given.to_dict() if given is not None else None
         )
 
     @property
@@ -185,8 +188,11 @@ class SearchConfig(Config):
 
     @property
     def recipe_overrides(self) -> dict[str, Any]:
-        """The recipe settings the user changed (every candidate's and winner's recipe takes them)."""
-        return self.recipe.to_dict()
+        """The recipe settings the user changed, under the budget's recipe preset unless --preset names another
+        (every candidate's and winner's recipe takes them)."""
+        given = self.recipe.to_dict()
+        preset = self.budget.recipe_preset
+        return {"preset": preset, **given} if preset and given.get("preset") is None else given
 
     @property
     def gpus(self) -> tuple[str, ...]:

@@ -32,14 +32,18 @@ class Budget:
     top_k: int
     final_epochs: int | None  # None: the recipe's own (160 for CIFAR)
     train_subset: int | None = None
+    #: The recipe preset (`prunenas.recipes.PRESETS`) of its candidates and winners, under the recipe flags;
+    #: None: the space's own recipe.
+    recipe_preset: str | None = None
 
 
 #: Training images of a smoke search on a segmentation or detection dataset (--train-subset changes it).
 SMOKE_DENSE_IMAGES = 160
 
 BUDGETS: dict[str, Budget] = {
-    # About two minutes on a 2-core CPU with the embedded digits set: 8 candidates of 3 epochs.
-    "smoke": Budget(trials=8, proxy_epochs=3, seed_targets=(0.5,), top_k=1, final_epochs=8),
+    # About two minutes on a 2-core CPU with the embedded digits set: 8 candidates of 3 epochs, with a recipe
+    # that learns in so few steps (a classification dataset's; dense tasks keep their recipes).
+    "smoke": Budget(trials=8, proxy_epochs=3, seed_targets=(0.5,), top_k=1, final_epochs=8, recipe_preset="short"),
     # An hour or two on one GPU for ResNet-56 on CIFAR-10.
     "fast": Budget(trials=40, proxy_epochs=8, seed_targets=(0.3, 0.5, 0.7), top_k=3, final_epochs=60),
     # The Rethinking protocol for the winners: full 160-epoch retraining.
@@ -58,8 +62,8 @@ class SearchSettings(Config):
 
     budget: str = setting(
         "fast",
-        "preset: smoke (minutes on a CPU; on a segmentation or detection dataset 160 training images), fast (hours "
-        "on a GPU), paper (full retraining)",
+        "preset: smoke (minutes on a CPU, with the short recipe preset; on a segmentation or detection dataset 160 "
+        "training images and the task's recipe), fast (hours on a GPU), paper (full retraining)",
         choices=tuple(BUDGETS),
         identity=False,
     )
@@ -283,10 +287,12 @@ class SearchSettings(Config):
     def resolved_budget(self, train_subset: int | None, task: str = "classification") -> Budget:
         """The preset with the flags that change it; a smoke search of a segmentation or detection dataset trains
         on `SMOKE_DENSE_IMAGES` images unless --train-subset says otherwise (its models are far slower per image
-        than the CIFAR ones the preset's minutes are for)."""
+        than the CIFAR ones the preset's minutes are for), with its task's recipe (no recipe preset)."""
         budget = BUDGETS[self.budget]
-        if train_subset is None and self.budget == "smoke" and task != "classification":
-            train_subset = SMOKE_DENSE_IMAGES
+        if self.budget == "smoke" and task != "classification":
+            budget = replace(budget, recipe_preset=None)
+            if train_subset is None:
+                train_subset = SMOKE_DENSE_IMAGES
         changes: dict[str, Any] = {
             "trials": self.trials,
             "proxy_epochs": self.proxy_epochs,
