@@ -193,10 +193,11 @@ class EvaluatorBench:
         from prunenas.search.config import prepare_search
 
         w = self.args.window
+        folder = f"{arm}-L{level:g}".replace(":", "-").replace(",", "+")  # a folder's and a study's name
         settings = SearchSettings(
             budget="fast", trials=trials, proxy_epochs=self.args.proxy_epochs, sampler="tpe",
             proposers=tuple(self.proposers), reference=str(reference), final=False, export=False,
-            study=f"{arm}-L{level:g}", out=str(self.work / f"{arm}-L{level:g}"), max=(f"macs={level * (1 + w):.4f}x",),
+            study=folder, out=str(self.work / folder), max=(f"macs={level * (1 + w):.4f}x",),
             min=(f"macs={level * (1 - w):.4f}x",), seed_targets=(level,), evaluator=evaluator, timeout=timeout,
         )  # fmt: skip
         run = RunSettings(seed=0, device=self.args.device, quiet=True, threads=self.args.threads)

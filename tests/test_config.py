@@ -120,7 +120,7 @@ def test_search_config_round_trips_through_json(tmp_path):
     again = SearchConfig.load(config.save(tmp_path / "c.json"))
     assert again == config
     assert again.limits[0].text() == "macs=0.5x" and again.objectives == ("val_acc", "latency")
-    assert again.recipe_overrides == {"lr": 0.05} and again.metrics["latency"].batch == 4
+    assert again.recipe_overrides == {"preset": "short", "lr": 0.05} and again.metrics["latency"].batch == 4
     assert again.run.amp is False and again.run.threads == 1
 
 

@@ -16,9 +16,10 @@ TINY_BUDGET = replace(BUDGETS["smoke"], trials=2, proxy_epochs=1, seed_targets=(
 
 
 def budget_settings(budget: Budget) -> dict[str, Any]:
-    """A resolved budget as the settings that give it (on the smoke preset)."""
+    """A resolved budget as the settings that give it (on the smoke preset, whose recipe preset it keeps)."""
     values = dataclasses.asdict(budget)
     values.pop("train_subset")
+    values.pop("recipe_preset")
     values["seed_targets"] = list(budget.seed_targets)
     return {"budget": "smoke", **values}
 
