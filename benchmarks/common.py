@@ -29,7 +29,7 @@ import platform
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -214,6 +214,16 @@ def add_out_files(parser: argparse.ArgumentParser, *, json_file: bool = True) ->
 
 def add_tiny(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--tiny", action="store_true", help=help)
+
+
+def apply_tiny(args: argparse.Namespace, argv: Sequence[str] | None, sizes: Mapping[str, Any]) -> None:
+    """With --tiny, `sizes` (by destination name) replace the defaults of the flags not given in `argv`."""
+    if not args.tiny:
+        return
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
+    for key, value in sizes.items():
+        if key not in given:
+            setattr(args, key, value)
 
 
 def add_repeats(parser: argparse.ArgumentParser, default: int, help: str | None = None) -> None:

@@ -121,11 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--why", default="", help="the reason for the sizes, written into the results")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
-    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
-    if args.tiny:
-        for k, v in TINY.items():
-            if k not in given:
-                setattr(args, k, v)
+    common.apply_tiny(args, argv, TINY)
     n_levels = len(args.levels.split(","))
     n_props = len([p for p in args.proposers.split(",") if p]) * n_levels
     if args.candidates <= n_props or args.candidates % n_levels:

@@ -26,6 +26,7 @@ from search_quality_common import (
     mean_std,
     pareto_front,
     pct,
+    proposals_at_levels,
     tau_standard_error,
     welch,
 )
@@ -142,18 +143,13 @@ class Bench:
     def propose(self, reference: Path) -> None:
         """The P proposals (the seeds of both searches), and arm a's extra random-proposer draws."""
         t0 = time.perf_counter()
-        self.proposals: list[dict[str, Any]] = []
-        for name in self.proposers:
-            for level in self.levels:
-                try:
-                    g = self.pn.propose(
-                        self.space, name, macs_ratio=level, reference=reference, data=self.splits, seed=0,
-                        device=self.args.device,
-                    )  # fmt: skip
-                except Exception as exc:  # a proposer that cannot meet a target is reported, not fatal
-                    print(f"proposal {name} at {level}: failed ({exc})", flush=True)
-                    continue
-                self.proposals.append({"proposer": name, "target": level, "seed": 0, "genotype": g})
+        made = proposals_at_levels(
+            self.pn, self.space, self.proposers, self.levels, reference, self.splits, self.args.device,
+            lambda msg: print(msg, flush=True),
+        )  # fmt: skip
+        self.proposals: list[dict[str, Any]] = [
+            {"proposer": name, "target": level, "seed": 0, "genotype": g} for name, level, g in made
+        ]
         extra = self.args.candidates - len(self.proposals)
         self.extras: list[dict[str, Any]] = []
         keys = {p["genotype"].key for p in self.proposals}

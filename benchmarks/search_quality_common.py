@@ -9,6 +9,8 @@ import math
 import statistics
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 SPACE = "resnet20_channels"
 ARMS = ("proposers", "search-tpe", "search-random")
@@ -135,3 +137,27 @@ class Progress:
                 f"[{self.i}/{max(self.n, self.i)}] {what}{tag}: {detail} | elapsed {fmt_s(elapsed)}, ETA {eta}",
                 flush=True,
             )
+
+
+def proposals_at_levels(
+    pn: Any,
+    space: Any,
+    proposers: Sequence[str],
+    levels: Sequence[float],
+    reference: Any,
+    data: Any,
+    device: str,
+    log: Callable[[str], None],
+) -> list[tuple[str, float, Any]]:
+    """(proposer, level, genotype) for each proposer at each MACs level; a target a proposer cannot meet (or
+    any other failure of it) is logged and left out, never fatal."""
+    out = []
+    for name in proposers:
+        for level in levels:
+            try:
+                g = pn.propose(space, name, macs_ratio=level, reference=reference, data=data, seed=0, device=device)
+            except Exception as exc:
+                log(f"proposal {name} at {level:g}: none ({exc})")
+                continue
+            out.append((name, level, g))
+    return out

@@ -41,9 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import common
-from search_quality_common import fmt_s, pct, welch
-
-from prunenas.errors import PrunenasError
+from search_quality_common import fmt_s, pct, proposals_at_levels, welch
 
 TINY = {"pretrain_epochs": 2, "proxy_epochs": 1, "scratch_candidates": 4, "final_epochs": 2, "seeds": 2}
 
@@ -72,11 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", default="runs/bench/search_quality_evaluator", help="runs and studies (resumable)")
     common.add_out(ap, folder=False, required=True)
     args = ap.parse_args(argv)
-    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
-    if args.tiny:
-        for k, v in TINY.items():
-            if k not in given:
-                setattr(args, k, v)
+    common.apply_tiny(args, argv, TINY)
     return args
 
 
@@ -145,18 +139,12 @@ class EvaluatorBench:
 
     def propose(self, reference: Path) -> dict[str, dict[float, Any]]:
         out: dict[str, dict[float, Any]] = {}
-        for name in self.proposers:
-            for level in self.levels:
-                try:
-                    g = self.pn.propose(
-                        self.space, name, macs_ratio=level, reference=reference, data=self.splits, seed=0,
-                        device=self.args.device,
-                    )  # fmt: skip
-                except PrunenasError as exc:  # a target the rule cannot meet: that arm has no pick there
-                    self.log(f"proposal {name} at {level:g}: none ({exc})")
-                    continue
-                out.setdefault(name, {})[level] = g
-                self.log(f"proposal {name} at {level:g}: {g.key}")
+        made = proposals_at_levels(
+            self.pn, self.space, self.proposers, self.levels, reference, self.splits, self.args.device, self.log
+        )
+        for name, level, g in made:
+            out.setdefault(name, {})[level] = g
+            self.log(f"proposal {name} at {level:g}: {g.key}")
         return out
 
     def prepare_supernet(self) -> dict[str, Any]:
