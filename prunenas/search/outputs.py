@@ -16,6 +16,7 @@ import optuna
 
 from prunenas.cost import genotype_cost
 from prunenas.data import DatasetSplits
+from prunenas.evaluators import evaluator_class
 from prunenas.export import export_run
 from prunenas.genotype import Genotype
 from prunenas.metrics import Metric, get_metric
@@ -352,7 +353,7 @@ def reference_point(
     if value is None:
         return None, "reference (unpruned)"
     point: dict[str, float] = {x: float(value)}
-    if y == "val_acc" and config.search.evaluator != "scratch":
+    if y == "val_acc" and evaluator_class(config.search.evaluator).needs_trained:
         checkpoint = Path(config.search.reference) if config.search.reference else None
         found = (
             [checkpoint.parent / METRICS]
