@@ -48,7 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # runs of a few epochs on a few thousand images (the smoke budget's): small batches for enough steps, a
     # gentle rate and half an epoch of warm-up. The papers' CIFAR recipe (batch 64, lr 0.1, steps at 50/75%)
     # leaves ResNet-56 at chance after 3 and 8 epochs on the digits; this one reaches 0.96 and 0.97
-    # (README, "Quick start").
+    # (benchmarks/results/2026-12-06-cpu-smoke-recipe.md).
     "short": {"batch_size": 32, "lr": 0.02, "schedule": "cosine", "warmup_epochs": 0.5},
 }  # fmt: skip
 SCHEDULES = ("step", "constant", "cosine")
